@@ -1,0 +1,31 @@
+use thiserror::Error;
+
+/// What can go wrong when building, quantizing or reading a quantized matrix.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum QuantError {
+    #[error("unknown format '{0}': expected one of {list}", list = crate::Format::NAMES.join(", "))]
+    UnknownFormat(String),
+    #[error("invalid group size '{0}': expected 16, 32, 64, 128 or 'channel'")]
+    InvalidGroupText(String),
+    #[error("format {format} does not support {group}: use {hint}")]
+    UnsupportedGroup { format: &'static str, group: String, hint: &'static str },
+    #[error("matrix shape {rows}x{cols} is invalid: both dimensions must be at least 1")]
+    EmptyShape { rows: usize, cols: usize },
+    #[error("expected {expected} input values for a {rows}x{cols} matrix, got {got}")]
+    InputLength { rows: usize, cols: usize, expected: usize, got: usize },
+    #[error("weight at row {row}, column {col} is {value}: quantization needs finite weights")]
+    NonFinite { row: usize, col: usize, value: f32 },
+    #[error("{part} has {got} bytes but a {rows}x{cols} {scheme} matrix needs {expected}")]
+    PartLength {
+        part: &'static str,
+        scheme: String,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("row {row}, group {group}: the scale does not fit the {format} format's f16 storage (weights too large); use fp8, or rescale the weights")]
+    ScaleOverflow { row: usize, group: usize, format: &'static str },
+    #[error("global scale {0} is invalid: it must be finite and non-zero")]
+    GlobalScale(f32),
+}
