@@ -4,11 +4,20 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum CoreError {
     #[error("{op}: {what} has {got} elements but the shape needs {expected}")]
-    Length { op: &'static str, what: &'static str, expected: usize, got: usize },
+    Length {
+        op: &'static str,
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
     #[error("{op}: {what}")]
     Shape { op: &'static str, what: String },
     #[error("backend {backend} does not support {what}; use {hint}")]
-    Unsupported { backend: String, what: String, hint: &'static str },
+    Unsupported {
+        backend: String,
+        what: String,
+        hint: &'static str,
+    },
     #[error(transparent)]
     Quant(#[from] marlin_quant::QuantError),
 }
@@ -21,6 +30,15 @@ impl CoreError {
         expected: usize,
         got: usize,
     ) -> Result<(), CoreError> {
-        if expected == got { Ok(()) } else { Err(CoreError::Length { op, what, expected, got }) }
+        if expected == got {
+            Ok(())
+        } else {
+            Err(CoreError::Length {
+                op,
+                what,
+                expected,
+                got,
+            })
+        }
     }
 }

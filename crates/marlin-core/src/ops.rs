@@ -17,5 +17,6 @@ pub trait QuantMatmul: Backend {
 
     /// Multiplies `m` rows of activations by a quantized matrix.
     // x (m, k), w (n, k) -> y (m, n)
-    fn quant_matmul(&self, x: &[f32], m: usize, w: &QuantMatrix<'_>) -> Result<Vec<f32>, CoreError>;
+    fn quant_matmul(&self, x: &[f32], m: usize, w: &QuantMatrix<'_>)
+    -> Result<Vec<f32>, CoreError>;
 }

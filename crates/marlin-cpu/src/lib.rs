@@ -1,1 +1,106 @@
+//! The CPU backend: fused dequantize + matmul for every format of `marlin-quant`.
+//!
+//! Work is split over rows of W with rayon. Inner loops exist per instruction set ([`Isa`]):
+//! a scalar one that is always built and tested, AVX2 and AVX-512 VNNI chosen at run time.
+//! Activations are quantized to int8 inside the kernel by default ([`Activations::Int8`], as
+//! llama.cpp does); [`Activations::F32`] keeps them in full precision. FP8 always runs in f32.
 
+mod activations;
+mod decode;
+pub mod dense;
+mod isa;
+mod kernels;
+mod matmul;
+
+use marlin_core::{Backend, CoreError, QuantMatmul};
+use marlin_quant::{QuantMatrix, Scheme};
+
+pub use isa::Isa;
+
+/// The precision of activations inside the quantized matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// Quantized to int8 per block of 32 (fast; error in `docs/formats.md`).
+    #[default]
+    Int8,
+    /// Full f32.
+    F32,
+}
+
+/// The CPU backend at one instruction-set level.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuBackend {
+    isa: Isa,
+    activations: Activations,
+}
+
+impl CpuBackend {
+    /// The backend at `isa`, or `None` when this CPU lacks it.
+    pub fn new(isa: Isa) -> Option<Self> {
+        isa.is_available().then_some(CpuBackend {
+            isa,
+            activations: Activations::default(),
+        })
+    }
+
+    /// The fastest level this CPU has (see [`Isa::detect`]).
+    pub fn detect() -> Self {
+        CpuBackend {
+            isa: Isa::detect(),
+            activations: Activations::default(),
+        }
+    }
+
+    pub fn with_activations(self, activations: Activations) -> Self {
+        CpuBackend {
+            activations,
+            ..self
+        }
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn activations(&self) -> Activations {
+        self.activations
+    }
+
+    /// `y (m, n) = x (m, k) · W (n, k)^T` into a caller's buffer.
+    // x (m, k), w (n, k) -> y (m, n)
+    pub fn matmul(
+        &self,
+        x: &[f32],
+        m: usize,
+        w: &QuantMatrix<'_>,
+        y: &mut [f32],
+    ) -> Result<(), CoreError> {
+        matmul::quant_matmul(self.isa, self.activations, x, m, w, y)
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        match self.activations {
+            Activations::Int8 => format!("cpu-{}", self.isa),
+            Activations::F32 => format!("cpu-{}-f32", self.isa),
+        }
+    }
+}
+
+impl QuantMatmul for CpuBackend {
+    fn supports(&self, _scheme: Scheme) -> bool {
+        true
+    }
+
+    fn quant_matmul(
+        &self,
+        x: &[f32],
+        m: usize,
+        w: &QuantMatrix<'_>,
+    ) -> Result<Vec<f32>, CoreError> {
+        let mut y = vec![0f32; m * w.rows()];
+        self.matmul(x, m, w, &mut y)?;
+        Ok(y)
+    }
+}

@@ -46,7 +46,11 @@ fn e4m3_magnitudes() -> &'static [f32; 127] {
 
 /// `2^(e - 127)`; e = 255 is NaN.
 pub fn e8m0_decode(e: u8) -> f32 {
-    if e == 255 { f32::NAN } else { 2f32.powi(e as i32 - 127) }
+    if e == 255 {
+        f32::NAN
+    } else {
+        2f32.powi(e as i32 - 127)
+    }
 }
 
 /// Index of the entry of the ascending `table` nearest to `a >= 0`; ties to the even index,
@@ -60,7 +64,11 @@ fn nearest(table: &[f32], a: f32) -> usize {
         return table.len() - 1;
     }
     let (dlo, dhi) = (a - table[hi - 1], table[hi] - a);
-    if dlo < dhi || (dlo == dhi && (hi - 1) % 2 == 0) { hi - 1 } else { hi }
+    if dlo < dhi || (dlo == dhi && (hi - 1) % 2 == 0) {
+        hi - 1
+    } else {
+        hi
+    }
 }
 
 #[cfg(test)]
@@ -85,7 +93,11 @@ mod tests {
             if c & 0x7F == 0x7F {
                 continue;
             }
-            assert_eq!(e4m3_encode(e4m3_decode(c)).to_ne_bytes(), c.to_ne_bytes(), "code {c:#x}");
+            assert_eq!(
+                e4m3_encode(e4m3_decode(c)).to_ne_bytes(),
+                c.to_ne_bytes(),
+                "code {c:#x}"
+            );
         }
     }
 

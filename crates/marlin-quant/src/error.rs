@@ -8,11 +8,20 @@ pub enum QuantError {
     #[error("invalid group size '{0}': expected 16, 32, 64, 128 or 'channel'")]
     InvalidGroupText(String),
     #[error("format {format} does not support {group}: use {hint}")]
-    UnsupportedGroup { format: &'static str, group: String, hint: &'static str },
+    UnsupportedGroup {
+        format: &'static str,
+        group: String,
+        hint: &'static str,
+    },
     #[error("matrix shape {rows}x{cols} is invalid: both dimensions must be at least 1")]
     EmptyShape { rows: usize, cols: usize },
     #[error("expected {expected} input values for a {rows}x{cols} matrix, got {got}")]
-    InputLength { rows: usize, cols: usize, expected: usize, got: usize },
+    InputLength {
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        got: usize,
+    },
     #[error("weight at row {row}, column {col} is {value}: quantization needs finite weights")]
     NonFinite { row: usize, col: usize, value: f32 },
     #[error("{part} has {got} bytes but a {rows}x{cols} {scheme} matrix needs {expected}")]
@@ -24,8 +33,14 @@ pub enum QuantError {
         expected: usize,
         got: usize,
     },
-    #[error("row {row}, group {group}: the scale does not fit the {format} format's f16 storage (weights too large); use fp8, or rescale the weights")]
-    ScaleOverflow { row: usize, group: usize, format: &'static str },
+    #[error(
+        "row {row}, group {group}: the scale does not fit the {format} format's f16 storage (weights too large); use fp8, or rescale the weights"
+    )]
+    ScaleOverflow {
+        row: usize,
+        group: usize,
+        format: &'static str,
+    },
     #[error("global scale {0} is invalid: it must be finite and non-zero")]
     GlobalScale(f32),
 }

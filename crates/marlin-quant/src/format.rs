@@ -60,11 +60,23 @@ impl Format {
         Format::Int3,
         Format::Int2,
     ];
-    pub const NAMES: [&'static str; 9] =
-        ["fp4", "mxfp4", "nvfp4", "int4", "int4-affine", "int8", "fp8", "int3", "int2"];
+    pub const NAMES: [&'static str; 9] = [
+        "fp4",
+        "mxfp4",
+        "nvfp4",
+        "int4",
+        "int4-affine",
+        "int8",
+        "fp8",
+        "int3",
+        "int2",
+    ];
 
     pub fn name(self) -> &'static str {
-        Self::NAMES[Self::ALL.iter().position(|f| *f == self).expect("ALL lists every format")]
+        Self::NAMES[Self::ALL
+            .iter()
+            .position(|f| *f == self)
+            .expect("ALL lists every format")]
     }
 
     /// Bits per weight code.
@@ -184,7 +196,10 @@ impl Scheme {
 
     /// The format with its default group.
     pub fn of(format: Format) -> Self {
-        Scheme { format, group: format.default_group() }
+        Scheme {
+            format,
+            group: format.default_group(),
+        }
     }
 
     pub fn format(self) -> Format {

@@ -47,7 +47,11 @@ impl<'a> QuantMatrix<'a> {
         let expect = [
             ("codes", codes.len(), rows * scheme.row_code_bytes(cols)),
             ("scales", scales.len(), groups * format.scale_type().bytes()),
-            ("biases", biases.len(), if format.has_bias() { groups * 2 } else { 0 }),
+            (
+                "biases",
+                biases.len(),
+                if format.has_bias() { groups * 2 } else { 0 },
+            ),
         ];
         for (part, got, expected) in expect {
             if got != expected {
@@ -61,7 +65,15 @@ impl<'a> QuantMatrix<'a> {
                 });
             }
         }
-        Ok(QuantMatrix { scheme, rows, cols, codes, scales, biases, global_scale })
+        Ok(QuantMatrix {
+            scheme,
+            rows,
+            cols,
+            codes,
+            scales,
+            biases,
+            global_scale,
+        })
     }
 
     pub fn into_owned(self) -> QuantMatrix<'static> {
@@ -124,7 +136,9 @@ impl<'a> QuantMatrix<'a> {
         let s = &self.scales;
         match self.format().scale_type() {
             ScaleType::F16 => f16::from_le_bytes([s[2 * i], s[2 * i + 1]]).to_f32(),
-            ScaleType::F32 => f32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]),
+            ScaleType::F32 => {
+                f32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
+            }
             ScaleType::E8M0 => e8m0_decode(s[i]),
             ScaleType::E4M3 => e4m3_decode(s[i]) * self.global_scale,
         }

@@ -30,14 +30,22 @@ pub fn quantize(
     let padded = scheme.padded_cols(cols);
     let mut codes = vec![0u8; rows * scheme.row_code_bytes(cols)];
     let mut scales = Vec::with_capacity(rows * groups * format.scale_type().bytes());
-    let mut biases = Vec::with_capacity(if format.has_bias() { rows * groups * 2 } else { 0 });
+    let mut biases = Vec::with_capacity(if format.has_bias() {
+        rows * groups * 2
+    } else {
+        0
+    });
     let mut row_codes = vec![0u8; padded];
     for (r, row) in weights.chunks_exact(cols).enumerate() {
         for g in 0..groups {
             let start = g * group_len;
             let valid = &row[start.min(cols)..(start + group_len).min(cols)];
             let p = GroupParams::fit(format, valid, global).ok_or_else(|| {
-                QuantError::ScaleOverflow { row: r, group: g, format: format.name() }
+                QuantError::ScaleOverflow {
+                    row: r,
+                    group: g,
+                    format: format.name(),
+                }
             })?;
             scales.extend_from_slice(&p.scale_bytes[..format.scale_type().bytes()]);
             if format.has_bias() {
@@ -50,7 +58,11 @@ pub fn quantize(
         let out = &mut codes[r * scheme.row_code_bytes(cols)..];
         let bb = block_bytes(format.bits());
         for (b, block) in row_codes.chunks_exact(BLOCK).enumerate() {
-            pack_block(format.bits(), block.try_into().expect("BLOCK codes"), &mut out[b * bb..]);
+            pack_block(
+                format.bits(),
+                block.try_into().expect("BLOCK codes"),
+                &mut out[b * bb..],
+            );
         }
     }
     QuantMatrix::from_parts(
@@ -90,12 +102,23 @@ fn check_input(weights: &[f32], rows: usize, cols: usize) -> Result<(), QuantErr
     if rows == 0 || cols == 0 {
         return Err(QuantError::EmptyShape { rows, cols });
     }
-    let expected = rows.checked_mul(cols).ok_or(QuantError::EmptyShape { rows, cols })?;
+    let expected = rows
+        .checked_mul(cols)
+        .ok_or(QuantError::EmptyShape { rows, cols })?;
     if weights.len() != expected {
-        return Err(QuantError::InputLength { rows, cols, expected, got: weights.len() });
+        return Err(QuantError::InputLength {
+            rows,
+            cols,
+            expected,
+            got: weights.len(),
+        });
     }
     match weights.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(QuantError::NonFinite { row: i / cols, col: i % cols, value: weights[i] }),
+        Some(i) => Err(QuantError::NonFinite {
+            row: i / cols,
+            col: i % cols,
+            value: weights[i],
+        }),
         None => Ok(()),
     }
 }
@@ -104,7 +127,11 @@ fn check_input(weights: &[f32], rows: usize, cols: usize) -> Result<(), QuantErr
 /// largest E2M1 value, so block scales use the whole E4M3 range.
 fn nvfp4_global_scale(weights: &[f32]) -> f32 {
     let amax = weights.iter().fold(0f32, |m, v| m.max(v.abs()));
-    if amax == 0.0 { 1.0 } else { amax / (E4M3_MAX * E2M1_MAX) }
+    if amax == 0.0 {
+        1.0
+    } else {
+        amax / (E4M3_MAX * E2M1_MAX)
+    }
 }
 
 /// Scale and bias of one group, as stored and as used for encoding.
@@ -128,7 +155,9 @@ impl GroupParams {
             Format::Int4 => {
                 // Q4_0: the weight of largest magnitude, with its sign, maps onto code 0 (-8),
                 // which gives one more level on that side than amax / 7 would.
-                let max = xs.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let max = xs
+                    .iter()
+                    .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
                 let (s, b) = f16_scale(max / -8.0)?;
                 (s, b, 0.0)
             }
@@ -136,7 +165,11 @@ impl GroupParams {
                 let levels = ((1u32 << format.bits()) - 1) as f32;
                 let min = xs.iter().fold(f32::INFINITY, |m, &v| m.min(v));
                 let max = xs.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let (min, max) = if min.is_finite() { (min, max) } else { (0.0, 0.0) };
+                let (min, max) = if min.is_finite() {
+                    (min, max)
+                } else {
+                    (0.0, 0.0)
+                };
                 let (s, b) = f16_scale((max - min) / levels)?;
                 let bias = f16::from_f32(min);
                 if !bias.is_finite() {
@@ -166,7 +199,11 @@ impl GroupParams {
             }
         };
         debug_assert!(format.scale_type() != ScaleType::F16 || scale.is_finite());
-        Some(GroupParams { scale, bias, scale_bytes })
+        Some(GroupParams {
+            scale,
+            bias,
+            scale_bytes,
+        })
     }
 
     /// The code of weight `x` in this group.
@@ -177,7 +214,11 @@ impl GroupParams {
             Format::Int4 => (ratio.round() + 8.0).clamp(0.0, 15.0) as u8,
             Format::Int4Affine | Format::Int3 | Format::Int2 => {
                 let levels = ((1u32 << format.bits()) - 1) as f32;
-                let q = if s == 0.0 { 0.0 } else { ((x - self.bias) / s).round() };
+                let q = if s == 0.0 {
+                    0.0
+                } else {
+                    ((x - self.bias) / s).round()
+                };
                 q.clamp(0.0, levels) as u8
             }
             Format::Int8 => (ratio.round().clamp(-127.0, 127.0) as i8) as u8,

@@ -1,0 +1,194 @@
+//! Turning one packed row into what the kernels multiply with.
+//!
+//! Every format except FP8 is put on an unsigned integer grid: `w = gs * c + gb` per group, with
+//! `c` a u8 code small enough for `u8 x i8` dot-product instructions. FP8 is not on an integer
+//! grid and is decoded to f32.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use marlin_quant::codec::{e2m1_decode, e4m3_decode, e8m0_decode};
+use marlin_quant::layout::{block_bytes, unpack_block};
+use marlin_quant::{BLOCK, Format, QuantMatrix, ScaleType};
+
+use crate::Isa;
+use crate::kernels;
+
+/// The integer-grid code of each 4-bit code. INT4 codes are already on the grid; an E2M1 value
+/// `v` becomes `2v + 12` (0..=24), because `2v` is an integer for every E2M1 value.
+pub(crate) fn lut4(format: Format) -> [u8; 16] {
+    match format {
+        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => {
+            std::array::from_fn(|q| (2.0 * e2m1_decode(q as u8) + 12.0) as u8)
+        }
+        _ => std::array::from_fn(|q| q as u8),
+    }
+}
+
+/// Whether the format has an integer grid (every format but FP8).
+pub(crate) fn on_grid(format: Format) -> bool {
+    format != Format::Fp8
+}
+
+/// The largest grid code of the format: above 127 the AVX2 `u8 x i8` pair sums could saturate.
+pub(crate) fn max_code(format: Format) -> u8 {
+    match format {
+        Format::Int8 => 255,
+        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => 24,
+        f => ((1u32 << f.bits()) - 1) as u8,
+    }
+}
+
+/// Reusable buffers for one row.
+pub(crate) struct RowScratch {
+    /// Grid codes (k_pad).
+    pub codes: Vec<u8>,
+    /// Grid scale and bias per group, plus 4 floats of padding so kernels may load 128 bits.
+    pub gs: Vec<f32>,
+    pub gb: Vec<f32>,
+    /// f32 weights (k_pad), for the f32 path.
+    pub values: Vec<f32>,
+}
+
+impl RowScratch {
+    pub fn new(w: &QuantMatrix<'_>) -> Self {
+        let groups = w.groups_per_row();
+        RowScratch {
+            codes: vec![0; w.padded_cols()],
+            gs: vec![0.0; groups + 4],
+            gb: vec![0.0; groups + 4],
+            values: vec![0.0; w.padded_cols()],
+        }
+    }
+}
+
+/// Decodes row `row` onto the integer grid: codes into `s.codes`, grid scales and biases into
+/// `s.gs` and `s.gb`.
+pub(crate) fn grid_row(isa: Isa, w: &QuantMatrix<'_>, row: usize, s: &mut RowScratch) {
+    let format = w.format();
+    let groups = w.groups_per_row();
+    decode_scales(w, row, &mut s.gs[..groups]);
+    let (gs, gb) = (&mut s.gs[..groups], &mut s.gb[..groups]);
+    match format {
+        Format::Int4 => gs
+            .iter()
+            .zip(gb.iter_mut())
+            .for_each(|(s, b)| *b = -8.0 * s),
+        Format::Int8 => gs
+            .iter()
+            .zip(gb.iter_mut())
+            .for_each(|(s, b)| *b = -128.0 * s),
+        Format::Int4Affine | Format::Int3 | Format::Int2 => decode_biases(w, row, gb),
+        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => {
+            for (s, b) in gs.iter_mut().zip(gb.iter_mut()) {
+                *b = -6.0 * *s;
+                *s *= 0.5;
+            }
+        }
+        Format::Fp8 => unreachable!("FP8 has no integer grid"),
+    }
+    let packed = w.row_codes(row);
+    match format.bits() {
+        4 => kernels::decode_nibbles(isa, packed, &lut4(format), &mut s.codes),
+        // Offset binary: flipping the sign bit adds 128 to a two's-complement byte.
+        8 => s
+            .codes
+            .iter_mut()
+            .zip(packed)
+            .for_each(|(c, &q)| *c = q ^ 0x80),
+        bits => {
+            let mut block = [0u8; BLOCK];
+            for (chunk, out) in packed
+                .chunks_exact(block_bytes(bits))
+                .zip(s.codes.chunks_exact_mut(BLOCK))
+            {
+                unpack_block(bits, chunk, &mut block);
+                out.copy_from_slice(&block);
+            }
+        }
+    }
+}
+
+/// Decodes row `row` to f32 weights in `out[..k_pad]` (values past K are whatever the padding
+/// codes mean; the activations there are zero).
+pub(crate) fn f32_row(isa: Isa, w: &QuantMatrix<'_>, row: usize, s: &mut RowScratch) {
+    let group_len = w.group_len();
+    if on_grid(w.format()) {
+        grid_row(isa, w, row, s);
+        for (g, (vals, codes)) in s
+            .values
+            .chunks_exact_mut(group_len)
+            .zip(s.codes.chunks_exact(group_len))
+            .enumerate()
+        {
+            let (gs, gb) = (s.gs[g], s.gb[g]);
+            vals.iter_mut()
+                .zip(codes)
+                .for_each(|(v, &c)| *v = gs * c as f32 + gb);
+        }
+        return;
+    }
+    let groups = w.groups_per_row();
+    decode_scales(w, row, &mut s.gs[..groups]);
+    let table = e4m3_table();
+    for (g, (vals, codes)) in s
+        .values
+        .chunks_exact_mut(group_len)
+        .zip(w.row_codes(row).chunks_exact(group_len))
+        .enumerate()
+    {
+        let gs = s.gs[g];
+        vals.iter_mut()
+            .zip(codes)
+            .for_each(|(v, &q)| *v = gs * table[q as usize]);
+    }
+}
+
+/// E4M3 values of all 256 codes (NaN codes decode to NaN, as the specification says).
+fn e4m3_table() -> &'static [f32; 256] {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|c| e4m3_decode(c as u8)))
+}
+
+/// The scales of one row as f32 (NVFP4's global scale folded in).
+fn decode_scales(w: &QuantMatrix<'_>, row: usize, out: &mut [f32]) {
+    let groups = out.len();
+    let kind = w.format().scale_type();
+    let bytes = &w.scales()[row * groups * kind.bytes()..(row + 1) * groups * kind.bytes()];
+    match kind {
+        ScaleType::F16 => f16_to_f32(bytes, out),
+        ScaleType::F32 => out
+            .iter_mut()
+            .zip(bytes.chunks_exact(4))
+            .for_each(|(o, b)| {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }),
+        ScaleType::E8M0 => out
+            .iter_mut()
+            .zip(bytes)
+            .for_each(|(o, &e)| *o = e8m0_decode(e)),
+        ScaleType::E4M3 => {
+            let (table, global) = (e4m3_table(), w.global_scale());
+            out.iter_mut()
+                .zip(bytes)
+                .for_each(|(o, &e)| *o = table[e as usize] * global);
+        }
+    }
+}
+
+fn decode_biases(w: &QuantMatrix<'_>, row: usize, out: &mut [f32]) {
+    let groups = out.len();
+    f16_to_f32(&w.biases()[row * groups * 2..(row + 1) * groups * 2], out);
+}
+
+/// Little-endian f16 bytes to f32, with F16C where the CPU has it (through `half`).
+fn f16_to_f32(bytes: &[u8], out: &mut [f32]) {
+    match bytemuck::try_cast_slice::<u8, f16>(bytes) {
+        Ok(halves) if cfg!(target_endian = "little") => halves.convert_to_f32_slice(out),
+        _ => out
+            .iter_mut()
+            .zip(bytes.chunks_exact(2))
+            .for_each(|(o, b)| {
+                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }),
+    }
+}

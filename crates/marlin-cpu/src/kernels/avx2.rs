@@ -1,0 +1,133 @@
+//! AVX2 + FMA kernels: 32 weights per step.
+
+use std::arch::x86_64::*;
+
+use super::GridRow;
+use crate::activations::Q8Rows;
+
+/// Activation rows handled together, so each weight load serves several of them.
+const MR: usize = 4;
+
+/// # Safety
+/// The CPU must have AVX2; `codes.len() == 2 * packed.len()`, a multiple of 32.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn decode_nibbles(packed: &[u8], lut: &[u8; 16], codes: &mut [u8]) {
+    let mask = _mm256_set1_epi8(0x0F);
+    // SAFETY: `lut` has 16 bytes; every load and store below stays inside its slice because
+    // each step reads 32 packed bytes (two blocks) and writes 64 codes.
+    unsafe {
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr().cast()));
+        let steps = packed.len() / 32;
+        for i in 0..steps {
+            let v = _mm256_loadu_si256(packed.as_ptr().add(32 * i).cast());
+            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, mask));
+            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask));
+            // Block b is [low nibbles of its 16 bytes, high nibbles]: 128-bit lane b of each.
+            let b0 = _mm256_permute2x128_si256(lo, hi, 0x20);
+            let b1 = _mm256_permute2x128_si256(lo, hi, 0x31);
+            _mm256_storeu_si256(codes.as_mut_ptr().add(64 * i).cast(), b0);
+            _mm256_storeu_si256(codes.as_mut_ptr().add(64 * i + 32).cast(), b1);
+        }
+        let done = steps * 32;
+        super::decode_nibbles_scalar(&packed[done..], lut, &mut codes[2 * done..]);
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA; slice lengths as `grid_dot` checks.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
+    let mut r = 0;
+    while r + MR <= x.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { grid_dot_rows::<MR>(w, x, r, &mut out[r..r + MR]) };
+        r += MR;
+    }
+    while r < x.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { grid_dot_rows::<1>(w, x, r, &mut out[r..r + 1]) };
+        r += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, out: &mut [f32]) {
+    let steps = x.k_pad / 32;
+    let rows: [(&[i8], &[f32]); R] = std::array::from_fn(|i| x.row(r0 + i));
+    let mut acc = [_mm256_setzero_ps(); R];
+    // SAFETY: step `i` reads 32 codes and activations at 32 i, 8 lane scales at 8 i, and at most
+    // 2 grid scales at i * 32 / group_len; the scales carry 4 floats of padding.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        // Lanes 0-3 hold weights 0-15 of the step, lanes 4-7 weights 16-31.
+        let half_index = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        for i in 0..steps {
+            let c = _mm256_loadu_si256(w.codes.as_ptr().add(32 * i).cast());
+            let gs = if w.group_len >= 32 {
+                _mm256_set1_ps(*w.gs.get_unchecked(32 * i / w.group_len))
+            } else {
+                let pair = _mm256_castps128_ps256(_mm_loadu_ps(w.gs.as_ptr().add(2 * i)));
+                _mm256_permutevar8x32_ps(pair, half_index)
+            };
+            for (a, (q, ls)) in acc.iter_mut().zip(rows.iter()) {
+                let xq = _mm256_loadu_si256(q.as_ptr().add(32 * i).cast());
+                let dot = if w.wide_codes {
+                    wide_dot(c, xq)
+                } else {
+                    pair_dot(c, xq, ones)
+                };
+                let scale = _mm256_mul_ps(gs, _mm256_loadu_ps(ls.as_ptr().add(8 * i)));
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, *a);
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
+    }
+}
+
+/// Sums of 4 products `c * x` per 32-bit lane, codes at most 127 (pair sums fit i16).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn pair_dot(c: __m256i, x: __m256i, ones: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(c, x), ones)
+}
+
+/// The same for codes up to 255: widen to i16 first so nothing saturates.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn wide_dot(c: __m256i, x: __m256i) -> __m256i {
+    let (c_lo, c_hi) = (_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    let (x_lo, x_hi) = (_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    let lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(c_lo), _mm256_cvtepi8_epi16(x_lo));
+    let hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(c_hi), _mm256_cvtepi8_epi16(x_hi));
+    // lo lane j sums weights 2j, 2j+1 of the first half; fold pairs so that lane j covers
+    // weights 4j..4j+3 like `pair_dot`: hadd gives [lo0+lo1, lo2+lo3, hi0+hi1, hi2+hi3 | ...].
+    let h = _mm256_hadd_epi32(lo, hi);
+    _mm256_permute4x64_epi64(h, 0b11_01_10_00)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA; `a.len() == b.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() / 16 * 16;
+    // SAFETY: every load reads 8 floats below `n <= a.len() == b.len()`.
+    unsafe {
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for i in (0..n).step_by(16) {
+            let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)), s1);
+        }
+        hsum(_mm256_add_ps(s0, s1)) + super::f32_dot_lanes::<8>(&a[n..], &b[n..])
+    }
+}

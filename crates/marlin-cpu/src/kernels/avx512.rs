@@ -1,0 +1,125 @@
+//! AVX-512 (F, BW, VL) + VNNI kernels: 64 weights per step, `vpdpbusd` for the `u8 x i8` dots.
+
+use std::arch::x86_64::*;
+
+use super::GridRow;
+use crate::activations::Q8Rows;
+
+/// Activation rows handled together, so each weight load serves several of them.
+const MR: usize = 8;
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW; `codes.len() == 2 * packed.len()`, a multiple of 32.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn decode_nibbles(packed: &[u8], lut: &[u8; 16], codes: &mut [u8]) {
+    // SAFETY: each step reads 64 packed bytes (four blocks) and writes 128 codes, inside the
+    // slices; `lut` has 16 bytes.
+    unsafe {
+        let mask = _mm512_set1_epi8(0x0F);
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(lut.as_ptr().cast()));
+        // Block b is [low nibbles of its 16 bytes, high nibbles] = 128-bit lane b of lo and hi.
+        let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+        let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+        let steps = packed.len() / 64;
+        for i in 0..steps {
+            let v = _mm512_loadu_si512(packed.as_ptr().add(64 * i).cast());
+            let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(v, mask));
+            let hi = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
+            let out = codes.as_mut_ptr().add(128 * i);
+            _mm512_storeu_si512(out.cast(), _mm512_permutex2var_epi64(lo, first, hi));
+            _mm512_storeu_si512(
+                out.add(64).cast(),
+                _mm512_permutex2var_epi64(lo, second, hi),
+            );
+        }
+        let done = steps * 64;
+        super::decode_nibbles_scalar(&packed[done..], lut, &mut codes[2 * done..]);
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI; slice lengths as `grid_dot` checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
+    let mut r = 0;
+    while r + MR <= x.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { grid_dot_rows::<MR>(w, x, r, &mut out[r..r + MR]) };
+        r += MR;
+    }
+    while r + 2 <= x.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { grid_dot_rows::<2>(w, x, r, &mut out[r..r + 2]) };
+        r += 2;
+    }
+    if r < x.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { grid_dot_rows::<1>(w, x, r, &mut out[r..r + 1]) };
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, out: &mut [f32]) {
+    let rows: [(&[i8], &[f32]); R] = std::array::from_fn(|i| x.row(r0 + i));
+    let mut acc = [_mm512_setzero_ps(); R];
+    let steps = x.k_pad / 64;
+    // SAFETY: step `i` reads 64 codes and activations at 64 i, 16 lane scales at 16 i, and at
+    // most 4 grid scales at i * 64 / group_len (the scales carry 4 floats of padding).
+    unsafe {
+        // Lane l (weights 4l..4l+3 of the step) belongs to group (4l) / group_len.
+        let quarter = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        let half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        for i in 0..steps {
+            let c = _mm512_loadu_si512(w.codes.as_ptr().add(64 * i).cast());
+            let gs = match w.group_len {
+                16 => _mm512_permutexvar_ps(quarter, load4(w.gs.as_ptr().add(4 * i))),
+                32 => _mm512_permutexvar_ps(half, load4(w.gs.as_ptr().add(2 * i))),
+                g => _mm512_set1_ps(*w.gs.get_unchecked(64 * i / g)),
+            };
+            for (a, (q, ls)) in acc.iter_mut().zip(rows.iter()) {
+                let xq = _mm512_loadu_si512(q.as_ptr().add(64 * i).cast());
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, xq);
+                let scale = _mm512_mul_ps(gs, _mm512_loadu_ps(ls.as_ptr().add(16 * i)));
+                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = _mm512_reduce_add_ps(a);
+        }
+    }
+    // A last 32 weights when k_pad is not a multiple of 64.
+    let done = steps * 64;
+    if done < x.k_pad {
+        for (o, (q, ls)) in out.iter_mut().zip(rows.iter()) {
+            for l in done / 4..x.k_pad / 4 {
+                let d: i32 = (0..4)
+                    .map(|j| w.codes[4 * l + j] as i32 * q[4 * l + j] as i32)
+                    .sum();
+                *o += d as f32 * (w.gs[4 * l / w.group_len] * ls[l]);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn load4(p: *const f32) -> __m512 {
+    // SAFETY: the caller guarantees 4 readable floats at `p`.
+    unsafe { _mm512_castps128_ps512(_mm_loadu_ps(p)) }
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F; `a.len() == b.len()`.
+#[target_feature(enable = "avx512f,fma")]
+pub(super) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() / 32 * 32;
+    // SAFETY: every load reads 16 floats below `n <= a.len() == b.len()`.
+    unsafe {
+        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for i in (0..n).step_by(32) {
+            let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa), _mm512_loadu_ps(pb), s0);
+            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(16)), _mm512_loadu_ps(pb.add(16)), s1);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) + super::f32_dot_lanes::<8>(&a[n..], &b[n..])
+    }
+}

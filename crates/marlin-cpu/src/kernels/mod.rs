@@ -1,0 +1,109 @@
+//! The inner loops, one module per instruction set, chosen by [`Isa`]. Each SIMD function
+//! has a scalar twin here that is its specification.
+
+use crate::Isa;
+use crate::activations::Q8Rows;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Grid codes and their per-group scales: what [`grid_dot`] multiplies with.
+pub(crate) struct GridRow<'a> {
+    /// k_pad u8 grid codes.
+    pub codes: &'a [u8],
+    /// Grid scale per group, followed by at least 4 floats of padding.
+    pub gs: &'a [f32],
+    pub group_len: usize,
+    /// Whether a code can exceed 127 (INT8), which `u8 x i8` pair sums on AVX2 cannot take.
+    pub wide_codes: bool,
+}
+
+/// Unpacks 4-bit codes (GGUF nibble order) through a 16-entry table into one u8 per weight.
+// packed (k_pad / 2) -> codes (k_pad)
+pub(crate) fn decode_nibbles(isa: Isa, packed: &[u8], lut: &[u8; 16], codes: &mut [u8]) {
+    debug_assert_eq!(packed.len() * 2, codes.len());
+    match isa {
+        // SAFETY: `Isa::Avx512Vnni` / `Isa::Avx2` are only constructed when the CPU has them
+        // (see `CpuBackend::new`), and the slice lengths are checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::decode_nibbles(packed, lut, codes) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::decode_nibbles(packed, lut, codes) },
+        _ => decode_nibbles_scalar(packed, lut, codes),
+    }
+}
+
+pub(crate) fn decode_nibbles_scalar(packed: &[u8], lut: &[u8; 16], codes: &mut [u8]) {
+    for (p, c) in packed.chunks_exact(16).zip(codes.chunks_exact_mut(32)) {
+        for j in 0..16 {
+            c[j] = lut[(p[j] & 0xF) as usize];
+            c[j + 16] = lut[(p[j] >> 4) as usize];
+        }
+    }
+}
+
+/// For every activation row `r`: `out[r] = sum_k gs[k / group_len] * dx[r, k] * c[k] * q[r, k]`,
+/// the scale part of the dot product of a grid row with the int8 activations.
+// w (k_pad), x (m, k_pad) -> out (m)
+pub(crate) fn grid_dot(isa: Isa, w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
+    debug_assert_eq!(w.codes.len(), x.k_pad);
+    debug_assert!(w.gs.len() >= x.k_pad / w.group_len + 4);
+    match isa {
+        // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::grid_dot(w, x, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::grid_dot(w, x, out) },
+        _ => grid_dot_scalar(w, x, out),
+    }
+}
+
+pub(crate) fn grid_dot_scalar(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate().take(x.m) {
+        let (q, lane_scale) = x.row(r);
+        let mut acc = 0f32;
+        for (l, (c4, q4)) in w.codes.chunks_exact(4).zip(q.chunks_exact(4)).enumerate() {
+            let d: i32 = c4.iter().zip(q4).map(|(&c, &q)| c as i32 * q as i32).sum();
+            acc += d as f32 * (w.gs[4 * l / w.group_len] * lane_scale[l]);
+        }
+        *o = acc;
+    }
+}
+
+/// `sum_i a[i] * b[i]` in f32.
+pub(crate) fn f32_dot(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    match isa {
+        // SAFETY: the ISA is available (see `decode_nibbles`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::f32_dot(a, b) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::f32_dot(a, b) },
+        _ => f32_dot_lanes::<8>(a, b),
+    }
+}
+
+/// A dot product with `L` independent accumulators, so the compiler can keep them in one
+/// vector register (it may not reorder a single f32 sum).
+#[inline(always)]
+pub(crate) fn f32_dot_lanes<const L: usize>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; L];
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..L {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,94 @@
+//! The fused dequantize + matmul driver: rows of W are spread over threads; each thread decodes
+//! a row once and multiplies it with every activation row.
+
+use marlin_core::CoreError;
+use marlin_quant::QuantMatrix;
+use rayon::prelude::*;
+
+use crate::activations::Q8Rows;
+use crate::decode::{self, RowScratch};
+use crate::kernels::{self, GridRow};
+use crate::{Activations, Isa};
+
+/// Rows of W per task: enough to amortise scheduling, few enough to balance two threads.
+const ROWS_PER_TASK: usize = 16;
+
+/// `y (m, n) = x (m, k) · W (n, k)^T`.
+// x (m, k), w (n, k) -> y (m, n)
+pub(crate) fn quant_matmul(
+    isa: Isa,
+    activations: Activations,
+    x: &[f32],
+    m: usize,
+    w: &QuantMatrix<'_>,
+    y: &mut [f32],
+) -> Result<(), CoreError> {
+    const OP: &str = "quant_matmul";
+    let (n, k) = (w.rows(), w.cols());
+    if m == 0 {
+        return Err(CoreError::Shape {
+            op: OP,
+            what: "m must be at least 1".into(),
+        });
+    }
+    CoreError::check_len(OP, "x", m * k, x.len())?;
+    CoreError::check_len(OP, "y", m * n, y.len())?;
+    // Computed transposed, (n, m), so each task owns a contiguous slice.
+    let mut yt = vec![0f32; n * m];
+    let chunks = yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate();
+    if activations == Activations::Int8 && decode::on_grid(w.format()) {
+        let xq = Q8Rows::quantize(x, m, k, w.padded_cols(), w.group_len());
+        chunks.for_each(|(t, out)| int8_rows(isa, w, &xq, t * ROWS_PER_TASK, out));
+    } else {
+        let xp = pad_rows(x, m, k, w.padded_cols());
+        chunks.for_each(|(t, out)| f32_rows(isa, w, &xp, m, t * ROWS_PER_TASK, out));
+    }
+    for (j, col) in yt.chunks_exact(m).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            y[i * n + j] = *v;
+        }
+    }
+    Ok(())
+}
+
+/// Rows `first..` of W against int8 activations; `out` is (rows, m).
+fn int8_rows(isa: Isa, w: &QuantMatrix<'_>, xq: &Q8Rows, first: usize, out: &mut [f32]) {
+    let mut s = RowScratch::new(w);
+    let groups = w.groups_per_row();
+    let wide_codes = decode::max_code(w.format()) > 127;
+    for (i, o) in out.chunks_exact_mut(xq.m).enumerate() {
+        decode::grid_row(isa, w, first + i, &mut s);
+        let row = GridRow {
+            codes: &s.codes,
+            gs: &s.gs,
+            group_len: w.group_len(),
+            wide_codes,
+        };
+        kernels::grid_dot(isa, &row, xq, o);
+        // The bias part: sum over groups of bias * (sum of the group's activations).
+        for (r, v) in o.iter_mut().enumerate() {
+            *v += kernels::f32_dot(isa, &s.gb[..groups], xq.group_sums(r));
+        }
+    }
+}
+
+/// Rows `first..` of W decoded to f32 against f32 activations `xp` (m, k_pad).
+fn f32_rows(isa: Isa, w: &QuantMatrix<'_>, xp: &[f32], m: usize, first: usize, out: &mut [f32]) {
+    let mut s = RowScratch::new(w);
+    let k_pad = w.padded_cols();
+    for (i, o) in out.chunks_exact_mut(m).enumerate() {
+        decode::f32_row(isa, w, first + i, &mut s);
+        for (r, v) in o.iter_mut().enumerate() {
+            *v = kernels::f32_dot(isa, &s.values, &xp[r * k_pad..(r + 1) * k_pad]);
+        }
+    }
+}
+
+/// Copies `m` rows of length `k` into rows of length `k_pad`, zero-filled.
+fn pad_rows(x: &[f32], m: usize, k: usize, k_pad: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * k_pad];
+    for (dst, src) in out.chunks_exact_mut(k_pad).zip(x.chunks_exact(k)) {
+        dst[..k].copy_from_slice(src);
+    }
+    out
+}
