@@ -56,6 +56,63 @@ impl Q8Rows {
         out
     }
 
+    /// Reorders every full chunk of `width` values (a multiple of 64) into nibble-plane order:
+    /// the first halves (values 0..16) of its blocks, then their second halves. That is the
+    /// order in which a SIMD register of packed 4-bit blocks unpacks (low nibbles, then high
+    /// nibbles), so the 4-bit kernels multiply without shuffling weights. Also returns, per
+    /// 32-bit lane of the first half, the activations' block scale and `scale * sum` over the
+    /// lane's 4 values and the matching 4 of the second half (for bias terms).
+    ///
+    /// With `zero = Some(z)` (symmetric formats, whose grid value is `gs * (c + z)`), it also
+    /// returns `z * sum` per lane as i32: the kernels start each lane's integer accumulator there
+    /// instead of adding a bias term.
+    pub fn into_planes(mut self, width: usize, zero: Option<i32>) -> Q8Planes {
+        let chunks = self.k_pad / width;
+        let lanes = width / 8;
+        let mut lane_scale = vec![0f32; self.m * chunks * lanes];
+        let mut lane_sum = vec![0f32; self.m * chunks * lanes];
+        let mut lane_init = vec![
+            0i32;
+            if zero.is_some() {
+                self.m * chunks * lanes
+            } else {
+                0
+            }
+        ];
+        let mut tmp = vec![0i8; width];
+        for r in 0..self.m {
+            let row = &mut self.q[r * self.k_pad..(r + 1) * self.k_pad];
+            let ls = &self.lane_scale[r * self.k_pad / 4..(r + 1) * self.k_pad / 4];
+            for c in 0..chunks {
+                let chunk = &mut row[c * width..(c + 1) * width];
+                for (b, block) in chunk.chunks_exact(BLOCK).enumerate() {
+                    tmp[b * 16..b * 16 + 16].copy_from_slice(&block[..16]);
+                    tmp[width / 2 + b * 16..width / 2 + b * 16 + 16].copy_from_slice(&block[16..]);
+                }
+                chunk.copy_from_slice(&tmp);
+                for l in 0..lanes {
+                    // Lane l holds values 4(l % 4).. of block l / 4 of the chunk.
+                    let d = ls[(c * width + (l / 4) * BLOCK) / 4];
+                    let lo = &chunk[4 * l..4 * l + 4];
+                    let hi = &chunk[width / 2 + 4 * l..width / 2 + 4 * l + 4];
+                    let sum: i32 = lo.iter().chain(hi).map(|&v| v as i32).sum();
+                    lane_scale[(r * chunks + c) * lanes + l] = d;
+                    lane_sum[(r * chunks + c) * lanes + l] = d * sum as f32;
+                    if let Some(z) = zero {
+                        lane_init[(r * chunks + c) * lanes + l] = z * sum;
+                    }
+                }
+            }
+        }
+        Q8Planes {
+            rows: self,
+            width,
+            lane_scale,
+            lane_sum,
+            lane_init,
+        }
+    }
+
     pub fn row(&self, r: usize) -> (&[i8], &[f32]) {
         let (k, l) = (self.k_pad, self.k_pad / 4);
         (
@@ -68,4 +125,46 @@ impl Q8Rows {
         let g = self.group_sum.len() / self.m;
         &self.group_sum[r * g..(r + 1) * g]
     }
+}
+
+/// Int8 activations with full chunks in nibble-plane order (see [`Q8Rows::into_planes`]); a
+/// tail shorter than a chunk stays in natural order.
+pub(crate) struct Q8Planes {
+    pub rows: Q8Rows,
+    /// Values per chunk: 128 for AVX-512, 64 for AVX2.
+    pub width: usize,
+    /// (m, chunks, width / 8) block scale of each lane of a chunk's first half.
+    pub lane_scale: Vec<f32>,
+    /// (m, chunks, width / 8) `scale * sum` of a lane and its partner in the second half.
+    pub lane_sum: Vec<f32>,
+    /// (m, chunks, width / 8) `zero * sum` as integers; empty for affine formats.
+    pub lane_init: Vec<i32>,
+}
+
+impl Q8Planes {
+    pub fn chunks(&self) -> usize {
+        self.rows.k_pad / self.width
+    }
+
+    /// Row `r`: int8 values, lane scales, lane sums and lane initial values (empty for
+    /// affine formats).
+    pub fn row(&self, r: usize) -> PlaneRow<'_> {
+        let n = self.chunks() * self.width / 8;
+        let (q, _) = self.rows.row(r);
+        PlaneRow {
+            q,
+            scale: &self.lane_scale[r * n..(r + 1) * n],
+            sum: &self.lane_sum[r * n..(r + 1) * n],
+            init: self.lane_init.get(r * n..(r + 1) * n).unwrap_or(&[]),
+        }
+    }
+}
+
+/// One activation row of [`Q8Planes`].
+#[derive(Clone, Copy)]
+pub(crate) struct PlaneRow<'a> {
+    pub q: &'a [i8],
+    pub scale: &'a [f32],
+    pub sum: &'a [f32],
+    pub init: &'a [i32],
 }

@@ -24,6 +24,17 @@ pub(crate) fn lut4(format: Format) -> [u8; 16] {
     }
 }
 
+/// `z` when the format's grid value is `gs * (c + z)` (symmetric formats); `None` when each
+/// group has a free bias (affine formats) or no grid (FP8).
+pub(crate) fn grid_zero(format: Format) -> Option<i32> {
+    match format {
+        Format::Int4 => Some(-8),
+        Format::Int8 => Some(-128),
+        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => Some(-12),
+        Format::Int4Affine | Format::Int3 | Format::Int2 | Format::Fp8 => None,
+    }
+}
+
 /// Whether the format has an integer grid (every format but FP8).
 pub(crate) fn on_grid(format: Format) -> bool {
     format != Format::Fp8
@@ -64,28 +75,8 @@ impl RowScratch {
 /// Decodes row `row` onto the integer grid: codes into `s.codes`, grid scales and biases into
 /// `s.gs` and `s.gb`.
 pub(crate) fn grid_row(isa: Isa, w: &QuantMatrix<'_>, row: usize, s: &mut RowScratch) {
+    grid_scales(w, row, s);
     let format = w.format();
-    let groups = w.groups_per_row();
-    decode_scales(w, row, &mut s.gs[..groups]);
-    let (gs, gb) = (&mut s.gs[..groups], &mut s.gb[..groups]);
-    match format {
-        Format::Int4 => gs
-            .iter()
-            .zip(gb.iter_mut())
-            .for_each(|(s, b)| *b = -8.0 * s),
-        Format::Int8 => gs
-            .iter()
-            .zip(gb.iter_mut())
-            .for_each(|(s, b)| *b = -128.0 * s),
-        Format::Int4Affine | Format::Int3 | Format::Int2 => decode_biases(w, row, gb),
-        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => {
-            for (s, b) in gs.iter_mut().zip(gb.iter_mut()) {
-                *b = -6.0 * *s;
-                *s *= 0.5;
-            }
-        }
-        Format::Fp8 => unreachable!("FP8 has no integer grid"),
-    }
     let packed = w.row_codes(row);
     match format.bits() {
         4 => kernels::decode_nibbles(isa, packed, &lut4(format), &mut s.codes),
@@ -105,6 +96,25 @@ pub(crate) fn grid_row(isa: Isa, w: &QuantMatrix<'_>, row: usize, s: &mut RowScr
                 out.copy_from_slice(&block);
             }
         }
+    }
+}
+
+/// Grid scales and biases of row `row` into `s.gs` and `s.gb`.
+pub(crate) fn grid_scales(w: &QuantMatrix<'_>, row: usize, s: &mut RowScratch) {
+    let format = w.format();
+    let groups = w.groups_per_row();
+    decode_scales(w, row, &mut s.gs[..groups]);
+    let (gs, gb) = (&mut s.gs[..groups], &mut s.gb[..groups]);
+    match format {
+        Format::Int4Affine | Format::Int3 | Format::Int2 => decode_biases(w, row, gb),
+        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => gs.iter_mut().for_each(|s| *s *= 0.5),
+        Format::Int4 | Format::Int8 => {}
+        Format::Fp8 => unreachable!("FP8 has no integer grid"),
+    }
+    if let Some(z) = grid_zero(format) {
+        gs.iter()
+            .zip(gb.iter_mut())
+            .for_each(|(s, b)| *b = z as f32 * s);
     }
 }
 

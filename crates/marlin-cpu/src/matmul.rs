@@ -5,9 +5,9 @@ use marlin_core::CoreError;
 use marlin_quant::QuantMatrix;
 use rayon::prelude::*;
 
-use crate::activations::Q8Rows;
+use crate::activations::{Q8Planes, Q8Rows};
 use crate::decode::{self, RowScratch};
-use crate::kernels::{self, GridRow};
+use crate::kernels::{self, GridRow, NibbleRow};
 use crate::{Activations, Isa};
 
 /// Rows of W per task: enough to amortise scheduling, few enough to balance two threads.
@@ -36,7 +36,13 @@ pub(crate) fn quant_matmul(
     // Computed transposed, (n, m), so each task owns a contiguous slice.
     let mut yt = vec![0f32; n * m];
     let chunks = yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate();
-    if activations == Activations::Int8 && decode::on_grid(w.format()) {
+    let nibble_width =
+        kernels::nibble_width(isa).filter(|_| w.format().bits() == 4 && w.group_len() >= 32);
+    if let (Activations::Int8, Some(width)) = (activations, nibble_width) {
+        let xq = Q8Rows::quantize(x, m, k, w.padded_cols(), w.group_len())
+            .into_planes(width, decode::grid_zero(w.format()));
+        chunks.for_each(|(t, out)| nibble_rows(isa, w, &xq, t * ROWS_PER_TASK, out));
+    } else if activations == Activations::Int8 && decode::on_grid(w.format()) {
         let xq = Q8Rows::quantize(x, m, k, w.padded_cols(), w.group_len());
         chunks.for_each(|(t, out)| int8_rows(isa, w, &xq, t * ROWS_PER_TASK, out));
     } else {
@@ -49,6 +55,27 @@ pub(crate) fn quant_matmul(
         }
     }
     Ok(())
+}
+
+/// Rows `first..` of a 4-bit W against int8 activations in nibble-plane order; `out` is
+/// (rows, m).
+fn nibble_rows(isa: Isa, w: &QuantMatrix<'_>, xq: &Q8Planes, first: usize, out: &mut [f32]) {
+    let mut s = RowScratch::new(w);
+    let lut = decode::lut4(w.format());
+    let identity = lut.iter().enumerate().all(|(i, &c)| c as usize == i);
+    for (i, o) in out.chunks_exact_mut(xq.rows.m).enumerate() {
+        decode::grid_scales(w, first + i, &mut s);
+        let row = NibbleRow {
+            packed: w.row_codes(first + i),
+            lut: &lut,
+            identity,
+            affine: decode::grid_zero(w.format()).is_none(),
+            gs: &s.gs,
+            gb: &s.gb,
+            group_len: w.group_len(),
+        };
+        kernels::nibble_dot(isa, &row, xq, o);
+    }
 }
 
 /// Rows `first..` of W against int8 activations; `out` is (rows, m).

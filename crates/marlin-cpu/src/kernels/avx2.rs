@@ -2,8 +2,8 @@
 
 use std::arch::x86_64::*;
 
-use super::GridRow;
-use crate::activations::Q8Rows;
+use super::{GridRow, NibbleRow};
+use crate::activations::{PlaneRow, Q8Planes, Q8Rows};
 
 /// Activation rows handled together, so each weight load serves several of them.
 const MR: usize = 4;
@@ -130,4 +130,81 @@ pub(super) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
         }
         hsum(_mm256_add_ps(s0, s1)) + super::f32_dot_lanes::<8>(&a[n..], &b[n..])
     }
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA; `x.width == 64`; lengths as `nibble_dot` checks.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn nibble_dot(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
+    let mut r = 0;
+    while r + MR <= x.rows.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { nibble_dot_rows::<MR>(w, x, r, &mut out[r..r + MR]) };
+        r += MR;
+    }
+    while r < x.rows.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { nibble_dot_rows::<1>(w, x, r, &mut out[r..r + 1]) };
+        r += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nibble_dot_rows<const R: usize>(
+    w: &NibbleRow<'_>,
+    x: &Q8Planes,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let rows: [PlaneRow<'_>; R] = std::array::from_fn(|i| x.row(r0 + i));
+    let mut acc = [_mm256_setzero_ps(); R];
+    // SAFETY: chunk `i` reads 32 packed bytes at 32 i, 64 activations at 64 i, 8 lane scales,
+    // sums and initial values at 8 i (no initial values for affine formats), and at most 2 grid scales and biases at i * 64 / group_len (both carry
+    // 4 floats of padding).
+    unsafe {
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(w.lut.as_ptr().cast()));
+        // Lane l covers block l / 4 of the chunk.
+        let half = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        let lanes = |v: &[f32], i: usize| match w.group_len {
+            32 => _mm256_permutevar8x32_ps(
+                _mm256_castps128_ps256(_mm_loadu_ps(v.as_ptr().add(2 * i))),
+                half,
+            ),
+            g => _mm256_set1_ps(*v.get_unchecked(64 * i / g)),
+        };
+        for i in 0..x.chunks() {
+            let v = _mm256_loadu_si256(w.packed.as_ptr().add(32 * i).cast());
+            let mut lo = _mm256_and_si256(v, mask);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            if !w.identity {
+                lo = _mm256_shuffle_epi8(table, lo);
+                hi = _mm256_shuffle_epi8(table, hi);
+            }
+            let (gs, gb) = (lanes(w.gs, i), lanes(w.gb, i));
+            for (a, x) in acc.iter_mut().zip(rows.iter()) {
+                let q = x.q.as_ptr().add(64 * i);
+                let xlo = _mm256_loadu_si256(q.cast());
+                let xhi = _mm256_loadu_si256(q.add(32).cast());
+                // Codes are at most 24 and |x| at most 127: the i16 sums cannot saturate.
+                let pairs =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
+                let mut dot = _mm256_madd_epi16(pairs, ones);
+                if !w.affine {
+                    let init = _mm256_loadu_si256(x.init.as_ptr().add(8 * i).cast());
+                    dot = _mm256_add_epi32(dot, init);
+                }
+                let scale = _mm256_mul_ps(gs, _mm256_loadu_ps(x.scale.as_ptr().add(8 * i)));
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, *a);
+                if w.affine {
+                    *a = _mm256_fmadd_ps(gb, _mm256_loadu_ps(x.sum.as_ptr().add(8 * i)), *a);
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
+    }
+    super::nibble_tail(w, x, r0, out);
 }

@@ -2,8 +2,8 @@
 
 use std::arch::x86_64::*;
 
-use super::GridRow;
-use crate::activations::Q8Rows;
+use super::{GridRow, NibbleRow};
+use crate::activations::{PlaneRow, Q8Planes, Q8Rows};
 
 /// Activation rows handled together, so each weight load serves several of them.
 const MR: usize = 8;
@@ -122,4 +122,83 @@ pub(super) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
         }
         _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) + super::f32_dot_lanes::<8>(&a[n..], &b[n..])
     }
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI; `x.width == 128`; lengths as `nibble_dot`
+/// checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+pub(super) unsafe fn nibble_dot(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
+    let mut r = 0;
+    while r + MR <= x.rows.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { nibble_dot_rows::<MR>(w, x, r, &mut out[r..r + MR]) };
+        r += MR;
+    }
+    while r + 2 <= x.rows.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { nibble_dot_rows::<2>(w, x, r, &mut out[r..r + 2]) };
+        r += 2;
+    }
+    if r < x.rows.m {
+        // SAFETY: forwarded from the caller.
+        unsafe { nibble_dot_rows::<1>(w, x, r, &mut out[r..r + 1]) };
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn nibble_dot_rows<const R: usize>(
+    w: &NibbleRow<'_>,
+    x: &Q8Planes,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let rows: [PlaneRow<'_>; R] = std::array::from_fn(|i| x.row(r0 + i));
+    let mut acc = [_mm512_setzero_ps(); R];
+    // SAFETY: chunk `i` reads 64 packed bytes at 64 i, 128 activations at 128 i, 16 lane
+    // scales, sums and initial values at 16 i (no initial values for affine formats), and at most 4 grid scales and biases at i * 128 / group_len
+    // (both carry 4 floats of padding).
+    unsafe {
+        let mask = _mm512_set1_epi8(0x0F);
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(w.lut.as_ptr().cast()));
+        // Lane l covers block l / 4 of the chunk: group l / 4 (g32) or l / 8 (g64).
+        let quarter = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        let half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        let lanes = |v: &[f32], i: usize| match w.group_len {
+            32 => _mm512_permutexvar_ps(quarter, load4(v.as_ptr().add(4 * i))),
+            64 => _mm512_permutexvar_ps(half, load4(v.as_ptr().add(2 * i))),
+            g => _mm512_set1_ps(*v.get_unchecked(128 * i / g)),
+        };
+        for i in 0..x.chunks() {
+            let v = _mm512_loadu_si512(w.packed.as_ptr().add(64 * i).cast());
+            let mut lo = _mm512_and_si512(v, mask);
+            let mut hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+            if !w.identity {
+                lo = _mm512_shuffle_epi8(table, lo);
+                hi = _mm512_shuffle_epi8(table, hi);
+            }
+            let (gs, gb) = (lanes(w.gs, i), lanes(w.gb, i));
+            for (a, x) in acc.iter_mut().zip(rows.iter()) {
+                let q = x.q.as_ptr().add(128 * i);
+                let xlo = _mm512_loadu_si512(q.cast());
+                let xhi = _mm512_loadu_si512(q.add(64).cast());
+                let init = if w.affine {
+                    _mm512_setzero_si512()
+                } else {
+                    _mm512_loadu_si512(x.init.as_ptr().add(16 * i).cast())
+                };
+                let dot = _mm512_dpbusd_epi32(init, lo, xlo);
+                let dot = _mm512_dpbusd_epi32(dot, hi, xhi);
+                let scale = _mm512_mul_ps(gs, _mm512_loadu_ps(x.scale.as_ptr().add(16 * i)));
+                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+                if w.affine {
+                    *a = _mm512_fmadd_ps(gb, _mm512_loadu_ps(x.sum.as_ptr().add(16 * i)), *a);
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = _mm512_reduce_add_ps(a);
+        }
+    }
+    super::nibble_tail(w, x, r0, out);
 }

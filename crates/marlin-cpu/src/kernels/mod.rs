@@ -2,7 +2,7 @@
 //! has a scalar twin here that is its specification.
 
 use crate::Isa;
-use crate::activations::Q8Rows;
+use crate::activations::{Q8Planes, Q8Rows};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -18,6 +18,71 @@ pub(crate) struct GridRow<'a> {
     pub group_len: usize,
     /// Whether a code can exceed 127 (INT8), which `u8 x i8` pair sums on AVX2 cannot take.
     pub wide_codes: bool,
+}
+
+/// A packed 4-bit row for [`nibble_dot`]: `w = gs * lut[q] + gb` per group.
+pub(crate) struct NibbleRow<'a> {
+    /// k_pad / 2 packed bytes in GGUF nibble order.
+    pub packed: &'a [u8],
+    pub lut: &'a [u8; 16],
+    /// Whether `lut` is the identity (INT4), so the lookup can be skipped.
+    pub identity: bool,
+    /// Whether `gb` is a free bias; otherwise `gb = zero * gs` and the activations carry
+    /// `zero * sum` lane initial values (`Q8Rows::into_planes`).
+    pub affine: bool,
+    /// Grid scale and bias per group, each followed by at least 4 floats of padding.
+    pub gs: &'a [f32],
+    pub gb: &'a [f32],
+    /// At least 32.
+    pub group_len: usize,
+}
+
+/// The width of the nibble-plane chunks of [`nibble_dot`] at `isa`, or `None` when it has no
+/// such kernel.
+pub(crate) fn nibble_width(isa: Isa) -> Option<usize> {
+    match isa {
+        Isa::Avx512Vnni => Some(128),
+        Isa::Avx2 => Some(64),
+        Isa::Scalar => None,
+    }
+}
+
+/// For every activation row `r`: the full dot product of a packed 4-bit row with it, reading
+/// the packed nibbles directly (activations in nibble-plane order, see `Q8Rows::into_planes`).
+// w (k_pad), x (m, k_pad) -> out (m)
+pub(crate) fn nibble_dot(isa: Isa, w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
+    assert!(w.group_len >= 32 && Some(x.width) == nibble_width(isa));
+    assert!(w.packed.len() * 2 == x.rows.k_pad && out.len() >= x.rows.m);
+    assert!(w.gs.len() >= x.rows.k_pad / w.group_len + 4 && w.gb.len() == w.gs.len());
+    match isa {
+        // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::nibble_dot(w, x, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::nibble_dot(w, x, out) },
+        _ => unreachable!("nibble_width is None for {isa}"),
+    }
+}
+
+/// Adds the blocks past the last full chunk (natural order) to `out[..]` for rows `r0..`.
+pub(crate) fn nibble_tail(w: &NibbleRow<'_>, x: &Q8Planes, r0: usize, out: &mut [f32]) {
+    let first = x.chunks() * x.width / 32;
+    for (i, o) in out.iter_mut().enumerate() {
+        let (q, lane_scale) = x.rows.row(r0 + i);
+        for b in first..x.rows.k_pad / 32 {
+            let (p, q) = (&w.packed[16 * b..16 * b + 16], &q[32 * b..32 * b + 32]);
+            let (mut dot, mut sum) = (0i32, 0i32);
+            for j in 0..16 {
+                dot += w.lut[(p[j] & 0xF) as usize] as i32 * q[j] as i32;
+                dot += w.lut[(p[j] >> 4) as usize] as i32 * q[j + 16] as i32;
+                sum += q[j] as i32 + q[j + 16] as i32;
+            }
+            let g = 32 * b / w.group_len;
+            let d = lane_scale[8 * b];
+            *o += w.gs[g] * d * dot as f32 + w.gb[g] * d * sum as f32;
+        }
+    }
 }
 
 /// Unpacks 4-bit codes (GGUF nibble order) through a 16-entry table into one u8 per weight.
