@@ -16,6 +16,9 @@ pub(crate) struct Q8Rows {
     pub lane_scale: Vec<f32>,
     /// (m, groups): sum of the dequantized activations of each weight group, for bias terms.
     pub group_sum: Vec<f32>,
+    /// (m, k_pad / 4): `zero * sum` of every 4 values for symmetric formats (see
+    /// [`Q8Rows::with_zero`]); empty otherwise.
+    pub lane_init: Vec<i32>,
 }
 
 impl Q8Rows {
@@ -28,6 +31,7 @@ impl Q8Rows {
             q: vec![0; m * k_pad],
             lane_scale: vec![0.0; m * k_pad / 4],
             group_sum: vec![0.0; m * groups],
+            lane_init: Vec::new(),
         };
         let mut block = [0f32; BLOCK];
         for r in 0..m {
@@ -54,6 +58,20 @@ impl Q8Rows {
             }
         }
         out
+    }
+
+    /// For a symmetric format whose grid value is `gs * (c + zero)`: records `zero * sum` of
+    /// every 4 values, where the kernels start their integer accumulators.
+    pub fn with_zero(mut self, zero: Option<i32>) -> Self {
+        self.lane_init = match zero {
+            Some(z) => self
+                .q
+                .chunks_exact(4)
+                .map(|v| z * v.iter().map(|&q| q as i32).sum::<i32>())
+                .collect(),
+            None => Vec::new(),
+        };
+        self
     }
 
     /// Reorders every full chunk of `width` values (a multiple of 64) into nibble-plane order:
@@ -119,6 +137,12 @@ impl Q8Rows {
             &self.q[r * k..(r + 1) * k],
             &self.lane_scale[r * l..(r + 1) * l],
         )
+    }
+
+    /// Row `r` of `lane_init` (empty when there is none).
+    pub fn init_row(&self, r: usize) -> &[i32] {
+        let l = self.k_pad / 4;
+        self.lane_init.get(r * l..(r + 1) * l).unwrap_or(&[])
     }
 
     pub fn group_sums(&self, r: usize) -> &[f32] {

@@ -139,22 +139,11 @@ pub(crate) fn f32_row(isa: Isa, w: &QuantMatrix<'_>, row: usize, s: &mut RowScra
     }
     let groups = w.groups_per_row();
     decode_scales(w, row, &mut s.gs[..groups]);
-    let table = e4m3_table();
-    for (g, (vals, codes)) in s
-        .values
-        .chunks_exact_mut(group_len)
-        .zip(w.row_codes(row).chunks_exact(group_len))
-        .enumerate()
-    {
-        let gs = s.gs[g];
-        vals.iter_mut()
-            .zip(codes)
-            .for_each(|(v, &q)| *v = gs * table[q as usize]);
-    }
+    kernels::decode_fp8(isa, w.row_codes(row), &s.gs, group_len, &mut s.values);
 }
 
 /// E4M3 values of all 256 codes (NaN codes decode to NaN, as the specification says).
-fn e4m3_table() -> &'static [f32; 256] {
+pub(crate) fn e4m3_table() -> &'static [f32; 256] {
     static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| std::array::from_fn(|c| e4m3_decode(c as u8)))
 }

@@ -43,7 +43,8 @@ pub(crate) fn quant_matmul(
             .into_planes(width, decode::grid_zero(w.format()));
         chunks.for_each(|(t, out)| nibble_rows(isa, w, &xq, t * ROWS_PER_TASK, out));
     } else if activations == Activations::Int8 && decode::on_grid(w.format()) {
-        let xq = Q8Rows::quantize(x, m, k, w.padded_cols(), w.group_len());
+        let xq = Q8Rows::quantize(x, m, k, w.padded_cols(), w.group_len())
+            .with_zero(decode::grid_zero(w.format()));
         chunks.for_each(|(t, out)| int8_rows(isa, w, &xq, t * ROWS_PER_TASK, out));
     } else {
         let xp = pad_rows(x, m, k, w.padded_cols());
@@ -92,9 +93,11 @@ fn int8_rows(isa: Isa, w: &QuantMatrix<'_>, xq: &Q8Rows, first: usize, out: &mut
             wide_codes,
         };
         kernels::grid_dot(isa, &row, xq, o);
-        // The bias part: sum over groups of bias * (sum of the group's activations).
-        for (r, v) in o.iter_mut().enumerate() {
-            *v += kernels::f32_dot(isa, &s.gb[..groups], xq.group_sums(r));
+        // Affine formats' bias part: sum over groups of bias * (sum of the group's activations).
+        if xq.lane_init.is_empty() {
+            for (r, v) in o.iter_mut().enumerate() {
+                *v += kernels::f32_dot(isa, &s.gb[..groups], xq.group_sums(r));
+            }
         }
     }
 }

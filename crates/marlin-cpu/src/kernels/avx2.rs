@@ -54,6 +54,8 @@ pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
 unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, out: &mut [f32]) {
     let steps = x.k_pad / 32;
     let rows: [(&[i8], &[f32]); R] = std::array::from_fn(|i| x.row(r0 + i));
+    let inits: [&[i32]; R] = std::array::from_fn(|i| x.init_row(r0 + i));
+    let zero_point = !x.lane_init.is_empty();
     let mut acc = [_mm256_setzero_ps(); R];
     // SAFETY: step `i` reads 32 codes and activations at 32 i, 8 lane scales at 8 i, and at most
     // 2 grid scales at i * 32 / group_len; the scales carry 4 floats of padding.
@@ -69,13 +71,17 @@ unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, 
                 let pair = _mm256_castps128_ps256(_mm_loadu_ps(w.gs.as_ptr().add(2 * i)));
                 _mm256_permutevar8x32_ps(pair, half_index)
             };
-            for (a, (q, ls)) in acc.iter_mut().zip(rows.iter()) {
+            for ((a, (q, ls)), init) in acc.iter_mut().zip(rows.iter()).zip(inits) {
                 let xq = _mm256_loadu_si256(q.as_ptr().add(32 * i).cast());
-                let dot = if w.wide_codes {
+                let mut dot = if w.wide_codes {
                     wide_dot(c, xq)
                 } else {
                     pair_dot(c, xq, ones)
                 };
+                if zero_point {
+                    let init = _mm256_loadu_si256(init.as_ptr().add(8 * i).cast());
+                    dot = _mm256_add_epi32(dot, init);
+                }
                 let scale = _mm256_mul_ps(gs, _mm256_loadu_ps(ls.as_ptr().add(8 * i)));
                 *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, *a);
             }
@@ -207,4 +213,26 @@ unsafe fn nibble_dot_rows<const R: usize>(
         }
     }
     super::nibble_tail(w, x, r0, out);
+}
+
+/// # Safety
+/// The CPU must have AVX2 and F16C; lengths as `decode_fp8` checks.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn decode_fp8(codes: &[u8], gs: &[f32], group_len: usize, out: &mut [f32]) {
+    // SAFETY: step `i` reads 8 codes at 8 i and writes 8 floats there; `group_len` is a
+    // multiple of 16, so one group scale covers the step.
+    unsafe {
+        let magnitude = _mm_set1_epi16(0x7F);
+        let sign = _mm_set1_epi16(0x80);
+        for i in 0..codes.len() / 8 {
+            let c = _mm_cvtepu8_epi16(_mm_loadl_epi64(codes.as_ptr().add(8 * i).cast()));
+            let bits = _mm_or_si128(
+                _mm_slli_epi16(_mm_and_si128(c, magnitude), 7),
+                _mm_slli_epi16(_mm_and_si128(c, sign), 8),
+            );
+            let scale = _mm256_set1_ps(gs.get_unchecked(8 * i / group_len) * 256.0);
+            let v = _mm256_mul_ps(_mm256_cvtph_ps(bits), scale);
+            _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), v);
+        }
+    }
 }

@@ -61,6 +61,8 @@ pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, out: &mut [f32]) {
     let rows: [(&[i8], &[f32]); R] = std::array::from_fn(|i| x.row(r0 + i));
+    let inits: [&[i32]; R] = std::array::from_fn(|i| x.init_row(r0 + i));
+    let zero_point = !x.lane_init.is_empty();
     let mut acc = [_mm512_setzero_ps(); R];
     let steps = x.k_pad / 64;
     // SAFETY: step `i` reads 64 codes and activations at 64 i, 16 lane scales at 16 i, and at
@@ -76,9 +78,14 @@ unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, 
                 32 => _mm512_permutexvar_ps(half, load4(w.gs.as_ptr().add(2 * i))),
                 g => _mm512_set1_ps(*w.gs.get_unchecked(64 * i / g)),
             };
-            for (a, (q, ls)) in acc.iter_mut().zip(rows.iter()) {
+            for ((a, (q, ls)), init) in acc.iter_mut().zip(rows.iter()).zip(inits) {
                 let xq = _mm512_loadu_si512(q.as_ptr().add(64 * i).cast());
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, xq);
+                let init = if zero_point {
+                    _mm512_loadu_si512(init.as_ptr().add(16 * i).cast())
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let dot = _mm512_dpbusd_epi32(init, c, xq);
                 let scale = _mm512_mul_ps(gs, _mm512_loadu_ps(ls.as_ptr().add(16 * i)));
                 *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
             }
@@ -88,16 +95,8 @@ unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, 
         }
     }
     // A last 32 weights when k_pad is not a multiple of 64.
-    let done = steps * 64;
-    if done < x.k_pad {
-        for (o, (q, ls)) in out.iter_mut().zip(rows.iter()) {
-            for l in done / 4..x.k_pad / 4 {
-                let d: i32 = (0..4)
-                    .map(|j| w.codes[4 * l + j] as i32 * q[4 * l + j] as i32)
-                    .sum();
-                *o += d as f32 * (w.gs[4 * l / w.group_len] * ls[l]);
-            }
-        }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o += super::grid_lanes(w, x, r0 + i, steps * 16..x.k_pad / 4);
     }
 }
 
@@ -201,4 +200,26 @@ unsafe fn nibble_dot_rows<const R: usize>(
         }
     }
     super::nibble_tail(w, x, r0, out);
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW; lengths as `decode_fp8` checks.
+#[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
+pub(super) unsafe fn decode_fp8(codes: &[u8], gs: &[f32], group_len: usize, out: &mut [f32]) {
+    // SAFETY: step `i` reads 16 codes at 16 i and writes 16 floats there; `group_len` is a
+    // multiple of 16, so one group scale covers the step.
+    unsafe {
+        let magnitude = _mm256_set1_epi16(0x7F);
+        let sign = _mm256_set1_epi16(0x80);
+        for i in 0..codes.len() / 16 {
+            let c = _mm256_cvtepu8_epi16(_mm_loadu_si128(codes.as_ptr().add(16 * i).cast()));
+            let bits = _mm256_or_si256(
+                _mm256_slli_epi16(_mm256_and_si256(c, magnitude), 7),
+                _mm256_slli_epi16(_mm256_and_si256(c, sign), 8),
+            );
+            let scale = _mm512_set1_ps(gs.get_unchecked(16 * i / group_len) * 256.0);
+            let v = _mm512_mul_ps(_mm512_cvtph_ps(bits), scale);
+            _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), v);
+        }
+    }
 }

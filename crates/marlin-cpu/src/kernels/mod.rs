@@ -1,6 +1,8 @@
 //! The inner loops, one module per instruction set, chosen by [`Isa`]. Each SIMD function
 //! has a scalar twin here that is its specification.
 
+use std::ops::Range;
+
 use crate::Isa;
 use crate::activations::{Q8Planes, Q8Rows};
 
@@ -111,7 +113,8 @@ pub(crate) fn decode_nibbles_scalar(packed: &[u8], lut: &[u8; 16], codes: &mut [
 }
 
 /// For every activation row `r`: `out[r] = sum_k gs[k / group_len] * dx[r, k] * c[k] * q[r, k]`,
-/// the scale part of the dot product of a grid row with the int8 activations.
+/// the scale part of the dot product of a grid row with the int8 activations, plus the zero
+/// point when the activations carry lane initial values (`Q8Rows::with_zero`).
 // w (k_pad), x (m, k_pad) -> out (m)
 pub(crate) fn grid_dot(isa: Isa, w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
     debug_assert_eq!(w.codes.len(), x.k_pad);
@@ -129,13 +132,56 @@ pub(crate) fn grid_dot(isa: Isa, w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
 
 pub(crate) fn grid_dot_scalar(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
     for (r, o) in out.iter_mut().enumerate().take(x.m) {
-        let (q, lane_scale) = x.row(r);
-        let mut acc = 0f32;
-        for (l, (c4, q4)) in w.codes.chunks_exact(4).zip(q.chunks_exact(4)).enumerate() {
-            let d: i32 = c4.iter().zip(q4).map(|(&c, &q)| c as i32 * q as i32).sum();
-            acc += d as f32 * (w.gs[4 * l / w.group_len] * lane_scale[l]);
-        }
-        *o = acc;
+        *o = grid_lanes(w, x, r, 0..x.k_pad / 4);
+    }
+}
+
+/// The scalar sum of `grid_dot` over the 4-value lanes `lanes` of activation row `r`.
+pub(crate) fn grid_lanes(w: &GridRow<'_>, x: &Q8Rows, r: usize, lanes: Range<usize>) -> f32 {
+    let (q, lane_scale) = x.row(r);
+    let init = x.init_row(r);
+    let mut acc = 0f32;
+    for l in lanes {
+        let d: i32 = (4 * l..4 * l + 4)
+            .map(|k| w.codes[k] as i32 * q[k] as i32)
+            .sum();
+        let d = d + init.get(l).copied().unwrap_or(0);
+        acc += d as f32 * (w.gs[4 * l / w.group_len] * lane_scale[l]);
+    }
+    acc
+}
+
+/// FP8 E4M3 codes to f32 weights: `out[k] = gs[k / group_len] * e4m3(codes[k])`.
+///
+/// The SIMD paths place the 7 magnitude bits of an E4M3 code under an f16's exponent and
+/// mantissa fields and multiply by 2^8, the difference of the two exponent biases (15 - 7);
+/// that is exact for every finite code, normal and subnormal. NaN codes (0x7F, 0xFF), which
+/// no quantizer writes, come out as ±480 there instead of NaN.
+// codes (k_pad), gs (groups) -> out (k_pad)
+pub(crate) fn decode_fp8(isa: Isa, codes: &[u8], gs: &[f32], group_len: usize, out: &mut [f32]) {
+    assert!(codes.len() == out.len() && group_len % 16 == 0);
+    assert!(gs.len() >= codes.len() / group_len);
+    match isa {
+        // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::decode_fp8(codes, gs, group_len, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::decode_fp8(codes, gs, group_len, out) },
+        _ => decode_fp8_scalar(codes, gs, group_len, out),
+    }
+}
+
+pub(crate) fn decode_fp8_scalar(codes: &[u8], gs: &[f32], group_len: usize, out: &mut [f32]) {
+    let table = crate::decode::e4m3_table();
+    for (g, (o, c)) in out
+        .chunks_exact_mut(group_len)
+        .zip(codes.chunks_exact(group_len))
+        .enumerate()
+    {
+        o.iter_mut()
+            .zip(c)
+            .for_each(|(v, &q)| *v = gs[g] * table[q as usize]);
     }
 }
 
