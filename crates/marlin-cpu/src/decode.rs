@@ -49,67 +49,33 @@ pub(crate) fn max_code(format: Format) -> u8 {
     }
 }
 
-/// Reusable buffers for one row.
-pub(crate) struct RowScratch {
-    /// Grid codes (k_pad).
-    pub codes: Vec<u8>,
-    /// Grid scale and bias per group, plus 4 floats of padding so kernels may load 128 bits.
+/// Grid scale and bias per group of one row, each followed by 4 floats of padding so that
+/// kernels may load 128 bits at any group.
+pub(crate) struct GroupScales {
     pub gs: Vec<f32>,
     pub gb: Vec<f32>,
-    /// f32 weights (k_pad), for the f32 path.
-    pub values: Vec<f32>,
 }
 
-impl RowScratch {
+impl GroupScales {
     pub fn new(w: &QuantMatrix<'_>) -> Self {
-        let groups = w.groups_per_row();
-        RowScratch {
-            codes: vec![0; w.padded_cols()],
-            gs: vec![0.0; groups + 4],
-            gb: vec![0.0; groups + 4],
-            values: vec![0.0; w.padded_cols()],
+        let n = w.groups_per_row() + 4;
+        GroupScales {
+            gs: vec![0.0; n],
+            gb: vec![0.0; n],
         }
     }
 }
 
-/// Decodes row `row` onto the integer grid: codes into `s.codes`, grid scales and biases into
-/// `s.gs` and `s.gb`.
-pub(crate) fn grid_row(isa: Isa, w: &QuantMatrix<'_>, row: usize, s: &mut RowScratch) {
-    grid_scales(w, row, s);
-    let format = w.format();
-    let packed = w.row_codes(row);
-    match format.bits() {
-        4 => kernels::decode_nibbles(isa, packed, &lut4(format), &mut s.codes),
-        // Offset binary: flipping the sign bit adds 128 to a two's-complement byte.
-        8 => s
-            .codes
-            .iter_mut()
-            .zip(packed)
-            .for_each(|(c, &q)| *c = q ^ 0x80),
-        bits => {
-            let mut block = [0u8; BLOCK];
-            for (chunk, out) in packed
-                .chunks_exact(block_bytes(bits))
-                .zip(s.codes.chunks_exact_mut(BLOCK))
-            {
-                unpack_block(bits, chunk, &mut block);
-                out.copy_from_slice(&block);
-            }
-        }
-    }
-}
-
-/// Grid scales and biases of row `row` into `s.gs` and `s.gb`.
-pub(crate) fn grid_scales(w: &QuantMatrix<'_>, row: usize, s: &mut RowScratch) {
+/// Grid scales and biases of row `row` (for FP8, just its scales).
+pub(crate) fn grid_scales(w: &QuantMatrix<'_>, row: usize, s: &mut GroupScales) {
     let format = w.format();
     let groups = w.groups_per_row();
-    decode_scales(w, row, &mut s.gs[..groups]);
     let (gs, gb) = (&mut s.gs[..groups], &mut s.gb[..groups]);
+    decode_scales(w, row, gs);
     match format {
         Format::Int4Affine | Format::Int3 | Format::Int2 => decode_biases(w, row, gb),
         Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => gs.iter_mut().for_each(|s| *s *= 0.5),
-        Format::Int4 | Format::Int8 => {}
-        Format::Fp8 => unreachable!("FP8 has no integer grid"),
+        Format::Int4 | Format::Int8 | Format::Fp8 => {}
     }
     if let Some(z) = grid_zero(format) {
         gs.iter()
@@ -118,28 +84,56 @@ pub(crate) fn grid_scales(w: &QuantMatrix<'_>, row: usize, s: &mut RowScratch) {
     }
 }
 
-/// Decodes row `row` to f32 weights in `out[..k_pad]` (values past K are whatever the padding
-/// codes mean; the activations there are zero).
-pub(crate) fn f32_row(isa: Isa, w: &QuantMatrix<'_>, row: usize, s: &mut RowScratch) {
-    let group_len = w.group_len();
-    if on_grid(w.format()) {
-        grid_row(isa, w, row, s);
-        for (g, (vals, codes)) in s
-            .values
-            .chunks_exact_mut(group_len)
-            .zip(s.codes.chunks_exact(group_len))
-            .enumerate()
-        {
-            let (gs, gb) = (s.gs[g], s.gb[g]);
-            vals.iter_mut()
-                .zip(codes)
-                .for_each(|(v, &c)| *v = gs * c as f32 + gb);
+/// Grid codes of row `row` into `codes[..k_pad]`.
+pub(crate) fn grid_codes(isa: Isa, w: &QuantMatrix<'_>, row: usize, codes: &mut [u8]) {
+    let format = w.format();
+    let packed = w.row_codes(row);
+    match format.bits() {
+        4 => kernels::decode_nibbles(isa, packed, &lut4(format), codes),
+        // Offset binary: flipping the sign bit adds 128 to a two's-complement byte.
+        8 => codes
+            .iter_mut()
+            .zip(packed)
+            .for_each(|(c, &q)| *c = q ^ 0x80),
+        bits => {
+            let mut block = [0u8; BLOCK];
+            for (chunk, out) in packed
+                .chunks_exact(block_bytes(bits))
+                .zip(codes.chunks_exact_mut(BLOCK))
+            {
+                unpack_block(bits, chunk, &mut block);
+                out.copy_from_slice(&block);
+            }
         }
+    }
+}
+
+/// Row `row` as f32 weights in `values[..k_pad]` (values past K are whatever the padding codes
+/// mean; the activations there are zero). `codes` is scratch of k_pad bytes.
+pub(crate) fn f32_row(
+    isa: Isa,
+    w: &QuantMatrix<'_>,
+    row: usize,
+    s: &mut GroupScales,
+    codes: &mut [u8],
+    values: &mut [f32],
+) {
+    let group_len = w.group_len();
+    grid_scales(w, row, s);
+    if !on_grid(w.format()) {
+        kernels::decode_fp8(isa, w.row_codes(row), &s.gs, group_len, values);
         return;
     }
-    let groups = w.groups_per_row();
-    decode_scales(w, row, &mut s.gs[..groups]);
-    kernels::decode_fp8(isa, w.row_codes(row), &s.gs, group_len, &mut s.values);
+    grid_codes(isa, w, row, codes);
+    let groups = values
+        .chunks_exact_mut(group_len)
+        .zip(codes.chunks_exact(group_len));
+    for (g, (vals, codes)) in groups.enumerate() {
+        let (gs, gb) = (s.gs[g], s.gb[g]);
+        vals.iter_mut()
+            .zip(codes)
+            .for_each(|(v, &c)| *v = gs * c as f32 + gb);
+    }
 }
 
 /// E4M3 values of all 256 codes (NaN codes decode to NaN, as the specification says).

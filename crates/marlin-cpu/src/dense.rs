@@ -1,5 +1,5 @@
 //! Dense f32 matmul from the `gemm` crate: the baseline the quantized kernels are measured
-//! against, and the path for unquantized layers.
+//! against, and the path for unquantized layers and f32 panels.
 
 use marlin_core::CoreError;
 
@@ -22,27 +22,42 @@ pub fn matmul_f32(
     let k = w.len() / n;
     CoreError::check_len(OP, "x", m * k, x.len())?;
     CoreError::check_len(OP, "y", m * n, y.len())?;
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
+    gemm_nt(y, x, m, w, n, k, rayon::current_num_threads() > 1);
+    Ok(())
+}
+
+/// `dst (a_rows, b_rows) = a (a_rows, k) · b (b_rows, k)^T`, all row-major.
+// a (a_rows, k), b (b_rows, k) -> dst (a_rows, b_rows)
+pub(crate) fn gemm_nt(
+    dst: &mut [f32],
+    a: &[f32],
+    a_rows: usize,
+    b: &[f32],
+    b_rows: usize,
+    k: usize,
+    parallel: bool,
+) {
+    assert!(dst.len() == a_rows * b_rows && a.len() == a_rows * k && b.len() == b_rows * k);
+    let par = if parallel {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the pointers and strides describe the three slices whose lengths were checked
-    // above: x is (m, k) row-major, W^T is W (n, k) read with column stride k, y is (m, n).
+    // SAFETY: the pointers and strides describe the three slices whose lengths were asserted
+    // above: dst and a are row-major, b^T is b read with column stride k.
     unsafe {
         gemm::gemm(
-            m,
-            n,
+            a_rows,
+            b_rows,
             k,
-            y.as_mut_ptr(),
+            dst.as_mut_ptr(),
             1,
-            n as isize,
+            b_rows as isize,
             false,
-            x.as_ptr(),
+            a.as_ptr(),
             1,
             k as isize,
-            w.as_ptr(),
+            b.as_ptr(),
             k as isize,
             1,
             0.0,
@@ -53,5 +68,4 @@ pub fn matmul_f32(
             par,
         );
     }
-    Ok(())
 }

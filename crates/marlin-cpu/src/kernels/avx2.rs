@@ -1,6 +1,7 @@
 //! AVX2 + FMA kernels: 32 weights per step.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use super::{GridRow, NibbleRow};
 use crate::activations::{PlaneRow, Q8Planes, Q8Rows};
@@ -36,23 +37,30 @@ pub(super) unsafe fn decode_nibbles(packed: &[u8], lut: &[u8; 16], codes: &mut [
 /// # Safety
 /// The CPU must have AVX2 and FMA; slice lengths as `grid_dot` checks.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
+pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, range: Range<usize>, out: &mut [f32]) {
     let mut r = 0;
     while r + MR <= x.m {
         // SAFETY: forwarded from the caller.
-        unsafe { grid_dot_rows::<MR>(w, x, r, &mut out[r..r + MR]) };
+        unsafe { grid_dot_rows::<MR>(w, x, range.clone(), r, &mut out[r..r + MR]) };
         r += MR;
     }
     while r < x.m {
         // SAFETY: forwarded from the caller.
-        unsafe { grid_dot_rows::<1>(w, x, r, &mut out[r..r + 1]) };
+        unsafe { grid_dot_rows::<1>(w, x, range.clone(), r, &mut out[r..r + 1]) };
         r += 1;
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, out: &mut [f32]) {
-    let steps = x.k_pad / 32;
+unsafe fn grid_dot_rows<const R: usize>(
+    w: &GridRow<'_>,
+    x: &Q8Rows,
+    range: Range<usize>,
+    r0: usize,
+    out: &mut [f32],
+) {
+    // k_pad, and so range.end, is a multiple of 32.
+    let steps = range.start / 32..range.end / 32;
     let rows: [(&[i8], &[f32]); R] = std::array::from_fn(|i| x.row(r0 + i));
     let inits: [&[i32]; R] = std::array::from_fn(|i| x.init_row(r0 + i));
     let zero_point = !x.lane_init.is_empty();
@@ -63,7 +71,7 @@ unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, 
         let ones = _mm256_set1_epi16(1);
         // Lanes 0-3 hold weights 0-15 of the step, lanes 4-7 weights 16-31.
         let half_index = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-        for i in 0..steps {
+        for i in steps {
             let c = _mm256_loadu_si256(w.codes.as_ptr().add(32 * i).cast());
             let gs = if w.group_len >= 32 {
                 _mm256_set1_ps(*w.gs.get_unchecked(32 * i / w.group_len))
@@ -87,7 +95,7 @@ unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, 
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
-            *o = hsum(a);
+            *o += hsum(a);
         }
     }
 }
@@ -141,16 +149,21 @@ pub(super) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
 /// # Safety
 /// The CPU must have AVX2 and FMA; `x.width == 64`; lengths as `nibble_dot` checks.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn nibble_dot(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
+pub(super) unsafe fn nibble_dot(
+    w: &NibbleRow<'_>,
+    x: &Q8Planes,
+    chunks: Range<usize>,
+    out: &mut [f32],
+) {
     let mut r = 0;
     while r + MR <= x.rows.m {
         // SAFETY: forwarded from the caller.
-        unsafe { nibble_dot_rows::<MR>(w, x, r, &mut out[r..r + MR]) };
+        unsafe { nibble_dot_rows::<MR>(w, x, chunks.clone(), r, &mut out[r..r + MR]) };
         r += MR;
     }
     while r < x.rows.m {
         // SAFETY: forwarded from the caller.
-        unsafe { nibble_dot_rows::<1>(w, x, r, &mut out[r..r + 1]) };
+        unsafe { nibble_dot_rows::<1>(w, x, chunks.clone(), r, &mut out[r..r + 1]) };
         r += 1;
     }
 }
@@ -159,6 +172,7 @@ pub(super) unsafe fn nibble_dot(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]
 unsafe fn nibble_dot_rows<const R: usize>(
     w: &NibbleRow<'_>,
     x: &Q8Planes,
+    chunks: Range<usize>,
     r0: usize,
     out: &mut [f32],
 ) {
@@ -180,7 +194,7 @@ unsafe fn nibble_dot_rows<const R: usize>(
             ),
             g => _mm256_set1_ps(*v.get_unchecked(64 * i / g)),
         };
-        for i in 0..x.chunks() {
+        for i in chunks {
             let v = _mm256_loadu_si256(w.packed.as_ptr().add(32 * i).cast());
             let mut lo = _mm256_and_si256(v, mask);
             let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
@@ -209,10 +223,9 @@ unsafe fn nibble_dot_rows<const R: usize>(
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
-            *o = hsum(a);
+            *o += hsum(a);
         }
     }
-    super::nibble_tail(w, x, r0, out);
 }
 
 /// # Safety

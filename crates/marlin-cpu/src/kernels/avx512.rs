@@ -1,6 +1,7 @@
 //! AVX-512 (F, BW, VL) + VNNI kernels: 64 weights per step, `vpdpbusd` for the `u8 x i8` dots.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use super::{GridRow, NibbleRow};
 use crate::activations::{PlaneRow, Q8Planes, Q8Rows};
@@ -40,38 +41,44 @@ pub(super) unsafe fn decode_nibbles(packed: &[u8], lut: &[u8; 16], codes: &mut [
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL and VNNI; slice lengths as `grid_dot` checks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
+pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, range: Range<usize>, out: &mut [f32]) {
     let mut r = 0;
     while r + MR <= x.m {
         // SAFETY: forwarded from the caller.
-        unsafe { grid_dot_rows::<MR>(w, x, r, &mut out[r..r + MR]) };
+        unsafe { grid_dot_rows::<MR>(w, x, range.clone(), r, &mut out[r..r + MR]) };
         r += MR;
     }
     while r + 2 <= x.m {
         // SAFETY: forwarded from the caller.
-        unsafe { grid_dot_rows::<2>(w, x, r, &mut out[r..r + 2]) };
+        unsafe { grid_dot_rows::<2>(w, x, range.clone(), r, &mut out[r..r + 2]) };
         r += 2;
     }
     if r < x.m {
         // SAFETY: forwarded from the caller.
-        unsafe { grid_dot_rows::<1>(w, x, r, &mut out[r..r + 1]) };
+        unsafe { grid_dot_rows::<1>(w, x, range.clone(), r, &mut out[r..r + 1]) };
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, out: &mut [f32]) {
+unsafe fn grid_dot_rows<const R: usize>(
+    w: &GridRow<'_>,
+    x: &Q8Rows,
+    range: Range<usize>,
+    r0: usize,
+    out: &mut [f32],
+) {
     let rows: [(&[i8], &[f32]); R] = std::array::from_fn(|i| x.row(r0 + i));
     let inits: [&[i32]; R] = std::array::from_fn(|i| x.init_row(r0 + i));
     let zero_point = !x.lane_init.is_empty();
     let mut acc = [_mm512_setzero_ps(); R];
-    let steps = x.k_pad / 64;
+    let steps = range.start / 64..range.end / 64;
     // SAFETY: step `i` reads 64 codes and activations at 64 i, 16 lane scales at 16 i, and at
     // most 4 grid scales at i * 64 / group_len (the scales carry 4 floats of padding).
     unsafe {
         // Lane l (weights 4l..4l+3 of the step) belongs to group (4l) / group_len.
         let quarter = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         let half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        for i in 0..steps {
+        for i in steps.clone() {
             let c = _mm512_loadu_si512(w.codes.as_ptr().add(64 * i).cast());
             let gs = match w.group_len {
                 16 => _mm512_permutexvar_ps(quarter, load4(w.gs.as_ptr().add(4 * i))),
@@ -91,12 +98,12 @@ unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, 
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
-            *o = _mm512_reduce_add_ps(a);
+            *o += _mm512_reduce_add_ps(a);
         }
     }
     // A last 32 weights when k_pad is not a multiple of 64.
     for (i, o) in out.iter_mut().enumerate() {
-        *o += super::grid_lanes(w, x, r0 + i, steps * 16..x.k_pad / 4);
+        *o += super::grid_lanes(w, x, r0 + i, steps.end * 16..range.end / 4);
     }
 }
 
@@ -127,21 +134,26 @@ pub(super) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
 /// The CPU must have AVX-512 F/BW/VL and VNNI; `x.width == 128`; lengths as `nibble_dot`
 /// checks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(super) unsafe fn nibble_dot(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
+pub(super) unsafe fn nibble_dot(
+    w: &NibbleRow<'_>,
+    x: &Q8Planes,
+    chunks: Range<usize>,
+    out: &mut [f32],
+) {
     let mut r = 0;
     while r + MR <= x.rows.m {
         // SAFETY: forwarded from the caller.
-        unsafe { nibble_dot_rows::<MR>(w, x, r, &mut out[r..r + MR]) };
+        unsafe { nibble_dot_rows::<MR>(w, x, chunks.clone(), r, &mut out[r..r + MR]) };
         r += MR;
     }
     while r + 2 <= x.rows.m {
         // SAFETY: forwarded from the caller.
-        unsafe { nibble_dot_rows::<2>(w, x, r, &mut out[r..r + 2]) };
+        unsafe { nibble_dot_rows::<2>(w, x, chunks.clone(), r, &mut out[r..r + 2]) };
         r += 2;
     }
     if r < x.rows.m {
         // SAFETY: forwarded from the caller.
-        unsafe { nibble_dot_rows::<1>(w, x, r, &mut out[r..r + 1]) };
+        unsafe { nibble_dot_rows::<1>(w, x, chunks.clone(), r, &mut out[r..r + 1]) };
     }
 }
 
@@ -149,6 +161,7 @@ pub(super) unsafe fn nibble_dot(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]
 unsafe fn nibble_dot_rows<const R: usize>(
     w: &NibbleRow<'_>,
     x: &Q8Planes,
+    chunks: Range<usize>,
     r0: usize,
     out: &mut [f32],
 ) {
@@ -168,7 +181,7 @@ unsafe fn nibble_dot_rows<const R: usize>(
             64 => _mm512_permutexvar_ps(half, load4(v.as_ptr().add(2 * i))),
             g => _mm512_set1_ps(*v.get_unchecked(128 * i / g)),
         };
-        for i in 0..x.chunks() {
+        for i in chunks {
             let v = _mm512_loadu_si512(w.packed.as_ptr().add(64 * i).cast());
             let mut lo = _mm512_and_si512(v, mask);
             let mut hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
@@ -196,10 +209,9 @@ unsafe fn nibble_dot_rows<const R: usize>(
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
-            *o = _mm512_reduce_add_ps(a);
+            *o += _mm512_reduce_add_ps(a);
         }
     }
-    super::nibble_tail(w, x, r0, out);
 }
 
 /// # Safety

@@ -49,29 +49,37 @@ pub(crate) fn nibble_width(isa: Isa) -> Option<usize> {
     }
 }
 
-/// For every activation row `r`: the full dot product of a packed 4-bit row with it, reading
-/// the packed nibbles directly (activations in nibble-plane order, see `Q8Rows::into_planes`).
+/// For every activation row `r`: adds to `out[r]` the dot product of a packed 4-bit row with it
+/// over the full chunks `chunks`, reading the packed nibbles directly (activations in
+/// nibble-plane order, see `Q8Rows::into_planes`). [`nibble_tail`] adds the rest.
 // w (k_pad), x (m, k_pad) -> out (m)
-pub(crate) fn nibble_dot(isa: Isa, w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
+pub(crate) fn nibble_dot(
+    isa: Isa,
+    w: &NibbleRow<'_>,
+    x: &Q8Planes,
+    chunks: Range<usize>,
+    out: &mut [f32],
+) {
     assert!(w.group_len >= 32 && Some(x.width) == nibble_width(isa));
+    assert!(chunks.end <= x.chunks());
     assert!(w.packed.len() * 2 == x.rows.k_pad && out.len() >= x.rows.m);
     assert!(w.gs.len() >= x.rows.k_pad / w.group_len + 4 && w.gb.len() == w.gs.len());
     match isa {
         // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { avx512::nibble_dot(w, x, out) },
+        Isa::Avx512Vnni => unsafe { avx512::nibble_dot(w, x, chunks, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::nibble_dot(w, x, out) },
+        Isa::Avx2 => unsafe { avx2::nibble_dot(w, x, chunks, out) },
         _ => unreachable!("nibble_width is None for {isa}"),
     }
 }
 
-/// Adds the blocks past the last full chunk (natural order) to `out[..]` for rows `r0..`.
-pub(crate) fn nibble_tail(w: &NibbleRow<'_>, x: &Q8Planes, r0: usize, out: &mut [f32]) {
+/// Adds the blocks past the last full chunk (natural order) to `out[r]` for every row `r`.
+pub(crate) fn nibble_tail(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
     let first = x.chunks() * x.width / 32;
-    for (i, o) in out.iter_mut().enumerate() {
-        let (q, lane_scale) = x.rows.row(r0 + i);
+    for (r, o) in out.iter_mut().enumerate().take(x.rows.m) {
+        let (q, lane_scale) = x.rows.row(r);
         for b in first..x.rows.k_pad / 32 {
             let (p, q) = (&w.packed[16 * b..16 * b + 16], &q[32 * b..32 * b + 32]);
             let (mut dot, mut sum) = (0i32, 0i32);
@@ -112,27 +120,32 @@ pub(crate) fn decode_nibbles_scalar(packed: &[u8], lut: &[u8; 16], codes: &mut [
     }
 }
 
-/// For every activation row `r`: `out[r] = sum_k gs[k / group_len] * dx[r, k] * c[k] * q[r, k]`,
-/// the scale part of the dot product of a grid row with the int8 activations, plus the zero
-/// point when the activations carry lane initial values (`Q8Rows::with_zero`).
+/// For every activation row `r`: adds `sum_k gs[k / group_len] * dx[r, k] * c[k] * q[r, k]` over
+/// `k` in `range` to `out[r]`: the scale part of the dot product of a grid row with the int8
+/// activations, plus the zero point when the activations carry lane initial values
+/// (`Q8Rows::with_zero`). `range` starts at a multiple of 128 and ends at one or at k_pad.
 // w (k_pad), x (m, k_pad) -> out (m)
-pub(crate) fn grid_dot(isa: Isa, w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
-    debug_assert_eq!(w.codes.len(), x.k_pad);
-    debug_assert!(w.gs.len() >= x.k_pad / w.group_len + 4);
+pub(crate) fn grid_dot(
+    isa: Isa,
+    w: &GridRow<'_>,
+    x: &Q8Rows,
+    range: Range<usize>,
+    out: &mut [f32],
+) {
+    assert!(w.codes.len() == x.k_pad && range.end <= x.k_pad && range.start % 128 == 0);
+    assert!(w.gs.len() >= x.k_pad / w.group_len + 4 && out.len() >= x.m);
     match isa {
         // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { avx512::grid_dot(w, x, out) },
+        Isa::Avx512Vnni => unsafe { avx512::grid_dot(w, x, range, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::grid_dot(w, x, out) },
-        _ => grid_dot_scalar(w, x, out),
-    }
-}
-
-pub(crate) fn grid_dot_scalar(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
-    for (r, o) in out.iter_mut().enumerate().take(x.m) {
-        *o = grid_lanes(w, x, r, 0..x.k_pad / 4);
+        Isa::Avx2 => unsafe { avx2::grid_dot(w, x, range, out) },
+        _ => {
+            for (r, o) in out.iter_mut().enumerate().take(x.m) {
+                *o += grid_lanes(w, x, r, range.start / 4..range.end / 4);
+            }
+        }
     }
 }
 
