@@ -7,7 +7,7 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use marlin_quant::codec::{e2m1_decode, e4m3_decode, e8m0_decode};
-use marlin_quant::layout::{block_bytes, unpack_block};
+use marlin_quant::layout::block_bytes;
 use marlin_quant::{BLOCK, Format, QuantMatrix, ScaleType};
 
 use crate::Isa;
@@ -95,18 +95,52 @@ pub(crate) fn grid_codes(isa: Isa, w: &QuantMatrix<'_>, row: usize, codes: &mut 
             .iter_mut()
             .zip(packed)
             .for_each(|(c, &q)| *c = q ^ 0x80),
-        bits => {
-            let mut block = [0u8; BLOCK];
-            for (chunk, out) in packed
-                .chunks_exact(block_bytes(bits))
-                .zip(codes.chunks_exact_mut(BLOCK))
-            {
-                unpack_block(bits, chunk, &mut block);
-                out.copy_from_slice(&block);
+        2 => {
+            for (p, c) in packed.chunks_exact(8).zip(codes.chunks_exact_mut(BLOCK)) {
+                unpack_2bit_planes(p, c);
             }
         }
+        3 => {
+            for (p, c) in packed
+                .chunks_exact(block_bytes(3))
+                .zip(codes.chunks_exact_mut(BLOCK))
+            {
+                unpack_2bit_planes(&p[..8], c);
+                // Bit i of the high word belongs to code i: spread each byte of it over 8 codes.
+                for (byte, out) in p[8..12].iter().zip(c.chunks_exact_mut(8)) {
+                    let high = u64::from_le_bytes(out.try_into().expect("8 codes"))
+                        | SPREAD_BITS[*byte as usize] << 2;
+                    out.copy_from_slice(&high.to_le_bytes());
+                }
+            }
+        }
+        bits => unreachable!("no format has {bits}-bit codes"),
     }
 }
+
+/// One 2-bit block (8 bytes) to 32 codes: byte j holds codes j + 8i in bits 2i..2i+2, so one
+/// shift and mask of the 8 bytes as a u64 yields 8 consecutive codes.
+fn unpack_2bit_planes(packed: &[u8], codes: &mut [u8]) {
+    let v = u64::from_le_bytes(packed.try_into().expect("8 bytes"));
+    for (i, out) in codes.chunks_exact_mut(8).enumerate() {
+        out.copy_from_slice(&((v >> (2 * i)) & 0x0303_0303_0303_0303).to_le_bytes());
+    }
+}
+
+/// Byte i of `SPREAD_BITS[b]` is bit i of `b`.
+static SPREAD_BITS: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            table[b] |= (((b >> i) & 1) as u64) << (8 * i);
+            i += 1;
+        }
+        b += 1;
+    }
+    table
+};
 
 /// Row `row` as f32 weights in `values[..k_pad]` (values past K are whatever the padding codes
 /// mean; the activations there are zero). `codes` is scratch of k_pad bytes.
