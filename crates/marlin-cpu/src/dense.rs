@@ -13,7 +13,7 @@ pub fn matmul_f32(
     y: &mut [f32],
 ) -> Result<(), CoreError> {
     const OP: &str = "matmul_f32";
-    if m == 0 || n == 0 || w.len() % n != 0 {
+    if m == 0 || n == 0 || !w.len().is_multiple_of(n) {
         return Err(CoreError::Shape {
             op: OP,
             what: format!("bad shape m={m}, n={n}"),

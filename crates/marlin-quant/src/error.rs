@@ -15,6 +15,8 @@ pub enum QuantError {
     },
     #[error("matrix shape {rows}x{cols} is invalid: both dimensions must be at least 1")]
     EmptyShape { rows: usize, cols: usize },
+    #[error("matrix shape {rows}x{cols} is too large to address")]
+    TooLarge { rows: usize, cols: usize },
     #[error("expected {expected} input values for a {rows}x{cols} matrix, got {got}")]
     InputLength {
         rows: usize,

@@ -185,11 +185,11 @@ impl Scheme {
         match (format, group) {
             (Format::Mxfp4, g) if g != Group::Size(32) => Err(bad("group 32 (fixed by OCP MX)")),
             (Format::Nvfp4, g) if g != Group::Size(16) => Err(bad("group 16 (fixed by NVFP4)")),
-            (Format::Fp8, _) => Ok(Scheme { format, group }),
-            (_, Group::PerChannel) => Err(bad("a group size of 16, 32, 64 or 128")),
             (_, Group::Size(g)) if !Group::SIZES.contains(&g) => {
                 Err(bad("a group size of 16, 32, 64 or 128"))
             }
+            (Format::Fp8, _) => Ok(Scheme { format, group }),
+            (_, Group::PerChannel) => Err(bad("a group size of 16, 32, 64 or 128")),
             _ => Ok(Scheme { format, group }),
         }
     }

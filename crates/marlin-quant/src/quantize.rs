@@ -104,7 +104,7 @@ fn check_input(weights: &[f32], rows: usize, cols: usize) -> Result<(), QuantErr
     }
     let expected = rows
         .checked_mul(cols)
-        .ok_or(QuantError::EmptyShape { rows, cols })?;
+        .ok_or(QuantError::TooLarge { rows, cols })?;
     if weights.len() != expected {
         return Err(QuantError::InputLength {
             rows,

@@ -245,7 +245,6 @@ fn unsupported_groups_say_which_to_use() {
 /// FP8 allows per-channel scales besides the group sizes, but no other size: `Group::Size(0)`
 /// would divide by zero later.
 #[test]
-#[ignore = "bug in Scheme::new: the FP8 arm accepts any Group::Size (reported with its fix)"]
 fn fp8_rejects_group_sizes_outside_the_list() {
     for g in [0, 8, 48, 256] {
         let err = Scheme::new(Format::Fp8, Group::Size(g)).expect_err("not an allowed size");

@@ -132,7 +132,7 @@ pub(crate) fn grid_dot(
     range: Range<usize>,
     out: &mut [f32],
 ) {
-    assert!(w.codes.len() == x.k_pad && range.end <= x.k_pad && range.start % 128 == 0);
+    assert!(w.codes.len() == x.k_pad && range.end <= x.k_pad && range.start.is_multiple_of(128));
     assert!(w.gs.len() >= x.k_pad / w.group_len + 4 && out.len() >= x.m);
     match isa {
         // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
@@ -172,7 +172,7 @@ pub(crate) fn grid_lanes(w: &GridRow<'_>, x: &Q8Rows, r: usize, lanes: Range<usi
 /// no quantizer writes, come out as ±480 there instead of NaN.
 // codes (k_pad), gs (groups) -> out (k_pad)
 pub(crate) fn decode_fp8(isa: Isa, codes: &[u8], gs: &[f32], group_len: usize, out: &mut [f32]) {
-    assert!(codes.len() == out.len() && group_len % 16 == 0);
+    assert!(codes.len() == out.len() && group_len.is_multiple_of(16));
     assert!(gs.len() >= codes.len() / group_len);
     match isa {
         // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
