@@ -84,7 +84,9 @@ impl Q8Rows {
     /// With `zero = Some(z)` (symmetric formats, whose grid value is `gs * (c + z)`), it also
     /// returns `z * sum` per lane as i32: the kernels start each lane's integer accumulator there
     /// instead of adding a bias term.
-    pub fn into_planes(mut self, width: usize, zero: Option<i32>) -> Q8Planes {
+    ///
+    /// `lane_mul` multiplies the lane scales and sums (FP4 passes 1/2, its grid step).
+    pub fn into_planes(mut self, width: usize, zero: Option<i32>, lane_mul: f32) -> Q8Planes {
         let chunks = self.k_pad / width;
         let lanes = width / 8;
         let mut lane_scale = vec![0f32; self.m * chunks * lanes];
@@ -114,8 +116,8 @@ impl Q8Rows {
                     let lo = &chunk[4 * l..4 * l + 4];
                     let hi = &chunk[width / 2 + 4 * l..width / 2 + 4 * l + 4];
                     let sum: i32 = lo.iter().chain(hi).map(|&v| v as i32).sum();
-                    lane_scale[(r * chunks + c) * lanes + l] = d;
-                    lane_sum[(r * chunks + c) * lanes + l] = d * sum as f32;
+                    lane_scale[(r * chunks + c) * lanes + l] = d * lane_mul;
+                    lane_sum[(r * chunks + c) * lanes + l] = d * lane_mul * sum as f32;
                     if let Some(z) = zero {
                         lane_init[(r * chunks + c) * lanes + l] = z * sum;
                     }
@@ -128,6 +130,8 @@ impl Q8Rows {
             lane_scale,
             lane_sum,
             lane_init,
+            zero: zero.unwrap_or(0),
+            lane_mul,
         }
     }
 
@@ -163,6 +167,10 @@ pub(crate) struct Q8Planes {
     pub lane_sum: Vec<f32>,
     /// (m, chunks, width / 8) `zero * sum` as integers; empty for affine formats.
     pub lane_init: Vec<i32>,
+    /// The zero point behind `lane_init` (0 for affine formats).
+    pub zero: i32,
+    /// The factor folded into `lane_scale` and `lane_sum` (not into `rows`).
+    pub lane_mul: f32,
 }
 
 impl Q8Planes {

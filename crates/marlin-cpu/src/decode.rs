@@ -49,28 +49,45 @@ pub(crate) fn max_code(format: Format) -> u8 {
     }
 }
 
-/// Grid scale and bias per group of one row, each followed by 4 floats of padding so that
-/// kernels may load 128 bits at any group.
+/// Grid scale and bias per group of consecutive rows. Each row's groups are followed by 4
+/// floats of padding so that kernels may load 128 bits at any group.
 pub(crate) struct GroupScales {
-    pub gs: Vec<f32>,
-    pub gb: Vec<f32>,
+    gs: Vec<f32>,
+    gb: Vec<f32>,
+    stride: usize,
 }
 
 impl GroupScales {
-    pub fn new(w: &QuantMatrix<'_>) -> Self {
-        let n = w.groups_per_row() + 4;
-        GroupScales {
-            gs: vec![0.0; n],
-            gb: vec![0.0; n],
+    /// The scales of rows `first..first + rows`.
+    pub fn of_rows(w: &QuantMatrix<'_>, first: usize, rows: usize) -> Self {
+        let stride = w.groups_per_row() + 4;
+        let mut s = GroupScales {
+            gs: vec![0.0; rows * stride],
+            gb: vec![0.0; rows * stride],
+            stride,
+        };
+        for i in 0..rows {
+            let groups = w.groups_per_row();
+            let (gs, gb) = (
+                &mut s.gs[i * stride..i * stride + groups],
+                &mut s.gb[i * stride..i * stride + groups],
+            );
+            grid_scales(w, first + i, gs, gb);
         }
+        s
+    }
+
+    /// Scales and biases of the `i`-th row, with their padding.
+    pub fn row(&self, i: usize) -> (&[f32], &[f32]) {
+        let r = i * self.stride..(i + 1) * self.stride;
+        (&self.gs[r.clone()], &self.gb[r])
     }
 }
 
-/// Grid scales and biases of row `row` (for FP8, just its scales).
-pub(crate) fn grid_scales(w: &QuantMatrix<'_>, row: usize, s: &mut GroupScales) {
+/// Grid scales and biases of row `row` (for FP8, just its scales) into `gs` and `gb`
+/// (`groups_per_row` each).
+fn grid_scales(w: &QuantMatrix<'_>, row: usize, gs: &mut [f32], gb: &mut [f32]) {
     let format = w.format();
-    let groups = w.groups_per_row();
-    let (gs, gb) = (&mut s.gs[..groups], &mut s.gb[..groups]);
     decode_scales(w, row, gs);
     match format {
         Format::Int4Affine | Format::Int3 | Format::Int2 => decode_biases(w, row, gb),
@@ -143,19 +160,19 @@ static SPREAD_BITS: [u64; 256] = {
 };
 
 /// Row `row` as f32 weights in `values[..k_pad]` (values past K are whatever the padding codes
-/// mean; the activations there are zero). `codes` is scratch of k_pad bytes.
+/// mean; the activations there are zero), given its grid scales `gs`, `gb` (see
+/// [`GroupScales::row`]). `codes` is scratch of k_pad bytes.
 pub(crate) fn f32_row(
     isa: Isa,
     w: &QuantMatrix<'_>,
     row: usize,
-    s: &mut GroupScales,
+    (gs, gb): (&[f32], &[f32]),
     codes: &mut [u8],
     values: &mut [f32],
 ) {
     let group_len = w.group_len();
-    grid_scales(w, row, s);
     if !on_grid(w.format()) {
-        kernels::decode_fp8(isa, w.row_codes(row), &s.gs, group_len, values);
+        kernels::decode_fp8(isa, w.row_codes(row), gs, group_len, values);
         return;
     }
     grid_codes(isa, w, row, codes);
@@ -163,7 +180,7 @@ pub(crate) fn f32_row(
         .chunks_exact_mut(group_len)
         .zip(codes.chunks_exact(group_len));
     for (g, (vals, codes)) in groups.enumerate() {
-        let (gs, gb) = (s.gs[g], s.gb[g]);
+        let (gs, gb) = (gs[g], gb[g]);
         vals.iter_mut()
             .zip(codes)
             .for_each(|(v, &c)| *v = gs * c as f32 + gb);

@@ -1,11 +1,11 @@
 //! The fused dequantize + matmul driver.
 //!
-//! Rows of W are split into tasks spread over rayon threads. A task decodes what it needs of its
-//! rows once, then walks K in slices small enough that the slice of activations stays in L1
-//! while every row of the task and every activation row pass over it.
+//! Rows of W are split into tasks spread over rayon threads. Each weight row is read once and
+//! multiplied with every activation row while it is in registers or L1: the Marlin property,
+//! small batches ride on the same weight traffic.
 
 use marlin_core::CoreError;
-use marlin_quant::QuantMatrix;
+use marlin_quant::{QuantMatrix, ScaleType};
 use rayon::prelude::*;
 
 use crate::activations::{Q8Planes, Q8Rows};
@@ -13,13 +13,8 @@ use crate::decode::{self, GroupScales};
 use crate::kernels::{self, GridRow, NibbleRow};
 use crate::{Activations, Isa};
 
-/// Rows of W per task: enough to amortise a slice of activations, few enough to balance
-/// threads.
+/// Rows of W per task: enough to amortise scheduling, few enough to balance threads.
 const ROWS_PER_TASK: usize = 16;
-
-/// Bytes of activations (values and their per-lane data) one K slice may hold: half of a
-/// 48 KiB L1, leaving room for the weights streaming past.
-const SLICE_BYTES: usize = 24 * 1024;
 
 /// `y (m, n) = x (m, k) · W (n, k)^T`.
 // x (m, k), w (n, k) -> y (m, n)
@@ -49,8 +44,16 @@ pub(crate) fn quant_matmul(
     match activations {
         Activations::Int8 if nibble_width.is_some() => {
             let width = nibble_width.expect("checked");
-            let xq = Q8Rows::quantize(x, m, k, k_pad, group_len)
-                .into_planes(width, decode::grid_zero(format));
+            let lane_mul = if decode::lut4(format)[1] == 1 {
+                1.0
+            } else {
+                0.5
+            };
+            let xq = Q8Rows::quantize(x, m, k, k_pad, group_len).into_planes(
+                width,
+                decode::grid_zero(format),
+                lane_mul,
+            );
             tasks.for_each(|(t, out)| nibble_rows(isa, w, &xq, t * ROWS_PER_TASK, out));
         }
         Activations::Int8 if decode::on_grid(format) => {
@@ -71,68 +74,56 @@ pub(crate) fn quant_matmul(
     Ok(())
 }
 
-/// How many units of `unit_bytes` activation bytes (per activation row) fit in one slice.
-fn slice_units(m: usize, unit_bytes: usize) -> usize {
-    (SLICE_BYTES / (m * unit_bytes)).max(1)
-}
-
 /// Rows `first..` of a 4-bit W against int8 activations in nibble-plane order; `out` is
 /// (rows, m).
 fn nibble_rows(isa: Isa, w: &QuantMatrix<'_>, xq: &Q8Planes, first: usize, out: &mut [f32]) {
     let m = xq.rows.m;
-    let scales = task_scales(w, first, out.len() / m);
     let lut = decode::lut4(w.format());
-    let row = |i: usize| NibbleRow {
-        packed: w.row_codes(first + i),
-        lut: &lut,
-        identity: lut.iter().enumerate().all(|(i, &c)| c as usize == i),
-        affine: decode::grid_zero(w.format()).is_none(),
-        gs: &scales[i].gs,
-        gb: &scales[i].gb,
-        group_len: w.group_len(),
-    };
-    // Per chunk and activation row: the values, one f32 lane scale and one i32 or f32 lane
-    // term per 8 values.
-    let slice = slice_units(m, xq.width + xq.width);
-    for c0 in (0..xq.chunks()).step_by(slice) {
-        let chunks = c0..(c0 + slice).min(xq.chunks());
-        for (i, o) in out.chunks_exact_mut(m).enumerate() {
-            kernels::nibble_dot(isa, &row(i), xq, chunks.clone(), o);
+    let e8m0 = w.format().scale_type() == ScaleType::E8M0;
+    let groups = w.groups_per_row();
+    let scale_bytes = groups * w.format().scale_type().bytes();
+    let affine = decode::grid_zero(w.format()).is_none();
+    let row = |i: usize| {
+        let r = first + i;
+        NibbleRow {
+            packed: w.row_codes(r),
+            lut: &lut,
+            identity: lut.iter().enumerate().all(|(i, &c)| c as usize == i),
+            scales: &w.scales()[r * scale_bytes..(r + 1) * scale_bytes],
+            e8m0,
+            biases: if affine {
+                &w.biases()[r * groups * 2..(r + 1) * groups * 2]
+            } else {
+                &[]
+            },
+            group_len: w.group_len(),
         }
-    }
+    };
     for (i, o) in out.chunks_exact_mut(m).enumerate() {
-        kernels::nibble_tail(&row(i), xq, o);
+        kernels::nibble_dot(isa, &row(i), xq, o);
     }
 }
 
 /// Rows `first..` of W on the integer grid against int8 activations; `out` is (rows, m).
 fn grid_rows(isa: Isa, w: &QuantMatrix<'_>, xq: &Q8Rows, first: usize, out: &mut [f32]) {
-    let (m, k_pad, groups) = (xq.m, xq.k_pad, w.groups_per_row());
-    let rows = out.len() / m;
-    let scales = task_scales(w, first, rows);
-    let mut codes = vec![0u8; rows * k_pad];
-    for (i, c) in codes.chunks_exact_mut(k_pad).enumerate() {
-        decode::grid_codes(isa, w, first + i, c);
-    }
+    let (m, groups) = (xq.m, w.groups_per_row());
+    let scales = GroupScales::of_rows(w, first, out.len() / m);
+    let mut codes = vec![0u8; xq.k_pad];
     let wide_codes = decode::max_code(w.format()) > 127;
-    let row = |i: usize| GridRow {
-        codes: &codes[i * k_pad..(i + 1) * k_pad],
-        gs: &scales[i].gs,
-        group_len: w.group_len(),
-        wide_codes,
-    };
-    // Per value and activation row: the value, a lane scale and a lane initial value per 4.
-    let slice = slice_units(m, 128 * 3) * 128;
-    for k0 in (0..k_pad).step_by(slice) {
-        for (i, o) in out.chunks_exact_mut(m).enumerate() {
-            kernels::grid_dot(isa, &row(i), xq, k0..(k0 + slice).min(k_pad), o);
-        }
-    }
-    // Affine formats' bias part: sum over groups of bias * (sum of the group's activations).
-    if xq.lane_init.is_empty() {
-        for (i, o) in out.chunks_exact_mut(m).enumerate() {
+    for (i, o) in out.chunks_exact_mut(m).enumerate() {
+        decode::grid_codes(isa, w, first + i, &mut codes);
+        let (gs, gb) = scales.row(i);
+        let row = GridRow {
+            codes: &codes,
+            gs,
+            group_len: w.group_len(),
+            wide_codes,
+        };
+        kernels::grid_dot(isa, &row, xq, o);
+        // Affine formats' bias part: sum over groups of bias * (sum of the group's activations).
+        if xq.lane_init.is_empty() {
             for (r, v) in o.iter_mut().enumerate() {
-                *v += kernels::f32_dot(isa, &scales[i].gb[..groups], xq.group_sums(r));
+                *v += kernels::f32_dot(isa, &gb[..groups], xq.group_sums(r));
             }
         }
     }
@@ -143,11 +134,11 @@ fn grid_rows(isa: Isa, w: &QuantMatrix<'_>, xq: &Q8Rows, first: usize, out: &mut
 fn f32_rows(isa: Isa, w: &QuantMatrix<'_>, xp: &[f32], m: usize, first: usize, out: &mut [f32]) {
     let k_pad = w.padded_cols();
     let rows = out.len() / m;
-    let mut s = GroupScales::new(w);
+    let scales = GroupScales::of_rows(w, first, rows);
     let mut codes = vec![0u8; k_pad];
     let mut panel = vec![0f32; rows * k_pad];
     for (i, values) in panel.chunks_exact_mut(k_pad).enumerate() {
-        decode::f32_row(isa, w, first + i, &mut s, &mut codes, values);
+        decode::f32_row(isa, w, first + i, scales.row(i), &mut codes, values);
     }
     if m == 1 {
         for (o, values) in out.iter_mut().zip(panel.chunks_exact(k_pad)) {
@@ -156,17 +147,6 @@ fn f32_rows(isa: Isa, w: &QuantMatrix<'_>, xp: &[f32], m: usize, first: usize, o
     } else {
         crate::dense::gemm_nt(out, &panel, rows, xp, m, k_pad, false);
     }
-}
-
-/// Grid scales of rows `first..first + rows`.
-fn task_scales(w: &QuantMatrix<'_>, first: usize, rows: usize) -> Vec<GroupScales> {
-    (first..first + rows)
-        .map(|r| {
-            let mut s = GroupScales::new(w);
-            decode::grid_scales(w, r, &mut s);
-            s
-        })
-        .collect()
 }
 
 /// Copies `m` rows of length `k` into rows of length `k_pad`, zero-filled.

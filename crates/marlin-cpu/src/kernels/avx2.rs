@@ -1,7 +1,6 @@
 //! AVX2 + FMA kernels: 32 weights per step.
 
 use std::arch::x86_64::*;
-use std::ops::Range;
 
 use super::{GridRow, NibbleRow};
 use crate::activations::{PlaneRow, Q8Planes, Q8Rows};
@@ -37,30 +36,18 @@ pub(super) unsafe fn decode_nibbles(packed: &[u8], lut: &[u8; 16], codes: &mut [
 /// # Safety
 /// The CPU must have AVX2 and FMA; slice lengths as `grid_dot` checks.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, range: Range<usize>, out: &mut [f32]) {
-    let mut r = 0;
-    while r + MR <= x.m {
+pub(super) unsafe fn grid_dot(w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
+    for rows in super::row_tiles(x.m, MR) {
+        let (r0, out) = (rows.start, &mut out[rows.clone()]);
         // SAFETY: forwarded from the caller.
-        unsafe { grid_dot_rows::<MR>(w, x, range.clone(), r, &mut out[r..r + MR]) };
-        r += MR;
-    }
-    while r < x.m {
-        // SAFETY: forwarded from the caller.
-        unsafe { grid_dot_rows::<1>(w, x, range.clone(), r, &mut out[r..r + 1]) };
-        r += 1;
+        unsafe { by_rows!(grid_dot_rows, rows.len(), (w, x, r0, out), 1 2 3 4) };
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn grid_dot_rows<const R: usize>(
-    w: &GridRow<'_>,
-    x: &Q8Rows,
-    range: Range<usize>,
-    r0: usize,
-    out: &mut [f32],
-) {
-    // k_pad, and so range.end, is a multiple of 32.
-    let steps = range.start / 32..range.end / 32;
+unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, out: &mut [f32]) {
+    // k_pad is a multiple of 32.
+    let steps = x.k_pad / 32;
     let rows: [(&[i8], &[f32]); R] = std::array::from_fn(|i| x.row(r0 + i));
     let inits: [&[i32]; R] = std::array::from_fn(|i| x.init_row(r0 + i));
     let zero_point = !x.lane_init.is_empty();
@@ -71,7 +58,7 @@ unsafe fn grid_dot_rows<const R: usize>(
         let ones = _mm256_set1_epi16(1);
         // Lanes 0-3 hold weights 0-15 of the step, lanes 4-7 weights 16-31.
         let half_index = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-        for i in steps {
+        for i in 0..steps {
             let c = _mm256_loadu_si256(w.codes.as_ptr().add(32 * i).cast());
             let gs = if w.group_len >= 32 {
                 _mm256_set1_ps(*w.gs.get_unchecked(32 * i / w.group_len))
@@ -95,7 +82,7 @@ unsafe fn grid_dot_rows<const R: usize>(
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
-            *o += hsum(a);
+            *o = hsum(a);
         }
     }
 }
@@ -148,53 +135,53 @@ pub(super) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// # Safety
 /// The CPU must have AVX2 and FMA; `x.width == 64`; lengths as `nibble_dot` checks.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn nibble_dot(
-    w: &NibbleRow<'_>,
-    x: &Q8Planes,
-    chunks: Range<usize>,
-    out: &mut [f32],
-) {
-    let mut r = 0;
-    while r + MR <= x.rows.m {
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn nibble_dot(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
+    for rows in super::row_tiles(x.rows.m, MR) {
+        let (r0, out) = (rows.start, &mut out[rows.clone()]);
         // SAFETY: forwarded from the caller.
-        unsafe { nibble_dot_rows::<MR>(w, x, chunks.clone(), r, &mut out[r..r + MR]) };
-        r += MR;
-    }
-    while r < x.rows.m {
-        // SAFETY: forwarded from the caller.
-        unsafe { nibble_dot_rows::<1>(w, x, chunks.clone(), r, &mut out[r..r + 1]) };
-        r += 1;
+        unsafe { by_rows!(nibble_dot_rows, rows.len(), (w, x, r0, out), 1 2 3 4) };
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn nibble_dot_rows<const R: usize>(
     w: &NibbleRow<'_>,
     x: &Q8Planes,
-    chunks: Range<usize>,
     r0: usize,
     out: &mut [f32],
 ) {
     let rows: [PlaneRow<'_>; R] = std::array::from_fn(|i| x.row(r0 + i));
     let mut acc = [_mm256_setzero_ps(); R];
     // SAFETY: chunk `i` reads 32 packed bytes at 32 i, 64 activations at 64 i, 8 lane scales,
-    // sums and initial values at 8 i (no initial values for affine formats), and at most 2 grid scales and biases at i * 64 / group_len (both carry
-    // 4 floats of padding).
+    // sums and initial values at 8 i (no initial values for affine formats), and the 2 or 1
+    // scales (and biases) of its groups: inside the row, because chunks are whole and a row
+    // has k_pad / group_len groups.
     unsafe {
         let mask = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(w.lut.as_ptr().cast()));
         // Lane l covers block l / 4 of the chunk.
         let half = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-        let lanes = |v: &[f32], i: usize| match w.group_len {
-            32 => _mm256_permutevar8x32_ps(
-                _mm256_castps128_ps256(_mm_loadu_ps(v.as_ptr().add(2 * i))),
-                half,
-            ),
-            g => _mm256_set1_ps(*v.get_unchecked(64 * i / g)),
+        // Scales are read from the stored bytes: 2 or 1 per chunk for groups of 32 and more.
+        let f16_lanes = |p: *const u8, i: usize| match w.group_len {
+            32 => {
+                let two = _mm_cvtsi32_si128(p.add(4 * i).cast::<i32>().read_unaligned());
+                _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(two)), half)
+            }
+            g => {
+                let one = p.add(2 * (64 * i / g)).cast::<u16>().read_unaligned();
+                _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(one as i32)))
+            }
         };
-        for i in chunks {
+        // E8M0 (group 32): the exponent byte shifted into an f32's exponent field is 2^(e-127).
+        let e8m0_lanes = |i: usize| {
+            let two = w.scales.as_ptr().add(2 * i).cast::<u16>().read_unaligned();
+            let e = _mm_slli_epi32(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(two as i32)), 23);
+            _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castsi128_ps(e)), half)
+        };
+        let affine = w.affine();
+        for i in 0..x.chunks() {
             let v = _mm256_loadu_si256(w.packed.as_ptr().add(32 * i).cast());
             let mut lo = _mm256_and_si256(v, mask);
             let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
@@ -202,7 +189,16 @@ unsafe fn nibble_dot_rows<const R: usize>(
                 lo = _mm256_shuffle_epi8(table, lo);
                 hi = _mm256_shuffle_epi8(table, hi);
             }
-            let (gs, gb) = (lanes(w.gs, i), lanes(w.gb, i));
+            let gs = if w.e8m0 {
+                e8m0_lanes(i)
+            } else {
+                f16_lanes(w.scales.as_ptr(), i)
+            };
+            let gb = if affine {
+                f16_lanes(w.biases.as_ptr(), i)
+            } else {
+                _mm256_setzero_ps()
+            };
             for (a, x) in acc.iter_mut().zip(rows.iter()) {
                 let q = x.q.as_ptr().add(64 * i);
                 let xlo = _mm256_loadu_si256(q.cast());
@@ -211,19 +207,19 @@ unsafe fn nibble_dot_rows<const R: usize>(
                 let pairs =
                     _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
                 let mut dot = _mm256_madd_epi16(pairs, ones);
-                if !w.affine {
+                if !affine {
                     let init = _mm256_loadu_si256(x.init.as_ptr().add(8 * i).cast());
                     dot = _mm256_add_epi32(dot, init);
                 }
                 let scale = _mm256_mul_ps(gs, _mm256_loadu_ps(x.scale.as_ptr().add(8 * i)));
                 *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, *a);
-                if w.affine {
+                if affine {
                     *a = _mm256_fmadd_ps(gb, _mm256_loadu_ps(x.sum.as_ptr().add(8 * i)), *a);
                 }
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
-            *o += hsum(a);
+            *o = hsum(a);
         }
     }
 }

@@ -3,8 +3,23 @@
 
 use std::ops::Range;
 
+use half::f16;
+use marlin_quant::codec::e8m0_decode;
+
 use crate::Isa;
 use crate::activations::{Q8Planes, Q8Rows};
+
+/// Calls `$f::<N>(args)` with `N` the const of the matching `$len` (one of the listed
+/// literals): the kernels are generic over how many activation rows they hold in registers.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rows {
+    ($f:ident, $len:expr, $args:tt, $($n:literal)+) => {
+        match $len {
+            $($n => $f::<$n> $args,)+
+            len => unreachable!("no tile of {len} rows"),
+        }
+    };
+}
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -22,21 +37,28 @@ pub(crate) struct GridRow<'a> {
     pub wide_codes: bool,
 }
 
-/// A packed 4-bit row for [`nibble_dot`]: `w = gs * lut[q] + gb` per group.
+/// A packed 4-bit row for [`nibble_dot`]: `w = s * lut[q] + b` per group, with the scale `s`
+/// and bias `b` read straight from the row's stored bytes.
 pub(crate) struct NibbleRow<'a> {
     /// k_pad / 2 packed bytes in GGUF nibble order.
     pub packed: &'a [u8],
     pub lut: &'a [u8; 16],
     /// Whether `lut` is the identity (INT4), so the lookup can be skipped.
     pub identity: bool,
-    /// Whether `gb` is a free bias; otherwise `gb = zero * gs` and the activations carry
-    /// `zero * sum` lane initial values (`Q8Rows::into_planes`).
-    pub affine: bool,
-    /// Grid scale and bias per group, each followed by at least 4 floats of padding.
-    pub gs: &'a [f32],
-    pub gb: &'a [f32],
+    /// The row's stored scales: little-endian f16, or E8M0 bytes when `e8m0`.
+    pub scales: &'a [u8],
+    pub e8m0: bool,
+    /// Affine formats: the row's f16 biases. Empty for symmetric formats, whose zero point
+    /// rides in the activations' lane initial values (`Q8Rows::into_planes`).
+    pub biases: &'a [u8],
     /// At least 32.
     pub group_len: usize,
+}
+
+impl NibbleRow<'_> {
+    pub fn affine(&self) -> bool {
+        !self.biases.is_empty()
+    }
 }
 
 /// The width of the nibble-plane chunks of [`nibble_dot`] at `isa`, or `None` when it has no
@@ -49,34 +71,30 @@ pub(crate) fn nibble_width(isa: Isa) -> Option<usize> {
     }
 }
 
-/// For every activation row `r`: adds to `out[r]` the dot product of a packed 4-bit row with it
-/// over the full chunks `chunks`, reading the packed nibbles directly (activations in
-/// nibble-plane order, see `Q8Rows::into_planes`). [`nibble_tail`] adds the rest.
+/// For every activation row `r`: `out[r]` = the dot product of a packed 4-bit row with it,
+/// reading the packed nibbles directly (activations in nibble-plane order, see
+/// `Q8Rows::into_planes`).
 // w (k_pad), x (m, k_pad) -> out (m)
-pub(crate) fn nibble_dot(
-    isa: Isa,
-    w: &NibbleRow<'_>,
-    x: &Q8Planes,
-    chunks: Range<usize>,
-    out: &mut [f32],
-) {
+pub(crate) fn nibble_dot(isa: Isa, w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
     assert!(w.group_len >= 32 && Some(x.width) == nibble_width(isa));
-    assert!(chunks.end <= x.chunks());
     assert!(w.packed.len() * 2 == x.rows.k_pad && out.len() >= x.rows.m);
-    assert!(w.gs.len() >= x.rows.k_pad / w.group_len + 4 && w.gb.len() == w.gs.len());
+    let (groups, scale_bytes) = (x.rows.k_pad / w.group_len, if w.e8m0 { 1 } else { 2 });
+    assert!(w.scales.len() == groups * scale_bytes && (!w.e8m0 || w.group_len == 32));
+    assert!(w.biases.is_empty() || w.biases.len() == groups * 2);
     match isa {
         // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { avx512::nibble_dot(w, x, chunks, out) },
+        Isa::Avx512Vnni => unsafe { avx512::nibble_dot(w, x, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::nibble_dot(w, x, chunks, out) },
+        Isa::Avx2 => unsafe { avx2::nibble_dot(w, x, out) },
         _ => unreachable!("nibble_width is None for {isa}"),
     }
+    nibble_tail(w, x, out);
 }
 
 /// Adds the blocks past the last full chunk (natural order) to `out[r]` for every row `r`.
-pub(crate) fn nibble_tail(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
+fn nibble_tail(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
     let first = x.chunks() * x.width / 32;
     for (r, o) in out.iter_mut().enumerate().take(x.rows.m) {
         let (q, lane_scale) = x.rows.row(r);
@@ -89,10 +107,27 @@ pub(crate) fn nibble_tail(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
                 sum += q[j] as i32 + q[j + 16] as i32;
             }
             let g = 32 * b / w.group_len;
-            let d = lane_scale[8 * b];
-            *o += w.gs[g] * d * dot as f32 + w.gb[g] * d * sum as f32;
+            let d = lane_scale[8 * b] * x.lane_mul;
+            let scale = if w.e8m0 {
+                e8m0_decode(w.scales[g])
+            } else {
+                f16::from_le_bytes([w.scales[2 * g], w.scales[2 * g + 1]]).to_f32()
+            };
+            let bias = match w.biases.get(2 * g..2 * g + 2) {
+                Some(b) => f16::from_le_bytes([b[0], b[1]]).to_f32() * sum as f32,
+                None => (x.zero * sum) as f32 * scale,
+            };
+            *o += d * (scale * dot as f32 + bias);
         }
     }
+}
+
+/// Splits `m` activation rows into tiles of at most `max`, as even as possible, so that no
+/// tile is a lone straggler (9 rows run as 5 + 4, not 8 + 1).
+#[cfg(target_arch = "x86_64")]
+fn row_tiles(m: usize, max: usize) -> impl Iterator<Item = Range<usize>> {
+    let tiles = m.div_ceil(max);
+    (0..tiles).map(move |t| t * m / tiles..(t + 1) * m / tiles)
 }
 
 /// Unpacks 4-bit codes (GGUF nibble order) through a 16-entry table into one u8 per weight.
@@ -120,30 +155,23 @@ pub(crate) fn decode_nibbles_scalar(packed: &[u8], lut: &[u8; 16], codes: &mut [
     }
 }
 
-/// For every activation row `r`: adds `sum_k gs[k / group_len] * dx[r, k] * c[k] * q[r, k]` over
-/// `k` in `range` to `out[r]`: the scale part of the dot product of a grid row with the int8
-/// activations, plus the zero point when the activations carry lane initial values
-/// (`Q8Rows::with_zero`). `range` starts at a multiple of 128 and ends at one or at k_pad.
+/// For every activation row `r`: `out[r] = sum_k gs[k / group_len] * dx[r, k] * c[k] * q[r, k]`,
+/// the scale part of the dot product of a grid row with the int8 activations, plus the zero
+/// point when the activations carry lane initial values (`Q8Rows::with_zero`).
 // w (k_pad), x (m, k_pad) -> out (m)
-pub(crate) fn grid_dot(
-    isa: Isa,
-    w: &GridRow<'_>,
-    x: &Q8Rows,
-    range: Range<usize>,
-    out: &mut [f32],
-) {
-    assert!(w.codes.len() == x.k_pad && range.end <= x.k_pad && range.start.is_multiple_of(128));
+pub(crate) fn grid_dot(isa: Isa, w: &GridRow<'_>, x: &Q8Rows, out: &mut [f32]) {
+    assert!(w.codes.len() == x.k_pad);
     assert!(w.gs.len() >= x.k_pad / w.group_len + 4 && out.len() >= x.m);
     match isa {
         // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { avx512::grid_dot(w, x, range, out) },
+        Isa::Avx512Vnni => unsafe { avx512::grid_dot(w, x, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::grid_dot(w, x, range, out) },
+        Isa::Avx2 => unsafe { avx2::grid_dot(w, x, out) },
         _ => {
             for (r, o) in out.iter_mut().enumerate().take(x.m) {
-                *o += grid_lanes(w, x, r, range.start / 4..range.end / 4);
+                *o = grid_lanes(w, x, r, 0..x.k_pad / 4);
             }
         }
     }
