@@ -5,6 +5,10 @@ use std::arch::x86_64::*;
 use super::{GridRow, NibbleRow};
 use crate::activations::{PlaneRow, Q8Planes, Q8Rows};
 
+/// How far ahead of the chunk in use the weight stream is prefetched (measured best of 512,
+/// 1024, 2048 and 4096 bytes with `bench kernels`: 2048, about 10% over none at M = 1).
+const PREFETCH: usize = 2048;
+
 /// Activation rows handled together, so each weight load serves several of them.
 const MR: usize = 8;
 
@@ -177,6 +181,9 @@ unsafe fn nibble_dot_rows<const R: usize>(
         };
         let affine = w.affine();
         for i in 0..x.chunks() {
+            // Rows are contiguous, so running past this row prefetches the next; prefetches
+            // never fault.
+            _mm_prefetch::<_MM_HINT_T0>(w.packed.as_ptr().wrapping_add(64 * i + PREFETCH).cast());
             let v = _mm512_loadu_si512(w.packed.as_ptr().add(64 * i).cast());
             let mut lo = _mm512_and_si512(v, mask);
             let mut hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
