@@ -5,6 +5,9 @@ use std::arch::x86_64::*;
 use super::{GridRow, NibbleRow};
 use crate::activations::{PlaneRow, Q8Planes, Q8Rows};
 
+/// How far ahead of the chunk in use the weight stream is prefetched (as for AVX-512).
+const PREFETCH: usize = 2048;
+
 /// Activation rows handled together, so each weight load serves several of them.
 const MR: usize = 4;
 
@@ -182,6 +185,10 @@ unsafe fn nibble_dot_rows<const R: usize>(
         };
         let affine = w.affine();
         for i in 0..x.chunks() {
+            // Rows are contiguous, so running past this row prefetches the next; prefetches
+            // never fault.
+            let ahead = w.packed.as_ptr().wrapping_add(32 * i + PREFETCH);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             let v = _mm256_loadu_si256(w.packed.as_ptr().add(32 * i).cast());
             let mut lo = _mm256_and_si256(v, mask);
             let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
