@@ -40,15 +40,6 @@ pub(crate) fn on_grid(format: Format) -> bool {
     format != Format::Fp8
 }
 
-/// The largest grid code of the format: above 127 the AVX2 `u8 x i8` pair sums could saturate.
-pub(crate) fn max_code(format: Format) -> u8 {
-    match format {
-        Format::Int8 => 255,
-        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => 24,
-        f => ((1u32 << f.bits()) - 1) as u8,
-    }
-}
-
 /// Grid scale and bias per group of consecutive rows. Each row's groups are followed by 4
 /// floats of padding so that kernels may load 128 bits at any group.
 pub(crate) struct GroupScales {

@@ -108,16 +108,22 @@ fn nibble_rows(isa: Isa, w: &QuantMatrix<'_>, xq: &Q8Planes, first: usize, out: 
 fn grid_rows(isa: Isa, w: &QuantMatrix<'_>, xq: &Q8Rows, first: usize, out: &mut [f32]) {
     let (m, groups) = (xq.m, w.groups_per_row());
     let scales = GroupScales::of_rows(w, first, out.len() / m);
-    let mut codes = vec![0u8; xq.k_pad];
-    let wide_codes = decode::max_code(w.format()) > 127;
+    let mut buffer = vec![0u8; xq.k_pad];
+    // INT8 rows are used as stored (see `GridRow::signed`); narrower codes are unpacked.
+    let signed = w.format().bits() == 8;
     for (i, o) in out.chunks_exact_mut(m).enumerate() {
-        decode::grid_codes(isa, w, first + i, &mut codes);
+        let codes = if signed {
+            w.row_codes(first + i)
+        } else {
+            decode::grid_codes(isa, w, first + i, &mut buffer);
+            &buffer
+        };
         let (gs, gb) = scales.row(i);
         let row = GridRow {
-            codes: &codes,
+            codes,
             gs,
             group_len: w.group_len(),
-            wide_codes,
+            signed,
         };
         kernels::grid_dot(isa, &row, xq, o);
         // Affine formats' bias part: sum over groups of bias * (sum of the group's activations).

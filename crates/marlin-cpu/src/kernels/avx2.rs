@@ -62,7 +62,10 @@ unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, 
         // Lanes 0-3 hold weights 0-15 of the step, lanes 4-7 weights 16-31.
         let half_index = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
         for i in 0..steps {
-            let c = _mm256_loadu_si256(w.codes.as_ptr().add(32 * i).cast());
+            let mut c = _mm256_loadu_si256(w.codes.as_ptr().add(32 * i).cast());
+            if w.signed {
+                c = _mm256_xor_si256(c, _mm256_set1_epi8(-128));
+            }
             let gs = if w.group_len >= 32 {
                 _mm256_set1_ps(*w.gs.get_unchecked(32 * i / w.group_len))
             } else {
@@ -71,7 +74,7 @@ unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, 
             };
             for ((a, (q, ls)), init) in acc.iter_mut().zip(rows.iter()).zip(inits) {
                 let xq = _mm256_loadu_si256(q.as_ptr().add(32 * i).cast());
-                let mut dot = if w.wide_codes {
+                let mut dot = if w.signed {
                     wide_dot(c, xq)
                 } else {
                     pair_dot(c, xq, ones)

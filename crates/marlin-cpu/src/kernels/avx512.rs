@@ -66,7 +66,10 @@ unsafe fn grid_dot_rows<const R: usize>(w: &GridRow<'_>, x: &Q8Rows, r0: usize, 
         let quarter = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         let half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
         for i in 0..steps {
-            let c = _mm512_loadu_si512(w.codes.as_ptr().add(64 * i).cast());
+            let mut c = _mm512_loadu_si512(w.codes.as_ptr().add(64 * i).cast());
+            if w.signed {
+                c = _mm512_xor_si512(c, _mm512_set1_epi8(-128));
+            }
             let gs = match w.group_len {
                 16 => _mm512_permutexvar_ps(quarter, load4(w.gs.as_ptr().add(4 * i))),
                 32 => _mm512_permutexvar_ps(half, load4(w.gs.as_ptr().add(2 * i))),

@@ -33,8 +33,10 @@ pub(crate) struct GridRow<'a> {
     /// Grid scale per group, followed by at least 4 floats of padding.
     pub gs: &'a [f32],
     pub group_len: usize,
-    /// Whether a code can exceed 127 (INT8), which `u8 x i8` pair sums on AVX2 cannot take.
-    pub wide_codes: bool,
+    /// INT8: `codes` are the stored two's-complement bytes and the grid code is `byte ^ 0x80`
+    /// (offset binary, 0..=255), flipped in registers so the row needs no decoding pass. Codes
+    /// above 127 are also what `u8 x i8` pair sums on AVX2 cannot take.
+    pub signed: bool,
 }
 
 /// A packed 4-bit row for [`nibble_dot`]: `w = s * lut[q] + b` per group, with the scale `s`
@@ -182,9 +184,10 @@ pub(crate) fn grid_lanes(w: &GridRow<'_>, x: &Q8Rows, r: usize, lanes: Range<usi
     let (q, lane_scale) = x.row(r);
     let init = x.init_row(r);
     let mut acc = 0f32;
+    let flip = if w.signed { 0x80 } else { 0 };
     for l in lanes {
         let d: i32 = (4 * l..4 * l + 4)
-            .map(|k| w.codes[k] as i32 * q[k] as i32)
+            .map(|k| (w.codes[k] ^ flip) as i32 * q[k] as i32)
             .sum();
         let d = d + init.get(l).copied().unwrap_or(0);
         acc += d as f32 * (w.gs[4 * l / w.group_len] * lane_scale[l]);
