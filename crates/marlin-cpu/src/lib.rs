@@ -11,6 +11,7 @@ pub mod dense;
 mod isa;
 mod kernels;
 mod matmul;
+pub mod peak;
 pub mod stream;
 
 use marlin_core::{Backend, CoreError, QuantMatmul};

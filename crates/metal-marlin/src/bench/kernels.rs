@@ -3,11 +3,13 @@
 //! crate) and a plain streaming read of the quantized matrix's bytes.
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use marlin_cpu::{Activations, CpuBackend, Isa, dense, stream::stream_read};
+
+use marlin_cpu::{Activations, CpuBackend, Isa, dense, peak, stream::stream_read};
 use marlin_quant::{Format, Group, QuantMatrix, Scheme, quantize};
 
 use super::report::{Machine, Record, Times, table_head, table_row};
@@ -106,6 +108,10 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         isa: backend.isa().to_string(),
         activations: args.activations.name(),
         threads: rayon::current_num_threads(),
+        int8_peak_gmacs: {
+            eprintln!("measuring the int8 multiply-add peak ...");
+            peak::int8_macs_per_second(backend.isa(), Duration::from_millis(250)) / 1e9
+        },
     };
     let formats = formats(&args.formats);
     // Ascending, so M=1 is measured first and every later M can be compared with it.

@@ -15,13 +15,17 @@ pub struct Machine {
     pub activations: &'static str,
     /// Rayon threads every measurement ran on.
     pub threads: usize,
+    /// Int8 multiply-adds per second of the ISA's dot-product instructions on all threads
+    /// (`marlin_cpu::peak`), in G/s: the arithmetic ceiling once weight reads stop binding.
+    pub int8_peak_gmacs: f64,
 }
 
 impl Machine {
     pub fn header(&self, n: usize, k: usize) -> String {
         format!(
-            "# bench kernels: N={n} K={k}, isa {}, {} activations, {} threads, {}",
-            self.isa, self.activations, self.threads, self.cpu
+            "# bench kernels: N={n} K={k}, isa {}, {} activations, {} threads, {}\n\
+             # int8 multiply-add peak: {:.0} G/s",
+            self.isa, self.activations, self.threads, self.cpu, self.int8_peak_gmacs
         )
     }
 }
@@ -52,6 +56,9 @@ pub struct Record {
     pub fraction_of_stream_read: f64,
     /// `time_us / time_us at M=1` of the same format; absent when M=1 was not measured.
     pub cost_vs_m1: Option<f64>,
+    /// `M * N * K / time` over the machine's int8 multiply-add peak: 1 means the kernel runs
+    /// at the arithmetic ceiling.
+    pub fraction_of_int8_mac_peak: f64,
     #[serde(flatten)]
     pub machine: Machine,
 }
@@ -93,6 +100,7 @@ impl Record {
             stream_read_gbps: gbps(t.stream),
             fraction_of_stream_read: t.stream.as_secs_f64() / quant,
             cost_vs_m1: t.m1.map(|m1| quant / m1.as_secs_f64()),
+            fraction_of_int8_mac_peak: (m * n * k) as f64 / quant / (machine.int8_peak_gmacs * 1e9),
             machine,
         }
     }
@@ -101,8 +109,17 @@ impl Record {
 /// The table's column titles, aligned with [`table_row`].
 pub fn table_head() -> String {
     format!(
-        "{:<12} {:>7} {:>4} {:>10} {:>7} {:>8} {:>10} {:>8} {:>7}",
-        "format", "group", "M", "time µs", "GB/s", "vs f32", "read GB/s", "of read", "vs M=1"
+        "{:<12} {:>7} {:>4} {:>10} {:>7} {:>8} {:>10} {:>8} {:>7} {:>8}",
+        "format",
+        "group",
+        "M",
+        "time µs",
+        "GB/s",
+        "vs f32",
+        "read GB/s",
+        "of read",
+        "vs M=1",
+        "of MACs"
     )
 }
 
@@ -111,7 +128,7 @@ pub fn table_row(r: &Record) -> String {
         .cost_vs_m1
         .map_or_else(|| "-".to_string(), |c| format!("{c:.2}x"));
     format!(
-        "{:<12} {:>7} {:>4} {:>10.1} {:>7.1} {:>7.2}x {:>10.1} {:>7.0}% {:>7}",
+        "{:<12} {:>7} {:>4} {:>10.1} {:>7.1} {:>7.2}x {:>10.1} {:>7.0}% {:>7} {:>7.0}%",
         r.format,
         r.group,
         r.m,
@@ -120,7 +137,8 @@ pub fn table_row(r: &Record) -> String {
         r.speedup_vs_dense_f32,
         r.stream_read_gbps,
         r.fraction_of_stream_read * 100.0,
-        m1
+        m1,
+        r.fraction_of_int8_mac_peak * 100.0
     )
 }
 
@@ -134,6 +152,7 @@ mod tests {
             isa: "scalar".into(),
             activations: "int8",
             threads: 2,
+            int8_peak_gmacs: 100.0,
         };
         let t = Times {
             quant: Duration::from_micros(200),
@@ -151,6 +170,8 @@ mod tests {
         assert!((r.fraction_of_stream_read - 0.75).abs() < 1e-9);
         assert!((r.cost_vs_m1.unwrap() - 2.0).abs() < 1e-9);
         assert!((r.gbps - 9_437_184.0 / 200e-6 / 1e9).abs() < 1e-9);
+        let macs = 16.0 * 4096.0 * 4096.0 / 200e-6;
+        assert!((r.fraction_of_int8_mac_peak - macs / 100e9).abs() < 1e-9);
     }
 
     #[test]
@@ -161,6 +182,8 @@ mod tests {
             "m",
             "time_us",
             "fraction_of_stream_read",
+            "fraction_of_int8_mac_peak",
+            "int8_peak_gmacs",
             "isa",
             "threads",
         ] {
