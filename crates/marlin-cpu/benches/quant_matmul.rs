@@ -46,6 +46,8 @@ fn quant_matmul(c: &mut Criterion) {
     for format in FORMATS {
         let w = quantize(&weights, N, K, Scheme::of(format)).expect("quantize");
         let bytes = weight_bytes(&w);
+        // As a model does when it loads: repack once, multiply many times.
+        let prepared = backend.prepare(&w);
         for m in MS {
             let x = random(m * K, 7 + m as u64);
             let mut y = vec![0f32; m * N];
@@ -58,7 +60,7 @@ fn quant_matmul(c: &mut Criterion) {
             group.bench_function(format!("quant-{}", backend.isa()), |b| {
                 b.iter(|| {
                     backend
-                        .matmul(black_box(&x), m, &w, &mut y)
+                        .matmul_prepared(black_box(&x), m, &prepared, &mut y)
                         .expect("matmul")
                 })
             });

@@ -159,7 +159,7 @@ impl Q8Rows {
 /// tail shorter than a chunk stays in natural order.
 pub(crate) struct Q8Planes {
     pub rows: Q8Rows,
-    /// Values per chunk: 128 for AVX-512, 64 for AVX2.
+    /// Values per chunk (64 for AVX2).
     pub width: usize,
     /// (m, chunks, width / 8) block scale of each lane of a chunk's first half.
     pub lane_scale: Vec<f32>,
@@ -199,4 +199,38 @@ pub(crate) struct PlaneRow<'a> {
     pub scale: &'a [f32],
     pub sum: &'a [f32],
     pub init: &'a [i32],
+}
+
+/// Int8 activations in natural order with per-block data for the panel kernels.
+pub(crate) struct Q8Blocks {
+    pub rows: Q8Rows,
+    /// (m, blocks) block scale times `lane_mul`.
+    pub scale: Vec<f32>,
+    /// (m, blocks) `zero * sum` of the block's values: where a symmetric format's integer
+    /// accumulator starts (0 for affine formats).
+    pub init: Vec<i32>,
+    /// (m, blocks) `scale * sum`, for affine formats' bias terms.
+    pub sum: Vec<f32>,
+}
+
+impl Q8Rows {
+    /// Per-block data for the panel kernels; `zero` and `lane_mul` as in [`Q8Rows::into_planes`].
+    pub fn into_blocks(self, zero: Option<i32>, lane_mul: f32) -> Q8Blocks {
+        let blocks = self.m * self.k_pad / BLOCK;
+        let (mut scale, mut init, mut sum) =
+            (vec![0f32; blocks], vec![0i32; blocks], vec![0f32; blocks]);
+        for (b, q) in self.q.chunks_exact(BLOCK).enumerate() {
+            let d = self.lane_scale[8 * b] * lane_mul;
+            let s: i32 = q.iter().map(|&v| v as i32).sum();
+            scale[b] = d;
+            init[b] = zero.unwrap_or(0) * s;
+            sum[b] = d * s as f32;
+        }
+        Q8Blocks {
+            rows: self,
+            scale,
+            init,
+            sum,
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod dense;
 mod isa;
 mod kernels;
 mod matmul;
+pub mod panel;
 pub mod peak;
 pub mod stream;
 
@@ -18,6 +19,7 @@ use marlin_core::{Backend, CoreError, QuantMatmul};
 use marlin_quant::{QuantMatrix, Scheme};
 
 pub use isa::Isa;
+pub use panel::Panels;
 
 /// The precision of activations inside the quantized matmul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,7 +70,31 @@ impl CpuBackend {
         self.activations
     }
 
-    /// `y (m, n) = x (m, k) · W (n, k)^T` into a caller's buffer.
+    /// Makes `w` ready for this backend: 4-bit matrices are repacked into 16-row panels
+    /// ([`Panels`]) where the CPU has the panel kernel. Do it once, when a model loads.
+    pub fn prepare<'a>(&self, w: &'a QuantMatrix<'a>) -> Prepared<'a> {
+        let panel_kernel = self.isa == Isa::Avx512Vnni && self.activations == Activations::Int8;
+        Prepared {
+            matrix: w,
+            panels: if panel_kernel { Panels::new(w) } else { None },
+        }
+    }
+
+    /// `y (m, n) = x (m, k) · W (n, k)^T` into a caller's buffer, W prepared by
+    /// [`CpuBackend::prepare`].
+    // x (m, k), w (n, k) -> y (m, n)
+    pub fn matmul_prepared(
+        &self,
+        x: &[f32],
+        m: usize,
+        w: &Prepared<'_>,
+        y: &mut [f32],
+    ) -> Result<(), CoreError> {
+        matmul::quant_matmul(self.isa, self.activations, x, m, w, y)
+    }
+
+    /// [`CpuBackend::matmul_prepared`] preparing `w` on the way: convenient for one-off
+    /// products; a model prepares its weights once instead.
     // x (m, k), w (n, k) -> y (m, n)
     pub fn matmul(
         &self,
@@ -77,7 +103,25 @@ impl CpuBackend {
         w: &QuantMatrix<'_>,
         y: &mut [f32],
     ) -> Result<(), CoreError> {
-        matmul::quant_matmul(self.isa, self.activations, x, m, w, y)
+        self.matmul_prepared(x, m, &self.prepare(w), y)
+    }
+}
+
+/// A quantized matrix ready for the CPU kernels (see [`CpuBackend::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared<'a> {
+    matrix: &'a QuantMatrix<'a>,
+    panels: Option<Panels>,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn matrix(&self) -> &'a QuantMatrix<'a> {
+        self.matrix
+    }
+
+    /// The panel repack, when the matrix has one.
+    pub fn panels(&self) -> Option<&Panels> {
+        self.panels.as_ref()
     }
 }
 

@@ -11,7 +11,8 @@ use rayon::prelude::*;
 use crate::activations::{Q8Planes, Q8Rows};
 use crate::decode::{self, GroupScales};
 use crate::kernels::{self, GridRow, NibbleRow};
-use crate::{Activations, Isa};
+use crate::panel::{PANEL, Panels};
+use crate::{Activations, Isa, Prepared};
 
 /// Rows of W per task: enough to amortise scheduling, few enough to balance threads.
 const ROWS_PER_TASK: usize = 16;
@@ -23,10 +24,11 @@ pub(crate) fn quant_matmul(
     activations: Activations,
     x: &[f32],
     m: usize,
-    w: &QuantMatrix<'_>,
+    prepared: &Prepared<'_>,
     y: &mut [f32],
 ) -> Result<(), CoreError> {
     const OP: &str = "quant_matmul";
+    let w = prepared.matrix();
     let (n, k) = (w.rows(), w.cols());
     if m == 0 {
         return Err(CoreError::Shape {
@@ -36,6 +38,10 @@ pub(crate) fn quant_matmul(
     }
     CoreError::check_len(OP, "x", m * k, x.len())?;
     CoreError::check_len(OP, "y", m * n, y.len())?;
+    if let Some(panels) = prepared.panels() {
+        panel_matmul(isa, panels, x, m, k, y);
+        return Ok(());
+    }
     // Computed transposed, (n, m), so that each task owns a contiguous slice.
     let mut yt = vec![0f32; n * m];
     let tasks = yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate();
@@ -72,6 +78,34 @@ pub(crate) fn quant_matmul(
         }
     }
     Ok(())
+}
+
+/// `y (m, n) = x (m, k) · W^T` with W in panels: one task per panel of 16 rows.
+// x (m, k), w (n, k) -> y (m, n)
+fn panel_matmul(isa: Isa, w: &Panels, x: &[f32], m: usize, k: usize, y: &mut [f32]) {
+    let format = w.format();
+    let lane_mul = if decode::lut4(format)[1] == 1 {
+        1.0
+    } else {
+        0.5
+    };
+    let xq = Q8Rows::quantize(x, m, k, w.padded_cols(), w.group_len())
+        .into_blocks(decode::grid_zero(format), lane_mul);
+    let n = w.rows();
+    let outs: Vec<Vec<f32>> = (0..w.panels())
+        .into_par_iter()
+        .map(|p| {
+            let mut out = vec![0f32; m * PANEL];
+            kernels::panel_dot(isa, &w.view(p), &xq, &mut out);
+            out
+        })
+        .collect();
+    for (p, out) in outs.iter().enumerate() {
+        let cols = PANEL.min(n - p * PANEL);
+        for (r, o) in out.chunks_exact(PANEL).enumerate() {
+            y[r * n + p * PANEL..][..cols].copy_from_slice(&o[..cols]);
+        }
+    }
 }
 
 /// Rows `first..` of a 4-bit W against int8 activations in nibble-plane order; `out` is

@@ -2,8 +2,9 @@
 
 use std::arch::x86_64::*;
 
-use super::{GridRow, NibbleRow};
-use crate::activations::{PlaneRow, Q8Planes, Q8Rows};
+use super::GridRow;
+use crate::activations::{Q8Blocks, Q8Rows};
+use crate::panel::{PANEL, PANEL_BLOCK, PanelView};
 
 /// How far ahead of the chunk in use the weight stream is prefetched (measured best of 512,
 /// 1024, 2048 and 4096 bytes with `bench kernels`: 2048, about 10% over none at M = 1).
@@ -103,19 +104,6 @@ unsafe fn load4(p: *const f32) -> __m512 {
     unsafe { _mm512_castps128_ps512(_mm_loadu_ps(p)) }
 }
 
-/// The 4 low f16 of `v` as the low lanes of an f32 vector.
-#[inline]
-#[target_feature(enable = "avx512f,f16c")]
-fn f16_low(v: __m128i) -> __m512 {
-    _mm512_castps128_ps512(_mm_cvtph_ps(v))
-}
-
-#[inline(always)]
-unsafe fn read_i32(p: *const u8) -> i32 {
-    // SAFETY: the caller guarantees 4 readable bytes at `p`.
-    unsafe { p.cast::<i32>().read_unaligned() }
-}
-
 /// # Safety
 /// The CPU must have AVX-512 F; `a.len() == b.len()`.
 #[target_feature(enable = "avx512f,fma")]
@@ -130,101 +118,6 @@ pub(super) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
             s1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(16)), _mm512_loadu_ps(pb.add(16)), s1);
         }
         _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) + super::f32_dot_lanes::<8>(&a[n..], &b[n..])
-    }
-}
-
-/// # Safety
-/// The CPU must have AVX-512 F/BW/VL and VNNI; `x.width == 128`; lengths as `nibble_dot`
-/// checks.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn nibble_dot(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
-    for rows in super::row_tiles(x.rows.m, MR) {
-        let (r0, out) = (rows.start, &mut out[rows.clone()]);
-        // SAFETY: forwarded from the caller.
-        unsafe { by_rows!(nibble_dot_rows, rows.len(), (w, x, r0, out), 1 2 3 4 5 6 7 8) };
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn nibble_dot_rows<const R: usize>(
-    w: &NibbleRow<'_>,
-    x: &Q8Planes,
-    r0: usize,
-    out: &mut [f32],
-) {
-    let rows: [PlaneRow<'_>; R] = std::array::from_fn(|i| x.row(r0 + i));
-    let mut acc = [_mm512_setzero_ps(); R];
-    // SAFETY: chunk `i` reads 64 packed bytes at 64 i, 128 activations at 128 i, 16 lane
-    // scales, sums and initial values at 16 i (no initial values for affine formats), and the
-    // 4, 2 or 1 scales (and biases) of its groups: inside the row, because chunks are whole
-    // and a row has k_pad / group_len groups.
-    unsafe {
-        let mask = _mm512_set1_epi8(0x0F);
-        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(w.lut.as_ptr().cast()));
-        // Lane l covers block l / 4 of the chunk: group l / 4 (g32) or l / 8 (g64).
-        let quarter = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-        let half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        // Scales are read from the stored bytes: 4, 2 or 1 per chunk for groups of 32, 64 or
-        // 128 and more.
-        let f16_lanes = |p: *const u8, i: usize| match w.group_len {
-            32 => _mm512_permutexvar_ps(quarter, f16_low(_mm_loadl_epi64(p.add(8 * i).cast()))),
-            64 => _mm512_permutexvar_ps(half, f16_low(_mm_cvtsi32_si128(read_i32(p.add(4 * i))))),
-            g => {
-                let one = p.add(2 * (128 * i / g)).cast::<u16>().read_unaligned();
-                _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(one as i32)))
-            }
-        };
-        // E8M0 (group 32): the exponent byte shifted into an f32's exponent field is 2^(e-127).
-        let e8m0_lanes = |i: usize| {
-            let e = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(read_i32(w.scales.as_ptr().add(4 * i))));
-            _mm512_permutexvar_ps(
-                quarter,
-                _mm512_castps128_ps512(_mm_castsi128_ps(_mm_slli_epi32(e, 23))),
-            )
-        };
-        let affine = w.affine();
-        for i in 0..x.chunks() {
-            // Rows are contiguous, so running past this row prefetches the next; prefetches
-            // never fault.
-            _mm_prefetch::<_MM_HINT_T0>(w.packed.as_ptr().wrapping_add(64 * i + PREFETCH).cast());
-            let v = _mm512_loadu_si512(w.packed.as_ptr().add(64 * i).cast());
-            let mut lo = _mm512_and_si512(v, mask);
-            let mut hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-            if !w.identity {
-                lo = _mm512_shuffle_epi8(table, lo);
-                hi = _mm512_shuffle_epi8(table, hi);
-            }
-            let gs = if w.e8m0 {
-                e8m0_lanes(i)
-            } else {
-                f16_lanes(w.scales.as_ptr(), i)
-            };
-            let gb = if affine {
-                f16_lanes(w.biases.as_ptr(), i)
-            } else {
-                _mm512_setzero_ps()
-            };
-            for (a, x) in acc.iter_mut().zip(rows.iter()) {
-                let q = x.q.as_ptr().add(128 * i);
-                let xlo = _mm512_loadu_si512(q.cast());
-                let xhi = _mm512_loadu_si512(q.add(64).cast());
-                let init = if affine {
-                    _mm512_setzero_si512()
-                } else {
-                    _mm512_loadu_si512(x.init.as_ptr().add(16 * i).cast())
-                };
-                let dot = _mm512_dpbusd_epi32(init, lo, xlo);
-                let dot = _mm512_dpbusd_epi32(dot, hi, xhi);
-                let scale = _mm512_mul_ps(gs, _mm512_loadu_ps(x.scale.as_ptr().add(16 * i)));
-                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
-                if affine {
-                    *a = _mm512_fmadd_ps(gb, _mm512_loadu_ps(x.sum.as_ptr().add(16 * i)), *a);
-                }
-            }
-        }
-        for (o, a) in out.iter_mut().zip(acc) {
-            *o = _mm512_reduce_add_ps(a);
-        }
     }
 }
 
@@ -246,6 +139,87 @@ pub(super) unsafe fn decode_fp8(codes: &[u8], gs: &[f32], group_len: usize, out:
             let scale = _mm512_set1_ps(gs.get_unchecked(16 * i / group_len) * 256.0);
             let v = _mm512_mul_ps(_mm512_cvtph_ps(bits), scale);
             _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), v);
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI; lengths as `panel_dot` checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32]) {
+    for rows in super::row_tiles(x.rows.m, MR) {
+        let (r0, out) = (rows.start, &mut out[rows.start * PANEL..rows.end * PANEL]);
+        // SAFETY: forwarded from the caller.
+        unsafe { by_rows!(panel_rows, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8) };
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn panel_rows<const R: usize>(p: &PanelView<'_>, x: &Q8Blocks, r0: usize, out: &mut [f32]) {
+    let k_pad = x.rows.k_pad;
+    let blocks = k_pad / 32;
+    let affine = !p.biases.is_empty();
+    let identity = p.lut.iter().enumerate().all(|(i, &c)| c as usize == i);
+    let mut acc = [_mm512_setzero_ps(); R];
+    // SAFETY: block `b` reads the panel's 256 code bytes at 256 b, 16 scales (and biases) of
+    // its group, and activation row data at 32 b (values) and b (per-block data), all inside
+    // their slices: blocks are whole and the panel holds k_pad / group_len groups.
+    unsafe {
+        let mask = _mm512_set1_epi8(0x0F);
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(p.lut.as_ptr().cast()));
+        for b in 0..blocks {
+            let c = p.codes.as_ptr().add(PANEL_BLOCK * b);
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH).cast());
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + 128).cast());
+            // Register r of `lo` holds weights 4r..4r+4 of each row, of `hi` weights 16+4r...
+            let mut lo = [_mm512_setzero_si512(); 4];
+            let mut hi = [_mm512_setzero_si512(); 4];
+            for r in 0..4 {
+                let v = _mm512_loadu_si512(c.add(64 * r).cast());
+                lo[r] = _mm512_and_si512(v, mask);
+                hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+                if !identity {
+                    lo[r] = _mm512_shuffle_epi8(table, lo[r]);
+                    hi[r] = _mm512_shuffle_epi8(table, hi[r]);
+                }
+            }
+            let g = 32 * b / p.group_len;
+            let gs = if p.e8m0 {
+                // The exponent byte shifted into an f32's exponent field is 2^(e-127).
+                let e = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.scales.as_ptr().add(16 * g).cast()));
+                _mm512_castsi512_ps(_mm512_slli_epi32(e, 23))
+            } else {
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.scales.as_ptr().add(32 * g).cast()))
+            };
+            let gb = if affine {
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.biases.as_ptr().add(32 * g).cast()))
+            } else {
+                _mm512_setzero_ps()
+            };
+            for (i, a) in acc.iter_mut().enumerate() {
+                let r = r0 + i;
+                let q = x.rows.q.as_ptr().add(r * k_pad + 32 * b);
+                let quad =
+                    |j: usize| _mm512_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
+                // Two independent chains: one chain of 8 would wait 8 latencies per block.
+                let mut even = _mm512_set1_epi32(*x.init.get_unchecked(r * blocks + b));
+                let mut odd = _mm512_setzero_si512();
+                for j in 0..4 {
+                    even = _mm512_dpbusd_epi32(even, lo[j], quad(j));
+                    odd = _mm512_dpbusd_epi32(odd, hi[j], quad(4 + j));
+                }
+                let dot = _mm512_add_epi32(even, odd);
+                let scale =
+                    _mm512_mul_ps(gs, _mm512_set1_ps(*x.scale.get_unchecked(r * blocks + b)));
+                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+                if affine {
+                    let sum = _mm512_set1_ps(*x.sum.get_unchecked(r * blocks + b));
+                    *a = _mm512_fmadd_ps(gb, sum, *a);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(PANEL * i), *a);
         }
     }
 }

@@ -7,7 +7,10 @@ use half::f16;
 use marlin_quant::codec::e8m0_decode;
 
 use crate::Isa;
-use crate::activations::{Q8Planes, Q8Rows};
+use marlin_quant::BLOCK;
+
+use crate::activations::{Q8Blocks, Q8Planes, Q8Rows};
+use crate::panel::{PANEL, PANEL_BLOCK, PanelView};
 
 /// Calls `$f::<N>(args)` with `N` the const of the matching `$len` (one of the listed
 /// literals): the kernels are generic over how many activation rows they hold in registers.
@@ -64,12 +67,11 @@ impl NibbleRow<'_> {
 }
 
 /// The width of the nibble-plane chunks of [`nibble_dot`] at `isa`, or `None` when it has no
-/// such kernel.
+/// such kernel (AVX-512 multiplies 4-bit matrices in panels instead, see `crate::panel`).
 pub(crate) fn nibble_width(isa: Isa) -> Option<usize> {
     match isa {
-        Isa::Avx512Vnni => Some(128),
         Isa::Avx2 => Some(64),
-        Isa::Scalar => None,
+        Isa::Avx512Vnni | Isa::Scalar => None,
     }
 }
 
@@ -85,9 +87,6 @@ pub(crate) fn nibble_dot(isa: Isa, w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f
     assert!(w.biases.is_empty() || w.biases.len() == groups * 2);
     match isa {
         // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { avx512::nibble_dot(w, x, out) },
-        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::nibble_dot(w, x, out) },
         _ => unreachable!("nibble_width is None for {isa}"),
@@ -130,6 +129,24 @@ fn nibble_tail(w: &NibbleRow<'_>, x: &Q8Planes, out: &mut [f32]) {
 fn row_tiles(m: usize, max: usize) -> impl Iterator<Item = Range<usize>> {
     let tiles = m.div_ceil(max);
     (0..tiles).map(move |t| t * m / tiles..(t + 1) * m / tiles)
+}
+
+/// For one panel of 16 weight rows and every activation row `r`: `out[16 r + l]` = the dot
+/// product of row `l` of the panel with activation row `r`.
+// panel (16, k_pad), x (m, k_pad) -> out (m, 16)
+pub(crate) fn panel_dot(isa: Isa, p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32]) {
+    let blocks = x.rows.k_pad / BLOCK;
+    let groups = x.rows.k_pad / p.group_len;
+    assert!(p.codes.len() == blocks * PANEL_BLOCK && out.len() == x.rows.m * PANEL);
+    assert!(p.scales.len() == groups * PANEL * if p.e8m0 { 1 } else { 2 });
+    assert!(p.biases.is_empty() || p.biases.len() == groups * PANEL * 2);
+    assert!(x.scale.len() == x.rows.m * blocks && x.init.len() == x.scale.len());
+    match isa {
+        // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::panel_dot(p, x, out) },
+        _ => unreachable!("no panel kernel at {isa}"),
+    }
 }
 
 /// Unpacks 4-bit codes (GGUF nibble order) through a 16-entry table into one u8 per weight.

@@ -144,6 +144,9 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         let w = quantize(&weights, n, k, scheme)
             .with_context(|| format!("quantizing a random {n}x{k} matrix to {scheme}"))?;
         let bytes = contiguous_bytes(&w);
+        // As a model does when it loads: repack once (where the CPU has a panel kernel), then
+        // time only the products.
+        let prepared = backend.prepare(&w);
         let mut m1 = None;
         for ((&m, x), &dense) in ms.iter().zip(&xs).zip(&dense_times) {
             let y = &mut y[..m * n];
@@ -155,7 +158,7 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
                 })
                 .unwrap_or_else(|never| match never {});
             let quant = timer
-                .median(|| backend.matmul(black_box(x), m, &w, y))
+                .median(|| backend.matmul_prepared(black_box(x), m, &prepared, y))
                 .with_context(|| format!("{scheme} matmul at M={m}"))?;
             if m == 1 {
                 m1 = Some(quant);
