@@ -8,18 +8,24 @@
 //! per-row lanes, and activations need no reordering; small batches then ride on the weight
 //! traffic instead of on arithmetic.
 //!
-//! Layout, per panel (rows `16p..16p+16`, zero-filled past N) and 32-weight block: 256 bytes
-//! as 4 groups of 64; in group `r`, byte `4l + t` holds weight `4r + t` of row `l` in its low
-//! nibble and weight `16 + 4r + t` in its high nibble. Scales (and biases) per panel and group:
-//! the 16 rows' stored values side by side (f16, or E8M0 bytes).
+//! Layout, per panel (rows `16p..16p+16`, zero-filled past N) and 32-weight block:
+//! - 4-bit codes: 256 bytes as 4 groups of 64; in group `r`, byte `4l + t` holds weight `4r + t`
+//!   of row `l` in its low nibble and weight `16 + 4r + t` in its high nibble;
+//! - 8-bit codes: 512 bytes as 8 groups of 64; in group `j`, byte `4l + t` is weight `4j + t` of
+//!   row `l`, as stored (two's complement).
+//!
+//! Scales (and biases) per panel and group: the 16 rows' stored values side by side (f16, or
+//! E8M0 bytes).
 
 use marlin_quant::layout::unpack_block;
 use marlin_quant::{BLOCK, Format, QuantMatrix, ScaleType};
 
 /// Rows per panel: the 16 32-bit lanes of a 512-bit register.
 pub const PANEL: usize = 16;
-/// Bytes of one panel block: 16 rows x 32 weights x 4 bits.
-pub(crate) const PANEL_BLOCK: usize = PANEL * BLOCK / 2;
+/// Bytes of one panel block of `bits`-bit codes: 16 rows x 32 weights.
+pub(crate) const fn panel_block(bits: u32) -> usize {
+    PANEL * BLOCK * bits as usize / 8
+}
 
 /// A 4-bit matrix in panels (see the module docs).
 #[derive(Debug, Clone)]
@@ -35,8 +41,10 @@ pub struct Panels {
 
 /// One panel, as the kernels read it.
 pub(crate) struct PanelView<'a> {
-    /// blocks x [`PANEL_BLOCK`] bytes.
+    /// blocks x [`panel_block`] bytes.
     pub codes: &'a [u8],
+    /// 4 or 8.
+    pub bits: u32,
     /// groups x 16 rows of stored scales (2 bytes each, or 1 for E8M0).
     pub scales: &'a [u8],
     pub e8m0: bool,
@@ -47,10 +55,11 @@ pub(crate) struct PanelView<'a> {
 }
 
 impl Panels {
-    /// Whether a matrix can be repacked: 4-bit codes, f16 or E8M0 scales, groups of 32 or more.
+    /// Whether a matrix can be repacked: 4-bit codes or INT8, f16 or E8M0 scales, groups of 32
+    /// or more.
     pub fn supports(w: &QuantMatrix<'_>) -> bool {
         let scale = w.format().scale_type();
-        w.format().bits() == 4
+        (w.format().bits() == 4 || w.format() == Format::Int8)
             && matches!(scale, ScaleType::F16 | ScaleType::E8M0)
             && w.group_len() >= BLOCK
     }
@@ -64,7 +73,9 @@ impl Panels {
         let panels = n.div_ceil(PANEL);
         let blocks = k_pad / BLOCK;
         let scale_bytes = w.format().scale_type().bytes();
-        let mut codes = vec![0u8; panels * blocks * PANEL_BLOCK];
+        let bits = w.format().bits();
+        let block_bytes = panel_block(bits);
+        let mut codes = vec![0u8; panels * blocks * block_bytes];
         let mut scales = vec![0u8; panels * groups * PANEL * scale_bytes];
         let bias_bytes = if w.format().has_bias() { 2 } else { 0 };
         let mut biases = vec![0u8; panels * groups * PANEL * bias_bytes];
@@ -73,8 +84,15 @@ impl Panels {
             let (p, l) = (row / PANEL, row % PANEL);
             let packed = w.row_codes(row);
             for b in 0..blocks {
-                unpack_block(4, &packed[b * 16..b * 16 + 16], &mut block);
-                let out = &mut codes[(p * blocks + b) * PANEL_BLOCK..][..PANEL_BLOCK];
+                let stored = &packed[b * 4 * bits as usize..(b + 1) * 4 * bits as usize];
+                let out = &mut codes[(p * blocks + b) * block_bytes..][..block_bytes];
+                if bits == 8 {
+                    for j in 0..8 {
+                        out[64 * j + 4 * l..][..4].copy_from_slice(&stored[4 * j..4 * j + 4]);
+                    }
+                    continue;
+                }
+                unpack_block(4, stored, &mut block);
                 for r in 0..4 {
                     for t in 0..4 {
                         out[64 * r + 4 * l + t] = block[4 * r + t] | block[16 + 4 * r + t] << 4;
@@ -119,7 +137,9 @@ impl Panels {
     }
 
     pub(crate) fn view(&self, p: usize) -> PanelView<'_> {
+        let bits = self.format.bits();
         let blocks = self.k_pad / BLOCK;
+        let block_bytes = panel_block(bits);
         let groups = self.k_pad / self.group_len;
         let e8m0 = self.format.scale_type() == ScaleType::E8M0;
         let scale_bytes = groups * PANEL * if e8m0 { 1 } else { 2 };
@@ -129,7 +149,8 @@ impl Panels {
             groups * PANEL * 2
         };
         PanelView {
-            codes: &self.codes[p * blocks * PANEL_BLOCK..(p + 1) * blocks * PANEL_BLOCK],
+            codes: &self.codes[p * blocks * block_bytes..(p + 1) * blocks * block_bytes],
+            bits,
             scales: &self.scales[p * scale_bytes..(p + 1) * scale_bytes],
             e8m0,
             biases: &self.biases[p * bias_bytes..(p + 1) * bias_bytes],

@@ -4,7 +4,7 @@ use std::arch::x86_64::*;
 
 use super::GridRow;
 use crate::activations::{Q8Blocks, Q8Rows};
-use crate::panel::{PANEL, PANEL_BLOCK, PanelView};
+use crate::panel::{PANEL, PanelView, panel_block};
 
 /// How far ahead of the chunk in use the weight stream is prefetched (measured best of 512,
 /// 1024, 2048 and 4096 bytes with `bench kernels`: 2048, about 10% over none at M = 1).
@@ -160,21 +160,30 @@ unsafe fn panel_rows<const R: usize>(p: &PanelView<'_>, x: &Q8Blocks, r0: usize,
     let blocks = k_pad / 32;
     let affine = !p.biases.is_empty();
     let identity = p.lut.iter().enumerate().all(|(i, &c)| c as usize == i);
+    let block_bytes = panel_block(p.bits);
     let mut acc = [_mm512_setzero_ps(); R];
-    // SAFETY: block `b` reads the panel's 256 code bytes at 256 b, 16 scales (and biases) of
+    // SAFETY: block `b` reads the panel's code bytes at block_bytes * b, 16 scales (and biases) of
     // its group, and activation row data at 32 b (values) and b (per-block data), all inside
     // their slices: blocks are whole and the panel holds k_pad / group_len groups.
     unsafe {
         let mask = _mm512_set1_epi8(0x0F);
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(p.lut.as_ptr().cast()));
         for b in 0..blocks {
-            let c = p.codes.as_ptr().add(PANEL_BLOCK * b);
-            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH).cast());
-            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + 128).cast());
+            let c = p.codes.as_ptr().add(block_bytes * b);
+            for line in (0..block_bytes).step_by(128) {
+                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + line).cast());
+            }
             // Register r of `lo` holds weights 4r..4r+4 of each row, of `hi` weights 16+4r...
             let mut lo = [_mm512_setzero_si512(); 4];
             let mut hi = [_mm512_setzero_si512(); 4];
             for r in 0..4 {
+                if p.bits == 8 {
+                    // Offset binary: flipping the sign bit adds 128 to a two's-complement byte.
+                    let flip = _mm512_set1_epi8(-128);
+                    lo[r] = _mm512_xor_si512(_mm512_loadu_si512(c.add(64 * r).cast()), flip);
+                    hi[r] = _mm512_xor_si512(_mm512_loadu_si512(c.add(64 * (4 + r)).cast()), flip);
+                    continue;
+                }
                 let v = _mm512_loadu_si512(c.add(64 * r).cast());
                 lo[r] = _mm512_and_si512(v, mask);
                 hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);

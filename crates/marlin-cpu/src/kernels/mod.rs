@@ -10,7 +10,7 @@ use crate::Isa;
 use marlin_quant::BLOCK;
 
 use crate::activations::{Q8Blocks, Q8Planes, Q8Rows};
-use crate::panel::{PANEL, PANEL_BLOCK, PanelView};
+use crate::panel::{PANEL, PanelView, panel_block};
 
 /// Calls `$f::<N>(args)` with `N` the const of the matching `$len` (one of the listed
 /// literals): the kernels are generic over how many activation rows they hold in registers.
@@ -137,7 +137,8 @@ fn row_tiles(m: usize, max: usize) -> impl Iterator<Item = Range<usize>> {
 pub(crate) fn panel_dot(isa: Isa, p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32]) {
     let blocks = x.rows.k_pad / BLOCK;
     let groups = x.rows.k_pad / p.group_len;
-    assert!(p.codes.len() == blocks * PANEL_BLOCK && out.len() == x.rows.m * PANEL);
+    assert!(p.bits == 4 || p.bits == 8);
+    assert!(p.codes.len() == blocks * panel_block(p.bits) && out.len() == x.rows.m * PANEL);
     assert!(p.scales.len() == groups * PANEL * if p.e8m0 { 1 } else { 2 });
     assert!(p.biases.is_empty() || p.biases.len() == groups * PANEL * 2);
     assert!(x.scale.len() == x.rows.m * blocks && x.init.len() == x.scale.len());
