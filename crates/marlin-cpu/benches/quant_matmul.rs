@@ -12,24 +12,12 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use marlin_cpu::{CpuBackend, dense, stream::stream_read};
 use marlin_quant::{Format, QuantMatrix, Scheme, quantize};
+use marlin_testkit::rng::gaussian;
 
 const N: usize = 4096;
 const K: usize = 4096;
 const MS: [usize; 2] = [1, 16];
 const FORMATS: [Format; 3] = [Format::Int4, Format::Fp4, Format::Int8];
-
-/// Uniform values in [-1, 1) from a fixed-seed xorshift: the same matrix on every run.
-fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 /// Codes, scales and biases in one buffer: what a kernel has to read, laid out for a stream.
 fn weight_bytes(w: &QuantMatrix<'_>) -> Vec<u8> {
@@ -42,14 +30,14 @@ fn weight_bytes(w: &QuantMatrix<'_>) -> Vec<u8> {
 
 fn quant_matmul(c: &mut Criterion) {
     let backend = CpuBackend::detect();
-    let weights = random(N * K, 42);
+    let weights = gaussian(42, N * K, 0.02);
     for format in FORMATS {
         let w = quantize(&weights, N, K, Scheme::of(format)).expect("quantize");
         let bytes = weight_bytes(&w);
         // As a model does when it loads: repack once, multiply many times.
         let prepared = backend.prepare(&w);
         for m in MS {
-            let x = random(m * K, 7 + m as u64);
+            let x = gaussian(7 + m as u64, m * K, 1.0);
             let mut y = vec![0f32; m * N];
             let mut group = c.benchmark_group(format!("{format}/m{m}"));
             group
