@@ -1,0 +1,1 @@
+//! The engine: text in, text out. Tokenizer, chat template, sampler, generation loop.

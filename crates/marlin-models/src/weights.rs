@@ -1,0 +1,43 @@
+//! Named weights, whatever file they come from.
+
+use marlin_quant::QuantMatrix;
+
+use crate::{ModelConfig, ModelError};
+
+/// A dense tensor in f32, row-major, `shape` outermost first (a linear layer's weight is
+/// `[out_features, in_features]`, as in PyTorch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// One weight as the file stores it: dense, or quantized in one of our formats (GGUF's Q4_0,
+/// Q4_1 and Q8_0 map onto INT4, INT4 affine and INT8 without loss).
+#[derive(Debug, Clone)]
+pub enum Weight {
+    Dense(DenseTensor),
+    /// A matrix `(rows = out_features, cols = in_features)`.
+    Quant(QuantMatrix<'static>),
+}
+
+impl Weight {
+    /// `[rows, cols]` for matrices, the dense shape otherwise.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Weight::Dense(t) => t.shape.clone(),
+            Weight::Quant(q) => vec![q.rows(), q.cols()],
+        }
+    }
+}
+
+/// Where an architecture gets its weights: a loaded file, by Hugging Face tensor name
+/// (`model.layers.0.self_attn.q_proj.weight`).
+pub trait WeightSource: Send + Sync {
+    /// The model's configuration, translated from the file's metadata.
+    fn config(&self) -> &ModelConfig;
+    /// Whether the file has a tensor of this name.
+    fn contains(&self, name: &str) -> bool;
+    /// The named tensor.
+    fn weight(&self, name: &str) -> Result<Weight, ModelError>;
+}
