@@ -6,8 +6,10 @@
 
 mod config;
 mod error;
+mod vocab;
 mod weights;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use error::ModelError;
+pub use vocab::FileVocab;
 pub use weights::{DenseTensor, Weight, WeightSource};
