@@ -15,6 +15,8 @@ pub mod panel;
 pub mod peak;
 pub mod stream;
 
+use std::borrow::Cow;
+
 use marlin_core::{Backend, CoreError, QuantMatmul};
 use marlin_quant::{QuantMatrix, Scheme};
 
@@ -70,14 +72,27 @@ impl CpuBackend {
         self.activations
     }
 
-    /// Makes `w` ready for this backend: 4-bit matrices are repacked into 16-row panels
-    /// ([`Panels`]) where the CPU has the panel kernel. Do it once, when a model loads.
+    /// Makes `w` ready for this backend: 4-bit matrices and INT8 are repacked into 16-row
+    /// panels ([`Panels`]) where the CPU has the panel kernel; others are used as stored. Do it
+    /// once, when a model loads.
     pub fn prepare<'a>(&self, w: &'a QuantMatrix<'a>) -> Prepared<'a> {
-        let panel_kernel = self.isa == Isa::Avx512Vnni && self.activations == Activations::Int8;
-        Prepared {
-            matrix: w,
-            panels: if panel_kernel { Panels::new(w) } else { None },
+        match self.panels(w) {
+            Some(p) => Prepared::Panels(p),
+            None => Prepared::Rows(Cow::Borrowed(w)),
         }
+    }
+
+    /// [`CpuBackend::prepare`] taking ownership, for weights that outlive their source.
+    pub fn prepare_owned<'a>(&self, w: QuantMatrix<'a>) -> Prepared<'a> {
+        match self.panels(&w) {
+            Some(p) => Prepared::Panels(p),
+            None => Prepared::Rows(Cow::Owned(w)),
+        }
+    }
+
+    fn panels(&self, w: &QuantMatrix<'_>) -> Option<Panels> {
+        let panel_kernel = self.isa == Isa::Avx512Vnni && self.activations == Activations::Int8;
+        if panel_kernel { Panels::new(w) } else { None }
     }
 
     /// `y (m, n) = x (m, k) · W (n, k)^T` into a caller's buffer, W prepared by
@@ -109,19 +124,28 @@ impl CpuBackend {
 
 /// A quantized matrix ready for the CPU kernels (see [`CpuBackend::prepare`]).
 #[derive(Debug, Clone)]
-pub struct Prepared<'a> {
-    matrix: &'a QuantMatrix<'a>,
-    panels: Option<Panels>,
+pub enum Prepared<'a> {
+    /// Repacked into 16-row panels; the stored layout is not kept.
+    Panels(Panels),
+    /// The stored layout, used as is.
+    Rows(Cow<'a, QuantMatrix<'a>>),
 }
 
-impl<'a> Prepared<'a> {
-    pub fn matrix(&self) -> &'a QuantMatrix<'a> {
-        self.matrix
+impl Prepared<'_> {
+    /// N, the output features.
+    pub fn rows(&self) -> usize {
+        match self {
+            Prepared::Panels(p) => p.rows(),
+            Prepared::Rows(m) => m.rows(),
+        }
     }
 
-    /// The panel repack, when the matrix has one.
-    pub fn panels(&self) -> Option<&Panels> {
-        self.panels.as_ref()
+    /// K, the input features.
+    pub fn cols(&self) -> usize {
+        match self {
+            Prepared::Panels(p) => p.cols(),
+            Prepared::Rows(m) => m.cols(),
+        }
     }
 }
 

@@ -28,8 +28,7 @@ pub(crate) fn quant_matmul(
     y: &mut [f32],
 ) -> Result<(), CoreError> {
     const OP: &str = "quant_matmul";
-    let w = prepared.matrix();
-    let (n, k) = (w.rows(), w.cols());
+    let (n, k) = (prepared.rows(), prepared.cols());
     if m == 0 {
         return Err(CoreError::Shape {
             op: OP,
@@ -38,10 +37,13 @@ pub(crate) fn quant_matmul(
     }
     CoreError::check_len(OP, "x", m * k, x.len())?;
     CoreError::check_len(OP, "y", m * n, y.len())?;
-    if let Some(panels) = prepared.panels() {
-        panel_matmul(isa, panels, x, m, k, y);
-        return Ok(());
-    }
+    let w = match prepared {
+        Prepared::Panels(panels) => {
+            panel_matmul(isa, panels, x, m, k, y);
+            return Ok(());
+        }
+        Prepared::Rows(w) => w,
+    };
     // Computed transposed, (n, m), so that each task owns a contiguous slice.
     let mut yt = vec![0f32; n * m];
     let tasks = yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate();

@@ -32,6 +32,7 @@ pub(crate) const fn panel_block(bits: u32) -> usize {
 pub struct Panels {
     format: Format,
     rows: usize,
+    cols: usize,
     k_pad: usize,
     group_len: usize,
     codes: Vec<u8>,
@@ -112,6 +113,7 @@ impl Panels {
         Some(Panels {
             format: w.format(),
             rows: n,
+            cols: w.cols(),
             k_pad,
             group_len: w.group_len(),
             codes,
@@ -125,6 +127,9 @@ impl Panels {
     }
     pub fn rows(&self) -> usize {
         self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
     }
     pub fn padded_cols(&self) -> usize {
         self.k_pad

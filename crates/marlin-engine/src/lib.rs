@@ -1,1 +1,3 @@
 //! The engine: text in, text out. Tokenizer, chat template, sampler, generation loop.
+
+pub mod sampler;

@@ -6,10 +6,16 @@
 
 mod config;
 mod error;
+pub mod kv_cache;
+mod layers;
+pub mod llama;
+mod rope;
 mod vocab;
 mod weights;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use error::ModelError;
+pub use kv_cache::{KvCache, SeqId};
+pub use llama::{Llama, SeqTokens};
 pub use vocab::FileVocab;
 pub use weights::{DenseTensor, Weight, WeightSource};

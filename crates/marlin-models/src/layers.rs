@@ -1,0 +1,181 @@
+//! The building blocks every architecture shares: linear layers (dense or quantized), RMSNorm
+//! and token embeddings.
+
+use marlin_cpu::{CpuBackend, Prepared, dense};
+use marlin_quant::QuantMatrix;
+
+use crate::{ModelError, Weight};
+
+/// `y = x W^T (+ b)`, with W dense or in one of our quantized formats.
+pub struct Linear {
+    weight: LinearWeight,
+    bias: Option<Vec<f32>>,
+    in_features: usize,
+    out_features: usize,
+}
+
+enum LinearWeight {
+    /// (out, in) row-major.
+    Dense(Vec<f32>),
+    Quant(Prepared<'static>),
+}
+
+impl Linear {
+    /// A linear layer from a `[out, in]` weight, prepared for `cpu` once here.
+    pub fn new(cpu: &CpuBackend, w: Weight, bias: Option<Vec<f32>>) -> Result<Self, ModelError> {
+        let (weight, out_features, in_features) = match w {
+            Weight::Quant(q) => {
+                let (n, k) = (q.rows(), q.cols());
+                (LinearWeight::Quant(cpu.prepare_owned(q)), n, k)
+            }
+            Weight::Dense(t) => {
+                let &[n, k] = t.shape.as_slice() else {
+                    return Err(shape_error("linear weight", vec![0, 0], t.shape));
+                };
+                (LinearWeight::Dense(t.data), n, k)
+            }
+        };
+        if let Some(b) = &bias {
+            if b.len() != out_features {
+                return Err(shape_error(
+                    "linear bias",
+                    vec![out_features],
+                    vec![b.len()],
+                ));
+            }
+        }
+        Ok(Linear {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        })
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    // x (tokens, in) -> (tokens, out)
+    pub fn forward(
+        &self,
+        cpu: &CpuBackend,
+        x: &[f32],
+        tokens: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        let mut y = vec![0f32; tokens * self.out_features];
+        match &self.weight {
+            LinearWeight::Quant(w) => cpu.matmul_prepared(x, tokens, w, &mut y)?,
+            LinearWeight::Dense(w) => dense::matmul_f32(x, tokens, w, self.out_features, &mut y)?,
+        }
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(self.out_features) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        }
+        Ok(y)
+    }
+}
+
+/// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight`, over the last dimension.
+pub struct RmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn new(w: Weight, eps: f32) -> Result<Self, ModelError> {
+        match w {
+            Weight::Dense(t) if t.shape.len() == 1 => Ok(RmsNorm {
+                weight: t.data,
+                eps,
+            }),
+            other => Err(shape_error("norm weight", vec![0], other.shape())),
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// Normalizes every row of `x` (rows of `dim`) in place.
+    // x (rows, dim) -> (rows, dim)
+    pub fn forward_inplace(&self, x: &mut [f32]) {
+        let dim = self.weight.len();
+        for row in x.chunks_exact_mut(dim) {
+            let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+            let inv = 1.0 / (mean_sq + self.eps).sqrt();
+            row.iter_mut()
+                .zip(&self.weight)
+                .for_each(|(v, w)| *v = *v * inv * w);
+        }
+    }
+}
+
+/// Token embeddings: one row per token id.
+pub enum Embedding {
+    /// (vocab, hidden) row-major.
+    Dense {
+        data: Vec<f32>,
+        hidden: usize,
+    },
+    Quant(QuantMatrix<'static>),
+}
+
+impl Embedding {
+    pub fn new(w: Weight) -> Result<Self, ModelError> {
+        match w {
+            Weight::Quant(q) => Ok(Embedding::Quant(q)),
+            Weight::Dense(t) => match t.shape.as_slice() {
+                &[_, hidden] => Ok(Embedding::Dense {
+                    data: t.data,
+                    hidden,
+                }),
+                _ => Err(shape_error("embedding", vec![0, 0], t.shape)),
+            },
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Embedding::Dense { data, hidden } => data.len() / hidden,
+            Embedding::Quant(q) => q.rows(),
+        }
+    }
+
+    pub fn hidden(&self) -> usize {
+        match self {
+            Embedding::Dense { hidden, .. } => *hidden,
+            Embedding::Quant(q) => q.cols(),
+        }
+    }
+
+    /// The rows of `tokens`; ids must be below `vocab_size` (checked by the caller).
+    // tokens (t) -> (t, hidden)
+    pub fn forward(&self, tokens: &[u32]) -> Vec<f32> {
+        let hidden = self.hidden();
+        let mut out = vec![0f32; tokens.len() * hidden];
+        for (row, &t) in out.chunks_exact_mut(hidden).zip(tokens) {
+            match self {
+                Embedding::Dense { data, .. } => {
+                    row.copy_from_slice(&data[t as usize * hidden..(t as usize + 1) * hidden]);
+                }
+                Embedding::Quant(q) => q.dequantize_row(t as usize, row),
+            }
+        }
+        out
+    }
+}
+
+fn shape_error(name: &str, expected: Vec<usize>, got: Vec<usize>) -> ModelError {
+    ModelError::Shape {
+        path: Default::default(),
+        name: name.to_string(),
+        expected,
+        got,
+    }
+}

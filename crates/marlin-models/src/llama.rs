@@ -1,0 +1,315 @@
+//! The Llama family: Llama 2/3/3.1, SmolLM, Mistral, Qwen2 (q/k/v biases) and Qwen3 (RMSNorm on
+//! each head of q and k). Only the math: weights come from a [`WeightSource`], linear layers
+//! do not know whether they are quantized, and the CPU backend is handed in.
+
+use marlin_cpu::CpuBackend;
+use rayon::prelude::*;
+
+use crate::kv_cache::{KvCache, SeqId};
+use crate::layers::{Embedding, Linear, RmsNorm};
+use crate::rope::Rope;
+use crate::{Architecture, ModelConfig, ModelError, Weight, WeightSource};
+
+pub struct Llama {
+    config: ModelConfig,
+    cpu: CpuBackend,
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+}
+
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    /// Qwen3: RMSNorm over each head of q and k, before rope.
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    post_attention_layernorm: RmsNorm,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl DecoderLayer {
+    /// Every weight's shape against the configuration, so a mismatch is an error at load
+    /// time naming the tensor, not a wrong answer or a panic later.
+    fn check(&self, c: &ModelConfig, i: usize) -> Result<(), ModelError> {
+        let (d, hd, ff) = (c.hidden_size, c.head_dim, c.intermediate_size);
+        let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let linears = [
+            ("self_attn.q_proj", &self.q_proj, q, d),
+            ("self_attn.k_proj", &self.k_proj, kv, d),
+            ("self_attn.v_proj", &self.v_proj, kv, d),
+            ("self_attn.o_proj", &self.o_proj, d, q),
+            ("mlp.gate_proj", &self.gate_proj, ff, d),
+            ("mlp.up_proj", &self.up_proj, ff, d),
+            ("mlp.down_proj", &self.down_proj, d, ff),
+        ];
+        for (name, linear, out, inp) in linears {
+            if (linear.out_features(), linear.in_features()) != (out, inp) {
+                return Err(shape(
+                    i,
+                    name,
+                    vec![out, inp],
+                    vec![linear.out_features(), linear.in_features()],
+                ));
+            }
+        }
+        let norms = [
+            ("input_layernorm", Some(&self.input_layernorm), d),
+            (
+                "post_attention_layernorm",
+                Some(&self.post_attention_layernorm),
+                d,
+            ),
+            ("self_attn.q_norm", self.q_norm.as_ref(), hd),
+            ("self_attn.k_norm", self.k_norm.as_ref(), hd),
+        ];
+        for (name, norm, dim) in norms {
+            if let Some(norm) = norm.filter(|n| n.dim() != dim) {
+                return Err(shape(i, name, vec![dim], vec![norm.dim()]));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn shape(layer: usize, name: &str, expected: Vec<usize>, got: Vec<usize>) -> ModelError {
+    let name = format!("model.layers.{layer}.{name}.weight");
+    ModelError::Shape {
+        path: Default::default(),
+        name,
+        expected,
+        got,
+    }
+}
+
+/// New tokens of one sequence, positioned after what its cache holds.
+pub struct SeqTokens<'a> {
+    pub seq: SeqId,
+    pub tokens: &'a [u32],
+}
+
+impl Llama {
+    /// Builds the model from `src`, preparing every weight for `cpu`.
+    pub fn load(src: &dyn WeightSource, cpu: CpuBackend) -> Result<Self, ModelError> {
+        let config = src.config().clone();
+        let eps = config.rms_norm_eps;
+        let weight = |name: &str| src.weight(name);
+        let norm = |name: &str| RmsNorm::new(weight(name)?, eps);
+        let bias = |name: &str| -> Result<Option<Vec<f32>>, ModelError> {
+            if !config.attention_bias {
+                return Ok(None);
+            }
+            match weight(name)? {
+                Weight::Dense(t) => Ok(Some(t.data)),
+                other => Err(ModelError::Shape {
+                    path: Default::default(),
+                    name: name.to_string(),
+                    expected: vec![0],
+                    got: other.shape(),
+                }),
+            }
+        };
+        let linear = |name: &str, with_bias: bool| {
+            let b = if with_bias {
+                bias(&format!("{name}.bias"))?
+            } else {
+                None
+            };
+            Linear::new(&cpu, weight(&format!("{name}.weight"))?, b)
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                let qk_norm = config.architecture == Architecture::Qwen3;
+                let head_norm = |n: &str| -> Result<Option<RmsNorm>, ModelError> {
+                    if qk_norm {
+                        Ok(Some(norm(&format!("{p}.self_attn.{n}.weight"))?))
+                    } else {
+                        Ok(None)
+                    }
+                };
+                Ok(DecoderLayer {
+                    input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
+                    q_proj: linear(&format!("{p}.self_attn.q_proj"), true)?,
+                    k_proj: linear(&format!("{p}.self_attn.k_proj"), true)?,
+                    v_proj: linear(&format!("{p}.self_attn.v_proj"), true)?,
+                    o_proj: linear(&format!("{p}.self_attn.o_proj"), false)?,
+                    q_norm: head_norm("q_norm")?,
+                    k_norm: head_norm("k_norm")?,
+                    post_attention_layernorm: norm(&format!(
+                        "{p}.post_attention_layernorm.weight"
+                    ))?,
+                    gate_proj: linear(&format!("{p}.mlp.gate_proj"), false)?,
+                    up_proj: linear(&format!("{p}.mlp.up_proj"), false)?,
+                    down_proj: linear(&format!("{p}.mlp.down_proj"), false)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let head = if config.tie_word_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        };
+        for (i, layer) in layers.iter().enumerate() {
+            layer.check(&config, i)?;
+        }
+        Ok(Llama {
+            embed_tokens: Embedding::new(weight("model.embed_tokens.weight")?)?,
+            lm_head: Linear::new(&cpu, weight(head)?, None)?,
+            norm: norm("model.norm.weight")?,
+            rope: Rope::new(&config),
+            layers,
+            config,
+            cpu,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Runs the new tokens of every sequence in one pass (prefill chunks and decode steps
+    /// alike) and returns the logits of each sequence's last new token.
+    // batch (total tokens) -> logits (batch.len(), vocab)
+    pub fn forward(
+        &self,
+        batch: &[SeqTokens<'_>],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, ModelError> {
+        let vocab = self.embed_tokens.vocab_size();
+        let mut tokens = Vec::new();
+        let mut places = Vec::new(); // (sequence, position) of every token
+        for s in batch {
+            if let Some(&id) = s.tokens.iter().find(|&&t| t as usize >= vocab) {
+                return Err(ModelError::TokenOutOfRange { id, vocab });
+            }
+            cache.reserve(s.seq, s.tokens.len())?;
+            let start = cache.len(s.seq);
+            tokens.extend_from_slice(s.tokens);
+            places.extend((0..s.tokens.len()).map(|i| (s.seq, start + i)));
+        }
+        let n = tokens.len();
+        let mut h = self.embed_tokens.forward(&tokens);
+        for (l, layer) in self.layers.iter().enumerate() {
+            self.layer(l, layer, &mut h, &places, cache)?;
+        }
+        for s in batch {
+            cache.advance(s.seq, s.tokens.len());
+        }
+        // Only each sequence's last token needs logits.
+        let hidden = self.config.hidden_size;
+        let mut last = Vec::with_capacity(batch.len() * hidden);
+        let mut end = 0;
+        for s in batch {
+            end += s.tokens.len();
+            last.extend_from_slice(&h[(end - 1) * hidden..end * hidden]);
+        }
+        debug_assert_eq!(end, n);
+        self.norm.forward_inplace(&mut last);
+        self.lm_head.forward(&self.cpu, &last, batch.len())
+    }
+
+    // h (tokens, hidden) -> h, updated in place
+    fn layer(
+        &self,
+        l: usize,
+        layer: &DecoderLayer,
+        h: &mut [f32],
+        places: &[(SeqId, usize)],
+        cache: &mut KvCache,
+    ) -> Result<(), ModelError> {
+        let (n, cpu) = (places.len(), &self.cpu);
+        let (heads, kv_heads, hd) = (
+            self.config.num_attention_heads,
+            self.config.num_key_value_heads,
+            self.config.head_dim,
+        );
+        let mut x = h.to_vec();
+        layer.input_layernorm.forward_inplace(&mut x);
+        let mut q = layer.q_proj.forward(cpu, &x, n)?;
+        let mut k = layer.k_proj.forward(cpu, &x, n)?;
+        let v = layer.v_proj.forward(cpu, &x, n)?;
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            qn.forward_inplace(&mut q);
+            kn.forward_inplace(&mut k);
+        }
+        for (i, &(seq, pos)) in places.iter().enumerate() {
+            let (qi, ki) = (
+                &mut q[i * heads * hd..(i + 1) * heads * hd],
+                &mut k[i * kv_heads * hd..(i + 1) * kv_heads * hd],
+            );
+            self.rope.apply(qi, pos);
+            self.rope.apply(ki, pos);
+            cache.write(
+                l,
+                seq,
+                pos,
+                ki,
+                &v[i * kv_heads * hd..(i + 1) * kv_heads * hd],
+            );
+        }
+        let attn = attention(&q, places, cache, l, heads, kv_heads, hd);
+        let o = layer.o_proj.forward(cpu, &attn, n)?;
+        h.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+
+        let mut x = h.to_vec();
+        layer.post_attention_layernorm.forward_inplace(&mut x);
+        let gate = layer.gate_proj.forward(cpu, &x, n)?;
+        let mut up = layer.up_proj.forward(cpu, &x, n)?;
+        // SwiGLU: silu(gate) * up.
+        up.iter_mut()
+            .zip(&gate)
+            .for_each(|(u, g)| *u *= g / (1.0 + (-g).exp()));
+        let down = layer.down_proj.forward(cpu, &up, n)?;
+        h.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+}
+
+/// Causal attention of every new token over its sequence's cached positions (itself
+/// included), with grouped kv heads.
+// q (tokens, heads * hd) -> (tokens, heads * hd)
+fn attention(
+    q: &[f32],
+    places: &[(SeqId, usize)],
+    cache: &KvCache,
+    layer: usize,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; q.len()];
+    let group = heads / kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+        let (t, head) = (i / heads, i % heads);
+        let (seq, pos) = places[t];
+        let qh = &q[i * hd..(i + 1) * hd];
+        let kvh = head / group;
+        let mut scores: Vec<f32> = (0..=pos)
+            .map(|p| {
+                let (k, _) = cache.get(layer, seq, kvh, p);
+                qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
+            })
+            .collect();
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut total = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            total += *s;
+        }
+        for (p, s) in scores.iter().enumerate() {
+            let (_, v) = cache.get(layer, seq, kvh, p);
+            let w = s / total;
+            o.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
+        }
+    });
+    out
+}
