@@ -6,6 +6,7 @@
 
 mod config;
 mod error;
+pub mod gguf;
 pub mod kv_cache;
 mod layers;
 pub mod llama;
