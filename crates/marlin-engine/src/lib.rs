@@ -2,3 +2,11 @@
 
 pub mod default_model;
 pub mod sampler;
+
+mod chat;
+mod detokenize;
+mod tokenizer;
+
+pub use chat::{ChatTemplate, ChatTemplateError, Message};
+pub use detokenize::Detokenizer;
+pub use tokenizer::{Tokenizer, TokenizerError};
