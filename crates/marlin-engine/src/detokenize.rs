@@ -1,11 +1,14 @@
 //! Incremental detokenization: generated ids in, printable text out, one token at a time.
 //!
 //! Decoding a token alone is wrong in two ways: a character can span tokens (an emoji is four
-//! bytes, often two or more byte-level tokens), and some decoders change a token's text by what
-//! precedes it (SentencePiece's leading-space strip). So each step decodes a short window of
-//! recent ids twice, without and with the new ones, and prints the difference; while the window
-//! ends in U+FFFD (an incomplete character), nothing is printed and the ids wait for the next
-//! token. This is text-generation-inference's `decode_token`.
+//! bytes, often two or more byte-level tokens, and a token may end mid-character), and some
+//! decoders change a token's text by what precedes it (SentencePiece's leading-space strip).
+//! So, as in text-generation-inference's `decode_token`, each step decodes a short window that
+//! starts with already-printed tokens as context and prints what the window's text gained.
+//! An incomplete character at the end decodes as U+FFFD and is held back until its last byte
+//! arrives. Unlike TGI, the text before that character is printed at once: a token may end
+//! one character and begin the next, and a run of such tokens (common in CJK) or of invalid
+//! bytes would otherwise print nothing for as long as it lasts.
 
 use crate::tokenizer::{Result, Tokenizer};
 
@@ -28,12 +31,12 @@ const PROMPT_CONTEXT: usize = 5;
 pub struct Detokenizer {
     tokenizer: Tokenizer,
     skip_special_tokens: bool,
-    /// The window: ids already printed (for context) followed by ids not yet printed.
+    /// The window: fully printed ids (context) followed by ids whose text is not yet all out.
     ids: Vec<u32>,
-    /// Start of the context in `ids`.
-    prefix_offset: usize,
-    /// Start of the not-yet-printed ids in `ids`.
+    /// Start of the not-fully-printed ids in `ids`.
     read_offset: usize,
+    /// Bytes of the window's decoded text already printed (or, for the context, never to be).
+    printed: usize,
 }
 
 impl Detokenizer {
@@ -42,61 +45,67 @@ impl Detokenizer {
             tokenizer,
             skip_special_tokens,
             ids: Vec::new(),
-            prefix_offset: 0,
             read_offset: 0,
+            printed: 0,
         }
     }
 
     /// Seeds the window with the end of the prompt, so that the first generated token decodes
-    /// as it would mid-text (a SentencePiece `▁word` keeps its space). The prompt is not
-    /// printed.
-    pub fn with_prompt(mut self, prompt_ids: &[u32]) -> Self {
+    /// as it would mid-text (a SentencePiece `▁word` keeps its space). The prompt itself is
+    /// not printed.
+    pub fn with_prompt(mut self, prompt_ids: &[u32]) -> Result<Self> {
         let start = prompt_ids.len().saturating_sub(PROMPT_CONTEXT);
         self.ids = prompt_ids[start..].to_vec();
-        self.prefix_offset = 0;
         self.read_offset = self.ids.len();
-        self
+        self.printed = self.decode_window()?.len();
+        Ok(self)
     }
 
     /// Adds one generated id and returns the text it completes: often the token's text, empty
-    /// while a character is still incomplete, or several tokens' text at once when one
+    /// while a character is still incomplete, or more than one token's text when one
     /// completes.
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
-        let prefix = self.decode(self.prefix_offset, self.read_offset)?;
-        let text = self.decode(self.prefix_offset, self.ids.len())?;
-        if text.len() <= prefix.len() || text.ends_with(char::REPLACEMENT_CHARACTER) {
-            return Ok(String::new());
-        }
-        let new_text = match text.strip_prefix(prefix.as_str()) {
-            Some(rest) => rest.to_owned(),
-            // A decoder rewrote text already printed (none of ours does); print what follows
-            // the common part rather than repeat or drop text.
-            None => text[common_prefix_len(&prefix, &text)..].to_owned(),
+        let text = match self.decode_window() {
+            Ok(text) => text,
+            Err(e) => {
+                // Leave the window as it was, so that the stream can go on.
+                self.ids.pop();
+                return Err(e);
+            }
         };
-        self.prefix_offset = self.read_offset;
-        self.read_offset = self.ids.len();
-        // Ids before the context will never be decoded again.
-        if self.prefix_offset > 0 {
-            self.ids.drain(..self.prefix_offset);
-            self.read_offset -= self.prefix_offset;
-            self.prefix_offset = 0;
+        let incomplete = text.ends_with(char::REPLACEMENT_CHARACTER);
+        let stable_end = if incomplete {
+            text.len() - char::REPLACEMENT_CHARACTER.len_utf8()
+        } else {
+            text.len()
+        };
+        // `get` is None only if a decoder rewrote text already printed (none of ours does);
+        // printing nothing then is better than repeating or cutting a character.
+        let new_text = text
+            .get(self.printed..stable_end)
+            .unwrap_or_default()
+            .to_owned();
+        self.printed = self.printed.max(stable_end);
+        if !incomplete {
+            // Everything is out: the ids printed since the last slide become the context,
+            // older ones will never be decoded again.
+            self.ids.drain(..self.read_offset);
+            self.read_offset = self.ids.len();
+            self.printed = self.decode_window()?.len();
         }
         Ok(new_text)
     }
 
     /// Ends the stream: returns what is still held back, with U+FFFD for bytes that never
-    /// formed a character (generation stopped mid-character), and resets the window.
+    /// formed a character (generation stopped mid-character), and starts over.
     pub fn finish(&mut self) -> Result<String> {
-        let prefix = self.decode(self.prefix_offset, self.read_offset)?;
-        let text = self.decode(self.prefix_offset, self.ids.len())?;
+        let text = self.decode_window()?;
+        let rest = text.get(self.printed..).unwrap_or_default().to_owned();
         self.ids.clear();
-        self.prefix_offset = 0;
         self.read_offset = 0;
-        Ok(match text.strip_prefix(prefix.as_str()) {
-            Some(rest) => rest.to_owned(),
-            None => text[common_prefix_len(&prefix, &text)..].to_owned(),
-        })
+        self.printed = 0;
+        Ok(rest)
     }
 
     /// Whether ids are held back waiting for the rest of a character.
@@ -104,20 +113,10 @@ impl Detokenizer {
         self.read_offset < self.ids.len()
     }
 
-    fn decode(&self, start: usize, end: usize) -> Result<String> {
-        if start == end {
+    fn decode_window(&self) -> Result<String> {
+        if self.ids.is_empty() {
             return Ok(String::new());
         }
-        self.tokenizer
-            .decode(&self.ids[start..end], self.skip_special_tokens)
+        self.tokenizer.decode(&self.ids, self.skip_special_tokens)
     }
-}
-
-/// Length in bytes of the longest common prefix of `a` and `b` that ends on a character
-/// boundary of both.
-fn common_prefix_len(a: &str, b: &str) -> usize {
-    a.char_indices()
-        .zip(b.chars())
-        .find(|&((_, ca), cb)| ca != cb)
-        .map_or(a.len().min(b.len()), |((at, _), _)| at)
 }

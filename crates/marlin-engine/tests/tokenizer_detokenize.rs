@@ -105,7 +105,7 @@ fn prompt_context_is_not_printed() {
         .encode("<|im_start|>user\nSay 日本<|im_end|>\n", false)
         .unwrap();
     let generated = tok.encode(" 語 and 🤗!", false).unwrap();
-    let mut detok = tok.detokenizer(true).with_prompt(&prompt);
+    let mut detok = tok.detokenizer(true).with_prompt(&prompt).unwrap();
     let mut out = String::new();
     for &id in &generated {
         out += &detok.push(id).unwrap();
@@ -115,8 +115,40 @@ fn prompt_context_is_not_printed() {
 }
 
 #[test]
-fn an_unknown_id_is_an_error_not_a_panic() {
+fn an_unknown_id_is_an_error_and_the_stream_goes_on() {
     let tok = smollm2();
     let mut detok = tok.detokenizer(false);
+    assert_eq!(detok.push(504).unwrap(), "The");
     assert!(detok.push(u32::MAX).is_err());
+    assert_eq!(detok.push(3575).unwrap(), " capital");
+}
+
+/// Bytes that never form a character (a model can emit any token) are printed as U+FFFD as
+/// soon as a later byte proves them invalid, not held until the end.
+#[test]
+fn invalid_bytes_do_not_hold_the_stream() {
+    let tok = smollm2();
+    // `¡` is the byte-level spelling of the byte 0xA1, a UTF-8 continuation byte.
+    let continuation = tok.token_to_id("¡").expect("SmolLM2 has the byte 0xA1");
+    let mut detok = tok.detokenizer(false);
+    let mut printed = String::new();
+    for i in 0..10 {
+        printed += &detok.push(continuation).unwrap();
+        // Each byte is printed one step late: the last may still start a character.
+        assert_eq!(printed.chars().count(), i, "{printed:?}");
+    }
+    printed += &detok.push(504).unwrap();
+    assert_eq!(printed, "\u{fffd}".repeat(10) + "The");
+}
+
+/// A token that ends one character and starts the next: the finished part prints at once.
+#[test]
+fn text_before_an_incomplete_character_is_printed_at_once() {
+    let tok = smollm2();
+    // SmolLM2 spells " 😀" as [" " + the emoji's first 3 bytes, its last byte].
+    let ids = tok.encode("emoji 😀", false).unwrap();
+    assert_eq!(ids, [391, 33777, 40303, 218]);
+    let mut detok = tok.detokenizer(false);
+    let chunks: Vec<String> = ids.iter().map(|&id| detok.push(id).unwrap()).collect();
+    assert_eq!(chunks, ["em", "oji", " ", "😀"]);
 }
