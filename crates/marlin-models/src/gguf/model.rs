@@ -110,7 +110,7 @@ impl WeightSource for GgufModel {
             .ok_or_else(|| ModelError::Shape {
                 path: self.file.path().to_owned(),
                 name: name.to_owned(),
-                expected: vec![heads * self.config.head_dim],
+                expected: vec![heads.saturating_mul(self.config.head_dim)],
                 got: weight.shape(),
             })
     }

@@ -17,7 +17,9 @@ use crate::{DenseTensor, Weight};
 /// For each Hugging Face row, the GGUF row it comes from; None when `rows` is not a whole
 /// number of heads of even size.
 pub fn source_rows(rows: usize, n_head: usize) -> Option<Vec<usize>> {
-    if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
+    // Each head holds pairs of rows.
+    let pairs = n_head.checked_mul(2)?;
+    if n_head == 0 || !rows.is_multiple_of(pairs) {
         return None;
     }
     let head_dim = rows / n_head;

@@ -405,10 +405,18 @@ fn least_squares(points: &[(f64, f64)]) -> Option<(f64, f64)> {
 /// The configuration must agree with the tensors it describes: the embedding, the output, and
 /// the first layer's projections (the architecture checks every layer when it loads them).
 fn check_shapes(file: &GgufFile, c: &ModelConfig) -> Result<(), ModelError> {
-    let (h, kv) = (
-        c.num_attention_heads * c.head_dim,
-        c.num_key_value_heads * c.head_dim,
-    );
+    let (Some(h), Some(kv)) = (
+        c.num_attention_heads.checked_mul(c.head_dim),
+        c.num_key_value_heads.checked_mul(c.head_dim),
+    ) else {
+        return Err(config_error(
+            file,
+            format!(
+                "{} heads of size {} overflow",
+                c.num_attention_heads, c.head_dim
+            ),
+        ));
+    };
     let expected = [
         ("token_embd.weight", [c.vocab_size, c.hidden_size]),
         ("output.weight", [c.vocab_size, c.hidden_size]),
