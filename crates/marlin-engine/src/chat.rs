@@ -172,7 +172,9 @@ impl ChatTemplate {
     }
 
     /// Renders `messages`; with `add_generation_prompt`, the prompt ends with the header of
-    /// the assistant's reply so that the model writes it next.
+    /// the assistant's reply so that the model writes it next. Encode the result with
+    /// `add_special_tokens = false`, as transformers does: templates write their own BOS, and
+    /// a tokenizer that adds one too would double it.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         self.render_with(messages, add_generation_prompt, &serde_json::Map::new())
     }

@@ -335,11 +335,12 @@ fn pre_tokenizer_spec(pre: &str) -> Result<PreTokenizerSpec> {
         nfc,
     };
     Ok(match pre {
-        // GPT-2's own regex is the one ByteLevel applies when asked to; llama.cpp uses it for
-        // files that name no pre-tokenizer.
+        // GPT-2's own regex is the one ByteLevel applies when asked to. Files that name no
+        // pre-tokenizer get it too, as transformers gives them; llama.cpp splits those with a
+        // legacy regex of its own, so ids may differ from llama.cpp's around punctuation.
         "gpt2" | "default" | "" => spec(byte_level(true).into(), false, false),
-        // SmolLM2's tokenizer.json (and StarCoder's, whose vocabulary it descends from): every
-        // digit alone, then GPT-2's regex.
+        // SmolLM2's tokenizer.json: every digit alone, then GPT-2's regex. llama.cpp gives
+        // `starcoder` the same split.
         "smollm" | "starcoder" => spec(
             Sequence::new(vec![Digits::new(true).into(), byte_level(true).into()]).into(),
             false,
