@@ -487,6 +487,10 @@ fn metadata_errors_name_the_key() {
             "rotary",
         ),
         (
+            set_kv(base(), "llama.context_length", Val::U64(1 << 40)),
+            "below 2^32",
+        ),
+        (
             set_kv(base(), "llama.attention.value_length", Val::U32(8)),
             "value head size",
         ),

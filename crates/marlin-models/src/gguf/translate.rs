@@ -100,12 +100,14 @@ impl Keys<'_> {
             },
             None => v.as_i64(),
         };
-        match n.and_then(|n| usize::try_from(n).ok()) {
-            Some(n) => Ok(Some(n)),
+        // Sizes past u32 belong to no real model; bounding them here keeps the products the
+        // architecture forms (heads x head size, context x head size) far from overflow.
+        match n.and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => Ok(Some(n as usize)),
             None => Err(config_error(
                 self.file,
                 format!(
-                    "metadata key '{key}' is {v} ({}), expected a count",
+                    "metadata key '{key}' is {v} ({}), expected a count below 2^32",
                     v.value_type()
                 ),
             )),
@@ -124,16 +126,15 @@ fn config_error(file: &GgufFile, what: String) -> ModelError {
     }
 }
 
-/// The [`ModelConfig`] of a GGUF file, from `general.architecture` and the `{arch}.*` and
-/// `tokenizer.ggml.*` keys; checked against the embedding and first layer's tensors.
-pub fn config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
-    let arch_name = file.get_str("general.architecture")?.ok_or_else(|| {
+/// `general.architecture`, as ours and as the prefix of its keys.
+fn architecture(file: &GgufFile) -> Result<(Architecture, &str), ModelError> {
+    let name = file.get_str("general.architecture")?.ok_or_else(|| {
         config_error(
             file,
             "metadata key 'general.architecture' is missing".into(),
         )
     })?;
-    let architecture = match arch_name {
+    let architecture = match name {
         "llama" => Architecture::Llama,
         "mistral" => Architecture::Mistral,
         "qwen2" => Architecture::Qwen2,
@@ -146,11 +147,14 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
             });
         }
     };
-    let keys = Keys {
-        file,
-        arch: arch_name,
-    };
-    let hidden_size = keys.required("embedding_length")?;
+    Ok((architecture, name))
+}
+
+/// `(attention heads, key-value heads, head size)`, checked to fit our attention: whole
+/// groups of query heads per key-value head, one head size for keys and values, rope over the
+/// whole head.
+fn heads(keys: &Keys, hidden_size: usize) -> Result<(usize, usize, usize), ModelError> {
+    let file = keys.file;
     let num_attention_heads = keys.required("attention.head_count")?;
     let num_key_value_heads = keys
         .usize("attention.head_count_kv")?
@@ -192,6 +196,16 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
             hint: "only rope over the whole head is supported".into(),
         });
     }
+    Ok((num_attention_heads, num_key_value_heads, head_dim))
+}
+
+/// The [`ModelConfig`] of a GGUF file, from `general.architecture` and the `{arch}.*` and
+/// `tokenizer.ggml.*` keys; checked against the embedding and first layer's tensors.
+pub fn config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
+    let (architecture, arch) = architecture(file)?;
+    let keys = Keys { file, arch };
+    let hidden_size = keys.required("embedding_length")?;
+    let (num_attention_heads, num_key_value_heads, head_dim) = heads(&keys, hidden_size)?;
     let rope_theta = file
         .get_f32(&keys.key("rope.freq_base"))?
         .unwrap_or(10_000.0);

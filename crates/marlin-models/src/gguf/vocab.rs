@@ -33,32 +33,7 @@ pub fn read_vocab(file: &GgufFile) -> Result<FileVocab, ModelError> {
     };
     let tokens = strings("tokenizer.ggml.tokens")?
         .ok_or_else(|| malformed("'tokenizer.ggml.tokens' is missing".into()))?;
-    let token_types = match file.get_array("tokenizer.ggml.token_type")? {
-        None => vec![NORMAL; tokens.len()],
-        Some(a) => {
-            let types = a
-                .to_i64s()
-                .and_then(|v| {
-                    v.into_iter()
-                        .map(|t| i32::try_from(t).ok())
-                        .collect::<Option<Vec<_>>>()
-                })
-                .ok_or_else(|| {
-                    malformed(format!(
-                        "'tokenizer.ggml.token_type' is an array of {}, expected i32",
-                        a.item_type()
-                    ))
-                })?;
-            if types.len() != tokens.len() {
-                return Err(malformed(format!(
-                    "{} token types for {} tokens",
-                    types.len(),
-                    tokens.len()
-                )));
-            }
-            types
-        }
-    };
+    let token_types = token_types(file, tokens.len())?;
     let id = |key: &str| -> Result<Option<u32>, ModelError> {
         let id = token_id(file, key)?;
         match id {
@@ -69,8 +44,10 @@ pub fn read_vocab(file: &GgufFile) -> Result<FileVocab, ModelError> {
             _ => Ok(id),
         }
     };
-    // SentencePiece vocabularies (`llama`) add BOS and a leading space unless told otherwise;
-    // byte-level BPE (`gpt2`) does neither (llama.cpp's defaults).
+    // SentencePiece vocabularies (`llama`) add BOS and a leading space unless the file says
+    // otherwise (llama.cpp's default). For byte-level BPE (`gpt2`) llama.cpp's default depends
+    // on the pre-tokenizer; converted files state `add_bos_token` when BOS is wanted, so
+    // without it we add neither.
     let sentencepiece = model == "llama";
     Ok(FileVocab {
         pre: file
@@ -93,4 +70,28 @@ pub fn read_vocab(file: &GgufFile) -> Result<FileVocab, ModelError> {
         tokens,
         token_types,
     })
+}
+
+/// `tokenizer.ggml.token_type`, one per token; all normal when the file has none.
+fn token_types(file: &GgufFile, n_tokens: usize) -> Result<Vec<i32>, ModelError> {
+    let Some(a) = file.get_array("tokenizer.ggml.token_type")? else {
+        return Ok(vec![NORMAL; n_tokens]);
+    };
+    let types = a
+        .to_i64s()
+        .and_then(|v| {
+            v.into_iter()
+                .map(|t| i32::try_from(t).ok())
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| {
+            file.malformed(format!(
+                "'tokenizer.ggml.token_type' is an array of {}, expected i32",
+                a.item_type()
+            ))
+        })?;
+    if types.len() != n_tokens {
+        return Err(file.malformed(format!("{} token types for {n_tokens} tokens", types.len())));
+    }
+    Ok(types)
 }
