@@ -323,7 +323,7 @@ fn check_count(n: u64, min_bytes: u64, remaining: u64, what: &str) -> Parse<usiz
     if n.checked_mul(min_bytes).is_none_or(|b| b > remaining) {
         return malformed(format!(
             "{what} count {n} cannot fit in the {remaining} bytes left in the file \
-             (corrupted or truncated)"
+             (corrupted or truncated? download it again)"
         ));
     }
     Ok(n as usize)
@@ -443,7 +443,8 @@ fn check_extents(tensors: &[TensorInfo], data: u64, alignment: u64, len: u64) ->
         if end.is_none_or(|e| e > len) {
             return malformed(format!(
                 "tensor '{}' ({} {:?}, {} bytes at data offset {}) extends past the end of the \
-                 file ({len} bytes, data section at {data}); the file is truncated or corrupted",
+                 file ({len} bytes, data section at {data}); the file is truncated or \
+                 corrupted: download it again",
                 t.name, t.ggml_type, t.dims, t.n_bytes, t.offset
             ));
         }
