@@ -1,12 +1,17 @@
 //! The engine: text in, text out. Tokenizer, chat template, sampler, generation loop.
+//!
+//! Start with [`Engine`]: load a model file, encode a prompt or a chat, generate.
 
 pub mod default_model;
+mod engine;
+pub mod generate;
 pub mod sampler;
 
-mod chat;
+pub mod chat;
 mod detokenize;
 mod tokenizer;
 
 pub use chat::{ChatTemplate, ChatTemplateError, Message};
 pub use detokenize::Detokenizer;
+pub use engine::{Completion, Engine, EngineError, TextParams};
 pub use tokenizer::{Tokenizer, TokenizerError};

@@ -35,14 +35,12 @@ impl Linear {
                 (LinearWeight::Dense(t.data), n, k)
             }
         };
-        if let Some(b) = &bias {
-            if b.len() != out_features {
-                return Err(shape_error(
-                    "linear bias",
-                    vec![out_features],
-                    vec![b.len()],
-                ));
-            }
+        if let Some(b) = bias.as_ref().filter(|b| b.len() != out_features) {
+            return Err(shape_error(
+                "linear bias",
+                vec![out_features],
+                vec![b.len()],
+            ));
         }
         Ok(Linear {
             weight,

@@ -24,10 +24,13 @@ impl WeightSource for MapSource {
         self.weights.contains_key(name)
     }
     fn weight(&self, name: &str) -> Result<Weight, ModelError> {
-        self.weights.get(name).cloned().ok_or_else(|| ModelError::MissingTensor {
-            path: "memory".into(),
-            name: name.into(),
-        })
+        self.weights
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: "memory".into(),
+                name: name.into(),
+            })
     }
 }
 
@@ -68,7 +71,11 @@ fn source(architecture: Architecture, format: Option<Format>) -> MapSource {
     };
     let (d, hd, ff) = (c.hidden_size, c.head_dim, c.intermediate_size);
     let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-    put("model.embed_tokens.weight".into(), vec![c.vocab_size, d], 1.0);
+    put(
+        "model.embed_tokens.weight".into(),
+        vec![c.vocab_size, d],
+        1.0,
+    );
     put("model.norm.weight".into(), vec![d], 1.0);
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
@@ -95,14 +102,20 @@ fn source(architecture: Architecture, format: Option<Format>) -> MapSource {
             put(format!("{p}.self_attn.k_norm.weight"), vec![hd], 1.0);
         }
     }
-    MapSource { config: c, weights: w }
+    MapSource {
+        config: c,
+        weights: w,
+    }
 }
 
 fn close(a: &[f32], b: &[f32], what: &str) {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= 1e-4 * scale, "{what}: logit {i}: {x} vs {y}");
+        assert!(
+            (x - y).abs() <= 1e-4 * scale,
+            "{what}: logit {i}: {x} vs {y}"
+        );
     }
 }
 
@@ -110,13 +123,23 @@ const PROMPT: [u32; 7] = [5, 17, 3, 88, 42, 42, 9];
 
 #[test]
 fn one_chunk_equals_token_by_token_through_the_cache() {
-    for arch in [Architecture::Llama, Architecture::Qwen2, Architecture::Qwen3] {
+    for arch in [
+        Architecture::Llama,
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+    ] {
         for format in [None, Some(Format::Int4)] {
             let model = Llama::load(&source(arch, format), CpuBackend::detect()).unwrap();
             let mut cache = KvCache::new(model.config(), 4, 64);
             let a = cache.add_sequence();
             let whole = model
-                .forward(&[SeqTokens { seq: a, tokens: &PROMPT }], &mut cache)
+                .forward(
+                    &[SeqTokens {
+                        seq: a,
+                        tokens: &PROMPT,
+                    }],
+                    &mut cache,
+                )
                 .unwrap();
             let b = cache.add_sequence();
             let mut last = Vec::new();
@@ -146,8 +169,14 @@ fn a_batch_equals_its_sequences_alone() {
     let mut cache = KvCache::new(model.config(), 4, 64);
     let (s1, s2) = (cache.add_sequence(), cache.add_sequence());
     let batch = [
-        SeqTokens { seq: s1, tokens: p1 },
-        SeqTokens { seq: s2, tokens: p2 },
+        SeqTokens {
+            seq: s1,
+            tokens: p1,
+        },
+        SeqTokens {
+            seq: s2,
+            tokens: p2,
+        },
     ];
     let both = model.forward(&batch, &mut cache).unwrap();
     let vocab = model.config().vocab_size;
@@ -161,11 +190,26 @@ fn a_full_cache_and_bad_tokens_are_errors() {
     let mut cache = KvCache::new(model.config(), 4, 4);
     let s = cache.add_sequence();
     let err = model
-        .forward(&[SeqTokens { seq: s, tokens: &PROMPT }], &mut cache)
+        .forward(
+            &[SeqTokens {
+                seq: s,
+                tokens: &PROMPT,
+            }],
+            &mut cache,
+        )
         .unwrap_err();
-    assert!(matches!(err, ModelError::CacheFull { capacity: 4 }), "{err}");
+    assert!(
+        matches!(err, ModelError::CacheFull { capacity: 4 }),
+        "{err}"
+    );
     let err = model
-        .forward(&[SeqTokens { seq: s, tokens: &[96] }], &mut cache)
+        .forward(
+            &[SeqTokens {
+                seq: s,
+                tokens: &[96],
+            }],
+            &mut cache,
+        )
         .unwrap_err();
     assert!(
         matches!(err, ModelError::TokenOutOfRange { id: 96, vocab: 96 }),
@@ -181,7 +225,8 @@ fn a_config_that_disagrees_with_a_tensor_names_it() {
         .err()
         .expect("load must fail");
     assert!(
-        err.to_string().contains("model.layers.0.mlp.gate_proj.weight"),
+        err.to_string()
+            .contains("model.layers.0.mlp.gate_proj.weight"),
         "{err}"
     );
 }

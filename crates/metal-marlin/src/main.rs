@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; this file only parses arguments and dispatches.
 
 mod bench;
+mod generate;
 
 use std::process::ExitCode;
 
@@ -21,12 +22,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Complete a prompt, or answer a chat message with --chat, streaming the text.
+    Generate(generate::GenerateArgs),
     /// Measure speed (kernels today; whole models later).
     Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

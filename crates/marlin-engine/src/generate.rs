@@ -1,0 +1,126 @@
+//! The generation loop for one sequence: prefill the prompt in chunks, then decode token by
+//! token until a stop token, the caller, or the token budget says stop.
+
+use std::time::{Duration, Instant};
+
+use marlin_models::{KvCache, Llama, ModelError, SeqTokens};
+
+use crate::sampler::{Sampler, SamplingParams};
+
+/// What to generate and when to stop.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    /// Most new tokens.
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Tokens that end generation (not included in the output).
+    pub stop_token_ids: Vec<u32>,
+    /// Prompt tokens per forward pass while prefilling: bounds the activations' memory.
+    pub prefill_chunk: usize,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop_token_ids: Vec::new(),
+            prefill_chunk: 512,
+        }
+    }
+}
+
+/// Why generation ended, as the OpenAI API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token or stop string.
+    Stop,
+    /// The token budget.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// The outcome of [`generate`].
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub token_ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub prefill_time: Duration,
+    /// From the first sampled token to the last.
+    pub decode_time: Duration,
+}
+
+/// What the caller wants after seeing a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Stop here (a stop string matched): the token is kept, finish reason `stop`.
+    Stop,
+}
+
+/// Generates from `prompt` (token ids, at least one) with `model`, calling `on_token` with
+/// every new token as soon as it is chosen.
+pub fn generate(
+    model: &Llama,
+    prompt: &[u32],
+    params: &GenerateParams,
+    mut on_token: impl FnMut(u32) -> Flow,
+) -> Result<Generated, ModelError> {
+    if prompt.is_empty() {
+        return Err(ModelError::Config {
+            path: Default::default(),
+            what: "the prompt has no tokens; give at least one".into(),
+        });
+    }
+    let capacity = prompt.len() + params.max_tokens + 1;
+    let mut cache = KvCache::new(model.config(), 16, capacity);
+    let seq = cache.add_sequence();
+    let mut sampler = Sampler::new(params.sampling.clone());
+    let mut history = prompt.to_vec();
+    let start = Instant::now();
+    let mut logits = Vec::new();
+    for chunk in prompt.chunks(params.prefill_chunk.max(1)) {
+        logits = model.forward(&[SeqTokens { seq, tokens: chunk }], &mut cache)?;
+    }
+    let prefill_time = start.elapsed();
+    let decode_start = Instant::now();
+    let mut out = Vec::new();
+    let mut finish = FinishReason::Length;
+    while out.len() < params.max_tokens {
+        let token = sampler.sample(&logits, &history);
+        if params.stop_token_ids.contains(&token) {
+            finish = FinishReason::Stop;
+            break;
+        }
+        out.push(token);
+        history.push(token);
+        if on_token(token) == Flow::Stop {
+            finish = FinishReason::Stop;
+            break;
+        }
+        if out.len() == params.max_tokens {
+            break;
+        }
+        logits = model.forward(
+            &[SeqTokens {
+                seq,
+                tokens: &[token],
+            }],
+            &mut cache,
+        )?;
+    }
+    Ok(Generated {
+        token_ids: out,
+        finish_reason: finish,
+        prefill_time,
+        decode_time: decode_start.elapsed(),
+    })
+}
