@@ -174,3 +174,31 @@ impl QuantMatmul for CpuBackend {
         Ok(y)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use marlin_quant::{Format, Scheme, quantize};
+
+    #[test]
+    fn panels_prepared_for_int8_are_refused_by_an_f32_backend() {
+        let Some(int8) = CpuBackend::new(Isa::Avx512Vnni) else {
+            return;
+        };
+        let w = quantize(&[0.5; 64 * 32], 64, 32, Scheme::of(Format::Int4)).unwrap();
+        let prepared = int8.prepare(&w);
+        assert!(matches!(prepared, Prepared::Panels(_)));
+        let f32 = int8.with_activations(Activations::F32);
+        let mut y = vec![0.0; 64];
+        let err = f32
+            .matmul_prepared(&[1.0; 32], 1, &prepared, &mut y)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("prepare it with the backend"),
+            "{err}"
+        );
+        int8.matmul_prepared(&[1.0; 32], 1, &prepared, &mut y)
+            .unwrap();
+        assert!((y[0] - 16.0).abs() < 0.1, "{}", y[0]);
+    }
+}

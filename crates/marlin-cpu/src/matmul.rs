@@ -38,9 +38,16 @@ pub(crate) fn quant_matmul(
     CoreError::check_len(OP, "x", m * k, x.len())?;
     CoreError::check_len(OP, "y", m * n, y.len())?;
     let w = match prepared {
-        Prepared::Panels(panels) => {
+        Prepared::Panels(panels) if activations == Activations::Int8 => {
             panel_matmul(isa, panels, x, m, k, y);
             return Ok(());
+        }
+        Prepared::Panels(_) => {
+            return Err(CoreError::Unsupported {
+                backend: format!("cpu-{isa}-f32"),
+                what: "a matrix prepared in panels for int8 activations".into(),
+                hint: "prepare it with the backend that multiplies it",
+            });
         }
         Prepared::Rows(w) => w,
     };
