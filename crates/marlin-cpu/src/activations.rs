@@ -50,7 +50,7 @@ impl Q8Rows {
                 let d = amax / 127.0;
                 let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
                 for (i, v) in block.iter().enumerate() {
-                    let qi = (v * inv).round() as i8;
+                    let qi = round_small(v * inv) as i8;
                     q[start + i] = qi;
                     sums[(start + i) / group_len] += d * qi as f32;
                 }
@@ -231,6 +231,33 @@ impl Q8Rows {
             scale,
             init,
             sum,
+        }
+    }
+}
+
+/// Rounds `x` (|x| < 2^22) to the nearest integer, ties to even, without a libm call: adding
+/// 1.5 * 2^23 leaves no fraction bits in the f32 sum, so the addition itself rounds.
+#[inline]
+fn round_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_small;
+
+    #[test]
+    fn round_small_rounds_to_nearest_even() {
+        for (x, r) in [
+            (0.4, 0.0),
+            (0.5, 0.0),
+            (1.5, 2.0),
+            (-2.5, -2.0),
+            (126.7, 127.0),
+            (-127.2, -127.0),
+        ] {
+            assert_eq!(round_small(x), r, "{x}");
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::{Activations, Isa, Prepared};
 /// Rows of W per task: enough to amortise scheduling, few enough to balance threads.
 const ROWS_PER_TASK: usize = 16;
 
+/// Weight bytes a panel task should cover at least (unless that leaves a thread idle).
+const TASK_BYTES: usize = 64 * 1024;
+
 /// `y (m, n) = x (m, k) · W (n, k)^T`.
 // x (m, k), w (n, k) -> y (m, n)
 pub(crate) fn quant_matmul(
@@ -101,17 +104,23 @@ fn panel_matmul(isa: Isa, w: &Panels, x: &[f32], m: usize, k: usize, y: &mut [f3
     let xq = Q8Rows::quantize(x, m, k, w.padded_cols(), w.group_len())
         .into_blocks(decode::grid_zero(format), lane_mul);
     let n = w.rows();
-    let outs: Vec<Vec<f32>> = (0..w.panels())
-        .into_par_iter()
-        .map(|p| {
-            let mut out = vec![0f32; m * PANEL];
-            kernels::panel_dot(isa, &w.view(p), &xq, &mut out);
-            out
-        })
-        .collect();
-    for (p, out) in outs.iter().enumerate() {
+    // Tasks of several panels: a small layer's panel is well under a microsecond of work,
+    // less than scheduling it costs.
+    let panel_bytes = w.padded_cols() * PANEL * w.format().bits() as usize / 8;
+    let per_task =
+        (TASK_BYTES / panel_bytes).clamp(1, w.panels().div_ceil(rayon::current_num_threads()));
+    // (panels, m, 16): each task owns a contiguous run.
+    let mut out = vec![0f32; w.panels() * m * PANEL];
+    out.par_chunks_mut(per_task * m * PANEL)
+        .enumerate()
+        .for_each(|(t, out)| {
+            for (i, o) in out.chunks_exact_mut(m * PANEL).enumerate() {
+                kernels::panel_dot(isa, &w.view(t * per_task + i), &xq, o);
+            }
+        });
+    for (p, o) in out.chunks_exact(m * PANEL).enumerate() {
         let cols = PANEL.min(n - p * PANEL);
-        for (r, o) in out.chunks_exact(PANEL).enumerate() {
+        for (r, o) in o.chunks_exact(PANEL).enumerate() {
             y[r * n + p * PANEL..][..cols].copy_from_slice(&o[..cols]);
         }
     }

@@ -2,10 +2,12 @@
 //!
 //! Start with [`Engine`]: load a model file, encode a prompt or a chat, generate.
 
-pub mod default_model;
 mod engine;
 pub mod generate;
 pub mod sampler;
+
+/// The embedded default model (lives with the model files in `marlin-models`).
+pub use marlin_models::default_model;
 
 pub mod chat;
 mod detokenize;

@@ -6,23 +6,6 @@ use marlin_engine::chat::Message;
 use marlin_engine::generate::GenerateParams;
 use marlin_engine::{Engine, TextParams};
 
-/// The SmolLM2 GGUF from `MARLIN_SMOLLM2_GGUF`; `None` (after a note) when it is absent and
-/// not required, a failure when `MARLIN_REQUIRE_MODEL=1`.
-fn model() -> Option<std::path::PathBuf> {
-    match std::env::var_os("MARLIN_SMOLLM2_GGUF").map(std::path::PathBuf::from) {
-        Some(p) if p.is_file() => Some(p),
-        other => {
-            let why = format!("SmolLM2 GGUF not found (MARLIN_SMOLLM2_GGUF={other:?})");
-            assert!(
-                std::env::var("MARLIN_REQUIRE_MODEL").as_deref() != Ok("1"),
-                "{why}"
-            );
-            eprintln!("note: skipping: {why}; .ci/run fetches it");
-            None
-        }
-    }
-}
-
 fn greedy(max_tokens: usize) -> TextParams {
     TextParams {
         generate: GenerateParams {
@@ -35,7 +18,7 @@ fn greedy(max_tokens: usize) -> TextParams {
 
 #[test]
 fn greedy_continuation_of_the_capital_of_france() {
-    let Some(path) = model() else { return };
+    let path = marlin_testkit::smollm2_gguf();
     for acts in [Activations::F32, Activations::Int8] {
         let engine = Engine::load_on(&path, CpuBackend::detect().with_activations(acts)).unwrap();
         check_capital(&engine);
@@ -57,7 +40,7 @@ fn check_capital(engine: &Engine) {
 
 #[test]
 fn chat_answers_with_paris() {
-    let Some(path) = model() else { return };
+    let path = marlin_testkit::smollm2_gguf();
     // f32 activations: the answer's first token leads its runner-up by 0.08 logits, which int8
     // activations overturn (docs/cpu-kernels.md).
     let cpu = CpuBackend::detect().with_activations(Activations::F32);

@@ -1,35 +1,16 @@
 //! The real SmolLM2-135M-Instruct GGUF, found through `MARLIN_SMOLLM2_GGUF`: its vocabulary, read
 //! by the GGUF reader, is the one the committed fixtures hold, and builds the same tokenizer.
-//! Without the file the test prints a note and passes, unless `MARLIN_REQUIRE_MODEL=1` (CI).
+//! The file comes from `marlin_testkit::smollm2_gguf`.
 
 mod tokenizer_support;
-
-use std::path::PathBuf;
 
 use marlin_engine::{ChatTemplate, Message, Tokenizer};
 use marlin_models::gguf::{GgufFile, read_vocab};
 use tokenizer_support::{ids, reference, smollm2_vocab};
 
-fn model_path() -> Option<PathBuf> {
-    let path = std::env::var_os("MARLIN_SMOLLM2_GGUF").map(PathBuf::from);
-    let required = std::env::var("MARLIN_REQUIRE_MODEL").is_ok_and(|v| v == "1");
-    match path {
-        Some(p) if p.is_file() => Some(p),
-        other => {
-            let why = match other {
-                Some(p) => format!("MARLIN_SMOLLM2_GGUF={} is not a file", p.display()),
-                None => "MARLIN_SMOLLM2_GGUF is not set".into(),
-            };
-            assert!(!required, "MARLIN_REQUIRE_MODEL=1 but {why}");
-            eprintln!("note: {why}; skipping the SmolLM2 GGUF tokenizer test");
-            None
-        }
-    }
-}
-
 #[test]
 fn smollm2_gguf_vocabulary_builds_the_reference_tokenizer() {
-    let Some(path) = model_path() else { return };
+    let path = marlin_testkit::smollm2_gguf();
     let vocab = read_vocab(&GgufFile::open(&path).unwrap()).unwrap();
     assert_eq!(
         vocab,

@@ -5,6 +5,7 @@
 //! names) → an architecture builds its layers → the engine runs them.
 
 mod config;
+pub mod default_model;
 mod error;
 pub mod gguf;
 pub mod kv_cache;

@@ -6,8 +6,6 @@
 
 mod gguf_writer;
 
-use std::path::PathBuf;
-
 use gguf_writer::{Layout, Rng, Val, Writer, random_blocks, tiny_model, ty};
 use marlin_models::gguf::{GgufFile, GgufModel};
 use marlin_models::{ModelError, WeightSource};
@@ -274,17 +272,11 @@ proptest! {
     }
 }
 
-fn smollm2() -> Option<PathBuf> {
-    let path = std::env::var_os("MARLIN_SMOLLM2_GGUF").map(PathBuf::from)?;
-    path.is_file().then_some(path)
-}
-
 /// Corruptions of the real file's header (its 49152 tokens and 48900 merges make it the
-/// largest metadata we parse). Runs only when the model is present (gguf_smollm2.rs says why
-/// it is missing).
+/// largest metadata we parse).
 #[test]
 fn corrupted_smollm2_headers_never_panic() {
-    let Some(path) = smollm2() else { return };
+    let path = marlin_testkit::smollm2_gguf();
     let file = GgufFile::open(&path).unwrap();
     let data_offset = file.data_offset() as usize;
     let full = std::fs::read(&path).unwrap();

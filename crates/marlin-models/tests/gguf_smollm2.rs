@@ -1,33 +1,13 @@
-//! The real default model, SmolLM2-135M-Instruct Q4_1 GGUF, found through
-//! `MARLIN_SMOLLM2_GGUF`. Without it the tests print a note and pass, unless
-//! `MARLIN_REQUIRE_MODEL=1` (CI), where they fail.
-
-use std::path::PathBuf;
+//! The real default model, SmolLM2-135M-Instruct Q4_1 GGUF (`marlin_testkit::smollm2_gguf`:
+//! `MARLIN_SMOLLM2_GGUF`, else the cache, fetched there if needed).
 
 use marlin_models::gguf::{GgmlType, GgufModel};
 use marlin_models::{Architecture, Weight, WeightSource};
 use marlin_quant::Format;
 
-fn model_path() -> Option<PathBuf> {
-    let path = std::env::var_os("MARLIN_SMOLLM2_GGUF").map(PathBuf::from);
-    let required = std::env::var("MARLIN_REQUIRE_MODEL").is_ok_and(|v| v == "1");
-    match path {
-        Some(p) if p.is_file() => Some(p),
-        other => {
-            let why = match other {
-                Some(p) => format!("MARLIN_SMOLLM2_GGUF={} is not a file", p.display()),
-                None => "MARLIN_SMOLLM2_GGUF is not set".into(),
-            };
-            assert!(!required, "MARLIN_REQUIRE_MODEL=1 but {why}");
-            eprintln!("note: {why}; skipping the SmolLM2 GGUF test");
-            None
-        }
-    }
-}
-
 #[test]
 fn smollm2_config_tensors_and_vocab() {
-    let Some(path) = model_path() else { return };
+    let path = marlin_testkit::smollm2_gguf();
     let model = GgufModel::open(&path).unwrap();
     let c = model.config();
     assert_eq!(c.architecture, Architecture::Llama);
@@ -119,7 +99,7 @@ fn dequantized(w: Weight) -> (usize, usize, Vec<f32>) {
 /// un-permutes llama.cpp's rows exactly as transformers does.
 #[test]
 fn smollm2_q_and_k_match_transformers() {
-    let Some(path) = model_path() else { return };
+    let path = marlin_testkit::smollm2_gguf();
     let model = GgufModel::open(&path).unwrap();
     let reference = include_str!("fixtures/smollm2_attn_reference.txt");
     // (name, cols, ours, the GGUF rows as stored) of the weight being checked.

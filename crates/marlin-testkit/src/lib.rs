@@ -30,6 +30,24 @@ pub fn schemes() -> Vec<Scheme> {
         .collect()
 }
 
+/// The default model (SmolLM2-135M-Instruct, GGUF Q4_1) for tests that run it:
+/// `MARLIN_SMOLLM2_GGUF` when set, else the cache that `metal-marlin generate` uses, fetching it
+/// there first if needed (`marlin_models::default_model`). A test that needs it fails, with the
+/// reason, when it cannot be had: a skipped test would hide a missing model on CI.
+pub fn smollm2_gguf() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("MARLIN_SMOLLM2_GGUF").filter(|p| !p.is_empty()) {
+        let p = std::path::PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "MARLIN_SMOLLM2_GGUF={} is not a file",
+            p.display()
+        );
+        return p;
+    }
+    marlin_models::default_model::path(|msg| eprintln!("{msg}"))
+        .unwrap_or_else(|e| panic!("the default model is needed by this test: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

