@@ -18,7 +18,7 @@ use marlin_models::{Llama, ModelError};
 use thiserror::Error;
 
 use crate::chat::{ChatTemplate, ChatTemplateError, Message};
-use crate::generate::{FinishReason, Flow, GenerateParams, generate};
+use crate::generate::{FinishReason, Flow, GenerateParams, Generated, generate};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, Error)]
@@ -134,6 +134,25 @@ impl Engine {
             .encode(&chat.render(messages, true)?, false)?)
     }
 
+    /// Generates exactly `params.generate.max_tokens` tokens, ignoring end-of-sequence tokens:
+    /// for speed measurements, where an early stop would shorten the run.
+    pub fn generate_without_stops(
+        &self,
+        prompt: &[u32],
+        params: &TextParams,
+    ) -> Result<Completion, EngineError> {
+        let done = generate(&self.model, prompt, &params.generate, |_| Flow::Continue)?;
+        let (prefill_tokens_per_s, decode_tokens_per_s) = speeds(prompt.len(), &done);
+        Ok(Completion {
+            prompt_token_ids: prompt.to_vec(),
+            prefill_tokens_per_s,
+            decode_tokens_per_s,
+            finish_reason: done.finish_reason,
+            text: String::new(),
+            token_ids: done.token_ids,
+        })
+    }
+
     /// Generates after `prompt`, calling `on_text` with each piece of text as soon as it is
     /// complete (never a broken UTF-8 character, never part of a stop string).
     pub fn generate(
@@ -169,12 +188,11 @@ impl Engine {
             on_text(ready);
             on_text(&text.flush());
         }
-        let per_s = |n: usize, t: std::time::Duration| n as f64 / t.as_secs_f64().max(1e-9);
+        let (prefill_tokens_per_s, decode_tokens_per_s) = speeds(prompt.len(), &done);
         Ok(Completion {
             prompt_token_ids: prompt.to_vec(),
-            prefill_tokens_per_s: per_s(prompt.len(), done.prefill_time),
-            // The first new token comes from the prefill's logits; each later one costs a pass.
-            decode_tokens_per_s: per_s(done.token_ids.len().saturating_sub(1), done.decode_time),
+            prefill_tokens_per_s,
+            decode_tokens_per_s,
             finish_reason: if text.stopped {
                 FinishReason::Stop
             } else {
@@ -184,6 +202,17 @@ impl Engine {
             text: text.all,
         })
     }
+}
+
+/// Prefill and decode tokens per second of a run of `prompt` tokens.
+fn speeds(prompt: usize, done: &Generated) -> (f64, f64) {
+    let per_s = |n: usize, t: std::time::Duration| n as f64 / t.as_secs_f64().max(1e-9);
+    // The first new token comes from the prefill's logits; each later one costs a pass.
+    let decoded = done.token_ids.len().saturating_sub(1);
+    (
+        per_s(prompt, done.prefill_time),
+        per_s(decoded, done.decode_time),
+    )
 }
 
 /// Streams text while watching for stop strings: holds back any tail that could still become

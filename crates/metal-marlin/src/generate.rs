@@ -63,7 +63,7 @@ pub struct ModelArgs {
     pub activations: ActivationsArg,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ActivationsArg {
     /// Full precision: matches transformers' logits.
     F32,
@@ -72,6 +72,16 @@ pub enum ActivationsArg {
 }
 
 impl ModelArgs {
+    /// The model's file name, or "default" for the embedded default.
+    pub fn describe(&self) -> String {
+        match &self.model {
+            Some(p) => p
+                .file_name()
+                .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into()),
+            None => "SmolLM2-135M-Instruct.Q4_1.gguf (default)".into(),
+        }
+    }
+
     /// Loads the model, fetching the default one first if needed.
     pub fn load(&self) -> anyhow::Result<Engine> {
         let path = match &self.model {

@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Complete a prompt, or answer a chat message with --chat, streaming the text.
     Generate(generate::GenerateArgs),
-    /// Measure speed (kernels today; whole models later).
+    /// Measure speed: a model's prefill and decode (default), or the kernels (`bench kernels`).
     Bench(bench::BenchArgs),
 }
 

@@ -1,15 +1,20 @@
 //! `metal-marlin bench`: speed measurements, each against a baseline taken in the same run.
 
 mod kernels;
+mod model;
 mod report;
 mod timing;
 
 use clap::{Args, Subcommand};
 
+/// Without a subcommand: a model's prefill and decode speed.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    what: BenchCommand,
+    what: Option<BenchCommand>,
+    #[command(flatten)]
+    model: model::ModelBenchArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -20,6 +25,7 @@ enum BenchCommand {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
-        BenchCommand::Kernels(args) => kernels::run(&args),
+        Some(BenchCommand::Kernels(args)) => kernels::run(&args),
+        None => model::run(&args.model),
     }
 }

@@ -1,0 +1,93 @@
+//! `metal-marlin bench` (no subcommand): prefill and decode speed of a whole model, measured as
+//! llama.cpp's llama-bench does (pp: a prompt of N tokens; tg: N generated tokens).
+
+use clap::Args;
+use marlin_engine::TextParams;
+use marlin_engine::generate::GenerateParams;
+use serde::Serialize;
+
+use crate::generate::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct ModelBenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt length for the prefill measurement.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens generated for the decode measurement.
+    #[arg(long, default_value_t = 64)]
+    gen_tokens: usize,
+    /// Measured runs (after one warm-up run); the best is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Record {
+    model: String,
+    activations: String,
+    threads: usize,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+}
+
+pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.prompt_tokens > 0 && args.gen_tokens > 1,
+        "need --prompt-tokens >= 1 and --gen-tokens >= 2"
+    );
+    let engine = args.model.load()?;
+    // A fixed prompt of ordinary tokens (ids past the special ones), the same on every run.
+    let vocab = engine.model().config().vocab_size as u32;
+    let prompt: Vec<u32> = (0..args.prompt_tokens as u32)
+        .map(|i| 1000 + (i * 7919) % (vocab - 1000))
+        .collect();
+    let params = TextParams {
+        generate: GenerateParams {
+            max_tokens: args.gen_tokens,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // Generation must not stop early, or the decode count would be short: no stop tokens here.
+    let mut best = (0f64, 0f64);
+    for run in 0..=args.runs.max(1) {
+        let done = engine.generate_without_stops(&prompt, &params)?;
+        if run > 0 {
+            best = (
+                best.0.max(done.prefill_tokens_per_s),
+                best.1.max(done.decode_tokens_per_s),
+            );
+        }
+    }
+    let record = Record {
+        model: args.model.describe(),
+        activations: format!("{:?}", args.model.activations).to_lowercase(),
+        threads: rayon::current_num_threads(),
+        prompt_tokens: args.prompt_tokens,
+        gen_tokens: args.gen_tokens,
+        prefill_tokens_per_s: best.0,
+        decode_tokens_per_s: best.1,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        println!(
+            "{}: pp{} {:.1} tokens/s, tg{} {:.1} tokens/s ({} activations, {} threads, best of {})",
+            record.model,
+            record.prompt_tokens,
+            record.prefill_tokens_per_s,
+            record.gen_tokens,
+            record.decode_tokens_per_s,
+            record.activations,
+            record.threads,
+            args.runs.max(1)
+        );
+    }
+    Ok(())
+}
