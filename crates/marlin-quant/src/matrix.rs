@@ -76,6 +76,19 @@ impl<'a> QuantMatrix<'a> {
         })
     }
 
+    /// [`QuantMatrix::from_parts`] with owned parts.
+    pub fn from_vecs(
+        scheme: Scheme,
+        (rows, cols): (usize, usize),
+        codes: Vec<u8>,
+        scales: Vec<u8>,
+        biases: Vec<u8>,
+        global_scale: f32,
+    ) -> Result<QuantMatrix<'static>, QuantError> {
+        let (codes, scales, biases) = (Cow::Owned(codes), Cow::Owned(scales), Cow::Owned(biases));
+        QuantMatrix::from_parts(scheme, rows, cols, codes, scales, biases, global_scale)
+    }
+
     pub fn into_owned(self) -> QuantMatrix<'static> {
         QuantMatrix {
             codes: Cow::Owned(self.codes.into_owned()),

@@ -1,7 +1,5 @@
 //! Round-to-nearest (RTN) quantization of f32, f16 and bf16 weights into every format.
 
-use std::borrow::Cow;
-
 use half::{bf16, f16};
 
 use crate::codec::{E2M1_MAX, E4M3_MAX, e2m1_encode, e4m3_decode, e4m3_encode};
@@ -65,15 +63,7 @@ pub fn quantize(
             );
         }
     }
-    QuantMatrix::from_parts(
-        scheme,
-        rows,
-        cols,
-        Cow::Owned(codes),
-        Cow::Owned(scales),
-        Cow::Owned(biases),
-        global,
-    )
+    QuantMatrix::from_vecs(scheme, (rows, cols), codes, scales, biases, global)
 }
 
 /// [`quantize`] from f16 weights.

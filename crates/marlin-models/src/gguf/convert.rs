@@ -2,8 +2,6 @@
 //! matrices at group 32 without changing a bit (docs/formats.md, "GGUF and MLX
 //! correspondence"); float types and the other quantized types become dense f32.
 
-use std::borrow::Cow;
-
 use marlin_quant::{Format, Group, QuantMatrix, Scheme};
 
 use super::dequant::dequantize;
@@ -66,16 +64,8 @@ fn lossless(
         codes.extend_from_slice(&block[head..]);
     }
     let scheme = Scheme::new(format, Group::Size(32))?;
-    QuantMatrix::from_parts(
-        scheme,
-        rows,
-        cols,
-        Cow::Owned(codes),
-        Cow::Owned(scales),
-        Cow::Owned(biases),
-        1.0,
-    )
-    .map_err(|e| file.malformed(format!("tensor '{}': {e}", info.name)))
+    QuantMatrix::from_vecs(scheme, (rows, cols), codes, scales, biases, 1.0)
+        .map_err(|e| file.malformed(format!("tensor '{}': {e}", info.name)))
 }
 
 /// `(rows, cols) = (ne[1], ne[0])` of a tensor stored as a matrix; a 1-D tensor is one row.
