@@ -24,6 +24,16 @@ pub(crate) fn lut4(format: Format) -> [u8; 16] {
     }
 }
 
+/// The value of one grid step relative to the stored scale: 1/2 for the FP4 formats (whose
+/// grid codes are doubled E2M1 values), 1 otherwise. Kernels that read stored scales directly
+/// fold it into the activations' scales.
+pub(crate) fn grid_step(format: Format) -> f32 {
+    match format {
+        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => 0.5,
+        _ => 1.0,
+    }
+}
+
 /// `z` when the format's grid value is `gs * (c + z)` (symmetric formats); `None` when each
 /// group has a free bias (affine formats) or no grid (FP8).
 pub(crate) fn grid_zero(format: Format) -> Option<i32> {

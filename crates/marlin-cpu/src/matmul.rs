@@ -62,11 +62,7 @@ pub(crate) fn quant_matmul(
     match activations {
         Activations::Int8 if nibble_width.is_some() => {
             let width = nibble_width.expect("checked");
-            let lane_mul = if decode::lut4(format)[1] == 1 {
-                1.0
-            } else {
-                0.5
-            };
+            let lane_mul = decode::grid_step(format);
             let xq = Q8Rows::quantize(x, m, k, k_pad, group_len).into_planes(
                 width,
                 decode::grid_zero(format),
@@ -96,11 +92,7 @@ pub(crate) fn quant_matmul(
 // x (m, k), w (n, k) -> y (m, n)
 fn panel_matmul(isa: Isa, w: &Panels, x: &[f32], m: usize, k: usize, y: &mut [f32]) {
     let format = w.format();
-    let lane_mul = if decode::lut4(format)[1] == 1 {
-        1.0
-    } else {
-        0.5
-    };
+    let lane_mul = decode::grid_step(format);
     let xq = Q8Rows::quantize(x, m, k, w.padded_cols(), w.group_len())
         .into_blocks(decode::grid_zero(format), lane_mul);
     let n = w.rows();
