@@ -92,7 +92,9 @@ fn grid_scales(w: &QuantMatrix<'_>, row: usize, gs: &mut [f32], gb: &mut [f32]) 
     decode_scales(w, row, gs);
     match format {
         Format::Int4Affine | Format::Int3 | Format::Int2 => decode_biases(w, row, gb),
-        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => gs.iter_mut().for_each(|s| *s *= 0.5),
+        Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => {
+            gs.iter_mut().for_each(|s| *s *= grid_step(format));
+        }
         Format::Int4 | Format::Int8 | Format::Fp8 => {}
     }
     if let Some(z) = grid_zero(format) {
