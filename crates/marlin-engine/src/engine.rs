@@ -159,7 +159,7 @@ impl Engine {
         &self,
         prompt: &[u32],
         params: &TextParams,
-        mut on_text: impl FnMut(&str),
+        mut on_text: impl FnMut(&str) + Send,
     ) -> Result<Completion, EngineError> {
         let mut gen_params = params.generate.clone();
         gen_params.stop_token_ids.extend(&self.stop_token_ids);

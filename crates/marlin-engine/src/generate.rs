@@ -68,7 +68,19 @@ pub enum Flow {
 
 /// Generates from `prompt` (token ids, at least one) with `model`, calling `on_token` with
 /// every new token as soon as it is chosen.
+///
+/// The loop runs on a rayon worker: a parallel call made from outside the pool parks the
+/// caller on a futex until the pool is done, and a decode step makes hundreds of them.
 pub fn generate(
+    model: &Llama,
+    prompt: &[u32],
+    params: &GenerateParams,
+    on_token: impl FnMut(u32) -> Flow + Send,
+) -> Result<Generated, ModelError> {
+    rayon::scope(|_| generate_here(model, prompt, params, on_token))
+}
+
+fn generate_here(
     model: &Llama,
     prompt: &[u32],
     params: &GenerateParams,

@@ -151,16 +151,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         },
         stop_strings: args.stop,
     };
-    let mut stdout = std::io::stdout().lock();
     let stream = !args.json;
     let done = engine.generate(&prompt, &params, |piece| {
         if stream {
+            let mut out = std::io::stdout().lock();
             // A closed pipe (e.g. `| head`) ends the output, not the program's correctness.
-            let _ = stdout
-                .write_all(piece.as_bytes())
-                .and_then(|()| stdout.flush());
+            let _ = out.write_all(piece.as_bytes()).and_then(|()| out.flush());
         }
     })?;
+    let mut stdout = std::io::stdout().lock();
     if args.json {
         let out = JsonOut {
             prompt_token_ids: &done.prompt_token_ids,
