@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use marlin_cpu::CpuBackend;
 use marlin_models::gguf::GgufModel;
-use marlin_models::{Llama, ModelError};
+use marlin_models::{Llama, ModelError, Precision};
 use thiserror::Error;
 
 use crate::chat::{ChatTemplate, ChatTemplateError, Message};
@@ -64,12 +64,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads a GGUF file on the fastest CPU kernels.
+    /// Loads a GGUF file on the fastest CPU kernels at the default [`Precision`].
     pub fn load(path: impl AsRef<Path>) -> Result<Engine, EngineError> {
-        Engine::load_on(path, CpuBackend::detect())
+        Engine::load_on(path, CpuBackend::detect(), Precision::default())
     }
 
-    pub fn load_on(path: impl AsRef<Path>, cpu: CpuBackend) -> Result<Engine, EngineError> {
+    pub fn load_on(
+        path: impl AsRef<Path>,
+        cpu: CpuBackend,
+        precision: Precision,
+    ) -> Result<Engine, EngineError> {
         let path = path.as_ref().to_path_buf();
         if path.is_dir() {
             return Err(EngineError::Unsupported {
@@ -78,7 +82,7 @@ impl Engine {
             });
         }
         let source = GgufModel::open(&path)?;
-        let model = Llama::load(&source, cpu)?;
+        let model = Llama::load(&source, cpu, precision)?;
         let vocab = source.vocab()?;
         let tokenizer = Tokenizer::from_vocab(&vocab)?;
         let chat = match &vocab.chat_template {

@@ -1,10 +1,11 @@
 //! End to end on the default model: the greedy continuation must equal transformers' and
 //! llama.cpp's on the same file (issue 3).
 
-use marlin_cpu::{Activations, CpuBackend};
+use marlin_cpu::CpuBackend;
 use marlin_engine::chat::Message;
 use marlin_engine::generate::GenerateParams;
 use marlin_engine::{Engine, TextParams};
+use marlin_models::Precision;
 
 fn greedy(max_tokens: usize) -> TextParams {
     TextParams {
@@ -19,8 +20,8 @@ fn greedy(max_tokens: usize) -> TextParams {
 #[test]
 fn greedy_continuation_of_the_capital_of_france() {
     let path = marlin_testkit::smollm2_gguf();
-    for acts in [Activations::F32, Activations::Int8] {
-        let engine = Engine::load_on(&path, CpuBackend::detect().with_activations(acts)).unwrap();
+    for precision in [Precision::F32, Precision::Int8, Precision::Mixed] {
+        let engine = Engine::load_on(&path, CpuBackend::detect(), precision).unwrap();
         check_capital(&engine);
     }
 }
@@ -41,10 +42,15 @@ fn check_capital(engine: &Engine) {
 #[test]
 fn chat_answers_with_paris() {
     let path = marlin_testkit::smollm2_gguf();
-    // f32 activations: the answer's first token leads its runner-up by 0.08 logits, which int8
-    // activations overturn (docs/cpu-kernels.md).
-    let cpu = CpuBackend::detect().with_activations(Activations::F32);
-    let engine = Engine::load_on(&path, cpu).unwrap();
+    // The answer's first token leads its runner-up by 0.08 logits; int8 activations everywhere
+    // overturn it (as llama.cpp does on this file), the default mixed precision keeps it.
+    for precision in [Precision::F32, Precision::Mixed] {
+        let engine = Engine::load_on(&path, CpuBackend::detect(), precision).unwrap();
+        check_paris(&engine);
+    }
+}
+
+fn check_paris(engine: &Engine) {
     let prompt = engine
         .encode_chat(&[Message::user("What is the capital of France?")])
         .unwrap();

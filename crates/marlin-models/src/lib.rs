@@ -18,6 +18,6 @@ mod weights;
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use error::ModelError;
 pub use kv_cache::{KvCache, SeqId};
-pub use llama::{Llama, SeqTokens};
+pub use llama::{Llama, Precision, SeqTokens};
 pub use vocab::FileVocab;
 pub use weights::{DenseTensor, Weight, WeightSource};

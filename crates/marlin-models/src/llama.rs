@@ -2,7 +2,7 @@
 //! each head of q and k). Only the math: weights come from a [`WeightSource`], linear layers
 //! do not know whether they are quantized, and the CPU backend is handed in.
 
-use marlin_cpu::CpuBackend;
+use marlin_cpu::{Activations, CpuBackend};
 use rayon::prelude::*;
 
 use crate::kv_cache::{KvCache, SeqId};
@@ -13,6 +13,8 @@ use crate::{Architecture, ModelConfig, ModelError, Weight, WeightSource};
 pub struct Llama {
     config: ModelConfig,
     cpu: CpuBackend,
+    /// The backend of the q, k and v projections (see [`Precision`]).
+    attn_cpu: CpuBackend,
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
@@ -89,6 +91,19 @@ fn shape(layer: usize, name: &str, expected: Vec<usize>, got: Vec<usize>) -> Mod
     }
 }
 
+/// The precision of activations inside the quantized matmuls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 everywhere: matches transformers.
+    F32,
+    /// int8 everywhere (per block of 32, as llama.cpp): fastest; can overturn near-ties.
+    Int8,
+    /// int8, except f32 into the q, k and v projections, whose error moves attention scores
+    /// most: on SmolLM2 this keeps transformers' answers at nearly int8 speed.
+    #[default]
+    Mixed,
+}
+
 /// New tokens of one sequence, positioned after what its cache holds.
 pub struct SeqTokens<'a> {
     pub seq: SeqId,
@@ -96,8 +111,22 @@ pub struct SeqTokens<'a> {
 }
 
 impl Llama {
-    /// Builds the model from `src`, preparing every weight for `cpu`.
-    pub fn load(src: &dyn WeightSource, cpu: CpuBackend) -> Result<Self, ModelError> {
+    /// Builds the model from `src`, preparing every weight for `cpu` at `precision` (which
+    /// overrides the backend's own activation setting).
+    pub fn load(
+        src: &dyn WeightSource,
+        cpu: CpuBackend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
+        let (f32, int8) = (
+            cpu.with_activations(Activations::F32),
+            cpu.with_activations(Activations::Int8),
+        );
+        let (cpu, attn_cpu) = match precision {
+            Precision::F32 => (f32, f32),
+            Precision::Int8 => (int8, int8),
+            Precision::Mixed => (int8, f32),
+        };
         let config = src.config().clone();
         let eps = config.rms_norm_eps;
         let weight = |name: &str| src.weight(name);
@@ -116,14 +145,16 @@ impl Llama {
                 }),
             }
         };
-        let linear = |name: &str, with_bias: bool| {
+        let linear_on = |cpu: &CpuBackend, name: &str, with_bias: bool| {
             let b = if with_bias {
                 bias(&format!("{name}.bias"))?
             } else {
                 None
             };
-            Linear::new(&cpu, weight(&format!("{name}.weight"))?, b)
+            Linear::new(cpu, weight(&format!("{name}.weight"))?, b)
         };
+        let linear = |name: &str, with_bias: bool| linear_on(&cpu, name, with_bias);
+        let attn_linear = |name: &str| linear_on(&attn_cpu, name, true);
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
@@ -137,9 +168,9 @@ impl Llama {
                 };
                 Ok(DecoderLayer {
                     input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
-                    q_proj: linear(&format!("{p}.self_attn.q_proj"), true)?,
-                    k_proj: linear(&format!("{p}.self_attn.k_proj"), true)?,
-                    v_proj: linear(&format!("{p}.self_attn.v_proj"), true)?,
+                    q_proj: attn_linear(&format!("{p}.self_attn.q_proj"))?,
+                    k_proj: attn_linear(&format!("{p}.self_attn.k_proj"))?,
+                    v_proj: attn_linear(&format!("{p}.self_attn.v_proj"))?,
                     o_proj: linear(&format!("{p}.self_attn.o_proj"), false)?,
                     q_norm: head_norm("q_norm")?,
                     k_norm: head_norm("k_norm")?,
@@ -168,6 +199,7 @@ impl Llama {
             layers,
             config,
             cpu,
+            attn_cpu,
         })
     }
 
@@ -233,9 +265,10 @@ impl Llama {
         );
         let mut x = h.to_vec();
         layer.input_layernorm.forward_inplace(&mut x);
-        let mut q = layer.q_proj.forward(cpu, &x, n)?;
-        let mut k = layer.k_proj.forward(cpu, &x, n)?;
-        let v = layer.v_proj.forward(cpu, &x, n)?;
+        let attn_cpu = &self.attn_cpu;
+        let mut q = layer.q_proj.forward(attn_cpu, &x, n)?;
+        let mut k = layer.k_proj.forward(attn_cpu, &x, n)?;
+        let v = layer.v_proj.forward(attn_cpu, &x, n)?;
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             qn.forward_inplace(&mut q);
             kn.forward_inplace(&mut k);

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use marlin_cpu::CpuBackend;
 use marlin_models::{
-    Architecture, DenseTensor, KvCache, Llama, ModelConfig, ModelError, SeqTokens, Weight,
-    WeightSource,
+    Architecture, DenseTensor, KvCache, Llama, ModelConfig, ModelError, Precision, SeqTokens,
+    Weight, WeightSource,
 };
 use marlin_quant::{Format, Scheme, quantize};
 use marlin_testkit::rng::gaussian;
@@ -129,7 +129,12 @@ fn one_chunk_equals_token_by_token_through_the_cache() {
         Architecture::Qwen3,
     ] {
         for format in [None, Some(Format::Int4)] {
-            let model = Llama::load(&source(arch, format), CpuBackend::detect()).unwrap();
+            let model = Llama::load(
+                &source(arch, format),
+                CpuBackend::detect(),
+                Precision::Mixed,
+            )
+            .unwrap();
             let mut cache = KvCache::new(model.config(), 4, 64);
             let a = cache.add_sequence();
             let whole = model
@@ -157,7 +162,7 @@ fn one_chunk_equals_token_by_token_through_the_cache() {
 #[test]
 fn a_batch_equals_its_sequences_alone() {
     let src = source(Architecture::Llama, Some(Format::Int4));
-    let model = Llama::load(&src, CpuBackend::detect()).unwrap();
+    let model = Llama::load(&src, CpuBackend::detect(), Precision::Mixed).unwrap();
     let (p1, p2): (&[u32], &[u32]) = (&PROMPT, &[7, 7, 60]);
     let alone = |p: &[u32]| {
         let mut cache = KvCache::new(model.config(), 4, 64);
@@ -186,7 +191,12 @@ fn a_batch_equals_its_sequences_alone() {
 
 #[test]
 fn a_full_cache_and_bad_tokens_are_errors() {
-    let model = Llama::load(&source(Architecture::Llama, None), CpuBackend::detect()).unwrap();
+    let model = Llama::load(
+        &source(Architecture::Llama, None),
+        CpuBackend::detect(),
+        Precision::Mixed,
+    )
+    .unwrap();
     let mut cache = KvCache::new(model.config(), 4, 4);
     let s = cache.add_sequence();
     let err = model
@@ -221,7 +231,7 @@ fn a_full_cache_and_bad_tokens_are_errors() {
 fn a_config_that_disagrees_with_a_tensor_names_it() {
     let mut src = source(Architecture::Llama, None);
     src.config.intermediate_size = 80;
-    let err = Llama::load(&src, CpuBackend::detect())
+    let err = Llama::load(&src, CpuBackend::detect(), Precision::Mixed)
         .err()
         .expect("load must fail");
     assert!(
