@@ -185,6 +185,25 @@ fn f32_rows(isa: Isa, w: &QuantMatrix<'_>, xp: &[f32], m: usize, first: usize, o
     let k_pad = w.padded_cols();
     let rows = out.len() / m;
     let scales = GroupScales::of_rows(w, first, rows);
+    if m == 1 && kernels::has_nibble_f32_dot(isa) && w.format().bits() == 4 && w.group_len() >= 32 {
+        // One activation row: multiply the stored nibbles in registers, no decoded copy.
+        let group_sums: Vec<f32> = xp
+            .chunks_exact(w.group_len())
+            .map(|g| g.iter().sum())
+            .collect();
+        let lut = decode::lut4(w.format());
+        for (i, o) in out.iter_mut().enumerate() {
+            let (gs, gb) = scales.row(i);
+            let row = kernels::NibbleF32Row {
+                packed: w.row_codes(first + i),
+                lut: &lut,
+                gs,
+                gb,
+            };
+            *o = kernels::nibble_f32_dot(isa, &row, w.group_len(), xp, &group_sums);
+        }
+        return;
+    }
     let mut codes = vec![0u8; k_pad];
     let mut panel = vec![0f32; rows * k_pad];
     for (i, values) in panel.chunks_exact_mut(k_pad).enumerate() {

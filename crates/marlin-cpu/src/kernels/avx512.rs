@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::GridRow;
+use super::{GridRow, NibbleF32Row};
 use crate::activations::{Q8Blocks, Q8Rows};
 use crate::panel::{PANEL, PanelView, panel_block};
 
@@ -230,5 +230,47 @@ unsafe fn panel_rows<const R: usize>(p: &PanelView<'_>, x: &Q8Blocks, r0: usize,
         for (i, a) in acc.iter().enumerate() {
             _mm512_storeu_ps(out.as_mut_ptr().add(PANEL * i), *a);
         }
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL, FMA and F16C; lengths as `nibble_f32_dot` checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) unsafe fn nibble_f32_dot(
+    w: &NibbleF32Row<'_>,
+    group_len: usize,
+    x: &[f32],
+    group_sums: &[f32],
+) -> f32 {
+    let identity = w.lut.iter().enumerate().all(|(i, &c)| c as usize == i);
+    let blocks_per_group = group_len / 32;
+    let mut acc = _mm512_setzero_ps();
+    let mut bias = 0f32;
+    // SAFETY: block `b` reads 16 packed bytes at 16 b and 32 activations at 32 b, inside the
+    // slices (checked by the caller); group `g` reads one scale, bias and sum.
+    unsafe {
+        let mask = _mm_set1_epi8(0x0F);
+        let table = _mm_loadu_si128(w.lut.as_ptr().cast());
+        for g in 0..x.len() / group_len {
+            let mut dot = _mm512_setzero_ps();
+            for b in g * blocks_per_group..(g + 1) * blocks_per_group {
+                let v = _mm_loadu_si128(w.packed.as_ptr().add(16 * b).cast());
+                // Low nibbles are weights 0..16 of the block, high nibbles 16..32.
+                let mut lo = _mm_and_si128(v, mask);
+                let mut hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
+                if !identity {
+                    lo = _mm_shuffle_epi8(table, lo);
+                    hi = _mm_shuffle_epi8(table, hi);
+                }
+                let xs = x.as_ptr().add(32 * b);
+                let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
+                let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+                dot = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xs), dot);
+                dot = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xs.add(16)), dot);
+            }
+            acc = _mm512_fmadd_ps(dot, _mm512_set1_ps(*w.gs.get_unchecked(g)), acc);
+            bias += w.gb.get_unchecked(g) * group_sums.get_unchecked(g);
+        }
+        _mm512_reduce_add_ps(acc) + bias
     }
 }

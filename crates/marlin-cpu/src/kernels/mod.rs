@@ -247,6 +247,47 @@ pub(crate) fn decode_fp8_scalar(codes: &[u8], gs: &[f32], group_len: usize, out:
     }
 }
 
+/// A stored 4-bit row with its grid scales, for [`nibble_f32_dot`]: `w = gs * lut[q] + gb`.
+pub(crate) struct NibbleF32Row<'a> {
+    /// k_pad / 2 packed bytes in GGUF nibble order.
+    pub packed: &'a [u8],
+    pub lut: &'a [u8; 16],
+    /// Grid scale and bias per group (and padding).
+    pub gs: &'a [f32],
+    pub gb: &'a [f32],
+}
+
+/// Whether `isa` has [`nibble_f32_dot`].
+pub(crate) fn has_nibble_f32_dot(isa: Isa) -> bool {
+    isa == Isa::Avx512Vnni
+}
+
+/// The dot product of a stored 4-bit row with f32 activations `x` (k_pad), codes widened to
+/// f32 in registers: `sum_g gs[g] * (sum_{k in g} c_k x_k) + gb[g] * group_sums[g]`.
+// w (k_pad), x (k_pad) -> scalar
+pub(crate) fn nibble_f32_dot(
+    isa: Isa,
+    w: &NibbleF32Row<'_>,
+    group_len: usize,
+    x: &[f32],
+    group_sums: &[f32],
+) -> f32 {
+    let groups = x.len() / group_len;
+    assert!(
+        w.packed.len() * 2 == x.len()
+            && group_len.is_multiple_of(32)
+            && x.len() == groups * group_len
+    );
+    assert!(w.gs.len() >= groups && w.gb.len() >= groups && group_sums.len() == groups);
+    match isa {
+        // SAFETY: `has_nibble_f32_dot` said the ISA is this one, which `CpuBackend::new` only
+        // hands out when the CPU has it; lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::nibble_f32_dot(w, group_len, x, group_sums) },
+        _ => unreachable!("no nibble_f32_dot at {isa}"),
+    }
+}
+
 /// `sum_i a[i] * b[i]` in f32.
 pub(crate) fn f32_dot(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
