@@ -4,7 +4,7 @@
 use marlin_cpu::{CpuBackend, Prepared, dense};
 use marlin_quant::QuantMatrix;
 
-use crate::{ModelError, Weight};
+use crate::{DenseTensor, ModelError, Weight};
 
 /// `y = x W^T (+ b)`, with W dense or in one of our quantized formats.
 pub struct Linear {
@@ -77,6 +77,127 @@ impl Linear {
         }
         Ok(y)
     }
+}
+
+/// Linear layers that read the same input (q, k, v; gate, up), run as one product when their
+/// weights stack (same format and width): one pass over the input and one parallel call
+/// instead of several.
+pub struct LinearGroup {
+    /// One stacked layer, or the parts one by one when they do not stack.
+    layers: Vec<Linear>,
+    /// Output features of each part.
+    outs: Vec<usize>,
+}
+
+impl LinearGroup {
+    pub fn new(
+        cpu: &CpuBackend,
+        weights: Vec<Weight>,
+        biases: Vec<Option<Vec<f32>>>,
+    ) -> Result<Self, ModelError> {
+        let outs: Vec<usize> = weights.iter().map(|w| w.shape()[0]).collect();
+        let layers = match (stack_weights(&weights), stack_biases(&biases, &outs)) {
+            (Some(w), Some(b)) => vec![Linear::new(cpu, w, b)?],
+            _ => weights
+                .into_iter()
+                .zip(biases)
+                .map(|(w, b)| Linear::new(cpu, w, b))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(LinearGroup { layers, outs })
+    }
+
+    /// (out_features, in_features) of part `i`.
+    pub fn part_shape(&self, i: usize) -> (usize, usize) {
+        (self.outs[i], self.layers[0].in_features())
+    }
+
+    /// One output per part.
+    // x (tokens, in) -> [(tokens, out_i)]
+    pub fn forward(
+        &self,
+        cpu: &CpuBackend,
+        x: &[f32],
+        tokens: usize,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        if self.layers.len() > 1 {
+            return self
+                .layers
+                .iter()
+                .map(|l| l.forward(cpu, x, tokens))
+                .collect();
+        }
+        let y = self.layers[0].forward(cpu, x, tokens)?;
+        let width: usize = self.outs.iter().sum();
+        let mut parts: Vec<Vec<f32>> = self
+            .outs
+            .iter()
+            .map(|o| Vec::with_capacity(tokens * o))
+            .collect();
+        for row in y.chunks_exact(width) {
+            let mut at = 0;
+            for (part, &o) in parts.iter_mut().zip(&self.outs) {
+                part.extend_from_slice(&row[at..at + o]);
+                at += o;
+            }
+        }
+        Ok(parts)
+    }
+}
+
+/// The weights' rows one after another, when they are all quantized alike or all dense 2-D of
+/// one width.
+fn stack_weights(weights: &[Weight]) -> Option<Weight> {
+    let quant: Vec<&QuantMatrix<'static>> = weights
+        .iter()
+        .filter_map(|w| {
+            if let Weight::Quant(q) = w {
+                Some(q)
+            } else {
+                None
+            }
+        })
+        .collect();
+    if quant.len() == weights.len() {
+        return QuantMatrix::concat_rows(&quant).map(Weight::Quant);
+    }
+    let dense: Vec<&DenseTensor> = weights
+        .iter()
+        .filter_map(|w| {
+            if let Weight::Dense(t) = w {
+                Some(t)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let cols = dense.first()?.shape.get(1).copied()?;
+    if dense.len() != weights.len()
+        || dense
+            .iter()
+            .any(|t| t.shape.len() != 2 || t.shape[1] != cols)
+    {
+        return None;
+    }
+    let rows = dense.iter().map(|t| t.shape[0]).sum();
+    let data = dense.iter().flat_map(|t| t.data.iter().copied()).collect();
+    Some(Weight::Dense(DenseTensor {
+        shape: vec![rows, cols],
+        data,
+    }))
+}
+
+/// The biases one after another; `Some(None)` when no part has one, `None` when only some do.
+fn stack_biases(biases: &[Option<Vec<f32>>], outs: &[usize]) -> Option<Option<Vec<f32>>> {
+    if biases.iter().all(Option::is_none) {
+        return Some(None);
+    }
+    let all: Option<Vec<&Vec<f32>>> = biases.iter().map(Option::as_ref).collect();
+    let all = all?;
+    if all.iter().zip(outs).any(|(b, &o)| b.len() != o) {
+        return None;
+    }
+    Some(Some(all.into_iter().flatten().copied().collect()))
 }
 
 /// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight`, over the last dimension.

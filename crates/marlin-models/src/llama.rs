@@ -6,7 +6,7 @@ use marlin_cpu::{Activations, CpuBackend};
 use rayon::prelude::*;
 
 use crate::kv_cache::{KvCache, SeqId};
-use crate::layers::{Embedding, Linear, RmsNorm};
+use crate::layers::{Embedding, Linear, LinearGroup, RmsNorm};
 use crate::rope::Rope;
 use crate::{Architecture, ModelConfig, ModelError, Weight, WeightSource};
 
@@ -24,16 +24,15 @@ pub struct Llama {
 
 struct DecoderLayer {
     input_layernorm: RmsNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj and v_proj.
+    qkv: LinearGroup,
     o_proj: Linear,
     /// Qwen3: RMSNorm over each head of q and k, before rope.
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     post_attention_layernorm: RmsNorm,
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj and up_proj.
+    gate_up: LinearGroup,
     down_proj: Linear,
 }
 
@@ -43,22 +42,24 @@ impl DecoderLayer {
     fn check(&self, c: &ModelConfig, i: usize) -> Result<(), ModelError> {
         let (d, hd, ff) = (c.hidden_size, c.head_dim, c.intermediate_size);
         let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let part = |g: &LinearGroup, j| g.part_shape(j);
+        let whole = |l: &Linear| (l.out_features(), l.in_features());
         let linears = [
-            ("self_attn.q_proj", &self.q_proj, q, d),
-            ("self_attn.k_proj", &self.k_proj, kv, d),
-            ("self_attn.v_proj", &self.v_proj, kv, d),
-            ("self_attn.o_proj", &self.o_proj, d, q),
-            ("mlp.gate_proj", &self.gate_proj, ff, d),
-            ("mlp.up_proj", &self.up_proj, ff, d),
-            ("mlp.down_proj", &self.down_proj, d, ff),
+            ("self_attn.q_proj", part(&self.qkv, 0), (q, d)),
+            ("self_attn.k_proj", part(&self.qkv, 1), (kv, d)),
+            ("self_attn.v_proj", part(&self.qkv, 2), (kv, d)),
+            ("self_attn.o_proj", whole(&self.o_proj), (d, q)),
+            ("mlp.gate_proj", part(&self.gate_up, 0), (ff, d)),
+            ("mlp.up_proj", part(&self.gate_up, 1), (ff, d)),
+            ("mlp.down_proj", whole(&self.down_proj), (d, ff)),
         ];
-        for (name, linear, out, inp) in linears {
-            if (linear.out_features(), linear.in_features()) != (out, inp) {
+        for (name, got, expected) in linears {
+            if got != expected {
                 return Err(shape(
                     i,
                     name,
-                    vec![out, inp],
-                    vec![linear.out_features(), linear.in_features()],
+                    vec![expected.0, expected.1],
+                    vec![got.0, got.1],
                 ));
             }
         }
@@ -154,7 +155,20 @@ impl Llama {
             Linear::new(cpu, weight(&format!("{name}.weight"))?, b)
         };
         let linear = |name: &str, with_bias: bool| linear_on(&cpu, name, with_bias);
-        let attn_linear = |name: &str| linear_on(&attn_cpu, name, true);
+        // Layers reading the same input, stacked into one product where their weights allow.
+        let group = |cpu: &CpuBackend, names: &[String], with_bias: bool| {
+            let mut weights = Vec::new();
+            let mut biases = Vec::new();
+            for name in names {
+                weights.push(weight(&format!("{name}.weight"))?);
+                biases.push(if with_bias {
+                    bias(&format!("{name}.bias"))?
+                } else {
+                    None
+                });
+            }
+            LinearGroup::new(cpu, weights, biases)
+        };
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
@@ -168,17 +182,22 @@ impl Llama {
                 };
                 Ok(DecoderLayer {
                     input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
-                    q_proj: attn_linear(&format!("{p}.self_attn.q_proj"))?,
-                    k_proj: attn_linear(&format!("{p}.self_attn.k_proj"))?,
-                    v_proj: attn_linear(&format!("{p}.self_attn.v_proj"))?,
+                    qkv: group(
+                        &attn_cpu,
+                        &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}")),
+                        true,
+                    )?,
                     o_proj: linear(&format!("{p}.self_attn.o_proj"), false)?,
                     q_norm: head_norm("q_norm")?,
                     k_norm: head_norm("k_norm")?,
                     post_attention_layernorm: norm(&format!(
                         "{p}.post_attention_layernorm.weight"
                     ))?,
-                    gate_proj: linear(&format!("{p}.mlp.gate_proj"), false)?,
-                    up_proj: linear(&format!("{p}.mlp.up_proj"), false)?,
+                    gate_up: group(
+                        &cpu,
+                        &["gate_proj", "up_proj"].map(|n| format!("{p}.mlp.{n}")),
+                        false,
+                    )?,
                     down_proj: linear(&format!("{p}.mlp.down_proj"), false)?,
                 })
             })
@@ -266,9 +285,11 @@ impl Llama {
         let mut x = h.to_vec();
         layer.input_layernorm.forward_inplace(&mut x);
         let attn_cpu = &self.attn_cpu;
-        let mut q = layer.q_proj.forward(attn_cpu, &x, n)?;
-        let mut k = layer.k_proj.forward(attn_cpu, &x, n)?;
-        let v = layer.v_proj.forward(attn_cpu, &x, n)?;
+        let [mut q, mut k, v]: [Vec<f32>; 3] = layer
+            .qkv
+            .forward(attn_cpu, &x, n)?
+            .try_into()
+            .expect("the group has q, k and v");
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             qn.forward_inplace(&mut q);
             kn.forward_inplace(&mut k);
@@ -294,8 +315,11 @@ impl Llama {
 
         let mut x = h.to_vec();
         layer.post_attention_layernorm.forward_inplace(&mut x);
-        let gate = layer.gate_proj.forward(cpu, &x, n)?;
-        let mut up = layer.up_proj.forward(cpu, &x, n)?;
+        let [gate, mut up]: [Vec<f32>; 2] = layer
+            .gate_up
+            .forward(cpu, &x, n)?
+            .try_into()
+            .expect("the group has gate and up");
         // SwiGLU: silu(gate) * up.
         up.iter_mut()
             .zip(&gate)

@@ -89,6 +89,35 @@ impl<'a> QuantMatrix<'a> {
         QuantMatrix::from_parts(scheme, rows, cols, codes, scales, biases, global_scale)
     }
 
+    /// The rows of `parts` one after another, as one matrix (e.g. q, k and v projections run
+    /// as one product). `None` when they differ in scheme, columns or global scale.
+    pub fn concat_rows(parts: &[&QuantMatrix<'_>]) -> Option<QuantMatrix<'static>> {
+        let first = parts.first()?;
+        let same = |m: &&QuantMatrix<'_>| {
+            (m.scheme, m.cols, m.global_scale.to_bits())
+                == (first.scheme, first.cols, first.global_scale.to_bits())
+        };
+        if !parts.iter().all(same) {
+            return None;
+        }
+        let (mut codes, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+        for m in parts {
+            codes.extend_from_slice(&m.codes);
+            scales.extend_from_slice(&m.scales);
+            biases.extend_from_slice(&m.biases);
+        }
+        let rows = parts.iter().map(|m| m.rows).sum();
+        QuantMatrix::from_vecs(
+            first.scheme,
+            (rows, first.cols),
+            codes,
+            scales,
+            biases,
+            first.global_scale,
+        )
+        .ok()
+    }
+
     pub fn into_owned(self) -> QuantMatrix<'static> {
         QuantMatrix {
             codes: Cow::Owned(self.codes.into_owned()),
