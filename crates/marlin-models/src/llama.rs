@@ -36,7 +36,90 @@ struct DecoderLayer {
     down_proj: Linear,
 }
 
+/// What building a layer needs: the weights, the configuration and the backends.
+struct Loader<'a> {
+    src: &'a dyn WeightSource,
+    config: &'a ModelConfig,
+    /// The backend of every product but q, k and v.
+    cpu: CpuBackend,
+    attn_cpu: CpuBackend,
+}
+
+impl Loader<'_> {
+    fn norm(&self, name: &str) -> Result<RmsNorm, ModelError> {
+        RmsNorm::new(self.src.weight(name)?, self.config.rms_norm_eps)
+    }
+
+    /// `{name}.weight`, without bias.
+    fn linear(&self, name: &str) -> Result<Linear, ModelError> {
+        Linear::new(&self.cpu, self.src.weight(&format!("{name}.weight"))?, None)
+    }
+
+    /// Layers reading the same input, stacked into one product where their weights allow;
+    /// with their biases when the configuration has attention biases and `with_bias`.
+    fn group(
+        &self,
+        cpu: &CpuBackend,
+        names: &[String],
+        with_bias: bool,
+    ) -> Result<LinearGroup, ModelError> {
+        let mut weights = Vec::new();
+        let mut biases = Vec::new();
+        for name in names {
+            weights.push(self.src.weight(&format!("{name}.weight"))?);
+            biases.push(if with_bias && self.config.attention_bias {
+                Some(self.bias(&format!("{name}.bias"))?)
+            } else {
+                None
+            });
+        }
+        LinearGroup::new(cpu, weights, biases)
+    }
+
+    fn bias(&self, name: &str) -> Result<Vec<f32>, ModelError> {
+        match self.src.weight(name)? {
+            Weight::Dense(t) if t.shape.len() == 1 => Ok(t.data),
+            other => Err(ModelError::Shape {
+                path: Default::default(),
+                name: name.to_string(),
+                expected: vec![0],
+                got: other.shape(),
+            }),
+        }
+    }
+}
+
 impl DecoderLayer {
+    fn load(load: &Loader<'_>, i: usize) -> Result<Self, ModelError> {
+        let p = format!("model.layers.{i}");
+        let head_norm = |n: &str| -> Result<Option<RmsNorm>, ModelError> {
+            match load.config.architecture {
+                Architecture::Qwen3 => Ok(Some(load.norm(&format!("{p}.self_attn.{n}.weight"))?)),
+                _ => Ok(None),
+            }
+        };
+        let layer = DecoderLayer {
+            input_layernorm: load.norm(&format!("{p}.input_layernorm.weight"))?,
+            qkv: load.group(
+                &load.attn_cpu,
+                &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}")),
+                true,
+            )?,
+            o_proj: load.linear(&format!("{p}.self_attn.o_proj"))?,
+            q_norm: head_norm("q_norm")?,
+            k_norm: head_norm("k_norm")?,
+            post_attention_layernorm: load.norm(&format!("{p}.post_attention_layernorm.weight"))?,
+            gate_up: load.group(
+                &load.cpu,
+                &["gate_proj", "up_proj"].map(|n| format!("{p}.mlp.{n}")),
+                false,
+            )?,
+            down_proj: load.linear(&format!("{p}.mlp.down_proj"))?,
+        };
+        layer.check(load.config, i)?;
+        Ok(layer)
+    }
+
     /// Every weight's shape against the configuration, so a mismatch is an error at load
     /// time naming the tensor, not a wrong answer or a panic later.
     fn check(&self, c: &ModelConfig, i: usize) -> Result<(), ModelError> {
@@ -129,91 +212,25 @@ impl Llama {
             Precision::Mixed => (int8, f32),
         };
         let config = src.config().clone();
-        let eps = config.rms_norm_eps;
-        let weight = |name: &str| src.weight(name);
-        let norm = |name: &str| RmsNorm::new(weight(name)?, eps);
-        let bias = |name: &str| -> Result<Option<Vec<f32>>, ModelError> {
-            if !config.attention_bias {
-                return Ok(None);
-            }
-            match weight(name)? {
-                Weight::Dense(t) => Ok(Some(t.data)),
-                other => Err(ModelError::Shape {
-                    path: Default::default(),
-                    name: name.to_string(),
-                    expected: vec![0],
-                    got: other.shape(),
-                }),
-            }
-        };
-        let linear_on = |cpu: &CpuBackend, name: &str, with_bias: bool| {
-            let b = if with_bias {
-                bias(&format!("{name}.bias"))?
-            } else {
-                None
-            };
-            Linear::new(cpu, weight(&format!("{name}.weight"))?, b)
-        };
-        let linear = |name: &str, with_bias: bool| linear_on(&cpu, name, with_bias);
-        // Layers reading the same input, stacked into one product where their weights allow.
-        let group = |cpu: &CpuBackend, names: &[String], with_bias: bool| {
-            let mut weights = Vec::new();
-            let mut biases = Vec::new();
-            for name in names {
-                weights.push(weight(&format!("{name}.weight"))?);
-                biases.push(if with_bias {
-                    bias(&format!("{name}.bias"))?
-                } else {
-                    None
-                });
-            }
-            LinearGroup::new(cpu, weights, biases)
+        let load = Loader {
+            src,
+            config: &config,
+            cpu,
+            attn_cpu,
         };
         let layers = (0..config.num_hidden_layers)
-            .map(|i| {
-                let p = format!("model.layers.{i}");
-                let qk_norm = config.architecture == Architecture::Qwen3;
-                let head_norm = |n: &str| -> Result<Option<RmsNorm>, ModelError> {
-                    if qk_norm {
-                        Ok(Some(norm(&format!("{p}.self_attn.{n}.weight"))?))
-                    } else {
-                        Ok(None)
-                    }
-                };
-                Ok(DecoderLayer {
-                    input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
-                    qkv: group(
-                        &attn_cpu,
-                        &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}")),
-                        true,
-                    )?,
-                    o_proj: linear(&format!("{p}.self_attn.o_proj"), false)?,
-                    q_norm: head_norm("q_norm")?,
-                    k_norm: head_norm("k_norm")?,
-                    post_attention_layernorm: norm(&format!(
-                        "{p}.post_attention_layernorm.weight"
-                    ))?,
-                    gate_up: group(
-                        &cpu,
-                        &["gate_proj", "up_proj"].map(|n| format!("{p}.mlp.{n}")),
-                        false,
-                    )?,
-                    down_proj: linear(&format!("{p}.mlp.down_proj"), false)?,
-                })
-            })
+            .map(|i| DecoderLayer::load(&load, i))
             .collect::<Result<Vec<_>, ModelError>>()?;
+        // Tied embeddings: the embedding matrix is also the output projection.
         let head = if config.tie_word_embeddings {
-            "model.embed_tokens.weight"
+            "model.embed_tokens"
         } else {
-            "lm_head.weight"
+            "lm_head"
         };
-        for (i, layer) in layers.iter().enumerate() {
-            layer.check(&config, i)?;
-        }
         Ok(Llama {
-            embed_tokens: Embedding::new(weight("model.embed_tokens.weight")?)?,
-            lm_head: Linear::new(&cpu, weight(head)?, None)?,
-            norm: norm("model.norm.weight")?,
+            embed_tokens: Embedding::new(src.weight("model.embed_tokens.weight")?)?,
+            lm_head: load.linear(head)?,
+            norm: load.norm("model.norm.weight")?,
             rope: Rope::new(&config),
             layers,
             config,
