@@ -50,9 +50,12 @@ impl Q8Rows {
                 let d = amax / 127.0;
                 let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
                 for (i, v) in block.iter().enumerate() {
-                    let qi = round_small(v * inv) as i8;
-                    q[start + i] = qi;
-                    sums[(start + i) / group_len] += d * qi as f32;
+                    q[start + i] = round_small(v * inv) as i8;
+                }
+                // Groups are multiples of 16, so each half of the block lies in one group.
+                for half in [start, start + BLOCK / 2] {
+                    let sum: i32 = q[half..half + BLOCK / 2].iter().map(|&v| v as i32).sum();
+                    sums[half / group_len] += d * sum as f32;
                 }
                 lanes[start / 4..(start + BLOCK) / 4].fill(d);
             }

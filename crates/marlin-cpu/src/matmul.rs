@@ -77,7 +77,17 @@ pub(crate) fn quant_matmul(
         }
         _ => {
             let xp = pad_rows(x, m, k, k_pad);
-            tasks.for_each(|(t, out)| f32_rows(isa, w, &xp, m, t * ROWS_PER_TASK, out));
+            // Activation sums per weight group, for the M = 1 nibble path's bias terms.
+            let group_sums: Vec<f32> = xp[..k_pad]
+                .chunks_exact(group_len)
+                .map(|g| g.iter().sum())
+                .collect();
+            let f32x = F32Activations {
+                xp: &xp,
+                m,
+                group_sums: &group_sums,
+            };
+            tasks.for_each(|(t, out)| f32_rows(isa, w, &f32x, t * ROWS_PER_TASK, out));
         }
     }
     for (j, col) in yt.chunks_exact(m).enumerate() {
@@ -179,18 +189,24 @@ fn grid_rows(isa: Isa, w: &QuantMatrix<'_>, xq: &Q8Rows, first: usize, out: &mut
     }
 }
 
-/// Rows `first..` of W decoded to f32 against f32 activations `xp` (m, k_pad); `out` is
-/// (rows, m). One activation row takes a dot product per weight row; more go through `gemm`.
-fn f32_rows(isa: Isa, w: &QuantMatrix<'_>, xp: &[f32], m: usize, first: usize, out: &mut [f32]) {
-    let k_pad = w.padded_cols();
+/// f32 activations for [`f32_rows`].
+struct F32Activations<'a> {
+    /// (m, k_pad), zero past K.
+    xp: &'a [f32],
+    m: usize,
+    /// The first row's sums per weight group.
+    group_sums: &'a [f32],
+}
+
+/// Rows `first..` of W decoded to f32 against f32 activations; `out` is (rows, m). One
+/// activation row takes a dot product per weight row; more go through `gemm`.
+fn f32_rows(isa: Isa, w: &QuantMatrix<'_>, x: &F32Activations<'_>, first: usize, out: &mut [f32]) {
+    let (xp, m, k_pad) = (x.xp, x.m, w.padded_cols());
     let rows = out.len() / m;
     let scales = GroupScales::of_rows(w, first, rows);
     if m == 1 && kernels::has_nibble_f32_dot(isa) && w.format().bits() == 4 && w.group_len() >= 32 {
         // One activation row: multiply the stored nibbles in registers, no decoded copy.
-        let group_sums: Vec<f32> = xp
-            .chunks_exact(w.group_len())
-            .map(|g| g.iter().sum())
-            .collect();
+        let group_sums = x.group_sums;
         let lut = decode::lut4(w.format());
         for (i, o) in out.iter_mut().enumerate() {
             let (gs, gb) = scales.row(i);
@@ -200,7 +216,7 @@ fn f32_rows(isa: Isa, w: &QuantMatrix<'_>, xp: &[f32], m: usize, first: usize, o
                 gs,
                 gb,
             };
-            *o = kernels::nibble_f32_dot(isa, &row, w.group_len(), xp, &group_sums);
+            *o = kernels::nibble_f32_dot(isa, &row, w.group_len(), xp, group_sums);
         }
         return;
     }
