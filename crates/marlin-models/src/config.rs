@@ -38,6 +38,9 @@ pub struct ModelConfig {
     pub rope_theta: f32,
     pub rope_scaling: Option<RopeScaling>,
     pub tie_word_embeddings: bool,
+    /// Mistral's sliding-window attention: a token attends to itself and the
+    /// `sliding_window - 1` tokens before it (None: to every earlier token).
+    pub sliding_window: Option<usize>,
     /// Biases on q_proj, k_proj and v_proj (Qwen2).
     pub attention_bias: bool,
     pub bos_token_id: Option<u32>,

@@ -20,4 +20,4 @@ pub use error::ModelError;
 pub use kv_cache::{KvCache, SeqId};
 pub use llama::{Llama, Precision, SeqTokens};
 pub use vocab::FileVocab;
-pub use weights::{DenseTensor, Weight, WeightSource};
+pub use weights::{DenseTensor, StoredTensor, Weight, WeightSource};

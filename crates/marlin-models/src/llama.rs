@@ -326,7 +326,8 @@ impl Llama {
                 &v[i * kv_heads * hd..(i + 1) * kv_heads * hd],
             );
         }
-        let attn = attention(&q, places, cache, l, heads, kv_heads, hd);
+        let window = self.config.sliding_window;
+        let attn = attention(&q, places, cache, l, (heads, kv_heads, hd), window);
         let o = layer.o_proj.forward(cpu, &attn, n)?;
         h.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
 
@@ -348,16 +349,15 @@ impl Llama {
 }
 
 /// Causal attention of every new token over its sequence's cached positions (itself
-/// included), with grouped kv heads.
+/// included; only the last `window` of them with a sliding window), with grouped kv heads.
 // q (tokens, heads * hd) -> (tokens, heads * hd)
 fn attention(
     q: &[f32],
     places: &[(SeqId, usize)],
     cache: &KvCache,
     layer: usize,
-    heads: usize,
-    kv_heads: usize,
-    hd: usize,
+    (heads, kv_heads, hd): (usize, usize, usize),
+    window: Option<usize>,
 ) -> Vec<f32> {
     let mut out = vec![0f32; q.len()];
     let group = heads / kv_heads;
@@ -367,7 +367,8 @@ fn attention(
         let (seq, pos) = places[t];
         let qh = &q[i * hd..(i + 1) * hd];
         let kvh = head / group;
-        let mut scores: Vec<f32> = (0..=pos)
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let mut scores: Vec<f32> = (first..=pos)
             .map(|p| {
                 let (k, _) = cache.get(layer, seq, kvh, p);
                 qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
@@ -379,7 +380,7 @@ fn attention(
             *s = (*s - max).exp();
             total += *s;
         }
-        for (p, s) in scores.iter().enumerate() {
+        for (p, s) in (first..).zip(&scores) {
             let (_, v) = cache.get(layer, seq, kvh, p);
             let w = s / total;
             o.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);

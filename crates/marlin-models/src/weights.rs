@@ -31,6 +31,20 @@ impl Weight {
     }
 }
 
+/// What a file stores under one name, without reading the data: for `inspect` and memory
+/// estimates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTensor {
+    /// The Hugging Face name (`model.layers.0.self_attn.q_proj.weight`).
+    pub name: String,
+    /// Outermost first, as PyTorch (`[out_features, in_features]` for a linear layer).
+    pub shape: Vec<usize>,
+    /// The file's own type name: `F32`, `BF16`, `Q4_1`, `Q4_K`...
+    pub stored_as: String,
+    /// Bytes in the file.
+    pub bytes: u64,
+}
+
 /// Where an architecture gets its weights: a loaded file, by Hugging Face tensor name
 /// (`model.layers.0.self_attn.q_proj.weight`).
 pub trait WeightSource: Send + Sync {
@@ -40,4 +54,6 @@ pub trait WeightSource: Send + Sync {
     fn contains(&self, name: &str) -> bool;
     /// The named tensor.
     fn weight(&self, name: &str) -> Result<Weight, ModelError>;
+    /// Every tensor the file holds under a Hugging Face name, sorted by name.
+    fn tensors(&self) -> Vec<StoredTensor>;
 }

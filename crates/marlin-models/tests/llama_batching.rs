@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use marlin_cpu::CpuBackend;
 use marlin_models::{
     Architecture, DenseTensor, KvCache, Llama, ModelConfig, ModelError, Precision, SeqTokens,
-    Weight, WeightSource,
+    StoredTensor, Weight, WeightSource,
 };
 use marlin_quant::{Format, Scheme, quantize};
 use marlin_testkit::rng::gaussian;
@@ -22,6 +22,20 @@ impl WeightSource for MapSource {
     }
     fn contains(&self, name: &str) -> bool {
         self.weights.contains_key(name)
+    }
+    fn tensors(&self) -> Vec<StoredTensor> {
+        let mut out: Vec<StoredTensor> = self
+            .weights
+            .iter()
+            .map(|(name, w)| StoredTensor {
+                name: name.clone(),
+                shape: w.shape(),
+                stored_as: "memory".into(),
+                bytes: 0,
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        out
     }
     fn weight(&self, name: &str) -> Result<Weight, ModelError> {
         self.weights
@@ -49,6 +63,7 @@ fn config(architecture: Architecture) -> ModelConfig {
         rope_theta: 10000.0,
         rope_scaling: None,
         tie_word_embeddings: true,
+        sliding_window: None,
         attention_bias: architecture == Architecture::Qwen2,
         bos_token_id: Some(1),
         eos_token_ids: vec![2],

@@ -8,7 +8,9 @@ use super::file::GgufFile;
 use super::permute::{gather_rows, source_rows};
 use super::translate::{config, hf_name};
 use super::vocab::read_vocab;
-use crate::{Architecture, FileVocab, ModelConfig, ModelError, Weight, WeightSource};
+use crate::{
+    Architecture, FileVocab, ModelConfig, ModelError, StoredTensor, Weight, WeightSource,
+};
 
 /// A GGUF model of a supported architecture (llama, mistral, qwen2, qwen3).
 #[derive(Debug)]
@@ -90,6 +92,25 @@ impl WeightSource for GgufModel {
 
     fn contains(&self, name: &str) -> bool {
         self.names.contains_key(name)
+    }
+
+    fn tensors(&self) -> Vec<StoredTensor> {
+        let mut out: Vec<StoredTensor> = self
+            .names
+            .iter()
+            .filter_map(|(hf, gguf)| {
+                let info = self.file.tensor(gguf)?;
+                Some(StoredTensor {
+                    name: hf.clone(),
+                    // GGUF lists the innermost dimension first.
+                    shape: info.dims.iter().rev().map(|&d| d as usize).collect(),
+                    stored_as: info.ggml_type.to_string(),
+                    bytes: info.n_bytes,
+                })
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     fn weight(&self, name: &str) -> Result<Weight, ModelError> {

@@ -226,6 +226,7 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
         rope_scaling: rope_scaling(file, &keys, head_dim, rope_theta)?,
         // llama.cpp's converter drops lm_head when it is the embedding.
         tie_word_embeddings: file.tensor("output.weight").is_none(),
+        sliding_window: keys.usize("attention.sliding_window")?.filter(|&w| w > 0),
         attention_bias: file.tensor("blk.0.attn_q.bias").is_some(),
         bos_token_id: token_id(file, "tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos_token_ids(file)?,
