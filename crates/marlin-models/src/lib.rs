@@ -21,3 +21,17 @@ pub use kv_cache::{KvCache, SeqId};
 pub use llama::{Llama, Precision, SeqTokens};
 pub use vocab::FileVocab;
 pub use weights::{DenseTensor, StoredTensor, Weight, WeightSource};
+
+/// Opens a model's weights: a GGUF file, or a Hugging Face folder (`config.json` and
+/// safetensors).
+pub fn open(path: impl AsRef<std::path::Path>) -> Result<Box<dyn WeightSource>, ModelError> {
+    let path = path.as_ref();
+    if path.is_dir() {
+        return Err(ModelError::Unsupported {
+            path: path.to_owned(),
+            what: "Hugging Face folder".into(),
+            hint: "not loaded yet; pass a GGUF file".into(),
+        });
+    }
+    Ok(Box::new(gguf::GgufModel::open(path)?))
+}
