@@ -3,6 +3,7 @@
 //! ([`crate::Activations::F32`]) avoids it.
 
 use marlin_quant::BLOCK;
+use rayon::prelude::*;
 
 /// `m` rows of activations on the int8 grid, laid out for the kernels.
 pub(crate) struct Q8Rows {
@@ -24,42 +25,75 @@ pub(crate) struct Q8Rows {
 impl Q8Rows {
     // x (m, k) -> Q8Rows (m, k_pad)
     pub fn quantize(x: &[f32], m: usize, k: usize, k_pad: usize, group_len: usize) -> Self {
+        Self::quantize_rows(x, m, k, k_pad, group_len, false)
+    }
+
+    /// Each row of x as two int8 rows (see [`crate::Activations::Int8x2`]): the row on the
+    /// int8 grid of its blocks, then what that rounding lost, on a grid of its own (~254x
+    /// finer). Their sum is x to about 14 bits; a product with both, summed in pairs of rows,
+    /// is the product with x.
+    // x (m, k) -> Q8Rows (2m, k_pad), rows [grid_0, residual_0, grid_1, ...]
+    pub fn quantize_split(x: &[f32], m: usize, k: usize, k_pad: usize, group_len: usize) -> Self {
+        Self::quantize_rows(x, m, k, k_pad, group_len, true)
+    }
+
+    fn quantize_rows(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        k_pad: usize,
+        group_len: usize,
+        split: bool,
+    ) -> Self {
+        let per_row = if split { 2 } else { 1 };
+        let rows = m * per_row;
         let groups = k_pad / group_len;
         let mut out = Q8Rows {
-            m,
+            m: rows,
             k_pad,
-            q: vec![0; m * k_pad],
-            lane_scale: vec![0.0; m * k_pad / 4],
-            group_sum: vec![0.0; m * groups],
+            q: vec![0; rows * k_pad],
+            lane_scale: vec![0.0; rows * k_pad / 4],
+            group_sum: vec![0.0; rows * groups],
             lane_init: Vec::new(),
         };
-        let mut block = [0f32; BLOCK];
-        for r in 0..m {
-            let xr = &x[r * k..(r + 1) * k];
-            let q = &mut out.q[r * k_pad..(r + 1) * k_pad];
-            let lanes = &mut out.lane_scale[r * k_pad / 4..(r + 1) * k_pad / 4];
-            let sums = &mut out.group_sum[r * groups..(r + 1) * groups];
-            for b in 0..k_pad / BLOCK {
-                let start = b * BLOCK;
-                block.fill(0.0);
-                if start < k {
-                    let end = (start + BLOCK).min(k);
-                    block[..end - start].copy_from_slice(&xr[start..end]);
+        // Rows are independent; a prefill's hundreds of rows are worth spreading over threads.
+        let outputs = out
+            .q
+            .par_chunks_mut(per_row * k_pad)
+            .zip(out.lane_scale.par_chunks_mut(per_row * k_pad / 4))
+            .zip(out.group_sum.par_chunks_mut(per_row * groups))
+            .zip(x.par_chunks(k));
+        outputs
+            .with_min_len(8)
+            .for_each(|(((q, lanes), sums), xr)| {
+                let mut block = [0f32; BLOCK];
+                for b in 0..k_pad / BLOCK {
+                    let start = b * BLOCK;
+                    block.fill(0.0);
+                    if start < k {
+                        let end = (start + BLOCK).min(k);
+                        block[..end - start].copy_from_slice(&xr[start..end]);
+                    }
+                    for part in 0..per_row {
+                        let q = &mut q[part * k_pad + start..][..BLOCK];
+                        let d = quantize_block(&block, q);
+                        if split {
+                            // What the grid missed becomes the next row's block.
+                            for (v, &c) in block.iter_mut().zip(q.iter()) {
+                                *v -= d * c as f32;
+                            }
+                        }
+                        // Groups are multiples of 16, so each half of the block lies in one
+                        // group.
+                        for half in [0, BLOCK / 2] {
+                            let sum: i32 =
+                                q[half..half + BLOCK / 2].iter().map(|&v| v as i32).sum();
+                            sums[part * groups + (start + half) / group_len] += d * sum as f32;
+                        }
+                        lanes[(part * k_pad + start) / 4..][..BLOCK / 4].fill(d);
+                    }
                 }
-                let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
-                let d = amax / 127.0;
-                let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
-                for (i, v) in block.iter().enumerate() {
-                    q[start + i] = round_small(v * inv) as i8;
-                }
-                // Groups are multiples of 16, so each half of the block lies in one group.
-                for half in [start, start + BLOCK / 2] {
-                    let sum: i32 = q[half..half + BLOCK / 2].iter().map(|&v| v as i32).sum();
-                    sums[half / group_len] += d * sum as f32;
-                }
-                lanes[start / 4..(start + BLOCK) / 4].fill(d);
-            }
-        }
+            });
         out
     }
 
@@ -236,6 +270,19 @@ impl Q8Rows {
             sum,
         }
     }
+}
+
+/// One block on the int8 grid: scale `amax / 127`, values rounded to the nearest; returns the
+/// scale.
+#[inline]
+fn quantize_block(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
+    let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
+    for (q, v) in q.iter_mut().zip(block) {
+        *q = round_small(v * inv) as i8;
+    }
+    d
 }
 
 /// Rounds `x` (|x| < 2^22) to the nearest integer, ties to even, without a libm call: adding

@@ -40,9 +40,21 @@ pub(crate) fn quant_matmul(
     }
     CoreError::check_len(OP, "x", m * k, x.len())?;
     CoreError::check_len(OP, "y", m * n, y.len())?;
+    // Int8x2 runs the int8 kernels on two quantized rows per row of x and sums their
+    // products: the product is linear in x.
+    let split = activations == Activations::Int8x2;
+    let int8 = activations != Activations::F32;
+    let quantize = |k_pad: usize, group_len: usize| {
+        if split {
+            Q8Rows::quantize_split(x, m, k, k_pad, group_len)
+        } else {
+            Q8Rows::quantize(x, m, k, k_pad, group_len)
+        }
+    };
     let w = match prepared {
-        Prepared::Panels(panels) if activations == Activations::Int8 => {
-            panel_matmul(isa, panels, x, m, k, y);
+        Prepared::Panels(panels) if int8 => {
+            let xq = quantize(panels.padded_cols(), panels.group_len());
+            panel_matmul(isa, panels, xq, m, y);
             return Ok(());
         }
         Prepared::Panels(_) => {
@@ -54,25 +66,27 @@ pub(crate) fn quant_matmul(
         }
         Prepared::Rows(w) => w,
     };
-    // Computed transposed, (n, m), so that each task owns a contiguous slice.
-    let mut yt = vec![0f32; n * m];
-    let tasks = yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate();
     let (k_pad, group_len, format) = (w.padded_cols(), w.group_len(), w.format());
     let nibble_width = kernels::nibble_width(isa).filter(|_| format.bits() == 4 && group_len >= 32);
-    match activations {
-        Activations::Int8 if nibble_width.is_some() => {
-            let width = nibble_width.expect("checked");
+    let on_grid = decode::on_grid(format);
+    // Rows of activations the kernels see: 2m when split.
+    let mq = if int8 && (nibble_width.is_some() || on_grid) && split {
+        2 * m
+    } else {
+        m
+    };
+    // Computed transposed, (n, mq), so that each task owns a contiguous slice.
+    let mut yt = vec![0f32; n * mq];
+    let tasks = yt.par_chunks_mut(ROWS_PER_TASK * mq).enumerate();
+    match nibble_width {
+        Some(width) if int8 => {
             let lane_mul = decode::grid_step(format);
-            let xq = Q8Rows::quantize(x, m, k, k_pad, group_len).into_planes(
-                width,
-                decode::grid_zero(format),
-                lane_mul,
-            );
+            let xq =
+                quantize(k_pad, group_len).into_planes(width, decode::grid_zero(format), lane_mul);
             tasks.for_each(|(t, out)| nibble_rows(isa, w, &xq, t * ROWS_PER_TASK, out));
         }
-        Activations::Int8 if decode::on_grid(format) => {
-            let xq =
-                Q8Rows::quantize(x, m, k, k_pad, group_len).with_zero(decode::grid_zero(format));
+        _ if int8 && on_grid => {
+            let xq = quantize(k_pad, group_len).with_zero(decode::grid_zero(format));
             tasks.for_each(|(t, out)| grid_rows(isa, w, &xq, t * ROWS_PER_TASK, out));
         }
         _ => {
@@ -90,40 +104,47 @@ pub(crate) fn quant_matmul(
             tasks.for_each(|(t, out)| f32_rows(isa, w, &f32x, t * ROWS_PER_TASK, out));
         }
     }
-    for (j, col) in yt.chunks_exact(m).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            y[i * n + j] = *v;
+    let per = mq / m;
+    for (j, col) in yt.chunks_exact(mq).enumerate() {
+        for (i, v) in col.chunks_exact(per).enumerate() {
+            y[i * n + j] = v.iter().sum();
         }
     }
     Ok(())
 }
 
-/// `y (m, n) = x (m, k) · W^T` with W in panels: one task per panel of 16 rows.
-// x (m, k), w (n, k) -> y (m, n)
-fn panel_matmul(isa: Isa, w: &Panels, x: &[f32], m: usize, k: usize, y: &mut [f32]) {
+/// `y (m, n) = x · W^T` with W in panels, from x quantized to `xq` (m rows, or 2m split rows
+/// whose products are summed in pairs): one task per run of panels.
+// xq (m or 2m, k), w (n, k) -> y (m, n)
+fn panel_matmul(isa: Isa, w: &Panels, xq: Q8Rows, m: usize, y: &mut [f32]) {
     let format = w.format();
     let lane_mul = decode::grid_step(format);
-    let xq = Q8Rows::quantize(x, m, k, w.padded_cols(), w.group_len())
-        .into_blocks(decode::grid_zero(format), lane_mul);
+    let mq = xq.m;
+    let xq = xq.into_blocks(decode::grid_zero(format), lane_mul);
     let n = w.rows();
     // Tasks of several panels: a small layer's panel is well under a microsecond of work,
     // less than scheduling it costs.
     let panel_bytes = w.padded_cols() * PANEL * w.format().bits() as usize / 8;
     let per_task =
         (TASK_BYTES / panel_bytes).clamp(1, w.panels().div_ceil(rayon::current_num_threads()));
-    // (panels, m, 16): each task owns a contiguous run.
-    let mut out = vec![0f32; w.panels() * m * PANEL];
-    out.par_chunks_mut(per_task * m * PANEL)
+    // (panels, mq, 16): each task owns a contiguous run.
+    let mut out = vec![0f32; w.panels() * mq * PANEL];
+    out.par_chunks_mut(per_task * mq * PANEL)
         .enumerate()
         .for_each(|(t, out)| {
-            for (i, o) in out.chunks_exact_mut(m * PANEL).enumerate() {
+            for (i, o) in out.chunks_exact_mut(mq * PANEL).enumerate() {
                 kernels::panel_dot(isa, &w.view(t * per_task + i), &xq, o);
             }
         });
-    for (p, o) in out.chunks_exact(m * PANEL).enumerate() {
+    let per = mq / m;
+    for (p, o) in out.chunks_exact(mq * PANEL).enumerate() {
         let cols = PANEL.min(n - p * PANEL);
-        for (r, o) in o.chunks_exact(PANEL).enumerate() {
-            y[r * n + p * PANEL..][..cols].copy_from_slice(&o[..cols]);
+        for (r, o) in o.chunks_exact(per * PANEL).enumerate() {
+            let dst = &mut y[r * n + p * PANEL..][..cols];
+            dst.copy_from_slice(&o[..cols]);
+            if per == 2 {
+                dst.iter_mut().zip(&o[PANEL..]).for_each(|(a, b)| *a += b);
+            }
         }
     }
 }

@@ -20,7 +20,7 @@ fn greedy(max_tokens: usize) -> TextParams {
 #[test]
 fn greedy_continuation_of_the_capital_of_france() {
     let path = marlin_testkit::smollm2_gguf();
-    for precision in [Precision::F32, Precision::Int8, Precision::Mixed] {
+    for precision in [Precision::F32, Precision::Int8, Precision::Int8x2] {
         let engine = Engine::load_on(&path, CpuBackend::detect(), precision).unwrap();
         check_capital(&engine);
     }
@@ -43,8 +43,8 @@ fn check_capital(engine: &Engine) {
 fn chat_answers_with_paris() {
     let path = marlin_testkit::smollm2_gguf();
     // The answer's first token leads its runner-up by 0.08 logits; int8 activations everywhere
-    // overturn it (as llama.cpp does on this file), the default mixed precision keeps it.
-    for precision in [Precision::F32, Precision::Mixed] {
+    // overturn it (as llama.cpp does on this file), the default int8x2 keeps it.
+    for precision in [Precision::F32, Precision::Int8x2] {
         let engine = Engine::load_on(&path, CpuBackend::detect(), precision).unwrap();
         check_paris(&engine);
     }
@@ -56,4 +56,28 @@ fn check_paris(engine: &Engine) {
         .unwrap();
     let done = engine.generate(&prompt, &greedy(40), |_| {}).unwrap();
     assert!(done.text.contains("Paris"), "{:?}", done.text);
+}
+
+/// The default precision's claim (docs/cpu-kernels.md): the same greedy tokens as f32, where
+/// int8 activations part ways within a few tokens on some of these prompts.
+#[test]
+fn int8x2_gives_the_greedy_tokens_of_f32() {
+    let path = marlin_testkit::smollm2_gguf();
+    let f32 = Engine::load_on(&path, CpuBackend::detect(), Precision::F32).unwrap();
+    let x2 = Engine::load_on(&path, CpuBackend::detect(), Precision::Int8x2).unwrap();
+    for question in [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "How many legs does a spider have?",
+        "Translate 'good morning' into Spanish.",
+    ] {
+        let prompt = f32.encode_chat(&[Message::user(question)]).unwrap();
+        let want = f32.generate(&prompt, &greedy(24), |_| {}).unwrap();
+        let got = x2.generate(&prompt, &greedy(24), |_| {}).unwrap();
+        assert_eq!(
+            got.token_ids, want.token_ids,
+            "{question}: int8x2 {:?}, f32 {:?}",
+            got.text, want.text
+        );
+    }
 }

@@ -13,8 +13,6 @@ use crate::{Architecture, ModelConfig, ModelError, Weight, WeightSource};
 pub struct Llama {
     config: ModelConfig,
     cpu: CpuBackend,
-    /// The backend of the q, k and v projections (see [`Precision`]).
-    attn_cpu: CpuBackend,
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
@@ -40,9 +38,7 @@ struct DecoderLayer {
 struct Loader<'a> {
     src: &'a dyn WeightSource,
     config: &'a ModelConfig,
-    /// The backend of every product but q, k and v.
     cpu: CpuBackend,
-    attn_cpu: CpuBackend,
 }
 
 impl Loader<'_> {
@@ -57,12 +53,7 @@ impl Loader<'_> {
 
     /// Layers reading the same input, stacked into one product where their weights allow;
     /// with their biases when the configuration has attention biases and `with_bias`.
-    fn group(
-        &self,
-        cpu: &CpuBackend,
-        names: &[String],
-        with_bias: bool,
-    ) -> Result<LinearGroup, ModelError> {
+    fn group(&self, names: &[String], with_bias: bool) -> Result<LinearGroup, ModelError> {
         let mut weights = Vec::new();
         let mut biases = Vec::new();
         for name in names {
@@ -73,7 +64,7 @@ impl Loader<'_> {
                 None
             });
         }
-        LinearGroup::new(cpu, weights, biases)
+        LinearGroup::new(&self.cpu, weights, biases)
     }
 
     fn bias(&self, name: &str) -> Result<Vec<f32>, ModelError> {
@@ -101,7 +92,6 @@ impl DecoderLayer {
         let layer = DecoderLayer {
             input_layernorm: load.norm(&format!("{p}.input_layernorm.weight"))?,
             qkv: load.group(
-                &load.attn_cpu,
                 &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}")),
                 true,
             )?,
@@ -110,7 +100,6 @@ impl DecoderLayer {
             k_norm: head_norm("k_norm")?,
             post_attention_layernorm: load.norm(&format!("{p}.post_attention_layernorm.weight"))?,
             gate_up: load.group(
-                &load.cpu,
                 &["gate_proj", "up_proj"].map(|n| format!("{p}.mlp.{n}")),
                 false,
             )?,
@@ -178,14 +167,25 @@ fn shape(layer: usize, name: &str, expected: Vec<usize>, got: Vec<usize>) -> Mod
 /// The precision of activations inside the quantized matmuls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// f32 everywhere: matches transformers.
+    /// f32: matches transformers; slowest.
     F32,
-    /// int8 everywhere (per block of 32, as llama.cpp): fastest; can overturn near-ties.
-    Int8,
-    /// int8, except f32 into the q, k and v projections, whose error moves attention scores
-    /// most: on SmolLM2 this keeps transformers' answers at nearly int8 speed.
+    /// int8 plus an int8 residual per block of 32 (about 14 bits): transformers' tokens at
+    /// close to int8 speed. On SmolLM2 it gives the same greedy tokens as f32 where int8 does not
+    /// (docs/cpu-kernels.md).
     #[default]
-    Mixed,
+    Int8x2,
+    /// int8 per block of 32, as llama.cpp: fastest; can overturn near-ties.
+    Int8,
+}
+
+impl Precision {
+    fn activations(self) -> Activations {
+        match self {
+            Precision::F32 => Activations::F32,
+            Precision::Int8x2 => Activations::Int8x2,
+            Precision::Int8 => Activations::Int8,
+        }
+    }
 }
 
 /// New tokens of one sequence, positioned after what its cache holds.
@@ -202,21 +202,12 @@ impl Llama {
         cpu: CpuBackend,
         precision: Precision,
     ) -> Result<Self, ModelError> {
-        let (f32, int8) = (
-            cpu.with_activations(Activations::F32),
-            cpu.with_activations(Activations::Int8),
-        );
-        let (cpu, attn_cpu) = match precision {
-            Precision::F32 => (f32, f32),
-            Precision::Int8 => (int8, int8),
-            Precision::Mixed => (int8, f32),
-        };
+        let cpu = cpu.with_activations(precision.activations());
         let config = src.config().clone();
         let load = Loader {
             src,
             config: &config,
             cpu,
-            attn_cpu,
         };
         let layers = (0..config.num_hidden_layers)
             .map(|i| DecoderLayer::load(&load, i))
@@ -235,7 +226,6 @@ impl Llama {
             layers,
             config,
             cpu,
-            attn_cpu,
         })
     }
 
@@ -301,10 +291,9 @@ impl Llama {
         );
         let mut x = h.to_vec();
         layer.input_layernorm.forward_inplace(&mut x);
-        let attn_cpu = &self.attn_cpu;
         let [mut q, mut k, v]: [Vec<f32>; 3] = layer
             .qkv
-            .forward(attn_cpu, &x, n)?
+            .forward(cpu, &x, n)?
             .try_into()
             .expect("the group has q, k and v");
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {

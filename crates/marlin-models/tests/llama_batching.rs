@@ -147,7 +147,7 @@ fn one_chunk_equals_token_by_token_through_the_cache() {
             let model = Llama::load(
                 &source(arch, format),
                 CpuBackend::detect(),
-                Precision::Mixed,
+                Precision::Int8x2,
             )
             .unwrap();
             let mut cache = KvCache::new(model.config(), 4, 64);
@@ -177,7 +177,7 @@ fn one_chunk_equals_token_by_token_through_the_cache() {
 #[test]
 fn a_batch_equals_its_sequences_alone() {
     let src = source(Architecture::Llama, Some(Format::Int4));
-    let model = Llama::load(&src, CpuBackend::detect(), Precision::Mixed).unwrap();
+    let model = Llama::load(&src, CpuBackend::detect(), Precision::Int8x2).unwrap();
     let (p1, p2): (&[u32], &[u32]) = (&PROMPT, &[7, 7, 60]);
     let alone = |p: &[u32]| {
         let mut cache = KvCache::new(model.config(), 4, 64);
@@ -209,7 +209,7 @@ fn a_full_cache_and_bad_tokens_are_errors() {
     let model = Llama::load(
         &source(Architecture::Llama, None),
         CpuBackend::detect(),
-        Precision::Mixed,
+        Precision::Int8x2,
     )
     .unwrap();
     let mut cache = KvCache::new(model.config(), 4, 4);
@@ -246,7 +246,7 @@ fn a_full_cache_and_bad_tokens_are_errors() {
 fn a_config_that_disagrees_with_a_tensor_names_it() {
     let mut src = source(Architecture::Llama, None);
     src.config.intermediate_size = 80;
-    let err = Llama::load(&src, CpuBackend::detect(), Precision::Mixed)
+    let err = Llama::load(&src, CpuBackend::detect(), Precision::Int8x2)
         .err()
         .expect("load must fail");
     assert!(

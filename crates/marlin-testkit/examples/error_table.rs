@@ -29,6 +29,7 @@ struct Row {
     outliers: f64,
     f32_matmul: f64,
     int8_matmul: f64,
+    int8x2_matmul: f64,
     /// Largest difference of a SIMD ISA from the scalar one: (f32, int8 activations).
     isa_spread: (f64, f64),
 }
@@ -62,6 +63,7 @@ fn measure(scheme: Scheme, x: &[f32]) -> Row {
     };
     let (f32_matmul, f32_spread) = worst(Activations::F32);
     let (int8_matmul, int8_spread) = worst(Activations::Int8);
+    let (int8x2_matmul, _) = worst(Activations::Int8x2);
     Row {
         scheme,
         bits_per_weight: q.storage_bytes() as f64 * 8.0 / (ROWS * COLS) as f64,
@@ -69,6 +71,7 @@ fn measure(scheme: Scheme, x: &[f32]) -> Row {
         outliers: reference::rel_rmse(&qo.dequantize(), &wo),
         f32_matmul,
         int8_matmul,
+        int8x2_matmul,
         isa_spread: (f32_spread, int8_spread),
     }
 }
@@ -97,15 +100,16 @@ fn main() {
         let rounding = max(|r| r.f32_matmul.max(r.isa_spread.0).max(r.isa_spread.1));
         println!("ROUNDING (measured, round up) = {rounding:.3e}");
         println!("INT8_ACTIVATIONS = {:.3e}", max(|r| r.int8_matmul));
+        println!("INT8X2_ACTIVATIONS = {:.3e}", max(|r| r.int8x2_matmul));
         return;
     }
     println!(
-        "| format | group | bits/weight | round trip, gaussian | round trip, 0.1% outliers | budget | matmul, f32 acts | matmul, int8 acts | ISA spread, f32 / int8 |"
+        "| format | group | bits/weight | round trip, gaussian | round trip, 0.1% outliers | budget | matmul, f32 acts | matmul, int8 acts | matmul, int8x2 acts | ISA spread, f32 / int8 |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.3} | {:.4} | {:.4} | {:.4} | {:.1e} | {:.1e} | {:.1e} / {:.1e} |",
+            "| {} | {} | {:.3} | {:.4} | {:.4} | {:.4} | {:.1e} | {:.1e} | {:.1e} | {:.1e} / {:.1e} |",
             r.scheme.format(),
             group_label(r.scheme.group()),
             r.bits_per_weight,
@@ -114,6 +118,7 @@ fn main() {
             budget::round_trip_budget(r.scheme),
             r.f32_matmul,
             r.int8_matmul,
+            r.int8x2_matmul,
             r.isa_spread.0,
             r.isa_spread.1,
         );

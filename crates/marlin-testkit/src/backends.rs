@@ -40,7 +40,7 @@ impl Deref for TestBackend {
     }
 }
 
-/// Every backend present: the CPU at every available ISA, each with int8 and with f32
+/// Every backend present: the CPU at every available ISA, each with int8, f32 and int8x2
 /// activations. (The GPU backend joins here when it exists.)
 ///
 /// `MARLIN_TEST_BACKEND=<text>` keeps only the backends whose name contains `<text>`, e.g.
@@ -49,7 +49,7 @@ pub fn backends() -> Vec<TestBackend> {
     let mut all = Vec::new();
     for isa in Isa::available() {
         let cpu = CpuBackend::new(isa).expect("Isa::available lists only available levels");
-        for acts in [Activations::Int8, Activations::F32] {
+        for acts in [Activations::Int8, Activations::F32, Activations::Int8x2] {
             all.push(TestBackend::new(
                 Box::new(cpu.with_activations(acts)),
                 acts.into(),

@@ -182,7 +182,7 @@ fn every_simd_isa_equals_scalar() {
         eprintln!("every_simd_isa_equals_scalar: this CPU has no SIMD level; nothing to compare");
         return;
     }
-    for acts in [Activations::Int8, Activations::F32] {
+    for acts in [Activations::Int8, Activations::F32, Activations::Int8x2] {
         let scalar = CpuBackend::new(Isa::Scalar).unwrap().with_activations(acts);
         for scheme in schemes() {
             let tol = isa_agreement(scheme, acts.into());

@@ -83,12 +83,15 @@ enum ActivationsArg {
     Int8,
     /// Full f32.
     F32,
+    /// int8 plus an int8 residual: near f32 through the int8 kernels.
+    Int8x2,
 }
 
 impl ActivationsArg {
     fn name(self) -> &'static str {
         match self {
             ActivationsArg::Int8 => "int8",
+            ActivationsArg::Int8x2 => "int8x2",
             ActivationsArg::F32 => "f32",
         }
     }
@@ -193,6 +196,7 @@ fn backend(args: &KernelsArgs) -> anyhow::Result<CpuBackend> {
     let activations = match args.activations {
         ActivationsArg::Int8 => Activations::Int8,
         ActivationsArg::F32 => Activations::F32,
+        ActivationsArg::Int8x2 => Activations::Int8x2,
     };
     let backend = match args.isa {
         None => CpuBackend::detect(),
