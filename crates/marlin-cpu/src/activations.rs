@@ -66,33 +66,19 @@ impl Q8Rows {
         outputs
             .with_min_len(8)
             .for_each(|(((q, lanes), sums), xr)| {
-                let mut block = [0f32; BLOCK];
-                for b in 0..k_pad / BLOCK {
-                    let start = b * BLOCK;
-                    block.fill(0.0);
-                    if start < k {
-                        let end = (start + BLOCK).min(k);
-                        block[..end - start].copy_from_slice(&xr[start..end]);
-                    }
-                    for part in 0..per_row {
-                        let q = &mut q[part * k_pad + start..][..BLOCK];
-                        let d = quantize_block(&block, q);
-                        if split {
-                            // What the grid missed becomes the next row's block.
-                            for (v, &c) in block.iter_mut().zip(q.iter()) {
-                                *v -= d * c as f32;
-                            }
-                        }
-                        // Groups are multiples of 16, so each half of the block lies in one
-                        // group.
-                        for half in [0, BLOCK / 2] {
-                            let sum: i32 =
-                                q[half..half + BLOCK / 2].iter().map(|&v| v as i32).sum();
-                            sums[part * groups + (start + half) / group_len] += d * sum as f32;
-                        }
-                        lanes[(part * k_pad + start) / 4..][..BLOCK / 4].fill(d);
-                    }
+                let row = RowOut { q, lanes, sums };
+                let shape = RowShape {
+                    k,
+                    k_pad,
+                    group_len,
+                    split,
+                };
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512bw") {
+                    // SAFETY: the CPU has the features the function is compiled for.
+                    return unsafe { quantize_row_avx512(xr, shape, row) };
                 }
+                quantize_row(xr, shape, row, quantize_block)
             });
         out
     }
@@ -272,11 +258,114 @@ impl Q8Rows {
     }
 }
 
+/// Where one row of x lands in [`Q8Rows`] (two rows when split).
+struct RowOut<'a> {
+    q: &'a mut [i8],
+    lanes: &'a mut [f32],
+    sums: &'a mut [f32],
+}
+
+#[derive(Clone, Copy)]
+struct RowShape {
+    k: usize,
+    k_pad: usize,
+    group_len: usize,
+    split: bool,
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn quantize_row_avx512(xr: &[f32], shape: RowShape, out: RowOut<'_>) {
+    // SAFETY: this function runs only where its features are present.
+    quantize_row(xr, shape, out, |block, q| unsafe {
+        quantize_block_avx512(block, q)
+    })
+}
+
+/// [`quantize_block`] in AVX-512, with the same result: the same maximum and scale, and
+/// `cvtps` rounds to nearest even as `round_small` does.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL; `q.len() >= 32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn quantize_block_avx512(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(q.len() >= BLOCK);
+    // SAFETY: 32 floats read from the block, 32 bytes written to q (checked above).
+    unsafe {
+        let a = _mm512_loadu_ps(block.as_ptr());
+        let b = _mm512_loadu_ps(block.as_ptr().add(16));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        let d = amax / 127.0;
+        let inv = _mm512_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
+        let qa = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(a, inv)));
+        let qb = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(b, inv)));
+        _mm_storeu_si128(q.as_mut_ptr().cast(), qa);
+        _mm_storeu_si128(q.as_mut_ptr().add(16).cast(), qb);
+        d
+    }
+}
+
+// xr (k) -> one row of Q8Rows, or two when split
+#[inline(always)]
+fn quantize_row(
+    xr: &[f32],
+    shape: RowShape,
+    out: RowOut<'_>,
+    quantize_block: impl Fn(&[f32; BLOCK], &mut [i8]) -> f32,
+) {
+    let RowShape {
+        k,
+        k_pad,
+        group_len,
+        split,
+    } = shape;
+    let RowOut { q, lanes, sums } = out;
+    let per_row = if split { 2 } else { 1 };
+    let groups = k_pad / group_len;
+    let mut block = [0f32; BLOCK];
+    for b in 0..k_pad / BLOCK {
+        let start = b * BLOCK;
+        block.fill(0.0);
+        if start < k {
+            let end = (start + BLOCK).min(k);
+            block[..end - start].copy_from_slice(&xr[start..end]);
+        }
+        for part in 0..per_row {
+            let q = &mut q[part * k_pad + start..][..BLOCK];
+            let d = quantize_block(&block, q);
+            if split {
+                // What the grid missed becomes the next row's block.
+                for (v, &c) in block.iter_mut().zip(q.iter()) {
+                    *v -= d * c as f32;
+                }
+            }
+            // Groups are multiples of 16, so each half of the block lies in one group.
+            for half in [0, BLOCK / 2] {
+                let sum: i32 = q[half..half + BLOCK / 2].iter().map(|&v| v as i32).sum();
+                sums[part * groups + (start + half) / group_len] += d * sum as f32;
+            }
+            lanes[(part * k_pad + start) / 4..][..BLOCK / 4].fill(d);
+        }
+    }
+}
+
 /// One block on the int8 grid: scale `amax / 127`, values rounded to the nearest; returns the
-/// scale.
-#[inline]
+/// scale. Written so that the compiler vectorizes it: lane-wise maxima (a NaN compares false and
+/// is skipped), rounding by addition, no branches.
+#[inline(always)]
 fn quantize_block(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
-    let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let mut lanes = [0f32; 16];
+    for half in block.chunks_exact(16) {
+        for (m, v) in lanes.iter_mut().zip(half) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |a, &v| if v > a { v } else { a });
     let d = amax / 127.0;
     let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
     for (q, v) in q.iter_mut().zip(block) {

@@ -15,6 +15,7 @@ mod matmul;
 pub mod panel;
 pub mod peak;
 pub mod stream;
+mod vector;
 
 use std::borrow::Cow;
 

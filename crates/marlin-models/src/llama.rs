@@ -316,7 +316,7 @@ impl Llama {
             );
         }
         let window = self.config.sliding_window;
-        let attn = attention(&q, places, cache, l, (heads, kv_heads, hd), window);
+        let attn = attention(cpu, &q, places, cache, l, (heads, kv_heads, hd), window);
         let o = layer.o_proj.forward(cpu, &attn, n)?;
         h.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
 
@@ -341,6 +341,7 @@ impl Llama {
 /// included; only the last `window` of them with a sliding window), with grouped kv heads.
 // q (tokens, heads * hd) -> (tokens, heads * hd)
 fn attention(
+    cpu: &CpuBackend,
     q: &[f32],
     places: &[(SeqId, usize)],
     cache: &KvCache,
@@ -358,10 +359,7 @@ fn attention(
         let kvh = head / group;
         let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let mut scores: Vec<f32> = (first..=pos)
-            .map(|p| {
-                let (k, _) = cache.get(layer, seq, kvh, p);
-                qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
-            })
+            .map(|p| cpu.dot(qh, cache.get(layer, seq, kvh, p).0) * scale)
             .collect();
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut total = 0f32;
@@ -370,9 +368,7 @@ fn attention(
             total += *s;
         }
         for (p, s) in (first..).zip(&scores) {
-            let (_, v) = cache.get(layer, seq, kvh, p);
-            let w = s / total;
-            o.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
+            cpu.axpy(s / total, cache.get(layer, seq, kvh, p).1, o);
         }
     });
     out
