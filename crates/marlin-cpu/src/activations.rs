@@ -74,9 +74,14 @@ impl Q8Rows {
                     split,
                 };
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx512bw") {
+                if std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
                     // SAFETY: the CPU has the features the function is compiled for.
                     return unsafe { quantize_row_avx512(xr, shape, row) };
+                } else if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { quantize_row_avx2(xr, shape, row) };
                 }
                 quantize_row(xr, shape, row, quantize_block)
             });
@@ -284,6 +289,49 @@ unsafe fn quantize_row_avx512(xr: &[f32], shape: RowShape, out: RowOut<'_>) {
     })
 }
 
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(xr: &[f32], shape: RowShape, out: RowOut<'_>) {
+    // SAFETY: this function runs only where its features are present.
+    quantize_row(xr, shape, out, |block, q| unsafe {
+        quantize_block_avx2(block, q)
+    })
+}
+
+/// [`quantize_block`] in AVX2, with the same result (see [`quantize_block_avx512`]).
+///
+/// # Safety
+/// The CPU must have AVX2; `q.len() >= 32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_block_avx2(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(q.len() >= BLOCK);
+    // SAFETY: 32 floats read from the block, 32 bytes written to q (checked above).
+    unsafe {
+        let sign = _mm256_set1_ps(-0.0);
+        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(block.as_ptr().add(8 * i)));
+        let abs = |x| _mm256_andnot_ps(sign, x);
+        let m = _mm256_max_ps(
+            _mm256_max_ps(abs(v[0]), abs(v[1])),
+            _mm256_max_ps(abs(v[2]), abs(v[3])),
+        );
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+        let d = amax / 127.0;
+        let inv = _mm256_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
+        for (i, v) in v.iter().enumerate() {
+            let w = _mm256_cvtps_epi32(_mm256_mul_ps(*v, inv));
+            let w16 = _mm_packs_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+            _mm_storel_epi64(q.as_mut_ptr().add(8 * i).cast(), _mm_packs_epi16(w16, w16));
+        }
+        d
+    }
+}
+
 /// [`quantize_block`] in AVX-512, with the same result: the same maximum and scale, and
 /// `cvtps` rounds to nearest even as `round_small` does.
 ///
@@ -384,7 +432,51 @@ fn round_small(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::round_small;
+    use super::{BLOCK, quantize_block, round_small};
+
+    /// Blocks with ties (x.5 after scaling), zeros, tiny and huge values, and a random mix.
+    fn blocks() -> Vec<[f32; BLOCK]> {
+        let mut out = vec![[0f32; BLOCK]];
+        out.push(std::array::from_fn(|i| {
+            (i as f32 - 16.0) * 127.0 / 16.0 / 2.0
+        }));
+        out.push(std::array::from_fn(|i| {
+            if i == 3 { -1e30 } else { 1e-30 * i as f32 }
+        }));
+        let mut state = 0x9E37_79B9u32;
+        for _ in 0..200 {
+            out.push(std::array::from_fn(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32 - 0.5) * 8.0
+            }));
+        }
+        out
+    }
+
+    #[test]
+    fn simd_block_quantizers_equal_the_scalar_one() {
+        #[cfg(target_arch = "x86_64")]
+        for block in blocks() {
+            let mut want = [0i8; BLOCK];
+            let d = quantize_block(&block, &mut want);
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut got = [0i8; BLOCK];
+                // SAFETY: AVX2 is present.
+                let e = unsafe { super::quantize_block_avx2(&block, &mut got) };
+                assert_eq!((e, got), (d, want), "avx2 on {block:?}");
+            }
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
+                let mut got = [0i8; BLOCK];
+                // SAFETY: AVX-512 F/BW/VL are present.
+                let e = unsafe { super::quantize_block_avx512(&block, &mut got) };
+                assert_eq!((e, got), (d, want), "avx512 on {block:?}");
+            }
+        }
+    }
 
     #[test]
     fn round_small_rounds_to_nearest_even() {
