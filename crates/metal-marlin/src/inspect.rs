@@ -1,6 +1,7 @@
 //! `metal-marlin inspect`: what a model is (configuration, parameters, stored tensor types and
 //! what they become in memory) and what running it takes, without loading its weights.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -96,12 +97,20 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         memory_estimate: memory(&summary),
         path,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let out = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", text(&report));
+        text(&report)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // A reader that stopped early (`| head`) is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to standard output"),
     }
-    Ok(())
 }
 
 fn config(c: &ModelConfig) -> Config {
