@@ -143,16 +143,23 @@ fn fetch(cache: &Path, id: &HubId) -> Result<PathBuf, Failure> {
             cache.display()
         );
     }
-    for file in &missing {
+    // Every file must land in this commit's snapshot: a branch that moves on meanwhile would
+    // mix two commits' files.
+    let get = |file: &str| -> Result<(), Failure> {
         let path = repo.download(file).map_err(|e| classify(id, e))?;
-        if !path.starts_with(&snapshot) {
+        if path.starts_with(&snapshot) {
+            Ok(())
+        } else {
             let err = anyhow!("{id} changed on the hub while downloading; run the command again");
-            return Err(Failure::Refused(err));
+            Err(Failure::Refused(err))
         }
+    };
+    for file in &missing {
+        get(file)?;
     }
     for shard in index_shards(&snapshot).map_err(Failure::Refused)? {
         if !snapshot.join(&shard).exists() {
-            repo.download(&shard).map_err(|e| classify(id, e))?;
+            get(&shard)?;
         }
     }
     // Point the revision at this commit, so an offline run finds it.
