@@ -33,6 +33,11 @@ pub enum EngineError {
     Unsupported { path: PathBuf, what: String },
     #[error("{path}: the model has no chat template; generate without --chat")]
     NoChatTemplate { path: PathBuf },
+    #[error(
+        "the conversation needs {tokens} tokens but the model's context holds {context}: \
+         start a new conversation or shorten it"
+    )]
+    ContextFull { tokens: usize, context: usize },
 }
 
 /// Generation settings beyond tokens: [`GenerateParams`] plus stop strings.
@@ -50,6 +55,10 @@ pub struct Completion {
     pub token_ids: Vec<u32>,
     pub text: String,
     pub finish_reason: FinishReason,
+    /// Prompt tokens whose keys and values were already cached (a [`Session`](crate::Session)
+    /// reusing an earlier turn), so not prefilled.
+    pub cached_prompt_tokens: usize,
+    /// Speed of prefilling the prompt tokens that were not cached.
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
 }
@@ -114,6 +123,11 @@ impl Engine {
         &self.tokenizer
     }
 
+    /// The model's chat template, if its files have one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
+    }
+
     /// Tokens that end generation (the model's end-of-sequence tokens).
     pub fn stop_token_ids(&self) -> &[u32] {
         &self.stop_token_ids
@@ -149,6 +163,7 @@ impl Engine {
         let (prefill_tokens_per_s, decode_tokens_per_s) = speeds(prompt.len(), &done);
         Ok(Completion {
             prompt_token_ids: prompt.to_vec(),
+            cached_prompt_tokens: 0,
             prefill_tokens_per_s,
             decode_tokens_per_s,
             finish_reason: done.finish_reason,
@@ -163,24 +178,43 @@ impl Engine {
         &self,
         prompt: &[u32],
         params: &TextParams,
-        mut on_text: impl FnMut(&str) + Send,
+        on_text: impl FnMut(&str) + Send,
     ) -> Result<Completion, EngineError> {
+        self.generate_text(prompt, 0, params, on_text, |gen_params, on_token| {
+            generate(&self.model, prompt, gen_params, on_token)
+        })
+    }
+
+    /// Text generation around a token loop `run` (fresh or over a cache already holding
+    /// `cached` prompt tokens): stop tokens, detokenizing, stop strings, speeds.
+    pub(crate) fn generate_text<R>(
+        &self,
+        prompt: &[u32],
+        cached: usize,
+        params: &TextParams,
+        mut on_text: impl FnMut(&str) + Send,
+        run: R,
+    ) -> Result<Completion, EngineError>
+    where
+        R: FnOnce(
+            &GenerateParams,
+            &mut (dyn FnMut(u32) -> Flow + Send),
+        ) -> Result<Generated, ModelError>,
+    {
         let mut gen_params = params.generate.clone();
         gen_params.stop_token_ids.extend(&self.stop_token_ids);
         let mut detok = self.tokenizer.detokenizer(true).with_prompt(prompt)?;
         let mut text = StopText::new(&params.stop_strings);
         let mut failure = None;
-        let done = generate(&self.model, prompt, &gen_params, |token| {
-            match detok.push(token) {
-                Ok(piece) => {
-                    let (ready, stop) = text.push(&piece);
-                    on_text(ready);
-                    if stop { Flow::Stop } else { Flow::Continue }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    Flow::Stop
-                }
+        let done = run(&gen_params, &mut |token| match detok.push(token) {
+            Ok(piece) => {
+                let (ready, stop) = text.push(&piece);
+                on_text(ready);
+                if stop { Flow::Stop } else { Flow::Continue }
+            }
+            Err(e) => {
+                failure = Some(e);
+                Flow::Stop
             }
         })?;
         if let Some(e) = failure {
@@ -192,9 +226,10 @@ impl Engine {
             on_text(ready);
             on_text(&text.flush());
         }
-        let (prefill_tokens_per_s, decode_tokens_per_s) = speeds(prompt.len(), &done);
+        let (prefill_tokens_per_s, decode_tokens_per_s) = speeds(prompt.len() - cached, &done);
         Ok(Completion {
             prompt_token_ids: prompt.to_vec(),
+            cached_prompt_tokens: cached,
             prefill_tokens_per_s,
             decode_tokens_per_s,
             finish_reason: if text.stopped {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use marlin_models::{KvCache, Llama, ModelError, SeqTokens};
+use marlin_models::{KvCache, Llama, ModelError, SeqId, SeqTokens};
 
 use crate::sampler::{Sampler, SamplingParams};
 
@@ -68,20 +68,40 @@ pub enum Flow {
 
 /// Generates from `prompt` (token ids, at least one) with `model`, calling `on_token` with
 /// every new token as soon as it is chosen.
-///
-/// The loop runs on a rayon worker: a parallel call made from outside the pool parks the
-/// caller on a futex until the pool is done, and a decode step makes hundreds of them.
 pub fn generate(
     model: &Llama,
     prompt: &[u32],
     params: &GenerateParams,
     on_token: impl FnMut(u32) -> Flow + Send,
 ) -> Result<Generated, ModelError> {
-    rayon::scope(|_| generate_here(model, prompt, params, on_token))
+    let capacity = prompt.len() + params.max_tokens + 1;
+    let mut cache = KvCache::new(model.config(), 16, capacity);
+    let seq = cache.add_sequence();
+    generate_cached(model, &mut cache, seq, prompt, params, on_token)
+}
+
+/// [`generate`] continuing sequence `seq` of `cache`, which already holds the first
+/// `cache.len(seq)` tokens of `prompt` (fewer than all of them: the last prompt token's logits
+/// are needed): only the rest is prefilled. Afterwards the cache holds the prompt and every
+/// new token but the last.
+///
+/// The loop runs on a rayon worker: a parallel call made from outside the pool parks the
+/// caller on a futex until the pool is done, and a decode step makes hundreds of them.
+pub fn generate_cached(
+    model: &Llama,
+    cache: &mut KvCache,
+    seq: SeqId,
+    prompt: &[u32],
+    params: &GenerateParams,
+    on_token: impl FnMut(u32) -> Flow + Send,
+) -> Result<Generated, ModelError> {
+    rayon::scope(|_| generate_here(model, cache, seq, prompt, params, on_token))
 }
 
 fn generate_here(
     model: &Llama,
+    cache: &mut KvCache,
+    seq: SeqId,
     prompt: &[u32],
     params: &GenerateParams,
     mut on_token: impl FnMut(u32) -> Flow,
@@ -92,15 +112,22 @@ fn generate_here(
             what: "the prompt has no tokens; give at least one".into(),
         });
     }
-    let capacity = prompt.len() + params.max_tokens + 1;
-    let mut cache = KvCache::new(model.config(), 16, capacity);
-    let seq = cache.add_sequence();
+    let cached = cache.len(seq);
+    if prompt.len() <= cached {
+        return Err(ModelError::Config {
+            path: Default::default(),
+            what: format!(
+                "the prompt has {} tokens and {cached} are cached; give at least one new token",
+                prompt.len()
+            ),
+        });
+    }
     let mut sampler = Sampler::new(params.sampling.clone());
     let mut history = prompt.to_vec();
     let start = Instant::now();
     let mut logits = Vec::new();
-    for chunk in prompt.chunks(params.prefill_chunk.max(1)) {
-        logits = model.forward(&[SeqTokens { seq, tokens: chunk }], &mut cache)?;
+    for chunk in prompt[cached..].chunks(params.prefill_chunk.max(1)) {
+        logits = model.forward(&[SeqTokens { seq, tokens: chunk }], cache)?;
     }
     let prefill_time = start.elapsed();
     let decode_start = Instant::now();
@@ -126,7 +153,7 @@ fn generate_here(
                 seq,
                 tokens: &[token],
             }],
-            &mut cache,
+            cache,
         )?;
     }
     Ok(Generated {

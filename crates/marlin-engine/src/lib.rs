@@ -1,6 +1,7 @@
 //! The engine: text in, text out. Tokenizer, chat template, sampler, generation loop.
 //!
-//! Start with [`Engine`]: load a model file, encode a prompt or a chat, generate.
+//! Start with [`Engine`]: load a model file, encode a prompt or a chat, generate; a
+//! [`Session`] keeps a conversation's KV cache between turns.
 
 mod engine;
 pub mod generate;
@@ -11,9 +12,11 @@ pub use marlin_models::default_model;
 
 pub mod chat;
 mod detokenize;
+mod session;
 mod tokenizer;
 
 pub use chat::{ChatTemplate, ChatTemplateError, Message};
 pub use detokenize::Detokenizer;
 pub use engine::{Completion, Engine, EngineError, TextParams};
+pub use session::Session;
 pub use tokenizer::{Tokenizer, TokenizerError};

@@ -78,6 +78,28 @@ impl KvCache {
         self.len(id) == 0
     }
 
+    /// Forgets a sequence's positions from `len` on (a conversation that went another way than
+    /// what was cached); whole blocks past it return to the pool. Shorter than `len`: no-op.
+    pub fn truncate(&mut self, id: SeqId, len: usize) {
+        let keep = len.div_ceil(self.block_size);
+        let seq = self.seq_mut(id);
+        if len >= seq.len {
+            return;
+        }
+        seq.len = len;
+        // Stale values left in the last kept block are never read: attention reads positions
+        // below the sequence's length, and a position is written before it counts.
+        let freed = seq.blocks.split_off(keep.min(seq.blocks.len()));
+        self.free.extend(freed);
+    }
+
+    /// Bytes of keys and values that one position takes in a cache for `config`'s model: f32
+    /// keys and values for every layer and kv head (what [`KvCache::write`] stores).
+    pub fn bytes_per_token(config: &ModelConfig) -> u64 {
+        let floats = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim;
+        floats as u64 * std::mem::size_of::<f32>() as u64
+    }
+
     /// Makes room for `n` more positions of a sequence.
     pub fn reserve(&mut self, id: SeqId, n: usize) -> Result<(), ModelError> {
         let need = (self.seq(id).len + n).div_ceil(self.block_size);
@@ -146,5 +168,62 @@ impl KvCache {
         self.seqs[id.0]
             .as_mut()
             .expect("a SeqId names a live sequence")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Architecture;
+
+    fn tiny() -> ModelConfig {
+        ModelConfig {
+            architecture: Architecture::Llama,
+            vocab_size: 8,
+            hidden_size: 4,
+            intermediate_size: 8,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            num_key_value_heads: 1,
+            head_dim: 2,
+            max_position_embeddings: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            tie_word_embeddings: true,
+            sliding_window: None,
+            attention_bias: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn truncate_frees_whole_blocks_and_keeps_the_prefix() {
+        let config = tiny();
+        let mut cache = KvCache::new(&config, 4, 8);
+        let seq = cache.add_sequence();
+        cache.reserve(seq, 7).unwrap();
+        for pos in 0..7 {
+            let x = [pos as f32, 0.5];
+            for layer in 0..2 {
+                cache.write(layer, seq, pos, &x, &x);
+            }
+        }
+        cache.advance(seq, 7);
+        cache.truncate(seq, 3);
+        assert_eq!(cache.len(seq), 3);
+        assert_eq!(cache.get(1, seq, 0, 2).0, [2.0, 0.5]);
+        // The freed second block serves the growth again: 8 positions still fit.
+        cache.reserve(seq, 5).unwrap();
+        assert!(cache.reserve(seq, 6).is_err());
+        cache.truncate(seq, 10);
+        assert_eq!(cache.len(seq), 3);
+    }
+
+    #[test]
+    fn bytes_per_token_counts_keys_and_values_of_every_layer() {
+        // 2 (k, v) * 2 layers * 1 kv head * 2 dims * 4 bytes.
+        assert_eq!(KvCache::bytes_per_token(&tiny()), 32);
     }
 }

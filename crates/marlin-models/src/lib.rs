@@ -12,6 +12,7 @@ pub mod kv_cache;
 mod layers;
 pub mod llama;
 mod rope;
+pub mod summary;
 mod vocab;
 mod weights;
 
@@ -19,6 +20,7 @@ pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use error::ModelError;
 pub use kv_cache::{KvCache, SeqId};
 pub use llama::{Llama, Precision, SeqTokens};
+pub use summary::{InMemory, ModelSummary, TypeSummary, summarize};
 pub use vocab::FileVocab;
 pub use weights::{DenseTensor, StoredTensor, Weight, WeightSource};
 

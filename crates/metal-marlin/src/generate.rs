@@ -1,17 +1,14 @@
 //! `metal-marlin generate`: complete a prompt (or answer a chat message) and stream the text.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
-use marlin_cpu::CpuBackend;
+use anyhow::Context;
+use clap::Args;
 use marlin_engine::chat::Message;
-use marlin_engine::generate::GenerateParams;
-use marlin_engine::sampler::SamplingParams;
-use marlin_engine::{Engine, TextParams, default_model};
-use marlin_models::Precision;
 use serde::Serialize;
+
+use crate::model_source::ModelArgs;
+use crate::sampling::SamplingArgs;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -25,90 +22,11 @@ pub struct GenerateArgs {
     /// A system message (with --chat).
     #[arg(long, requires = "chat")]
     system: Option<String>,
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
-    /// 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Keep only the K most likely tokens (0: all).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Drop tokens less likely than this fraction of the most likely one.
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
-    /// Above 1 discourages repeating tokens already in the text.
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
-    /// Seed for sampling: the same seed gives the same text.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Stop before this text (repeatable).
-    #[arg(long)]
-    stop: Vec<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Print one JSON object (ids, text, finish reason, speeds) instead of streaming text.
     #[arg(long)]
     json: bool,
-}
-
-/// Which model, and how to run it: shared by every command that loads one.
-#[derive(Debug, Args)]
-pub struct ModelArgs {
-    /// A GGUF file. Without it, the default SmolLM2-135M-Instruct (fetched once into the cache).
-    #[arg(long, short)]
-    pub model: Option<PathBuf>,
-    /// Precision of activations inside the quantized matmuls.
-    #[arg(long, value_enum, default_value_t = ActivationsArg::Int8x2)]
-    pub activations: ActivationsArg,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ActivationsArg {
-    /// int8 plus an int8 residual per block of 32 (about 14 bits): transformers' tokens at
-    /// close to int8 speed.
-    Int8x2,
-    /// Full precision: matches transformers' logits; slowest.
-    F32,
-    /// int8 per block of 32, as llama.cpp: fastest; can overturn near-ties.
-    Int8,
-}
-
-impl ModelArgs {
-    /// The model's file name, or "default" for the embedded default.
-    pub fn describe(&self) -> String {
-        match &self.model {
-            Some(p) => p
-                .file_name()
-                .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into()),
-            None => "SmolLM2-135M-Instruct.Q4_1.gguf (default)".into(),
-        }
-    }
-
-    /// Loads the model, fetching the default one first if needed.
-    pub fn load(&self) -> anyhow::Result<Engine> {
-        let path = match &self.model {
-            Some(p) => p.clone(),
-            None => {
-                default_model::path(|msg| eprintln!("{msg} ...")).context("the default model")?
-            }
-        };
-        if !path.exists() {
-            bail!(
-                "{}: no such file; pass a GGUF file to --model (Hugging Face ids and folders are \
-                 not supported yet)",
-                path.display()
-            );
-        }
-        let precision = match self.activations {
-            ActivationsArg::Int8x2 => Precision::Int8x2,
-            ActivationsArg::F32 => Precision::F32,
-            ActivationsArg::Int8 => Precision::Int8,
-        };
-        Engine::load_on(&path, CpuBackend::detect(), precision)
-            .with_context(|| format!("loading {}", path.display()))
-    }
 }
 
 #[derive(Serialize)]
@@ -140,22 +58,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         engine.encode(&text)?
     };
-    let params = TextParams {
-        generate: GenerateParams {
-            max_tokens: args.max_tokens,
-            sampling: SamplingParams {
-                temperature: args.temperature,
-                top_k: args.top_k,
-                top_p: args.top_p,
-                min_p: args.min_p,
-                repetition_penalty: args.repetition_penalty,
-                seed: args.seed,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        stop_strings: args.stop,
-    };
+    let params = args.sampling.text_params();
     let stream = !args.json;
     let done = engine.generate(&prompt, &params, |piece| {
         if stream {

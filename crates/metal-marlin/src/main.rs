@@ -3,7 +3,11 @@
 //! Each subcommand lives in its own module; this file only parses arguments and dispatches.
 
 mod bench;
+mod chat;
 mod generate;
+mod inspect;
+mod model_source;
+mod sampling;
 
 use std::process::ExitCode;
 
@@ -24,6 +28,10 @@ struct Cli {
 enum Command {
     /// Complete a prompt, or answer a chat message with --chat, streaming the text.
     Generate(generate::GenerateArgs),
+    /// A conversation: one message per line of standard input, each reply streamed.
+    Chat(chat::ChatArgs),
+    /// A model's configuration, parameters, tensor types and the memory it needs to run.
+    Inspect(inspect::InspectArgs),
     /// Measure speed: a model's prefill and decode (default), or the kernels (`bench kernels`).
     Bench(bench::BenchArgs),
 }
@@ -31,6 +39,8 @@ enum Command {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Generate(args) => generate::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Inspect(args) => inspect::run(&args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -75,6 +75,11 @@ impl GgmlType {
         ALL.into_iter().find(|t| t.id() == id)
     }
 
+    /// The type named as ggml names it (`Q4_K`, `BF16`), as [`fmt::Display`] writes it.
+    pub fn from_name(name: &str) -> Option<GgmlType> {
+        ALL.into_iter().find(|t| format!("{t:?}") == name)
+    }
+
     /// `(id, values per block, bytes per block)`, as in ggml's type traits.
     fn traits(self) -> (u32, u64, u64) {
         use GgmlType::*;
@@ -161,6 +166,8 @@ mod tests {
         }
         assert_eq!(GgmlType::from_id(4), None);
         assert_eq!(GgmlType::from_id(1000), None);
+        assert_eq!(GgmlType::from_name("Q4_K"), Some(GgmlType::Q4_K));
+        assert_eq!(GgmlType::from_name("q4_k"), None);
         assert_eq!(
             (GgmlType::Q6_K.block_len(), GgmlType::Q6_K.block_bytes()),
             (256, 210)

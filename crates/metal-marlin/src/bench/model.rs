@@ -6,7 +6,7 @@ use marlin_engine::TextParams;
 use marlin_engine::generate::GenerateParams;
 use serde::Serialize;
 
-use crate::generate::ModelArgs;
+use crate::model_source::ModelArgs;
 
 #[derive(Debug, Args)]
 pub struct ModelBenchArgs {
