@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -33,6 +33,22 @@ pub enum ModelError {
     },
     #[error("{path}: configuration: {what}")]
     Config { path: PathBuf, what: String },
+    #[error("{path}: no {file}; {hint}")]
+    MissingFile {
+        path: PathBuf,
+        file: String,
+        hint: String,
+    },
+    /// A sharded checkpoint whose index (`model.safetensors.index.json`) and shards disagree.
+    #[error(
+        "{index}: {what} ({shard}); the folder is incomplete or mixes two checkpoints: copy the \
+         model's files again"
+    )]
+    Shards {
+        index: PathBuf,
+        shard: PathBuf,
+        what: String,
+    },
     #[error(
         "the KV cache is full ({capacity} tokens): shorten the prompt or --max-tokens, or give it more room"
     )]
@@ -43,4 +59,19 @@ pub enum ModelError {
     Quant(#[from] marlin_quant::QuantError),
     #[error(transparent)]
     Core(#[from] marlin_core::CoreError),
+}
+
+impl ModelError {
+    /// The same error, naming `path` where the code that raised it could not know the file
+    /// (layers are built from weights, not files).
+    pub fn in_file(mut self, path: &Path) -> Self {
+        if let ModelError::Shape { path: p, .. }
+        | ModelError::Config { path: p, .. }
+        | ModelError::MissingTensor { path: p, .. } = &mut self
+            && p.as_os_str().is_empty()
+        {
+            *p = path.to_owned();
+        }
+        self
+    }
 }

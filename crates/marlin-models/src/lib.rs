@@ -8,8 +8,10 @@ mod config;
 pub mod default_model;
 mod error;
 pub mod gguf;
+pub mod hf;
 pub mod kv_cache;
 mod layers;
+mod mapped;
 pub mod llama;
 mod rope;
 mod vocab;
@@ -27,11 +29,7 @@ pub use weights::{DenseTensor, StoredTensor, Weight, WeightSource};
 pub fn open(path: impl AsRef<std::path::Path>) -> Result<Box<dyn WeightSource>, ModelError> {
     let path = path.as_ref();
     if path.is_dir() {
-        return Err(ModelError::Unsupported {
-            path: path.to_owned(),
-            what: "Hugging Face folder".into(),
-            hint: "not loaded yet; pass a GGUF file".into(),
-        });
+        return Ok(Box::new(hf::HfModel::open(path)?));
     }
     Ok(Box::new(gguf::GgufModel::open(path)?))
 }

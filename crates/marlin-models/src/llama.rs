@@ -202,6 +202,15 @@ impl Llama {
         cpu: CpuBackend,
         precision: Precision,
     ) -> Result<Self, ModelError> {
+        // Layers see weights, not files: name the source in their errors here.
+        Self::load_from(src, cpu, precision).map_err(|e| e.in_file(src.path()))
+    }
+
+    fn load_from(
+        src: &dyn WeightSource,
+        cpu: CpuBackend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         let (f32, int8) = (
             cpu.with_activations(Activations::F32),
             cpu.with_activations(Activations::Int8),

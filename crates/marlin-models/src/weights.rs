@@ -1,5 +1,7 @@
 //! Named weights, whatever file they come from.
 
+use std::path::Path;
+
 use marlin_quant::QuantMatrix;
 
 use crate::{ModelConfig, ModelError};
@@ -56,4 +58,9 @@ pub trait WeightSource: Send + Sync {
     fn weight(&self, name: &str) -> Result<Weight, ModelError>;
     /// Every tensor the file holds under a Hugging Face name, sorted by name.
     fn tensors(&self) -> Vec<StoredTensor>;
+    /// The file or folder the weights come from, for error messages (empty when they come
+    /// from memory).
+    fn path(&self) -> &Path {
+        Path::new("")
+    }
 }

@@ -1,36 +1,18 @@
 //! An open GGUF file: the parsed header over the memory-mapped bytes.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-
-use memmap2::Mmap;
 
 use super::parse::{Fault, TensorInfo, parse_header};
 use super::value::{MetadataArray, MetadataValue};
+use crate::mapped::Bytes;
 use crate::{ModelError, Weight};
-
-/// Where the bytes live: a read-only map of the file, or a buffer (tests, downloads held in
-/// memory).
-enum Storage {
-    Mmap(Mmap),
-    Bytes(Vec<u8>),
-}
-
-impl Storage {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Storage::Mmap(m) => m,
-            Storage::Bytes(b) => b,
-        }
-    }
-}
 
 /// A GGUF file (versions 2 and 3): metadata, tensor table, and the tensors' bytes, mapped.
 /// Every tensor's extent was checked against the file when it was opened.
 pub struct GgufFile {
     path: PathBuf,
-    storage: Storage,
+    storage: Bytes,
     version: u32,
     metadata: Vec<(String, MetadataValue)>,
     keys: HashMap<String, usize>,
@@ -55,26 +37,16 @@ impl GgufFile {
     /// Maps the file and parses its header.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, ModelError> {
         let path = path.as_ref();
-        let io = |source| ModelError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let file = File::open(path).map_err(io)?;
-        // SAFETY: the map is read-only and private to this process. Another process truncating
-        // or rewriting the file while it is mapped would change what we read (or fault on
-        // access): like every mmap-based loader (llama.cpp, safetensors), we accept this; the
-        // header is parsed and every extent checked against the size mapped here.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Self::parse(path.to_owned(), Storage::Mmap(map))
+        Self::parse(path.to_owned(), Bytes::map(path)?)
     }
 
     /// Parses a GGUF file held in memory; `path` names it in errors.
     pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<GgufFile, ModelError> {
-        Self::parse(path.into(), Storage::Bytes(bytes))
+        Self::parse(path.into(), Bytes::Owned(bytes))
     }
 
-    fn parse(path: PathBuf, storage: Storage) -> Result<GgufFile, ModelError> {
-        let header = match parse_header(storage.bytes()) {
+    fn parse(path: PathBuf, storage: Bytes) -> Result<GgufFile, ModelError> {
+        let header = match parse_header(storage.as_slice()) {
             Ok(h) => h,
             Err(Fault::Malformed(what)) => {
                 return Err(ModelError::Malformed {
@@ -124,7 +96,7 @@ impl GgufFile {
 
     /// Total bytes of the file.
     pub fn len(&self) -> u64 {
-        self.storage.bytes().len() as u64
+        self.storage.as_slice().len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
@@ -206,7 +178,7 @@ impl GgufFile {
         let end = start.and_then(|s| s.checked_add(info.n_bytes));
         match (start, end) {
             (Some(s), Some(e)) if e <= self.len() => {
-                Ok(&self.storage.bytes()[s as usize..e as usize])
+                Ok(&self.storage.as_slice()[s as usize..e as usize])
             }
             _ => Err(self.malformed(format!(
                 "tensor '{}' lies outside the file (is it from another file?)",

@@ -94,6 +94,10 @@ impl WeightSource for GgufModel {
         self.names.contains_key(name)
     }
 
+    fn path(&self) -> &Path {
+        self.file.path()
+    }
+
     fn tensors(&self) -> Vec<StoredTensor> {
         let mut out: Vec<StoredTensor> = self
             .names
