@@ -7,14 +7,15 @@ from Hugging Face folders, each with the answers transformers gives for it.
         safetensors==0.8.0
     /tmp/gguf-venv/bin/python scripts/make_tiny_checkpoints.py
 
-(the torch build used was the CPU one; any build gives the same files up to float32 rounding
-in the last place of the logits). Writes crates/marlin-models/tests/fixtures/tiny/{llama,
-mistral,qwen2,qwen3}/, each a folder exactly as `save_pretrained` writes it (config.json,
-generation_config.json, safetensors, tokenizer.json, tokenizer_config.json) plus
-reference.json. Every random draw comes from a fixed seed: running it again rewrites the same
-bytes (check with `git status`).
+(it runs on the CPU in a few seconds; another torch build or machine may move a logit in its
+last float32 place, far below the tests' budgets). Writes
+crates/marlin-models/tests/fixtures/tiny/{llama,mistral,qwen2,qwen3}/, each a folder as
+`save_pretrained` writes it (config.json, generation_config.json, safetensors, tokenizer.json,
+tokenizer_config.json) plus reference.json; llama and mistral are then rewritten into the layout
+of transformers 4.x (see legacy_layout). Every random draw comes from a fixed seed: running it
+again rewrites the same bytes (check with `git status`).
 
-Each family takes a different path through a loader and the model (see docs/models.md):
+Each family takes a different path through a loader and the model (docs/testing.md):
 - llama: float32 weights, untied lm_head, grouped kv heads, Llama 3.1 rope scaling with an
   original context short enough that all three of its frequency bands occur.
 - mistral: bfloat16, sliding window 8 (the longer prompts see past it).
