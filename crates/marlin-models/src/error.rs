@@ -41,8 +41,8 @@ pub enum ModelError {
     },
     /// A sharded checkpoint whose index (`model.safetensors.index.json`) and shards disagree.
     #[error(
-        "{index}: {what} ({shard}); the folder is incomplete or mixes two checkpoints: copy the \
-         model's files again"
+        "{index} and {shard}: {what}; the folder is incomplete or mixes two checkpoints: copy \
+         the model's files again"
     )]
     Shards {
         index: PathBuf,

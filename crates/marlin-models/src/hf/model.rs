@@ -184,7 +184,7 @@ fn open_shards(dir: &Path, index: &Path) -> Result<Weights, ModelError> {
                 return Err(ModelError::Shards {
                     index: index.to_owned(),
                     shard: path,
-                    what: format!("names a shard that cannot be read: {source}"),
+                    what: format!("the index names the shard, which cannot be read ({source})"),
                 });
             }
             other => other?,
@@ -199,7 +199,7 @@ fn open_shards(dir: &Path, index: &Path) -> Result<Weights, ModelError> {
             return Err(ModelError::Shards {
                 index: index.to_owned(),
                 shard: files[i].path().to_owned(),
-                what: format!("promises tensor '{tensor}', which the shard does not hold"),
+                what: format!("the index promises tensor '{tensor}', which the shard does not hold"),
             });
         }
         names.insert(tensor.to_owned(), i);
