@@ -3,6 +3,7 @@
 //! ```no_run
 //! use marlin_engine::{Engine, TextParams, chat::Message};
 //!
+//! // A GGUF file, or a Hugging Face folder (config.json, safetensors, tokenizer.json).
 //! let engine = Engine::load("SmolLM2-135M-Instruct.Q4_1.gguf")?;
 //! let prompt = engine.encode_chat(&[Message::user("What is the capital of France?")])?;
 //! let done = engine.generate(&prompt, &TextParams::default(), |text| print!("{text}"))?;
@@ -13,12 +14,12 @@
 use std::path::{Path, PathBuf};
 
 use marlin_cpu::CpuBackend;
-use marlin_models::gguf::GgufModel;
 use marlin_models::{Llama, ModelError, Precision};
 use thiserror::Error;
 
 use crate::chat::{ChatTemplate, ChatTemplateError, Message};
 use crate::generate::{FinishReason, Flow, GenerateParams, Generated, generate};
+use crate::load;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, Error)]
@@ -33,6 +34,14 @@ pub enum EngineError {
     Unsupported { path: PathBuf, what: String },
     #[error("{path}: the model has no chat template; generate without --chat")]
     NoChatTemplate { path: PathBuf },
+    #[error("{folder}: no {file}; {hint}")]
+    MissingFile {
+        folder: PathBuf,
+        file: &'static str,
+        hint: &'static str,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
 }
 
 /// Generation settings beyond tokens: [`GenerateParams`] plus stop strings.
@@ -64,28 +73,23 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads a GGUF file on the fastest CPU kernels at the default [`Precision`].
+    /// Loads a GGUF file or a Hugging Face folder on the fastest CPU kernels at the default
+    /// [`Precision`].
     pub fn load(path: impl AsRef<Path>) -> Result<Engine, EngineError> {
         Engine::load_on(path, CpuBackend::detect(), Precision::default())
     }
 
+    /// Loads a GGUF file or a Hugging Face folder on `cpu` at `precision`.
     pub fn load_on(
         path: impl AsRef<Path>,
         cpu: CpuBackend,
         precision: Precision,
     ) -> Result<Engine, EngineError> {
         let path = path.as_ref().to_path_buf();
-        if path.is_dir() {
-            return Err(EngineError::Unsupported {
-                path,
-                what: "Hugging Face folders are not loaded yet; pass a GGUF file".into(),
-            });
-        }
-        let source = GgufModel::open(&path)?;
-        let model = Llama::load(&source, cpu, precision)?;
-        let vocab = source.vocab()?;
-        let tokenizer = Tokenizer::from_vocab(&vocab)?;
-        let chat = match &vocab.chat_template {
+        let parts = load::open(&path)?;
+        let model = Llama::load(parts.source.as_ref(), cpu, precision)?;
+        let tokenizer = parts.tokenizer;
+        let chat = match &parts.chat_template {
             Some(src) => {
                 let bos = tokenizer.bos_token().unwrap_or_default();
                 let eos = tokenizer.eos_token().unwrap_or_default();
@@ -93,6 +97,7 @@ impl Engine {
             }
             None => None,
         };
+        // The configuration's end tokens (with generation_config.json's) and the tokenizer's.
         let mut stop_token_ids = model.config().eos_token_ids.clone();
         stop_token_ids.extend(tokenizer.eos_token_id());
         stop_token_ids.sort_unstable();

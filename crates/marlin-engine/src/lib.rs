@@ -1,9 +1,11 @@
 //! The engine: text in, text out. Tokenizer, chat template, sampler, generation loop.
 //!
-//! Start with [`Engine`]: load a model file, encode a prompt or a chat, generate.
+//! Start with [`Engine`]: load a model (a GGUF file or a Hugging Face folder), encode a prompt
+//! or a chat, generate.
 
 mod engine;
 pub mod generate;
+mod load;
 pub mod sampler;
 
 /// The embedded default model (lives with the model files in `marlin-models`).

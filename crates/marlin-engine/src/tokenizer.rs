@@ -120,7 +120,9 @@ impl Tokenizer {
     ///
     /// tokenizer.json does not say which tokens are BOS and EOS; when a `tokenizer_config.json`
     /// sits beside it, its `bos_token` and `eos_token` are used, else both are `None` (set them
-    /// with [`Tokenizer::with_bos_token_id`] / [`Tokenizer::with_eos_token_id`]).
+    /// with [`Tokenizer::with_bos_token_id`] / [`Tokenizer::with_eos_token_id`]). Its
+    /// `add_bos_token` / `add_eos_token`, when either is written, decide which of them
+    /// `encode(text, true)` adds, as transformers does.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| TokenizerError::Read {
@@ -314,6 +316,23 @@ impl Tokenizer {
         };
         self.bos_token_id = lookup("bos_token")?;
         self.eos_token_id = lookup("eos_token")?;
+        // transformers 5 rebuilds the post-processor when the config says either flag (or
+        // tokenizer.json has none); otherwise tokenizer.json's own stands.
+        let flag = |key: &str| json.get(key).map(|v| v.as_bool().unwrap_or(false));
+        let (add_bos, add_eos) = (flag("add_bos_token"), flag("add_eos_token"));
+        if add_bos.is_none() && add_eos.is_none() {
+            return Ok(());
+        }
+        let with_text = |id: Option<u32>, add: Option<bool>| {
+            let id = id.filter(|_| add == Some(true))?;
+            Some((id, self.inner.id_to_token(id)?))
+        };
+        let template = special_template(
+            with_text(self.bos_token_id, add_bos),
+            with_text(self.eos_token_id, add_eos),
+        )
+        .map_err(|e| parse_error(format!("add_bos_token / add_eos_token: {e}")))?;
+        Arc::make_mut(&mut self.inner).with_post_processor(Some(template));
         Ok(())
     }
 }
@@ -437,20 +456,43 @@ fn added_tokens(vocab: &FileVocab, token_type: i32, special: bool) -> Vec<AddedT
 
 /// The post-processor that puts BOS before every sequence.
 fn bos_template(vocab: &FileVocab) -> Result<TemplateProcessing> {
-    let invalid = |e: String| TokenizerError::InvalidVocab(format!("BOS template: {e}"));
     // validate_vocab checked both: add_bos_token implies an id, and the id is in range.
     let id = vocab.bos_token_id.unwrap_or_default();
     let token = vocab.tokens[id as usize].clone();
-    // The template names the token by an alias: a token text with ':' or spaces would not
+    special_template(Some((id, token)), None)
+        .map_err(|e| TokenizerError::InvalidVocab(format!("BOS template: {e}")))
+}
+
+/// transformers' post-processor for `add_bos_token` / `add_eos_token`: `BOS $A EOS` for one
+/// sequence, `BOS $A EOS BOS $B EOS` for a pair, each token present only when given.
+fn special_template(
+    bos: Option<(u32, String)>,
+    eos: Option<(u32, String)>,
+) -> std::result::Result<TemplateProcessing, String> {
+    // The template names the tokens by aliases: a token text with ':' or spaces would not
     // parse as a template piece.
-    let bos = SpecialToken::new("BOS".into(), vec![id], vec![token])
-        .map_err(|e| invalid(e.to_string()))?;
+    let mut special = Vec::new();
+    for (alias, token) in [("BOS", &bos), ("EOS", &eos)] {
+        if let Some((id, text)) = token {
+            let token = SpecialToken::new(alias.into(), vec![*id], vec![text.clone()]);
+            special.push(token.map_err(|e| e.to_string())?);
+        }
+    }
+    let sequence = |seq: &str, type_id: u32| {
+        let bos = bos.as_ref().map(|_| format!("BOS:{type_id} "));
+        let eos = eos.as_ref().map(|_| format!(" EOS:{type_id}"));
+        format!(
+            "{}{seq}:{type_id}{}",
+            bos.unwrap_or_default(),
+            eos.unwrap_or_default()
+        )
+    };
+    let single = sequence("$A", 0);
+    let pair = format!("{single} {}", sequence("$B", 1));
     TemplateProcessing::builder()
-        .try_single("BOS $A")
-        .map_err(invalid)?
-        .try_pair("BOS $A BOS $B:1")
-        .map_err(invalid)?
-        .special_tokens(vec![bos])
+        .try_single(single)?
+        .try_pair(pair)?
+        .special_tokens(special)
         .build()
-        .map_err(|e| invalid(e.to_string()))
+        .map_err(|e| e.to_string())
 }

@@ -123,7 +123,10 @@ fn qwen25_with_its_window_switched_off() {
     assert_eq!((c.head_dim, c.sliding_window), (64, None));
     assert!(c.attention_bias && c.tie_word_embeddings);
     assert_eq!((c.rope_theta, c.rope_scaling), (1e6, None));
-    assert_eq!((c.bos_token_id, c.eos_token_ids), (Some(151643), vec![151645]));
+    assert_eq!(
+        (c.bos_token_id, c.eos_token_ids),
+        (Some(151643), vec![151645])
+    );
 }
 
 /// Qwen3-0.6B (transformers 4; rope_theta written as an integer) and transformers 5's
@@ -140,7 +143,10 @@ fn qwen3_in_both_shapes() {
         "use_sliding_window": false, "vocab_size": 151936
     }))
     .unwrap();
-    assert_eq!((c.architecture, c.head_dim, c.rope_theta), (Architecture::Qwen3, 128, 1e6));
+    assert_eq!(
+        (c.architecture, c.head_dim, c.rope_theta),
+        (Architecture::Qwen3, 128, 1e6)
+    );
     assert!(!c.attention_bias);
     let c = parse(&json!({
         "attention_bias": false, "bos_token_id": null, "eos_token_id": null, "head_dim": 16,
@@ -247,22 +253,45 @@ fn unsupported_models_are_refused_with_what_is_supported() {
     assert!(matches!(e, ModelError::Unsupported { .. }), "{e}");
     let mut c = minimal("llama");
     c.as_object_mut().unwrap().remove("model_type");
-    assert!(matches!(refused(&c, "model_type"), ModelError::Config { .. }));
+    assert!(matches!(
+        refused(&c, "model_type"),
+        ModelError::Config { .. }
+    ));
 }
 
 #[test]
 fn what_our_graph_does_not_compute_is_refused() {
     let cases: [(&str, Value, &str); 9] = [
-        ("llama", json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}), "yarn"),
-        ("llama", json!({"rope_scaling": {"type": "linear", "factor": 2.0}}), "linear"),
-        ("llama", json!({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}), "dynamic"),
-        ("qwen2", json!({"rope_scaling": {"rope_type": "longrope"}}), "longrope"),
+        (
+            "llama",
+            json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+            "yarn",
+        ),
+        (
+            "llama",
+            json!({"rope_scaling": {"type": "linear", "factor": 2.0}}),
+            "linear",
+        ),
+        (
+            "llama",
+            json!({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}),
+            "dynamic",
+        ),
+        (
+            "qwen2",
+            json!({"rope_scaling": {"rope_type": "longrope"}}),
+            "longrope",
+        ),
         (
             "qwen2",
             json!({"quantization_config": {"quant_method": "gptq", "bits": 4}}),
             "gptq",
         ),
-        ("llama", json!({"quantization_config": {"quant_method": "awq"}}), "awq"),
+        (
+            "llama",
+            json!({"quantization_config": {"quant_method": "awq"}}),
+            "awq",
+        ),
         ("llama", json!({"hidden_act": "gelu"}), "gelu"),
         ("llama", json!({"attention_bias": true}), "attention_bias"),
         ("llama", json!({"mlp_bias": true}), "mlp_bias"),
@@ -319,7 +348,10 @@ fn bad_values_name_the_field() {
             c["model_type"] = json!("qwen2");
         }
         let e = parse(&c).expect_err(key);
-        assert!(matches!(e, ModelError::Config { .. }), "{key} = {value}: {e}");
+        assert!(
+            matches!(e, ModelError::Config { .. }),
+            "{key} = {value}: {e}"
+        );
         let text = e.to_string();
         assert!(text.contains("config.json"), "{text}");
         let named = text.contains(key) || key == "head_dim" || key == "num_attention_heads";
@@ -340,8 +372,12 @@ fn generation_config_end_tokens_join_and_errors_name_it() {
     let gen_config = br#"{"bos_token_id": 5, "eos_token_id": [7, 8]}"#;
     let c = parse_config(Path::new("m"), config.as_bytes(), Some(gen_config)).unwrap();
     assert_eq!((c.bos_token_id, c.eos_token_ids), (Some(5), vec![7, 8]));
-    let e = parse_config(Path::new("m"), config.as_bytes(), Some(b"{\"eos_token_id\": 1.5}"))
-        .unwrap_err();
+    let e = parse_config(
+        Path::new("m"),
+        config.as_bytes(),
+        Some(b"{\"eos_token_id\": 1.5}"),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("generation_config.json"), "{e}");
     assert!(e.to_string().contains("eos_token_id"), "{e}");
 }

@@ -5,7 +5,9 @@ mod hf_support;
 
 use std::path::Path;
 
-use hf_support::{Float, random_weights, safetensors_bytes, tiny_config, tiny_config_json, write_folder};
+use hf_support::{
+    Float, random_weights, safetensors_bytes, tiny_config, tiny_config_json, write_folder,
+};
 use marlin_cpu::CpuBackend;
 use marlin_models::hf::HfModel;
 use marlin_models::{Architecture, Llama, ModelError, Precision, WeightSource};
@@ -45,8 +47,11 @@ fn a_folder_without_config_or_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let e = open_err(tmp.path(), &["config.json"]);
     assert!(matches!(e, ModelError::MissingFile { .. }), "{e}");
-    std::fs::write(tmp.path().join("config.json"), tiny_config_json(Architecture::Llama).to_string())
-        .unwrap();
+    std::fs::write(
+        tmp.path().join("config.json"),
+        tiny_config_json(Architecture::Llama).to_string(),
+    )
+    .unwrap();
     let e = open_err(tmp.path(), &["model.safetensors"]);
     assert!(matches!(e, ModelError::MissingFile { .. }), "{e}");
     std::fs::write(tmp.path().join("pytorch_model.bin"), b"PK").unwrap();
@@ -64,7 +69,10 @@ fn a_shard_the_index_names_is_missing() {
     std::fs::remove_file(tmp.path().join("model-00002-of-00003.safetensors")).unwrap();
     let e = open_err(
         tmp.path(),
-        &["model.safetensors.index.json", "model-00002-of-00003.safetensors"],
+        &[
+            "model.safetensors.index.json",
+            "model-00002-of-00003.safetensors",
+        ],
     );
     assert!(matches!(e, ModelError::Shards { .. }), "{e}");
 }
@@ -78,7 +86,11 @@ fn a_tensor_the_index_promises_is_not_in_its_shard() {
     write_index(tmp.path(), &idx);
     let e = open_err(
         tmp.path(),
-        &["model.safetensors.index.json", "model-00003-of-00003.safetensors", "model.norm.weight"],
+        &[
+            "model.safetensors.index.json",
+            "model-00003-of-00003.safetensors",
+            "model.norm.weight",
+        ],
     );
     assert!(matches!(e, ModelError::Shards { .. }), "{e}");
 }
@@ -88,14 +100,26 @@ fn an_index_cannot_leave_the_folder_or_lose_its_map() {
     let tmp = tempfile::tempdir().unwrap();
     good(tmp.path(), true);
     let good_index = index(tmp.path());
-    for shard in [json!("../model-00001-of-00003.safetensors"), json!("/etc/passwd"), json!(""), json!(3)] {
+    for shard in [
+        json!("../model-00001-of-00003.safetensors"),
+        json!("/etc/passwd"),
+        json!(""),
+        json!(3),
+    ] {
         let mut idx = good_index.clone();
         idx["weight_map"]["model.norm.weight"] = shard.clone();
         write_index(tmp.path(), &idx);
-        let e = open_err(tmp.path(), &["model.safetensors.index.json", "model.norm.weight"]);
+        let e = open_err(
+            tmp.path(),
+            &["model.safetensors.index.json", "model.norm.weight"],
+        );
         assert!(matches!(e, ModelError::Malformed { .. }), "{shard}: {e}");
     }
-    for bad in [json!({"metadata": {}}), json!([1]), json!({"weight_map": [1]})] {
+    for bad in [
+        json!({"metadata": {}}),
+        json!([1]),
+        json!({"weight_map": [1]}),
+    ] {
         write_index(tmp.path(), &bad);
         let e = open_err(tmp.path(), &["model.safetensors.index.json"]);
         assert!(matches!(e, ModelError::Malformed { .. }), "{bad}: {e}");
@@ -107,18 +131,41 @@ fn a_config_that_disagrees_with_the_tensors_names_both() {
     let tmp = tempfile::tempdir().unwrap();
     let json = good(tmp.path(), false);
     let cases: [(&str, Value, &[&str]); 5] = [
-        ("vocab_size", json!(100), &["config.json", "model.embed_tokens.weight"]),
-        ("hidden_size", json!(32), &["config.json", "model.embed_tokens.weight"]),
-        ("num_key_value_heads", json!(4), &["config.json", "model.layers.0.self_attn.k_proj.weight"]),
-        ("intermediate_size", json!(64), &["config.json", "model.layers.0.mlp.gate_proj.weight"]),
-        ("num_hidden_layers", json!(3), &["config.json", "num_hidden_layers", "2 layers"]),
+        (
+            "vocab_size",
+            json!(100),
+            &["config.json", "model.embed_tokens.weight"],
+        ),
+        (
+            "hidden_size",
+            json!(32),
+            &["config.json", "model.embed_tokens.weight"],
+        ),
+        (
+            "num_key_value_heads",
+            json!(4),
+            &["config.json", "model.layers.0.self_attn.k_proj.weight"],
+        ),
+        (
+            "intermediate_size",
+            json!(64),
+            &["config.json", "model.layers.0.mlp.gate_proj.weight"],
+        ),
+        (
+            "num_hidden_layers",
+            json!(3),
+            &["config.json", "num_hidden_layers", "2 layers"],
+        ),
     ];
     for (key, value, needles) in cases {
         let mut c = json.clone();
         c[key] = value;
         std::fs::write(tmp.path().join("config.json"), c.to_string()).unwrap();
         let e = open_err(tmp.path(), needles);
-        assert!(matches!(e, ModelError::Shape { .. } | ModelError::Config { .. }), "{key}: {e}");
+        assert!(
+            matches!(e, ModelError::Shape { .. } | ModelError::Config { .. }),
+            "{key}: {e}"
+        );
     }
     // Untied without lm_head.
     let config = tiny_config(Architecture::Llama);
@@ -127,7 +174,10 @@ fn a_config_that_disagrees_with_the_tensors_names_both() {
         .filter(|(n, ..)| n != "lm_head.weight")
         .collect();
     write_folder(tmp.path(), &json, &weights, Float::F32, 1);
-    let e = open_err(tmp.path(), &["config.json", "lm_head.weight", "tie_word_embeddings"]);
+    let e = open_err(
+        tmp.path(),
+        &["config.json", "lm_head.weight", "tie_word_embeddings"],
+    );
     assert!(matches!(e, ModelError::Config { .. }), "{e}");
 }
 
@@ -144,13 +194,27 @@ fn a_later_layer_of_the_wrong_shape_names_the_folder() {
         .unwrap();
     down.1 = vec![64, 48];
     down.2.truncate(64 * 48);
-    write_folder(tmp.path(), &tiny_config_json(Architecture::Llama), &weights, Float::F32, 1);
+    write_folder(
+        tmp.path(),
+        &tiny_config_json(Architecture::Llama),
+        &weights,
+        Float::F32,
+        1,
+    );
     let model = HfModel::open(tmp.path()).unwrap();
-    let e = Llama::load(&model, CpuBackend::detect(), Precision::F32).err().unwrap();
+    let e = Llama::load(&model, CpuBackend::detect(), Precision::F32)
+        .err()
+        .unwrap();
     assert!(matches!(e, ModelError::Shape { .. }), "{e}");
     let text = e.to_string();
-    assert!(text.starts_with(&tmp.path().display().to_string()), "{text}");
-    assert!(text.contains("model.layers.1.mlp.down_proj.weight"), "{text}");
+    assert!(
+        text.starts_with(&tmp.path().display().to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains("model.layers.1.mlp.down_proj.weight"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -162,21 +226,33 @@ fn other_dtypes_are_unsupported_naming_tensor_and_dtype() {
         .into_iter()
         .map(|(n, s, v)| (n, Dtype::BF16, s, Float::BF16.encode(&v)))
         .collect();
-    let norm = tensors.iter_mut().find(|t| t.0 == "model.norm.weight").unwrap();
+    let norm = tensors
+        .iter_mut()
+        .find(|t| t.0 == "model.norm.weight")
+        .unwrap();
     norm.1 = Dtype::F64;
     norm.3 = vec![0; 64 * 8];
-    std::fs::write(tmp.path().join("model.safetensors"), safetensors_bytes(&tensors)).unwrap();
+    std::fs::write(
+        tmp.path().join("model.safetensors"),
+        safetensors_bytes(&tensors),
+    )
+    .unwrap();
     std::fs::write(tmp.path().join("config.json"), json.to_string()).unwrap();
     let model = HfModel::open(tmp.path()).unwrap();
     let listed = model.tensors();
-    let t = listed.iter().find(|t| t.name == "model.norm.weight").unwrap();
+    let t = listed
+        .iter()
+        .find(|t| t.name == "model.norm.weight")
+        .unwrap();
     assert_eq!((t.stored_as.as_str(), t.bytes), ("F64", 512));
     let e = model.weight("model.norm.weight").unwrap_err();
     assert!(matches!(e, ModelError::Unsupported { .. }), "{e}");
     for needle in ["model.safetensors", "model.norm.weight", "F64", "BF16"] {
         assert!(e.to_string().contains(needle), "{needle}: {e}");
     }
-    let e = Llama::load(&model, CpuBackend::detect(), Precision::F32).err().unwrap();
+    let e = Llama::load(&model, CpuBackend::detect(), Precision::F32)
+        .err()
+        .unwrap();
     assert!(matches!(e, ModelError::Unsupported { .. }), "{e}");
 }
 
@@ -189,7 +265,10 @@ fn a_damaged_weights_file_is_malformed_naming_it() {
     for cut in [0, 7, 8, 100, bytes.len() - 1] {
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let e = open_err(tmp.path(), &["model.safetensors"]);
-        assert!(matches!(e, ModelError::Malformed { .. }), "cut at {cut}: {e}");
+        assert!(
+            matches!(e, ModelError::Malformed { .. }),
+            "cut at {cut}: {e}"
+        );
     }
     let e = HfModel::open(tmp.path().join("nowhere")).unwrap_err();
     assert!(matches!(e, ModelError::MissingFile { .. }), "{e}");
@@ -199,7 +278,11 @@ fn a_damaged_weights_file_is_malformed_naming_it() {
 fn a_bad_config_json_is_refused_before_the_weights_are_read() {
     let tmp = tempfile::tempdir().unwrap();
     good(tmp.path(), false);
-    std::fs::write(tmp.path().join("config.json"), b"{\"model_type\": \"llama\",").unwrap();
+    std::fs::write(
+        tmp.path().join("config.json"),
+        b"{\"model_type\": \"llama\",",
+    )
+    .unwrap();
     let e = open_err(tmp.path(), &["config.json"]);
     assert!(matches!(e, ModelError::Config { .. }), "{e}");
     std::fs::write(tmp.path().join("config.json"), b"{}").unwrap();

@@ -26,7 +26,12 @@ fn exercise(bytes: Vec<u8>) -> bool {
         let data = file.tensor_data(t).unwrap();
         assert_eq!(data.len() as u64, t.n_bytes(), "{}", t.name);
         if let Ok(Weight::Dense(d)) = file.weight(&t.name) {
-            assert_eq!(d.data.len(), t.shape.iter().product::<usize>(), "{}", t.name);
+            assert_eq!(
+                d.data.len(),
+                t.shape.iter().product::<usize>(),
+                "{}",
+                t.name
+            );
         }
     }
     true
@@ -53,7 +58,11 @@ fn the_rich_file_opens_and_reads() {
 fn truncation_at_every_byte_is_an_error() {
     let bytes = rich_file();
     for len in 0..bytes.len() {
-        assert!(!exercise(bytes[..len].to_vec()), "cut at {len} of {}", bytes.len());
+        assert!(
+            !exercise(bytes[..len].to_vec()),
+            "cut at {len} of {}",
+            bytes.len()
+        );
     }
     // So is a byte too many: the tensors must tile the data section exactly.
     let mut longer = bytes.clone();
@@ -65,7 +74,16 @@ fn truncation_at_every_byte_is_an_error() {
 fn absurd_header_lengths_fail_fast() {
     let good = rich_file();
     let len = good.len() as u64;
-    for n in [u64::MAX, u64::MAX - 7, 1 << 63, 100_000_001, len, len - 7, 0, 1] {
+    for n in [
+        u64::MAX,
+        u64::MAX - 7,
+        1 << 63,
+        100_000_001,
+        len,
+        len - 7,
+        0,
+        1,
+    ] {
         let mut bytes = good.clone();
         bytes[..8].copy_from_slice(&n.to_le_bytes());
         let e = SafetensorsFile::from_bytes("absurd.safetensors", bytes).unwrap_err();
@@ -82,7 +100,8 @@ fn with_header(header: &str, data_len: usize) -> Vec<u8> {
 }
 
 fn malformed(header: &str, data_len: usize, needle: &str) {
-    let e = SafetensorsFile::from_bytes("h.safetensors", with_header(header, data_len)).unwrap_err();
+    let e =
+        SafetensorsFile::from_bytes("h.safetensors", with_header(header, data_len)).unwrap_err();
     assert!(matches!(e, ModelError::Malformed { .. }), "{header}: {e}");
     assert!(e.to_string().contains(needle), "{needle:?} not in {e}");
 }
@@ -90,22 +109,56 @@ fn malformed(header: &str, data_len: usize, needle: &str) {
 #[test]
 fn offsets_and_shapes_that_disagree_are_malformed() {
     let t = |dtype: &str, shape: &str, begin: u64, end: u64| {
-        format!(r#""{dtype}{begin}":{{"dtype":"{dtype}","shape":{shape},"data_offsets":[{begin},{end}]}}"#)
+        format!(
+            r#""{dtype}{begin}":{{"dtype":"{dtype}","shape":{shape},"data_offsets":[{begin},{end}]}}"#
+        )
     };
     // Out of range, overlapping, a gap, a size that is not shape x dtype, ending first.
-    malformed(&format!("{{{}}}", t("F32", "[4]", 0, 16)), 8, "past the data section");
-    malformed(&format!("{{{},{}}}", t("F32", "[4]", 0, 16), t("F16", "[4]", 8, 16)), 16, "overlap");
+    malformed(
+        &format!("{{{}}}", t("F32", "[4]", 0, 16)),
+        8,
+        "past the data section",
+    );
+    malformed(
+        &format!("{{{},{}}}", t("F32", "[4]", 0, 16), t("F16", "[4]", 8, 16)),
+        16,
+        "overlap",
+    );
     malformed(&format!("{{{}}}", t("F32", "[2]", 4, 12)), 12, "gap");
-    malformed(&format!("{{{}}}", t("F32", "[3]", 0, 16)), 16, "needs 96 bits");
-    malformed(&format!("{{{}}}", t("F32", "[0]", 8, 0)), 8, "end before they begin");
+    malformed(
+        &format!("{{{}}}", t("F32", "[3]", 0, 16)),
+        16,
+        "needs 96 bits",
+    );
+    malformed(
+        &format!("{{{}}}", t("F32", "[0]", 8, 0)),
+        8,
+        "end before they begin",
+    );
     malformed(&format!("{{{}}}", t("F4", "[3]", 0, 2)), 2, "needs 12 bits");
     // Shapes whose element count overflows, in elements and in bits.
-    malformed(&format!("{{{}}}", t("F32", "[4294967296,4294967296,2]", 0, 0)), 0, "2^64");
-    malformed(&format!("{{{}}}", t("F32", "[4611686018427387904]", 0, 0)), 0, "2^64");
+    malformed(
+        &format!("{{{}}}", t("F32", "[4294967296,4294967296,2]", 0, 0)),
+        0,
+        "2^64",
+    );
+    malformed(
+        &format!("{{{}}}", t("F32", "[4611686018427387904]", 0, 0)),
+        0,
+        "2^64",
+    );
     malformed(&format!("{{{}}}", t("F32", "[-1]", 0, 0)), 0, "shape");
     malformed(&format!("{{{}}}", t("F32", "[1.5]", 0, 4)), 4, "shape");
-    malformed(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}}"#, 4, "data_offsets");
-    malformed(r#"{"a":{"dtype":7,"shape":[1],"data_offsets":[0,4]}}"#, 4, "dtype");
+    malformed(
+        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}}"#,
+        4,
+        "data_offsets",
+    );
+    malformed(
+        r#"{"a":{"dtype":7,"shape":[1],"data_offsets":[0,4]}}"#,
+        4,
+        "dtype",
+    );
     malformed(r#"{"a":{"shape":[1],"data_offsets":[0,4]}}"#, 4, "dtype");
     malformed(r#"{"a":3}"#, 0, "dtype");
     malformed("[]", 0, "JSON object");
@@ -113,11 +166,17 @@ fn offsets_and_shapes_that_disagree_are_malformed() {
     // A dtype the format does not define is unsupported, naming the tensor.
     let e = SafetensorsFile::from_bytes(
         "q.safetensors",
-        with_header(r#"{"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,1]}}"#, 1),
+        with_header(
+            r#"{"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,1]}}"#,
+            1,
+        ),
     )
     .unwrap_err();
     assert!(matches!(e, ModelError::Unsupported { .. }), "{e}");
-    assert!(e.to_string().contains("'w'") && e.to_string().contains("Q4"), "{e}");
+    assert!(
+        e.to_string().contains("'w'") && e.to_string().contains("Q4"),
+        "{e}"
+    );
     // Metadata, padding spaces and an empty file are fine.
     let ok = r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}   "#;
     assert!(exercise(with_header(ok, 4)));
@@ -126,7 +185,10 @@ fn offsets_and_shapes_that_disagree_are_malformed() {
 
 #[test]
 fn bad_text_and_deep_nesting_are_malformed() {
-    let mut bytes = with_header(r#"{"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#, 4);
+    let mut bytes = with_header(
+        r#"{"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#,
+        4,
+    );
     bytes[10] = 0xff;
     let e = SafetensorsFile::from_bytes("u.safetensors", bytes).unwrap_err();
     assert!(e.to_string().contains("UTF-8"), "{e}");
@@ -208,9 +270,15 @@ proptest! {
 
 /// One header entry: a dtype (known, or not), dims of any size, offsets of any size.
 fn entry() -> impl Strategy<Value = (&'static str, Vec<u64>, (u64, u64))> {
-    let dtype = prop::sample::select(vec!["F32", "F16", "BF16", "I8", "F4", "F6_E2M3", "U64", "X"]);
+    let dtype = prop::sample::select(vec![
+        "F32", "F16", "BF16", "I8", "F4", "F6_E2M3", "U64", "X",
+    ]);
     let n = prop_oneof![0u64..20, any::<u64>(), (0u32..64).prop_map(|s| 1u64 << s)];
-    (dtype, prop::collection::vec(n.clone(), 0..4), (n.clone(), n))
+    (
+        dtype,
+        prop::collection::vec(n.clone(), 0..4),
+        (n.clone(), n),
+    )
 }
 
 /// A folder with a valid model in it, reused by the config and index fuzzers (which rewrite
@@ -220,7 +288,13 @@ fn folder(sharded: bool) -> tempfile::TempDir {
     let config = tiny_config(Architecture::Qwen3);
     let weights = random_weights(&config, 3);
     let shards = if sharded { 3 } else { 1 };
-    write_folder(tmp.path(), &tiny_config_json(Architecture::Qwen3), &weights, Float::F16, shards);
+    write_folder(
+        tmp.path(),
+        &tiny_config_json(Architecture::Qwen3),
+        &weights,
+        Float::F16,
+        shards,
+    );
     tmp
 }
 
@@ -248,30 +322,64 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
         (0u32..64).prop_map(|s| Value::from(1u64 << s)),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         prop::sample::select(vec![
-            "llama3", "default", "yarn", "full_attention", "sliding_attention", "silu",
-            "LlamaForCausalLM", "Qwen3ForCausalLM", "qwen2", "mistral", "",
+            "llama3",
+            "default",
+            "yarn",
+            "full_attention",
+            "sliding_attention",
+            "silu",
+            "LlamaForCausalLM",
+            "Qwen3ForCausalLM",
+            "qwen2",
+            "mistral",
+            "",
         ])
         .prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-            prop::collection::vec((config_key(), inner), 0..4)
-                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            prop::collection::vec((config_key(), inner), 0..4).prop_map(|kv| Value::Object(
+                kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+            )),
         ]
     })
 }
 
 const CONFIG_KEYS: [&str; 30] = [
-    "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
-    "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-    "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
-    "rope_type", "type", "factor", "low_freq_factor", "high_freq_factor",
-    "original_max_position_embeddings", "partial_rotary_factor", "tie_word_embeddings",
-    "sliding_window", "use_sliding_window", "max_window_layers", "layer_types",
-    "attention_bias", "quantization_config", "bos_token_id", "eos_token_id",
+    "architectures",
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "rope_type",
+    "type",
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+    "partial_rotary_factor",
+    "tie_word_embeddings",
+    "sliding_window",
+    "use_sliding_window",
+    "max_window_layers",
+    "layer_types",
+    "attention_bias",
+    "quantization_config",
+    "bos_token_id",
+    "eos_token_id",
 ];
 
 fn config_key() -> impl Strategy<Value = &'static str> {
@@ -308,6 +416,25 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Names are free text in safetensors: layer indexes of any size, or none at all.
+    #[test]
+    fn arbitrary_tensor_names_never_panic(names in prop::collection::vec("model\\.layers\\.[0-9]{1,25}(\\.[a-z_]{0,12}){0,3}|[a-z.]{0,20}", 1..4)) {
+        let dir = folder(false);
+        let config = tiny_config(Architecture::Qwen3);
+        let mut weights = random_weights(&config, 3);
+        for name in names {
+            if !weights.iter().any(|(n, ..)| *n == name) {
+                weights.push((name, vec![2], vec![1.0, 2.0]));
+            }
+        }
+        write_folder(dir.path(), &tiny_config_json(Architecture::Qwen3), &weights, Float::BF16, 1);
+        open_all(dir.path());
+    }
+}
+
 #[test]
 fn corrupted_indexes_never_panic() {
     let dir = folder(true);
@@ -322,7 +449,12 @@ fn corrupted_indexes_never_panic() {
     runner
         .run(&strategy, |(flips, cut, remaps)| {
             let mut index: Value = serde_json::from_slice(&good).unwrap();
-            let names: Vec<String> = index["weight_map"].as_object().unwrap().keys().cloned().collect();
+            let names: Vec<String> = index["weight_map"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
             for (which, target) in remaps {
                 index["weight_map"][&names[which.index(names.len())]] = target;
             }
@@ -345,9 +477,16 @@ fn corrupted_indexes_never_panic() {
 fn index_target() -> impl Strategy<Value = Value> {
     prop_oneof![
         prop::sample::select(vec![
-            "model-00001-of-00003.safetensors", "model-00003-of-00003.safetensors",
-            "config.json", "../model-00001-of-00003.safetensors", "/dev/zero", ".", "..", "",
-            "C:x", "missing.safetensors",
+            "model-00001-of-00003.safetensors",
+            "model-00003-of-00003.safetensors",
+            "config.json",
+            "../model-00001-of-00003.safetensors",
+            "/dev/zero",
+            ".",
+            "..",
+            "",
+            "C:x",
+            "missing.safetensors",
         ])
         .prop_map(Value::from),
         json_value(),
@@ -379,11 +518,34 @@ fn crasher_offsets_near_u64_max_in_the_reference_parser() {
     let n: u64 = (1 << 61) - 1;
     let entries: Vec<String> = (0..8u64)
         .map(|i| {
-            format!(r#""t{i}":{{"dtype":"U8","shape":[{n}],"data_offsets":[{},{}]}}"#, i * n, (i + 1) * n)
+            format!(
+                r#""t{i}":{{"dtype":"U8","shape":[{n}],"data_offsets":[{},{}]}}"#,
+                i * n,
+                (i + 1) * n
+            )
         })
         .collect();
     let bytes = with_header(&format!("{{{}}}", entries.join(",")), 0);
     let e = SafetensorsFile::from_bytes("big.safetensors", bytes).unwrap_err();
     assert!(matches!(e, ModelError::Malformed { .. }), "{e}");
     assert!(e.to_string().contains("past the data section"), "{e}");
+}
+
+/// Found in review: a tensor named for layer usize::MAX made the layer count overflow.
+#[test]
+fn crasher_layer_index_usize_max() {
+    let dir = folder(false);
+    let config = tiny_config(Architecture::Qwen3);
+    let mut weights = random_weights(&config, 3);
+    weights.push((format!("model.layers.{}.x", usize::MAX), vec![1], vec![0.0]));
+    write_folder(
+        dir.path(),
+        &tiny_config_json(Architecture::Qwen3),
+        &weights,
+        Float::F32,
+        1,
+    );
+    let e = HfModel::open(dir.path()).unwrap_err();
+    assert!(matches!(e, ModelError::Config { .. }), "{e}");
+    assert!(e.to_string().contains("num_hidden_layers"), "{e}");
 }

@@ -82,7 +82,10 @@ fn a_folder_runs_exactly_as_its_weights_from_memory() {
                 .collect();
             let memory = MapSource::new(config, &rounded);
             let from_memory = Llama::load(&memory, CpuBackend::detect(), Precision::F32).unwrap();
-            let (a, b) = (logits(&from_folder.unwrap(), &tokens), logits(&from_memory, &tokens));
+            let (a, b) = (
+                logits(&from_folder.unwrap(), &tokens),
+                logits(&from_memory, &tokens),
+            );
             assert_eq!(a, b, "{arch:?} {float:?}");
             assert!(a.iter().all(|v| v.is_finite()));
         }
@@ -110,7 +113,13 @@ fn generation_config_adds_end_tokens() {
     let config = tiny_config(marlin_models::Architecture::Llama);
     let mut json = tiny_config_json(config.architecture);
     json["eos_token_id"] = serde_json::json!([2, 7]);
-    write_folder(tmp.path(), &json, &random_weights(&config, 1), Float::F32, 1);
+    write_folder(
+        tmp.path(),
+        &json,
+        &random_weights(&config, 1),
+        Float::F32,
+        1,
+    );
     std::fs::write(
         tmp.path().join("generation_config.json"),
         r#"{"bos_token_id": 1, "eos_token_id": [7, 9], "do_sample": true}"#,
@@ -126,8 +135,20 @@ fn a_single_file_wins_over_an_index() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny_config(marlin_models::Architecture::Llama);
     let weights = random_weights(&config, 1);
-    write_folder(tmp.path(), &tiny_config_json(config.architecture), &weights, Float::F32, 2);
-    write_folder(tmp.path(), &tiny_config_json(config.architecture), &weights, Float::BF16, 1);
+    write_folder(
+        tmp.path(),
+        &tiny_config_json(config.architecture),
+        &weights,
+        Float::F32,
+        2,
+    );
+    write_folder(
+        tmp.path(),
+        &tiny_config_json(config.architecture),
+        &weights,
+        Float::BF16,
+        1,
+    );
     let model = HfModel::open(tmp.path()).unwrap();
     assert_eq!(model.files().len(), 1);
     assert_eq!(model.tensors()[0].stored_as, "BF16");

@@ -56,7 +56,8 @@ pub struct GenerateArgs {
 /// Which model, and how to run it: shared by every command that loads one.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// A GGUF file. Without it, the default SmolLM2-135M-Instruct (fetched once into the cache).
+    /// A GGUF file or a Hugging Face folder (config.json, safetensors, tokenizer.json). Without
+    /// it, the default SmolLM2-135M-Instruct (fetched once into the cache).
     #[arg(long, short)]
     pub model: Option<PathBuf>,
     /// Precision of activations inside the quantized matmuls.
@@ -96,8 +97,8 @@ impl ModelArgs {
         };
         if !path.exists() {
             bail!(
-                "{}: no such file; pass a GGUF file to --model (Hugging Face ids and folders are \
-                 not supported yet)",
+                "{}: no such file or folder; pass a GGUF file or a Hugging Face model folder to \
+                 --model (hub ids are not fetched: download the folder first)",
                 path.display()
             );
         }

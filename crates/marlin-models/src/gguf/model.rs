@@ -8,9 +8,7 @@ use super::file::GgufFile;
 use super::permute::{gather_rows, source_rows};
 use super::translate::{config, hf_name};
 use super::vocab::read_vocab;
-use crate::{
-    Architecture, FileVocab, ModelConfig, ModelError, StoredTensor, Weight, WeightSource,
-};
+use crate::{Architecture, FileVocab, ModelConfig, ModelError, StoredTensor, Weight, WeightSource};
 
 /// A GGUF model of a supported architecture (llama, mistral, qwen2, qwen3).
 #[derive(Debug)]

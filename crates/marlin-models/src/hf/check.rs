@@ -3,18 +3,50 @@
 //! error deep in a layer or a wrong answer. The embedding, the output, layer 0 and the number
 //! of layers are checked here; the architecture checks every layer as it loads it.
 
+use std::path::Path;
+
 use super::model::HfModel;
-use crate::{Architecture, ModelError, WeightSource};
+use crate::{Architecture, ModelConfig, ModelError, WeightSource};
 
 pub(crate) fn tensors_match_config(model: &HfModel) -> Result<(), ModelError> {
-    let c = model.config();
     let config_json = model.dir().join("config.json");
-    let (d, hd, ff, vocab) = (
-        c.hidden_size,
-        c.head_dim,
-        c.intermediate_size,
-        c.vocab_size,
-    );
+    for (name, want) in expected_shapes(model.config(), &config_json)? {
+        match model.shape_of(&name) {
+            Some(got) if got == want.as_slice() => {}
+            Some(got) => {
+                return Err(ModelError::Shape {
+                    path: config_json,
+                    name,
+                    expected: want,
+                    got: got.to_vec(),
+                });
+            }
+            None if name == "lm_head.weight" => {
+                return Err(ModelError::Config {
+                    path: config_json,
+                    what: "tie_word_embeddings is false (transformers' default when absent) but \
+                           there is no tensor 'lm_head.weight'; if the model shares its \
+                           embedding with the output, set \"tie_word_embeddings\": true"
+                        .into(),
+                });
+            }
+            None => {
+                return Err(ModelError::MissingTensor {
+                    path: model.dir().to_owned(),
+                    name,
+                });
+            }
+        }
+    }
+    check_layer_count(model, &config_json)
+}
+
+/// The shapes the configuration implies for the embedding, the output and layer 0.
+fn expected_shapes(
+    c: &ModelConfig,
+    config_json: &Path,
+) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
+    let (d, hd, ff, vocab) = (c.hidden_size, c.head_dim, c.intermediate_size, c.vocab_size);
     // Every size is below 2^32 (json.rs), so these products fit 64-bit usize; checked anyway
     // for 32-bit targets.
     let (Some(q), Some(kv)) = (
@@ -22,7 +54,7 @@ pub(crate) fn tensors_match_config(model: &HfModel) -> Result<(), ModelError> {
         c.num_key_value_heads.checked_mul(hd),
     ) else {
         return Err(ModelError::Config {
-            path: config_json,
+            path: config_json.to_owned(),
             what: format!("{} heads of size {hd} overflow", c.num_attention_heads),
         });
     };
@@ -59,45 +91,24 @@ pub(crate) fn tensors_match_config(model: &HfModel) -> Result<(), ModelError> {
         ]);
     }
     expected.extend(layer.into_iter().map(|(n, s)| (format!("{p}.{n}"), s)));
-    for (name, want) in expected {
-        match model.shape_of(&name) {
-            Some(got) if got == want.as_slice() => {}
-            Some(got) => {
-                return Err(ModelError::Shape {
-                    path: config_json,
-                    name,
-                    expected: want,
-                    got: got.to_vec(),
-                });
-            }
-            None if name == "lm_head.weight" => {
-                return Err(ModelError::Config {
-                    path: config_json,
-                    what: "tie_word_embeddings is false (transformers' default when absent) but \
-                           there is no tensor 'lm_head.weight'; if the model shares its \
-                           embedding with the output, set \"tie_word_embeddings\": true"
-                        .into(),
-                });
-            }
-            None => {
-                return Err(ModelError::MissingTensor {
-                    path: model.dir().to_owned(),
-                    name,
-                });
-            }
-        }
-    }
-    check_layer_count(model, &config_json)
+    Ok(expected)
 }
 
 /// Layers beyond `num_hidden_layers` would be ignored silently and missing ones found late.
-fn check_layer_count(model: &HfModel, config_json: &std::path::Path) -> Result<(), ModelError> {
+fn check_layer_count(model: &HfModel, config_json: &Path) -> Result<(), ModelError> {
     let c = model.config();
     let stored = model
         .tensor_names()
-        .filter_map(|n| n.strip_prefix("model.layers.")?.split('.').next()?.parse::<usize>().ok())
+        .filter_map(|n| {
+            n.strip_prefix("model.layers.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
-        .map_or(0, |last| last + 1);
+        // Saturating: a name may claim layer usize::MAX.
+        .map_or(0, |last| last.saturating_add(1));
     if stored != c.num_hidden_layers {
         return Err(ModelError::Config {
             path: config_json.to_owned(),

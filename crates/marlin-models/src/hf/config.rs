@@ -56,7 +56,9 @@ pub fn parse_config(
     let default_ids = matches!(architecture, Architecture::Llama | Architecture::Mistral);
     config.bos_token_id = match f.raw("bos_token_id") {
         None if default_ids => Some(1),
-        _ => f.token_ids("bos_token_id")?.and_then(|ids| ids.first().copied()),
+        _ => f
+            .token_ids("bos_token_id")?
+            .and_then(|ids| ids.first().copied()),
     };
     config.eos_token_ids = match f.raw("eos_token_id") {
         None if default_ids => vec![2],
@@ -133,7 +135,10 @@ fn architecture(f: &Fields) -> Result<Architecture, ModelError> {
 /// What our Llama graph does not compute: refused rather than silently ignored.
 fn refuse_unsupported(f: &Fields, architecture: Architecture) -> Result<(), ModelError> {
     if let Some(q) = f.value("quantization_config") {
-        let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("unknown");
+        let method = q
+            .get("quant_method")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
         return Err(f.unsupported(
             format!("quantized checkpoint (quantization_config, quant_method '{method}')"),
             "GPTQ, AWQ, bitsandbytes and other tools' quantized folders are not read; load the \
@@ -149,7 +154,10 @@ fn refuse_unsupported(f: &Fields, architecture: Architecture) -> Result<(), Mode
         ));
     }
     if f.bool("mlp_bias")? == Some(true) {
-        return Err(f.unsupported("mlp_bias: true".into(), "only bias-free MLPs are implemented"));
+        return Err(f.unsupported(
+            "mlp_bias: true".into(),
+            "only bias-free MLPs are implemented",
+        ));
     }
     // Llama's and Qwen3's attention_bias puts a bias on o_proj too; our graph has none there.
     let reads_bias = matches!(architecture, Architecture::Llama | Architecture::Qwen3);
@@ -181,7 +189,9 @@ fn sizes(f: &Fields, architecture: Architecture) -> Result<ModelConfig, ModelErr
     let head_dim = match (architecture, f.raw("head_dim")) {
         // Qwen3Config's own default; null falls back to hidden / heads as its rotary code does.
         (Architecture::Qwen3, None) => 128,
-        _ => f.count("head_dim")?.unwrap_or(hidden_size / num_attention_heads),
+        _ => f
+            .count("head_dim")?
+            .unwrap_or(hidden_size / num_attention_heads),
     };
     let config = ModelConfig {
         architecture,
@@ -256,7 +266,10 @@ fn rope(f: &Fields, max_position: usize) -> Result<(f32, Option<RopeScaling>), M
         None => f.positive("rope_theta")?.unwrap_or(10_000.0),
     };
     for fields in [&p, f] {
-        if let Some(r) = fields.positive("partial_rotary_factor")?.filter(|&r| r != 1.0) {
+        if let Some(r) = fields
+            .positive("partial_rotary_factor")?
+            .filter(|&r| r != 1.0)
+        {
             return Err(f.unsupported(
                 format!("partial_rotary_factor {r}"),
                 "only rope over the whole head is implemented",
@@ -287,8 +300,12 @@ fn is_empty_object(v: &Value) -> bool {
 
 fn llama3(p: &Fields, max_position: usize) -> Result<RopeScaling, ModelError> {
     let required = |k: &str| {
-        p.positive(k)?
-            .ok_or_else(|| p.error(format!("'{}{k}' is missing (llama3 rope needs it)", p.prefix())))
+        p.positive(k)?.ok_or_else(|| {
+            p.error(format!(
+                "'{}{k}' is missing (llama3 rope needs it)",
+                p.prefix()
+            ))
+        })
     };
     let s = RopeScaling {
         factor: required("factor")?,
@@ -352,7 +369,10 @@ fn sliding_layers(f: &Fields, layers: usize) -> Result<bool, ModelError> {
             .iter()
             .find(|t| !matches!(**t, "full_attention" | "sliding_attention"))
         {
-            return Err(f.unsupported(format!("layer type '{t}'"), "only full_attention is implemented"));
+            return Err(f.unsupported(
+                format!("layer type '{t}'"),
+                "only full_attention is implemented",
+            ));
         }
         return Ok(types.contains(&"sliding_attention"));
     }

@@ -21,7 +21,9 @@ pub(crate) fn read_json_file(path: &Path) -> Result<Vec<u8>, ModelError> {
     if len > MAX_JSON_BYTES {
         return Err(ModelError::Config {
             path: path.to_owned(),
-            what: format!("{len} bytes is too large for a configuration file; is it the right file?"),
+            what: format!(
+                "{len} bytes is too large for a configuration file; is it the right file?"
+            ),
         });
     }
     std::fs::read(path).map_err(io)

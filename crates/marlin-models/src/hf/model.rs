@@ -199,7 +199,9 @@ fn open_shards(dir: &Path, index: &Path) -> Result<Weights, ModelError> {
             return Err(ModelError::Shards {
                 index: index.to_owned(),
                 shard: files[i].path().to_owned(),
-                what: format!("the index promises tensor '{tensor}', which the shard does not hold"),
+                what: format!(
+                    "the index promises tensor '{tensor}', which the shard does not hold"
+                ),
             });
         }
         names.insert(tensor.to_owned(), i);

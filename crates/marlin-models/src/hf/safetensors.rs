@@ -102,20 +102,21 @@ impl SafetensorsFile {
     }
 
     fn parse(path: PathBuf, bytes: Bytes) -> Result<SafetensorsFile, ModelError> {
-        let (data_start, tensors) = parse_header(bytes.as_slice()).map_err(|fault| match fault {
-            Fault::Malformed(what) => ModelError::Malformed {
-                path: path.clone(),
-                format: "safetensors",
-                what,
-            },
-            Fault::UnknownDtype { tensor, dtype } => ModelError::Unsupported {
-                path: path.clone(),
-                what: format!("dtype '{dtype}' of tensor '{tensor}'"),
-                hint: "it is not a safetensors dtype this build knows; re-save the checkpoint \
+        let (data_start, tensors) =
+            parse_header(bytes.as_slice()).map_err(|fault| match fault {
+                Fault::Malformed(what) => ModelError::Malformed {
+                    path: path.clone(),
+                    format: "safetensors",
+                    what,
+                },
+                Fault::UnknownDtype { tensor, dtype } => ModelError::Unsupported {
+                    path: path.clone(),
+                    what: format!("dtype '{dtype}' of tensor '{tensor}'"),
+                    hint: "it is not a safetensors dtype this build knows; re-save the checkpoint \
                        in BF16, F16 or F32"
-                    .into(),
-            },
-        })?;
+                        .into(),
+                },
+            })?;
         let names = tensors.iter().map(|t| t.name.clone()).zip(0..).collect();
         Ok(SafetensorsFile {
             path,
@@ -143,13 +144,23 @@ impl SafetensorsFile {
     pub fn tensor_data(&self, t: &SafetensorsTensor) -> Result<&[u8], ModelError> {
         // Extents were checked at open; `get` guards against a tensor from another file.
         let (begin, end) = t.data_offsets;
-        let range = self.data_start.checked_add(begin).zip(self.data_start.checked_add(end));
+        let range = self
+            .data_start
+            .checked_add(begin)
+            .zip(self.data_start.checked_add(end));
         range
-            .and_then(|(b, e)| self.bytes.as_slice().get(usize::try_from(b).ok()?..usize::try_from(e).ok()?))
+            .and_then(|(b, e)| {
+                self.bytes
+                    .as_slice()
+                    .get(usize::try_from(b).ok()?..usize::try_from(e).ok()?)
+            })
             .ok_or_else(|| ModelError::Malformed {
                 path: self.path.clone(),
                 format: "safetensors",
-                what: format!("tensor '{}' lies outside the file (is it from another file?)", t.name),
+                what: format!(
+                    "tensor '{}' lies outside the file (is it from another file?)",
+                    t.name
+                ),
             })
     }
 
@@ -253,7 +264,11 @@ fn tensor_entry(name: &str, entry: &Value) -> Result<SafetensorsTensor, Fault> {
     let shape = entry
         .get("shape")
         .and_then(Value::as_array)
-        .and_then(|dims| dims.iter().map(|d| usize::try_from(d.as_u64()?).ok()).collect::<Option<Vec<usize>>>())
+        .and_then(|dims| {
+            dims.iter()
+                .map(|d| usize::try_from(d.as_u64()?).ok())
+                .collect::<Option<Vec<usize>>>()
+        })
         .ok_or_else(|| bad("'shape' is missing or not a list of non-negative integers"))?;
     let offsets = entry
         .get("data_offsets")
@@ -264,12 +279,18 @@ fn tensor_entry(name: &str, entry: &Value) -> Result<SafetensorsTensor, Fault> {
         })
         .ok_or_else(|| bad("'data_offsets' is missing or not [begin, end]"))?;
     if offsets.1 < offsets.0 {
-        return Err(bad(&format!("data_offsets {offsets:?} end before they begin")));
+        return Err(bad(&format!(
+            "data_offsets {offsets:?} end before they begin"
+        )));
     }
     let n_bits = shape
         .iter()
         .try_fold(bits, |acc, &d| acc.checked_mul(d as u64))
-        .ok_or_else(|| bad(&format!("shape {shape:?} holds more elements than 2^64 bits")))?;
+        .ok_or_else(|| {
+            bad(&format!(
+                "shape {shape:?} holds more elements than 2^64 bits"
+            ))
+        })?;
     if n_bits % 8 != 0 || n_bits / 8 != offsets.1 - offsets.0 {
         return Err(bad(&format!(
             "shape {shape:?} of {dtype} needs {n_bits} bits but data_offsets {offsets:?} hold {} \
@@ -293,7 +314,11 @@ fn check_tiling(tensors: &mut [SafetensorsTensor], data_len: u64) -> Result<(), 
     for t in tensors.iter() {
         let (begin, end) = t.data_offsets;
         if begin != at {
-            let how = if begin < at { "overlap the tensor before it" } else { "leave a gap before it" };
+            let how = if begin < at {
+                "overlap the tensor before it"
+            } else {
+                "leave a gap before it"
+            };
             return Err(malformed(format!(
                 "tensor '{}': data_offsets [{begin}, {end}] {how} (the previous one ends at {at})",
                 t.name

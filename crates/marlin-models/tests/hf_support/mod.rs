@@ -139,7 +139,11 @@ pub fn random_weights(c: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Ve
     };
     let (d, hd, ff) = (c.hidden_size, c.head_dim, c.intermediate_size);
     let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-    put("model.embed_tokens.weight".into(), vec![c.vocab_size, d], 1.0);
+    put(
+        "model.embed_tokens.weight".into(),
+        vec![c.vocab_size, d],
+        1.0,
+    );
     put("model.norm.weight".into(), vec![d], 1.0);
     if !c.tie_word_embeddings {
         put("lm_head.weight".into(), vec![c.vocab_size, d], 0.1);
@@ -202,11 +206,7 @@ pub fn write_folder(
         .map(|(n, s, v)| (n.clone(), float.dtype(), s.clone(), float.encode(v)))
         .collect();
     if shards == 1 {
-        std::fs::write(
-            dir.join("model.safetensors"),
-            safetensors_bytes(&encoded),
-        )
-        .unwrap();
+        std::fs::write(dir.join("model.safetensors"), safetensors_bytes(&encoded)).unwrap();
         return;
     }
     let per = encoded.len().div_ceil(shards);
@@ -219,11 +219,7 @@ pub fn write_folder(
         }
     }
     let index = json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
-    std::fs::write(
-        dir.join("model.safetensors.index.json"),
-        index.to_string(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
 }
 
 /// Weights held in memory: the reference a loaded folder must equal.
@@ -276,10 +272,25 @@ pub fn rich_file() -> Vec<u8> {
     let b = gaussian(8, 7, 1.0);
     let c = gaussian(9, 4, 1.0);
     safetensors_bytes(&[
-        ("a.f32".into(), Dtype::F32, vec![3, 5], Float::F32.encode(&a)),
+        (
+            "a.f32".into(),
+            Dtype::F32,
+            vec![3, 5],
+            Float::F32.encode(&a),
+        ),
         ("b.f16".into(), Dtype::F16, vec![7], Float::F16.encode(&b)),
-        ("c.bf16".into(), Dtype::BF16, vec![2, 2], Float::BF16.encode(&c)),
-        ("d.scalar".into(), Dtype::F32, vec![], Float::F32.encode(&[1.5])),
+        (
+            "c.bf16".into(),
+            Dtype::BF16,
+            vec![2, 2],
+            Float::BF16.encode(&c),
+        ),
+        (
+            "d.scalar".into(),
+            Dtype::F32,
+            vec![],
+            Float::F32.encode(&[1.5]),
+        ),
         ("e.empty".into(), Dtype::F32, vec![0, 4], Vec::new()),
         ("f.i8".into(), Dtype::I8, vec![3], vec![1, 2, 3]),
     ])
