@@ -248,3 +248,46 @@ fn a_hugging_face_repository_fetches_its_model_files_only() {
         out.stderr
     );
 }
+
+/// A Hugging Face folder repository end to end: fetched from the (stand-in) hub into the cache,
+/// loaded and run, then run again offline from the cache. The folder is the tiny transformers-made
+/// Qwen3 fixture (two shards and an index).
+#[test]
+fn a_folder_repository_is_fetched_then_runs_online_and_offline() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../marlin-models/tests/fixtures/tiny/qwen3")
+        .canonicalize()
+        .unwrap();
+    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&fixture)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "reference.json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    let scratch = Scratch::new("fetch-tiny");
+    let commit = "00000000000000000000000000000000000000bb";
+    let hub = MockHub::start("test-org/tiny-qwen3", commit, files);
+    let args = [
+        "generate",
+        "--model",
+        "test-org/tiny-qwen3",
+        "--max-tokens",
+        "4",
+        "--json",
+        "hello",
+    ];
+    let online = [("HF_ENDPOINT", hub.endpoint.as_str())];
+    let first = run_env(&args, "", &scratch.0, &online, Duration::from_secs(120));
+    assert!(first.ok, "stderr: {}", first.stderr);
+    let offline = [("HF_HUB_OFFLINE", "1")];
+    let second = run_env(&args, "", &scratch.0, &offline, Duration::from_secs(120));
+    assert!(second.ok, "stderr: {}", second.stderr);
+    let ids = |out: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(out).unwrap()["token_ids"].clone()
+    };
+    assert_eq!(ids(&first.stdout).as_array().map(Vec::len), Some(4));
+    assert_eq!(ids(&first.stdout), ids(&second.stdout));
+}
