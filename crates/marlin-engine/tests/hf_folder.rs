@@ -68,33 +68,7 @@ fn config_json(c: &ModelConfig) -> Value {
 
 /// Random weights, already rounded to BF16 (what the folder stores).
 fn weights(c: &ModelConfig) -> Tensors {
-    let (d, ff) = (c.hidden_size, c.intermediate_size);
-    let (q, kv) = (
-        c.num_attention_heads * c.head_dim,
-        c.num_key_value_heads * c.head_dim,
-    );
-    let mut shapes = vec![
-        (
-            "model.embed_tokens.weight".to_string(),
-            vec![c.vocab_size, d],
-        ),
-        ("model.norm.weight".into(), vec![d]),
-    ];
-    for i in 0..c.num_hidden_layers {
-        for (name, shape) in [
-            ("input_layernorm.weight", vec![d]),
-            ("post_attention_layernorm.weight", vec![d]),
-            ("self_attn.q_proj.weight", vec![q, d]),
-            ("self_attn.k_proj.weight", vec![kv, d]),
-            ("self_attn.v_proj.weight", vec![kv, d]),
-            ("self_attn.o_proj.weight", vec![d, q]),
-            ("mlp.gate_proj.weight", vec![ff, d]),
-            ("mlp.up_proj.weight", vec![ff, d]),
-            ("mlp.down_proj.weight", vec![d, ff]),
-        ] {
-            shapes.push((format!("model.layers.{i}.{name}"), shape));
-        }
-    }
+    let shapes = marlin_models::llama::tensor_shapes(c, 0..c.num_hidden_layers).unwrap();
     shapes
         .into_iter()
         .zip(1..)

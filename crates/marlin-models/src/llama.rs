@@ -2,6 +2,8 @@
 //! each head of q and k). Only the math: weights come from a [`WeightSource`], linear layers
 //! do not know whether they are quantized, and the CPU backend is handed in.
 
+use std::ops::Range;
+
 use marlin_cpu::{Activations, CpuBackend};
 use rayon::prelude::*;
 
@@ -32,6 +34,55 @@ struct DecoderLayer {
     /// gate_proj and up_proj.
     gate_up: LinearGroup,
     down_proj: Linear,
+}
+
+/// The tensors a model of configuration `c` reads and their shapes (PyTorch order,
+/// `[out_features, in_features]`): the embedding, the final norm and an untied output, then
+/// each layer of `layers`. For checking a checkpoint before loading it, and for making models
+/// in tests and benchmarks. `None` when the head sizes overflow.
+pub fn tensor_shapes(c: &ModelConfig, layers: Range<usize>) -> Option<Vec<(String, Vec<usize>)>> {
+    let (d, hd, ff, vocab) = (c.hidden_size, c.head_dim, c.intermediate_size, c.vocab_size);
+    let q = c.num_attention_heads.checked_mul(hd)?;
+    let kv = c.num_key_value_heads.checked_mul(hd)?;
+    let mut out: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![vocab, d]),
+        ("model.norm.weight".into(), vec![d]),
+    ];
+    if !c.tie_word_embeddings {
+        out.push(("lm_head.weight".into(), vec![vocab, d]));
+    }
+    for i in layers {
+        let mut layer = vec![
+            ("input_layernorm.weight", vec![d]),
+            ("post_attention_layernorm.weight", vec![d]),
+            ("self_attn.q_proj.weight", vec![q, d]),
+            ("self_attn.k_proj.weight", vec![kv, d]),
+            ("self_attn.v_proj.weight", vec![kv, d]),
+            ("self_attn.o_proj.weight", vec![d, q]),
+            ("mlp.gate_proj.weight", vec![ff, d]),
+            ("mlp.up_proj.weight", vec![ff, d]),
+            ("mlp.down_proj.weight", vec![d, ff]),
+        ];
+        if c.attention_bias {
+            layer.extend([
+                ("self_attn.q_proj.bias", vec![q]),
+                ("self_attn.k_proj.bias", vec![kv]),
+                ("self_attn.v_proj.bias", vec![kv]),
+            ]);
+        }
+        if c.architecture == Architecture::Qwen3 {
+            layer.extend([
+                ("self_attn.q_norm.weight", vec![hd]),
+                ("self_attn.k_norm.weight", vec![hd]),
+            ]);
+        }
+        out.extend(
+            layer
+                .into_iter()
+                .map(|(n, s)| (format!("model.layers.{i}.{n}"), s)),
+        );
+    }
+    Some(out)
 }
 
 /// What building a layer needs: the weights, the configuration and the backends.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use marlin_cpu::CpuBackend;
 use marlin_models::{
     Architecture, DenseTensor, KvCache, Llama, ModelConfig, ModelError, Precision, SeqTokens,
-    StoredTensor, Weight, WeightSource,
+    StoredTensor, Weight, WeightSource, llama,
 };
 use marlin_quant::{Format, Scheme, quantize};
 use marlin_testkit::rng::gaussian;
@@ -84,38 +84,14 @@ fn source(architecture: Architecture, format: Option<Format>) -> MapSource {
         };
         w.insert(name, weight);
     };
-    let (d, hd, ff) = (c.hidden_size, c.head_dim, c.intermediate_size);
-    let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-    put(
-        "model.embed_tokens.weight".into(),
-        vec![c.vocab_size, d],
-        1.0,
-    );
-    put("model.norm.weight".into(), vec![d], 1.0);
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        put(format!("{p}.input_layernorm.weight"), vec![d], 1.0);
-        put(format!("{p}.post_attention_layernorm.weight"), vec![d], 1.0);
-        for (name, shape) in [
-            ("self_attn.q_proj", vec![q, d]),
-            ("self_attn.k_proj", vec![kv, d]),
-            ("self_attn.v_proj", vec![kv, d]),
-            ("self_attn.o_proj", vec![d, q]),
-            ("mlp.gate_proj", vec![ff, d]),
-            ("mlp.up_proj", vec![ff, d]),
-            ("mlp.down_proj", vec![d, ff]),
-        ] {
-            put(format!("{p}.{name}.weight"), shape, 0.1);
-        }
-        if c.attention_bias {
-            for (name, n) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-                put(format!("{p}.self_attn.{name}.bias"), vec![n], 0.1);
-            }
-        }
-        if architecture == Architecture::Qwen3 {
-            put(format!("{p}.self_attn.q_norm.weight"), vec![hd], 1.0);
-            put(format!("{p}.self_attn.k_norm.weight"), vec![hd], 1.0);
-        }
+    for (name, shape) in llama::tensor_shapes(&c, 0..c.num_hidden_layers).unwrap() {
+        // Norms and the embedding around 1, projections small: logits of a sensible size.
+        let std = if name.ends_with("norm.weight") || name.contains("embed") {
+            1.0
+        } else {
+            0.1
+        };
+        put(name, shape, std);
     }
     MapSource {
         config: c,

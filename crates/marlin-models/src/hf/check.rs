@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::model::HfModel;
-use crate::{Architecture, ModelConfig, ModelError, WeightSource};
+use crate::{ModelConfig, ModelError, WeightSource};
 
 pub(crate) fn tensors_match_config(model: &HfModel) -> Result<(), ModelError> {
     let config_json = model.dir().join("config.json");
@@ -46,52 +46,15 @@ fn expected_shapes(
     c: &ModelConfig,
     config_json: &Path,
 ) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
-    let (d, hd, ff, vocab) = (c.hidden_size, c.head_dim, c.intermediate_size, c.vocab_size);
-    // Every size is below 2^32 (json.rs), so these products fit 64-bit usize; checked anyway
-    // for 32-bit targets.
-    let (Some(q), Some(kv)) = (
-        c.num_attention_heads.checked_mul(hd),
-        c.num_key_value_heads.checked_mul(hd),
-    ) else {
-        return Err(ModelError::Config {
-            path: config_json.to_owned(),
-            what: format!("{} heads of size {hd} overflow", c.num_attention_heads),
-        });
-    };
-    let mut expected: Vec<(String, Vec<usize>)> = vec![
-        ("model.embed_tokens.weight".into(), vec![vocab, d]),
-        ("model.norm.weight".into(), vec![d]),
-    ];
-    if !c.tie_word_embeddings {
-        expected.push(("lm_head.weight".into(), vec![vocab, d]));
-    }
-    let p = "model.layers.0";
-    let mut layer = vec![
-        ("input_layernorm.weight", vec![d]),
-        ("post_attention_layernorm.weight", vec![d]),
-        ("self_attn.q_proj.weight", vec![q, d]),
-        ("self_attn.k_proj.weight", vec![kv, d]),
-        ("self_attn.v_proj.weight", vec![kv, d]),
-        ("self_attn.o_proj.weight", vec![d, q]),
-        ("mlp.gate_proj.weight", vec![ff, d]),
-        ("mlp.up_proj.weight", vec![ff, d]),
-        ("mlp.down_proj.weight", vec![d, ff]),
-    ];
-    if c.attention_bias {
-        layer.extend([
-            ("self_attn.q_proj.bias", vec![q]),
-            ("self_attn.k_proj.bias", vec![kv]),
-            ("self_attn.v_proj.bias", vec![kv]),
-        ]);
-    }
-    if c.architecture == Architecture::Qwen3 {
-        layer.extend([
-            ("self_attn.q_norm.weight", vec![hd]),
-            ("self_attn.k_norm.weight", vec![hd]),
-        ]);
-    }
-    expected.extend(layer.into_iter().map(|(n, s)| (format!("{p}.{n}"), s)));
-    Ok(expected)
+    // Every size is below 2^32 (json.rs), so the head products fit a 64-bit usize; checked
+    // anyway for 32-bit targets.
+    crate::llama::tensor_shapes(c, 0..1).ok_or_else(|| ModelError::Config {
+        path: config_json.to_owned(),
+        what: format!(
+            "{} heads of size {} overflow",
+            c.num_attention_heads, c.head_dim
+        ),
+    })
 }
 
 /// Layers beyond `num_hidden_layers` would be ignored silently and missing ones found late.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use half::{bf16, f16};
 use marlin_models::{
-    Architecture, DenseTensor, ModelConfig, ModelError, StoredTensor, Weight, WeightSource,
+    Architecture, DenseTensor, ModelConfig, ModelError, StoredTensor, Weight, WeightSource, llama,
 };
 use marlin_testkit::rng::gaussian;
 use safetensors::tensor::{Dtype, TensorView};
@@ -137,41 +137,8 @@ pub fn random_weights(c: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Ve
         let data = gaussian(seed, shape.iter().product(), std);
         out.push((name, shape, data));
     };
-    let (d, hd, ff) = (c.hidden_size, c.head_dim, c.intermediate_size);
-    let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-    put(
-        "model.embed_tokens.weight".into(),
-        vec![c.vocab_size, d],
-        1.0,
-    );
-    put("model.norm.weight".into(), vec![d], 1.0);
-    if !c.tie_word_embeddings {
-        put("lm_head.weight".into(), vec![c.vocab_size, d], 0.1);
-    }
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        put(format!("{p}.input_layernorm.weight"), vec![d], 1.0);
-        put(format!("{p}.post_attention_layernorm.weight"), vec![d], 1.0);
-        for (name, shape) in [
-            ("self_attn.q_proj", vec![q, d]),
-            ("self_attn.k_proj", vec![kv, d]),
-            ("self_attn.v_proj", vec![kv, d]),
-            ("self_attn.o_proj", vec![d, q]),
-            ("mlp.gate_proj", vec![ff, d]),
-            ("mlp.up_proj", vec![ff, d]),
-            ("mlp.down_proj", vec![d, ff]),
-        ] {
-            put(format!("{p}.{name}.weight"), shape, 0.1);
-        }
-        if c.attention_bias {
-            for (name, n) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-                put(format!("{p}.self_attn.{name}.bias"), vec![n], 0.1);
-            }
-        }
-        if c.architecture == Architecture::Qwen3 {
-            put(format!("{p}.self_attn.q_norm.weight"), vec![hd], 1.0);
-            put(format!("{p}.self_attn.k_norm.weight"), vec![hd], 1.0);
-        }
+    for (name, shape) in llama::tensor_shapes(c, 0..c.num_hidden_layers).unwrap() {
+        put(name.clone(), shape, init_std(&name));
     }
     out
 }
@@ -294,4 +261,13 @@ pub fn rich_file() -> Vec<u8> {
         ("e.empty".into(), Dtype::F32, vec![0, 4], Vec::new()),
         ("f.i8".into(), Dtype::I8, vec![3], vec![1, 2, 3]),
     ])
+}
+
+/// Norms and the embedding around 1, projections small: logits of a sensible size.
+pub fn init_std(name: &str) -> f32 {
+    if name.ends_with("norm.weight") || name == "model.embed_tokens.weight" {
+        1.0
+    } else {
+        0.1
+    }
 }
