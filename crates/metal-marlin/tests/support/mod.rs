@@ -14,7 +14,6 @@ pub struct Output {
     pub ok: bool,
     pub stdout: String,
     pub stderr: String,
-    pub took: Duration,
 }
 
 /// A scratch folder under the system's temporary folder, removed on drop.
@@ -104,6 +103,5 @@ pub fn run_env(
         ok: status.success(),
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
-        took: start.elapsed(),
     }
 }
