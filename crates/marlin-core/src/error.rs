@@ -20,6 +20,9 @@ pub enum CoreError {
     },
     #[error(transparent)]
     Quant(#[from] marlin_quant::QuantError),
+    /// A device failed (lost, out of memory, no adapter): the message says what to do.
+    #[error("{0}")]
+    Backend(String),
 }
 
 impl CoreError {

@@ -1,0 +1,111 @@
+//! Device buffers: upload, zero-fill, read back.
+
+use wgpu::util::DeviceExt;
+
+use crate::{Gpu, GpuError};
+
+/// A storage buffer on the device.
+#[derive(Debug)]
+pub struct GpuBuffer {
+    pub(crate) buffer: wgpu::Buffer,
+    /// Bytes the caller asked for (the buffer itself is rounded up to 4).
+    len: u64,
+}
+
+impl GpuBuffer {
+    /// Bytes of data (before rounding up to whole 32-bit words).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Gpu {
+    /// Copies `bytes` to a new storage buffer; WGSL reads it as `array<u32>` or `array<f32>`,
+    /// so the length is padded with zeros to whole 32-bit words (and to at least one word: an
+    /// empty binding is not allowed).
+    pub fn upload(&self, label: &str, bytes: &[u8]) -> GpuBuffer {
+        let padded = bytes.len().div_ceil(4).max(1) * 4;
+        let contents = if padded == bytes.len() {
+            std::borrow::Cow::Borrowed(bytes)
+        } else {
+            let mut v = bytes.to_vec();
+            v.resize(padded, 0);
+            std::borrow::Cow::Owned(v)
+        };
+        let buffer = self
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &contents,
+                usage: USAGE,
+            });
+        GpuBuffer {
+            buffer,
+            len: bytes.len() as u64,
+        }
+    }
+
+    pub fn upload_f32(&self, label: &str, values: &[f32]) -> GpuBuffer {
+        self.upload(label, bytemuck::cast_slice(values))
+    }
+
+    /// A buffer of `len` zero bytes (rounded up to whole words).
+    pub fn zeros(&self, label: &str, len: u64) -> GpuBuffer {
+        let buffer = self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: len.div_ceil(4).max(1) * 4,
+            usage: USAGE,
+            // wgpu zero-initializes buffers created without a mapping.
+            mapped_at_creation: false,
+        });
+        GpuBuffer { buffer, len }
+    }
+
+    /// Reads a buffer back to the host, waiting for all submitted work first.
+    pub fn read(&self, src: &GpuBuffer) -> Result<Vec<u8>, GpuError> {
+        let size = src.buffer.size();
+        let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        encoder.copy_buffer_to_buffer(&src.buffer, 0, &staging, 0, size);
+        self.queue().submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| GpuError::Lost("the read-back was dropped".into()))?
+            .map_err(|e| GpuError::Lost(e.to_string()))?;
+        let data = staging
+            .get_mapped_range(..)
+            .map_err(|e| GpuError::Lost(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        Ok(data[..src.len as usize].to_vec())
+    }
+
+    pub fn read_f32(&self, src: &GpuBuffer) -> Result<Vec<f32>, GpuError> {
+        let bytes = self.read(src)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}

@@ -1,0 +1,185 @@
+//! The GPU device: which adapter, which features, and the one place that waits for it.
+
+use std::sync::Arc;
+
+use crate::GpuError;
+
+/// Which adapters [`Gpu::new`] may pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterChoice {
+    /// A real GPU (discrete, integrated or virtual); never a CPU implementation such as
+    /// lavapipe. What `--device auto` and `--device gpu` use.
+    Hardware,
+    /// Any adapter, software ones included: lavapipe runs every kernel on the CPU, so tests and
+    /// CI use it where there is no GPU.
+    Any,
+}
+
+/// What the device offers that the kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// WGSL `f16` (`enable f16;`).
+    pub shader_f16: bool,
+    /// Subgroup operations (`subgroupAdd`...), with sizes between these bounds.
+    pub subgroup: bool,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX`: simdgroup matrices on Apple, tensor cores through
+    /// VK_KHR_cooperative_matrix on NVIDIA.
+    pub cooperative_matrix: bool,
+    /// The largest storage buffer one binding may cover, in bytes.
+    pub max_storage_binding: u64,
+}
+
+/// A GPU device and its queue, shared by every buffer and kernel made on it.
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub caps: Capabilities,
+    pub pipelines: crate::kernels::PipelineCache,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .field("caps", &self.inner.caps)
+            .finish()
+    }
+}
+
+/// `MARLIN_GPU_SUBGROUP=0` turns subgroup operations off even where the adapter has them, so
+/// that the kernels' fallback runs (CI runs the suite both ways on lavapipe).
+const SUBGROUP_ENV: &str = "MARLIN_GPU_SUBGROUP";
+
+impl Gpu {
+    /// Opens the best adapter of `choice`: discrete before integrated before virtual before
+    /// software. `WGPU_BACKEND` (e.g. `vulkan`) narrows the backends tried.
+    pub fn new(choice: AdapterChoice) -> Result<Gpu, GpuError> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let seen: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| {
+                choice == AdapterChoice::Any || a.get_info().device_type != wgpu::DeviceType::Cpu
+            })
+            .min_by_key(|a| rank(a.get_info().device_type))
+            .ok_or(GpuError::NoAdapter {
+                wanted: match choice {
+                    AdapterChoice::Hardware => "a hardware GPU",
+                    AdapterChoice::Any => "any GPU adapter",
+                },
+                seen,
+            })?;
+        Self::open(adapter)
+    }
+
+    fn open(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
+        let info = adapter.get_info();
+        let offered = adapter.features();
+        let subgroups_allowed = std::env::var(SUBGROUP_ENV).map_or(true, |v| v != "0");
+        let mut wanted =
+            wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        if subgroups_allowed {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        let features = offered & wanted;
+        let adapter_limits = adapter.limits();
+        // Ask for the adapter's own limits: large models need the largest bindings it allows.
+        let limits = adapter_limits.clone();
+        // SAFETY: the token only allows asking for experimental features; cooperative matrices
+        // are asked for only where the adapter offers them, and used by kernels the
+        // conformance suite checks on such devices.
+        let experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        let descriptor = wgpu::DeviceDescriptor {
+            label: Some("metal-marlin"),
+            required_features: features,
+            required_limits: limits,
+            experimental_features: experimental,
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&descriptor)).map_err(|e| {
+                GpuError::Device {
+                    adapter: describe(&info),
+                    what: e.to_string(),
+                }
+            })?;
+        let caps = Capabilities {
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroup: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            cooperative_matrix: features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+            max_storage_binding: adapter_limits.max_storage_buffer_binding_size,
+        };
+        Ok(Gpu {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                caps,
+                pipelines: Default::default(),
+            }),
+        })
+    }
+
+    /// The adapter in words: name, backend and type.
+    pub fn adapter(&self) -> String {
+        describe(&self.inner.info)
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.caps
+    }
+
+    /// Whether this adapter is a CPU implementation (lavapipe): correct, never fast.
+    pub fn is_software(&self) -> bool {
+        self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub(crate) fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    pub(crate) fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// Blocks until the device has finished all submitted work.
+    pub(crate) fn wait(&self) -> Result<(), GpuError> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .map(|_| ())
+            .map_err(|e| GpuError::Lost(e.to_string()))
+    }
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}

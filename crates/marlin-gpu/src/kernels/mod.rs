@@ -1,0 +1,120 @@
+//! The kernels: one op, one file (DESIGN.md house rule 1). `<op>.wgsl` holds the shader,
+//! `<op>.rs` beside it its parameters (a `#[repr(C)]` struct mirrored in WGSL), its launch and
+//! its tests. This module compiles and caches pipelines and records dispatches.
+
+pub mod add;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytemuck::Pod;
+use wgpu::util::DeviceExt;
+
+use crate::{Gpu, GpuBuffer};
+
+/// Every kernel's WGSL source by file name, for the MSL translation test.
+pub const SOURCES: &[(&str, &str)] = &[("add.wgsl", add::SOURCE)];
+
+/// Threads per workgroup of the element-wise kernels; grids are laid out in 2D past 65535
+/// workgroups (the per-dimension limit).
+pub(crate) const WG: u32 = 256;
+
+/// A compiled kernel: its pipeline and the layout of its bind group 0.
+pub(crate) struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// Compiled pipelines by name: each kernel is compiled once per device.
+#[derive(Default)]
+pub(crate) struct PipelineCache(Mutex<HashMap<String, Arc<Pipeline>>>);
+
+impl Gpu {
+    /// The pipeline of `source`'s entry point `main`, compiled on first use under `key`.
+    pub(crate) fn pipeline(&self, key: &str, source: &str) -> Arc<Pipeline> {
+        let mut cache = self
+            .inner
+            .pipelines
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(p) = cache.get(key) {
+            return p.clone();
+        }
+        let device = self.device();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let layout = pipeline.get_bind_group_layout(0);
+        let p = Arc::new(Pipeline { pipeline, layout });
+        cache.insert(key.to_string(), p.clone());
+        p
+    }
+
+    /// Records one dispatch of `pipe`: `params` as the uniform at binding 0, then `buffers` at
+    /// bindings 1, 2, ... in order.
+    pub(crate) fn dispatch<P: Pod>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pipe: &Pipeline,
+        params: &P,
+        buffers: &[&GpuBuffer],
+        groups: [u32; 3],
+    ) {
+        let uniform = self
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        entries.extend(buffers.iter().zip(1..).map(|(b, i)| wgpu::BindGroupEntry {
+            binding: i,
+            resource: b.buffer.as_entire_binding(),
+        }));
+        let bind = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipe.layout,
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(&pipe.pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+
+    /// A command encoder; [`Gpu::submit`] sends it.
+    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+    }
+
+    pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.queue().submit([encoder.finish()]);
+    }
+}
+
+/// Workgroups for `threads` threads of `per_group` each, in 2D when one dimension is not
+/// enough; kernels rebuild the linear index as `x + y * num_workgroups.x * per_group`.
+pub(crate) fn grid(threads: u64, per_group: u32) -> [u32; 3] {
+    let groups = threads.div_ceil(per_group as u64).max(1);
+    const MAX: u64 = 65535;
+    if groups <= MAX {
+        [groups as u32, 1, 1]
+    } else {
+        [MAX as u32, groups.div_ceil(MAX) as u32, 1]
+    }
+}

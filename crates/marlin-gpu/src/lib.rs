@@ -1,0 +1,31 @@
+//! The GPU backend: the ops of a model in WGSL, run through wgpu on Metal (Apple), Vulkan
+//! (Linux, Windows, Android) or DX12 (Windows). Without a GPU, Mesa's lavapipe runs the same
+//! kernels on the CPU, which is how CI tests them.
+
+mod buffer;
+mod context;
+mod error;
+pub mod kernels;
+
+pub use buffer::GpuBuffer;
+pub use context::{AdapterChoice, Capabilities, Gpu};
+pub use error::GpuError;
+
+/// Set to 1 where a GPU adapter (lavapipe counts) must exist: tests then fail instead of
+/// skipping when none is found. CI sets it.
+pub const REQUIRE_GPU_ENV: &str = "MARLIN_REQUIRE_GPU";
+
+/// The GPU for tests: any adapter, lavapipe included. `None` (the test skips, saying so) when
+/// there is none, unless `MARLIN_REQUIRE_GPU=1`, where that is a failure.
+pub fn test_gpu() -> Option<Gpu> {
+    match Gpu::new(AdapterChoice::Any) {
+        Ok(gpu) => Some(gpu),
+        Err(e) if std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1") => {
+            panic!("{REQUIRE_GPU_ENV}=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping a GPU test: {e}");
+            None
+        }
+    }
+}
