@@ -77,9 +77,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             prefill_tokens_per_s: done.prefill_tokens_per_s,
             decode_tokens_per_s: done.decode_tokens_per_s,
         };
-        writeln!(stdout, "{}", serde_json::to_string(&out)?)?;
+        crate::stdout_closed_is_fine(writeln!(stdout, "{}", serde_json::to_string(&out)?))?;
     } else {
-        writeln!(stdout)?;
+        crate::stdout_closed_is_fine(writeln!(stdout))?;
         eprintln!(
             "prefill {} tokens at {:.1} tokens/s, decode {} tokens at {:.1} tokens/s ({})",
             done.prompt_token_ids.len(),

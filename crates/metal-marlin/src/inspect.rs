@@ -103,14 +103,11 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         text(&report)
     };
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        // A reader that stopped early (`| head`) is not a failure.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("writing to standard output"),
-    }
+    crate::stdout_closed_is_fine(
+        stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush()),
+    )
 }
 
 fn config(c: &ModelConfig) -> Config {

@@ -52,3 +52,11 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// A write to standard output, where a reader that stopped early (`| head`) is not a failure.
+fn stdout_closed_is_fine(written: std::io::Result<()>) -> anyhow::Result<()> {
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r.map_err(|e| anyhow::anyhow!("writing to standard output: {e}"))?),
+    }
+}
