@@ -143,6 +143,30 @@ impl KvCache {
         )
     }
 
+    /// Positions `range` of kv head `head`, one block at a time: `(keys, values)`, each
+    /// `(positions in this block, head_dim)` and contiguous, in position order.
+    pub fn spans(
+        &self,
+        layer: usize,
+        id: SeqId,
+        head: usize,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (&[f32], &[f32])> {
+        let (bs, hd) = (self.block_size, self.head_dim);
+        let blocks = &self.seq(id).blocks;
+        let first_block = range.start / bs;
+        let end_block = range.end.div_ceil(bs);
+        (first_block..end_block.max(first_block)).map(move |b| {
+            let lo = range.start.max(b * bs) - b * bs;
+            let hi = range.end.min((b + 1) * bs) - b * bs;
+            let at = (blocks[b] * self.kv_heads + head) * bs * hd;
+            (
+                &self.keys[layer][at + lo * hd..at + hi * hd],
+                &self.values[layer][at + lo * hd..at + hi * hd],
+            )
+        })
+    }
+
     fn index(&self, id: SeqId, head: usize, pos: usize) -> usize {
         let block = self.seq(id).blocks[pos / self.block_size];
         ((block * self.kv_heads + head) * self.block_size + pos % self.block_size) * self.head_dim

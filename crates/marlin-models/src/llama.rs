@@ -418,17 +418,26 @@ fn attention(
         let qh = &q[i * hd..(i + 1) * hd];
         let kvh = head / group;
         let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let mut scores: Vec<f32> = (first..=pos)
-            .map(|p| cpu.dot(qh, cache.get(layer, seq, kvh, p).0) * scale)
-            .collect();
+        let spans = || cache.spans(layer, seq, kvh, first..pos + 1);
+        let mut scores = vec![0f32; pos + 1 - first];
+        let mut at = 0;
+        for (keys, _) in spans() {
+            let n = keys.len() / hd;
+            cpu.dot_rows(keys, qh, &mut scores[at..at + n]);
+            at += n;
+        }
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut total = 0f32;
         for s in scores.iter_mut() {
-            *s = (*s - max).exp();
+            *s = ((*s - max) * scale).exp();
             total += *s;
         }
-        for (p, s) in (first..).zip(&scores) {
-            cpu.axpy(s / total, cache.get(layer, seq, kvh, p).1, o);
+        scores.iter_mut().for_each(|s| *s /= total);
+        let mut at = 0;
+        for (_, values) in spans() {
+            let n = values.len() / hd;
+            cpu.axpy_rows(&scores[at..at + n], values, o);
+            at += n;
         }
     });
     out
