@@ -88,7 +88,7 @@ fn axpy_rows_portable(w: &[f32], a: &[f32], y: &mut [f32]) {
 unsafe fn dot_rows_avx512(a: &[f32], x: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let n = x.len();
-    if n % 16 != 0 {
+    if !n.is_multiple_of(16) {
         return dot_rows_portable(a, x, out);
     }
     // One register per row and a shuffle-tree reduction: for attention's short rows (64 or
@@ -121,7 +121,7 @@ unsafe fn dot_rows_avx2(a: &[f32], x: &[f32], out: &mut [f32]) {
 unsafe fn axpy_rows_avx512(w: &[f32], a: &[f32], y: &mut [f32]) {
     use std::arch::x86_64::*;
     let n = y.len();
-    if n % 64 != 0 {
+    if !n.is_multiple_of(64) {
         return axpy_rows_portable(w, a, y);
     }
     // y stays in four registers across all rows, 64 values at a time: the generic loop loaded
