@@ -201,7 +201,14 @@ mod tests {
 
     #[test]
     fn row_forms_agree_with_one_row_at_a_time() {
-        let (rows, n) = (5, 67);
+        // 64 and 128 take the AVX-512 paths (multiples of 16 and 64), 67 the generic one.
+        for n in [67, 64, 128] {
+            row_forms_agree(n);
+        }
+    }
+
+    fn row_forms_agree(n: usize) {
+        let rows = 5;
         let a: Vec<f32> = (0..rows * n).map(|i| (i as f32 * 0.13).sin()).collect();
         let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).cos()).collect();
         let w: Vec<f32> = (0..rows).map(|r| r as f32 - 1.5).collect();
