@@ -16,11 +16,26 @@ struct Params {
 }
 
 impl Gpu {
-    /// `y += x` over `n` f32 values.
+    /// `y += x` over `n` f32 values, submitted at once (see [`Gpu::add`] to record instead).
     // y (n), x (n) -> y (n)
     pub fn add_inplace(&self, y: &GpuBuffer, x: &GpuBuffer, n: usize) -> Result<(), GpuError> {
+        let mut encoder = self.encoder();
+        self.add(&mut encoder, y, x, n)?;
+        self.submit(encoder);
+        Ok(())
+    }
+
+    /// Records `y += x` over `n` f32 values: the residual add.
+    // y (n), x (n) -> y (n)
+    pub fn add(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        y: &GpuBuffer,
+        x: &GpuBuffer,
+        n: usize,
+    ) -> Result<(), GpuError> {
         let bytes = n as u64 * 4;
-        if y.len() < bytes || x.len() < bytes {
+        if y.len() < bytes || x.len() < bytes || n > u32::MAX as usize {
             return Err(GpuError::Shape {
                 op: "add",
                 what: format!(
@@ -30,14 +45,20 @@ impl Gpu {
                 ),
             });
         }
+        if y.buffer == x.buffer {
+            return Err(GpuError::Shape {
+                op: "add",
+                what: "x and y are one buffer, which a read-write and a read binding cannot share"
+                    .into(),
+            });
+        }
+        self.bindable("add", &[("y", y), ("x", x)])?;
         let pipe = self.pipeline("add", SOURCE);
-        let mut encoder = self.encoder();
         let params = Params {
             n: n as u32,
             _pad: [0; 3],
         };
-        self.dispatch(&mut encoder, &pipe, &params, &[y, x], grid(n as u64, WG));
-        self.submit(encoder);
+        self.dispatch(encoder, &pipe, &params, &[y, x], grid(n as u64, WG));
         Ok(())
     }
 }
