@@ -37,7 +37,7 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const OP: &str = "rope";
         let rows = dims.rows(OP)?;
-        if dims.head_dim % 2 != 0 {
+        if !dims.head_dim.is_multiple_of(2) {
             return Err(shape_error(
                 OP,
                 format!("head_dim {} is odd; rope pairs halves", dims.head_dim),
