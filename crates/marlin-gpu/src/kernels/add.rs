@@ -45,13 +45,7 @@ impl Gpu {
                 ),
             });
         }
-        if y.buffer == x.buffer {
-            return Err(GpuError::Shape {
-                op: "add",
-                what: "x and y are one buffer, which a read-write and a read binding cannot share"
-                    .into(),
-            });
-        }
+        super::view::apart("add", ("y", y), &[("x", x)])?;
         self.bindable("add", &[("y", y), ("x", x)])?;
         let pipe = self.pipeline("add", SOURCE);
         let params = Params {
@@ -77,5 +71,15 @@ mod tests {
             let want: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
             assert_eq!(got, want, "n = {n}");
         }
+    }
+
+    #[test]
+    fn refuses_short_or_shared_buffers() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let (y, x) = (gpu.zeros("y", 4 * 3), gpu.zeros("x", 4 * 2));
+        let mut enc = gpu.encoder();
+        assert!(gpu.add(&mut enc, &y, &x, 3).is_err());
+        assert!(gpu.add(&mut enc, &y, &y, 3).is_err());
+        assert!(gpu.add(&mut enc, &y, &x, 2).is_ok());
     }
 }

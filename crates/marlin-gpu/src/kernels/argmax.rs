@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::view::{need, product, shape_error};
+use super::view::{apart, need, product, shape_error};
 use super::{Variants, grid, with_reductions};
 use crate::{Gpu, GpuBuffer, GpuError};
 
@@ -37,6 +37,7 @@ impl Gpu {
         }
         need(OP, "x", x, len as u64)?;
         need(OP, "out", out, rows as u64)?;
+        apart(OP, ("out", out), &[("x", x)])?;
         self.bindable(OP, &[("x", x), ("out", out)])?;
         if rows == 0 {
             return Ok(());
@@ -140,6 +141,7 @@ mod tests {
         assert!(gpu.argmax(&mut enc, &x, &out, 1, 0).is_err());
         assert!(gpu.argmax(&mut enc, &x, &out, 1, 7).is_err());
         assert!(gpu.argmax(&mut enc, &x, &out, 2, 3).is_err());
+        assert!(gpu.argmax(&mut enc, &x, &x, 1, 6).is_err());
         assert!(gpu.argmax(&mut enc, &x, &out, 1, 6).is_ok());
     }
 }

@@ -17,7 +17,11 @@ struct Params {
 const NEG_INF: u32 = 0xff800000u;
 
 @compute @workgroup_size(GROUP_SIZE)
-fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn main(
+    lane: Lane,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let row = wg.x + wg.y * groups.x;
     // Spare workgroups of the 2D grid join the barriers but touch no memory.
     let live = row < params.rows;

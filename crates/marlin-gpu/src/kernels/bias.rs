@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::view::{need, product};
+use super::view::{apart, need, product};
 use super::{WG, grid};
 use crate::{Gpu, GpuBuffer, GpuError};
 
@@ -33,6 +33,7 @@ impl Gpu {
         let len = product(OP, "y", rows, n)?;
         need(OP, "y", y, len as u64)?;
         need(OP, "bias", bias, n as u64)?;
+        apart(OP, ("y", y), &[("bias", bias)])?;
         self.bindable(OP, &[("y", y), ("bias", bias)])?;
         if len == 0 {
             return Ok(());
@@ -75,6 +76,8 @@ mod tests {
         let mut enc = gpu.encoder();
         assert!(gpu.add_bias(&mut enc, &y, 2, 4, &b).is_err());
         assert!(gpu.add_bias(&mut enc, &y, 2, 3, &b).is_err());
+        // y as its own bias: one buffer bound read-write and read-only.
+        assert!(gpu.add_bias(&mut enc, &y, 3, 2, &y).is_err());
         assert!(gpu.add_bias(&mut enc, &y, 3, 2, &b).is_ok());
     }
 }

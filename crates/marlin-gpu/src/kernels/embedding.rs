@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::view::{need, product, shape_error};
+use super::view::{apart, need, product, shape_error};
 use super::{WG, grid};
 use crate::{Gpu, GpuBuffer, GpuError};
 
@@ -61,7 +61,9 @@ impl Gpu {
         if vocab == 0 || vocab > u32::MAX as u64 {
             return Err(shape_error(OP, format!("a table of {vocab} rows")));
         }
-        let named: Vec<(&str, &GpuBuffer)> = table.iter().map(|b| ("table", *b)).collect();
+        let mut named: Vec<(&str, &GpuBuffer)> = table.iter().map(|b| ("table", *b)).collect();
+        named.push(("ids", ids));
+        apart(OP, ("out", out), &named)?;
         self.bindable(OP, &named)?;
         self.bindable(OP, &[("ids", ids), ("out", out)])?;
         if len == 0 {
@@ -175,6 +177,10 @@ mod tests {
         assert!(gpu.embedding(&mut enc, &ids, 2, &[], 4, &out).is_err());
         assert!(
             gpu.embedding(&mut enc, &ids, 2, &[&table], 6, &out)
+                .is_err()
+        );
+        assert!(
+            gpu.embedding(&mut enc, &ids, 2, &[&table], 4, &table)
                 .is_err()
         );
         assert!(gpu.embedding(&mut enc, &ids, 2, &[&table], 4, &out).is_ok());

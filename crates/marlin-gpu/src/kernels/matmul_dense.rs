@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::view::{need, product, shape_error};
+use super::view::{apart, need, product, shape_error};
 use crate::{Gpu, GpuBuffer, GpuError};
 
 /// With f32 weights.
@@ -78,12 +78,7 @@ impl Gpu {
             );
             return Err(shape_error(OP, what));
         }
-        if x.buffer == y.buffer || w.buffer.buffer == y.buffer {
-            return Err(shape_error(
-                OP,
-                "y must be a buffer apart from x and w".into(),
-            ));
-        }
+        apart(OP, ("y", y), &[("x", x), ("w", w.buffer)])?;
         let groups = [n.div_ceil(TILE), m.div_ceil(TILE)];
         if groups.iter().any(|&g| g > 65_535) {
             return Err(shape_error(

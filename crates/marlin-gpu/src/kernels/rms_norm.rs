@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::view::{need, shape_error};
+use super::view::{apart, need, shape_error};
 use super::{Heads, Variants, View, grid, with_reductions};
 use crate::{Gpu, GpuBuffer, GpuError};
 
@@ -26,7 +26,7 @@ impl Gpu {
     /// Records `out = x / sqrt(mean(x^2) + eps) * weight` over every head of every token, the
     /// mean taken over each head's `head_dim` values. `out` may be `x` itself (the same view:
     /// in place), or any view of another buffer.
-    // x (tokens, heads * head_dim) at its view, weight (head_dim) -> out (tokens, heads * head_dim) at its view
+    // x (tokens, heads * head_dim), weight (head_dim) -> out (tokens, heads * head_dim)
     pub fn rms_norm(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -48,6 +48,8 @@ impl Gpu {
             ));
         }
         need(OP, "weight", weight, dims.head_dim as u64)?;
+        apart(OP, ("x", x.buffer), &[("weight", weight)])?;
+        apart(OP, ("out", out.buffer), &[("weight", weight)])?;
         if !(eps.is_finite() && eps >= 0.0) {
             return Err(shape_error(
                 OP,
@@ -232,6 +234,7 @@ mod tests {
             ..heads
         };
         assert!(gpu.rms_norm(&mut enc, v, o, &w, huge, 0.0).is_err());
+        assert!(gpu.rms_norm(&mut enc, v, v, &x, heads, 0.0).is_err());
         assert!(gpu.rms_norm(&mut enc, v, o, &w, heads, 0.0).is_ok());
     }
 }

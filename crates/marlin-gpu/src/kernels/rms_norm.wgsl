@@ -25,7 +25,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 
 @compute @workgroup_size(GROUP_SIZE)
-fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn main(
+    lane: Lane,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let row = wg.x + wg.y * groups.x;
     // The 2D grid past 65535 rows has spare workgroups; they still take part in the
     // reduction's barriers (uniform control flow) but touch no memory.

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::view::{need, product, shape_error};
+use super::view::{apart, need, product, shape_error};
 use super::{Heads, View, WG, grid};
 use crate::{Gpu, GpuBuffer, GpuError};
 
@@ -26,7 +26,7 @@ impl Gpu {
     /// (`head_dim / 2` values, Llama 3.1's scaling already applied: rope.rs's table). Where q
     /// and k lie side by side in a stacked `[tokens, q|k|v]` buffer, one call with
     /// `heads = q_heads + kv_heads` turns both.
-    // x (tokens, heads * head_dim) at its view, positions (tokens) u32, inv_freq (head_dim / 2) -> x
+    // x (tokens, heads * head_dim), positions (tokens) u32, inv_freq (head_dim / 2) -> x
     pub fn rope(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -48,6 +48,11 @@ impl Gpu {
         let (offset, stride) = x.check(OP, "x", dims.tokens, dims.heads * dims.head_dim)?;
         need(OP, "positions", positions, dims.tokens as u64)?;
         need(OP, "inv_freq", inv_freq, half as u64)?;
+        apart(
+            OP,
+            ("x", x.buffer),
+            &[("positions", positions), ("inv_freq", inv_freq)],
+        )?;
         self.bindable(
             OP,
             &[
@@ -212,6 +217,7 @@ mod tests {
             gpu.rope(&mut enc, View::rows(&x, 4), three, &pos, &f)
                 .is_err()
         );
+        assert!(gpu.rope(&mut enc, v, dims(1, 6), &pos, &x).is_err());
         assert!(gpu.rope(&mut enc, v, dims(1, 6), &pos, &f).is_ok());
     }
 }

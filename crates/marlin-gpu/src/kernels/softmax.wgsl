@@ -16,7 +16,11 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(GROUP_SIZE)
-fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn main(
+    lane: Lane,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let row = wg.x + wg.y * groups.x;
     // Spare workgroups of the 2D grid join the barriers but touch no memory.
     let live = row < params.rows;

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::view::{need, product, shape_error};
+use super::view::{apart, need, product};
 use super::{View, WG, grid};
 use crate::{Gpu, GpuBuffer, GpuError};
 
@@ -41,13 +41,11 @@ impl Gpu {
         let (gate_offset, gate_stride) = gate.check(OP, "gate", tokens, ff)?;
         let (up_offset, up_stride) = up.check(OP, "up", tokens, ff)?;
         need(OP, "out", out, len as u64)?;
-        let out_view = View::rows(out, ff);
-        if out_view.aliases(&gate) || out_view.aliases(&up) {
-            return Err(shape_error(
-                OP,
-                "out must be a buffer apart from gate and up".into(),
-            ));
-        }
+        apart(
+            OP,
+            ("out", out),
+            &[("gate", gate.buffer), ("up", up.buffer)],
+        )?;
         self.bindable(
             OP,
             &[("gate", gate.buffer), ("up", up.buffer), ("out", out)],

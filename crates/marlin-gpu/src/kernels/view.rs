@@ -128,6 +128,26 @@ pub(crate) fn need(
     Ok(())
 }
 
+/// That the buffer an op writes is none of those it only reads: wgpu refuses one buffer bound
+/// both read-write and read-only in a dispatch (a validation panic), and the kernels assume
+/// no such aliasing.
+pub(crate) fn apart(
+    op: &'static str,
+    written: (&str, &GpuBuffer),
+    read: &[(&str, &GpuBuffer)],
+) -> Result<(), GpuError> {
+    match read.iter().find(|(_, b)| b.buffer == written.1.buffer) {
+        Some((name, _)) => Err(shape_error(
+            op,
+            format!(
+                "{} and {name} are one buffer; the output needs its own",
+                written.0
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `a * b` as a u32 index count, or an error naming the product.
 pub(crate) fn product(op: &'static str, what: &str, a: usize, b: usize) -> Result<u32, GpuError> {
     a.checked_mul(b)
