@@ -10,6 +10,8 @@ pub mod kernels;
 pub use buffer::GpuBuffer;
 pub use context::{AdapterChoice, Capabilities, Gpu};
 pub use error::GpuError;
+/// The ops record into a `wgpu::CommandEncoder` of this version; callers name it from here.
+pub use wgpu;
 
 /// Set to 1 where a GPU adapter (lavapipe counts) must exist: tests then fail instead of
 /// skipping when none is found. CI sets it.

@@ -16,11 +16,26 @@ struct Params {
 }
 
 impl Gpu {
-    /// `y += x` over `n` f32 values.
+    /// `y += x` over `n` f32 values, submitted at once (see [`Gpu::add`] to record instead).
     // y (n), x (n) -> y (n)
     pub fn add_inplace(&self, y: &GpuBuffer, x: &GpuBuffer, n: usize) -> Result<(), GpuError> {
+        let mut encoder = self.encoder();
+        self.add(&mut encoder, y, x, n)?;
+        self.submit(encoder);
+        Ok(())
+    }
+
+    /// Records `y += x` over `n` f32 values: the residual add.
+    // y (n), x (n) -> y (n)
+    pub fn add(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        y: &GpuBuffer,
+        x: &GpuBuffer,
+        n: usize,
+    ) -> Result<(), GpuError> {
         let bytes = n as u64 * 4;
-        if y.len() < bytes || x.len() < bytes {
+        if y.len() < bytes || x.len() < bytes || n > u32::MAX as usize {
             return Err(GpuError::Shape {
                 op: "add",
                 what: format!(
@@ -30,14 +45,14 @@ impl Gpu {
                 ),
             });
         }
+        super::view::apart("add", ("y", y), &[("x", x)])?;
+        self.bindable("add", &[("y", y), ("x", x)])?;
         let pipe = self.pipeline("add", SOURCE);
-        let mut encoder = self.encoder();
         let params = Params {
             n: n as u32,
             _pad: [0; 3],
         };
-        self.dispatch(&mut encoder, &pipe, &params, &[y, x], grid(n as u64, WG));
-        self.submit(encoder);
+        self.dispatch(encoder, &pipe, &params, &[y, x], grid(n as u64, WG));
         Ok(())
     }
 }
@@ -56,5 +71,15 @@ mod tests {
             let want: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
             assert_eq!(got, want, "n = {n}");
         }
+    }
+
+    #[test]
+    fn refuses_short_or_shared_buffers() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let (y, x) = (gpu.zeros("y", 4 * 3), gpu.zeros("x", 4 * 2));
+        let mut enc = gpu.encoder();
+        assert!(gpu.add(&mut enc, &y, &x, 3).is_err());
+        assert!(gpu.add(&mut enc, &y, &y, 3).is_err());
+        assert!(gpu.add(&mut enc, &y, &x, 2).is_ok());
     }
 }

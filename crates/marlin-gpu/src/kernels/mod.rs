@@ -1,8 +1,34 @@
 //! The kernels: one op, one file (DESIGN.md house rule 1). `<op>.wgsl` holds the shader,
 //! `<op>.rs` beside it its parameters (a `#[repr(C)]` struct mirrored in WGSL), its launch and
 //! its tests. This module compiles and caches pipelines and records dispatches.
+//!
+//! Every op records into a caller's `wgpu::CommandEncoder` ([`Gpu::encoder`], then
+//! [`Gpu::submit`]): a forward pass puts all its dispatches into one encoder (DESIGN.md: a
+//! submit costs 0.1-0.3 ms, a dispatch ~4 µs).
+//!
+//! The row kernels (rms_norm, softmax, argmax) reduce across a workgroup through
+//! `group_sum`/`group_max`/`group_argmax`, which come in two builds prepended to the kernel's
+//! own source: `reduce_subgroup.wgsl` (subgroup operations) and `reduce_shared.wgsl`
+//! (workgroup memory only). WGSL has no preprocessor and a shader that names a subgroup
+//! builtin fails validation on a device without SUBGROUP, so the choice is made by
+//! concatenation ([`Variants`]). The dense matmul's weight reader is chosen the same way
+//! (`matmul_dense_f32.wgsl` or `matmul_dense_f16.wgsl`).
 
 pub mod add;
+pub mod argmax;
+pub mod bias;
+pub mod embedding;
+pub mod matmul_dense;
+pub mod rms_norm;
+pub mod rope;
+pub mod softmax;
+pub mod swiglu;
+#[cfg(test)]
+mod testing;
+mod view;
+
+pub use matmul_dense::{DenseWeight, WeightDtype};
+pub use view::{Heads, View};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +39,39 @@ use wgpu::util::DeviceExt;
 use crate::{Gpu, GpuBuffer};
 
 /// Every kernel's WGSL source by file name, for the MSL translation test.
-pub const SOURCES: &[(&str, &str)] = &[("add.wgsl", add::SOURCE)];
+pub const SOURCES: &[(&str, &str)] = &[
+    ("add.wgsl", add::SOURCE),
+    ("argmax.wgsl (subgroup)", argmax::SOURCES.subgroup),
+    ("argmax.wgsl (shared)", argmax::SOURCES.shared),
+    ("bias.wgsl", bias::SOURCE),
+    ("embedding.wgsl", embedding::SOURCE),
+    ("matmul_dense.wgsl (f32)", matmul_dense::SOURCE_F32),
+    ("matmul_dense.wgsl (f16)", matmul_dense::SOURCE_F16),
+    ("rms_norm.wgsl (subgroup)", rms_norm::SOURCES.subgroup),
+    ("rms_norm.wgsl (shared)", rms_norm::SOURCES.shared),
+    ("rope.wgsl", rope::SOURCE),
+    ("softmax.wgsl (subgroup)", softmax::SOURCES.subgroup),
+    ("softmax.wgsl (shared)", softmax::SOURCES.shared),
+    ("swiglu.wgsl", swiglu::SOURCE),
+];
+
+/// A row kernel's two builds: its source after `reduce_subgroup.wgsl` or after
+/// `reduce_shared.wgsl`.
+pub struct Variants {
+    pub subgroup: &'static str,
+    pub shared: &'static str,
+}
+
+/// The [`Variants`] of a row kernel's WGSL file.
+macro_rules! with_reductions {
+    ($file:literal) => {
+        $crate::kernels::Variants {
+            subgroup: concat!(include_str!("reduce_subgroup.wgsl"), include_str!($file)),
+            shared: concat!(include_str!("reduce_shared.wgsl"), include_str!($file)),
+        }
+    };
+}
+pub(crate) use with_reductions;
 
 /// Threads per workgroup of the element-wise kernels; grids are laid out in 2D past 65535
 /// workgroups (the per-dimension limit).
@@ -96,13 +154,24 @@ impl Gpu {
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
     }
 
-    /// A command encoder; [`Gpu::submit`] sends it.
-    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
+    /// The pipeline of a row kernel: its subgroup build where the device has subgroups (and
+    /// `MARLIN_GPU_SUBGROUP` is not 0), its workgroup-memory build otherwise.
+    pub(crate) fn row_pipeline(&self, key: &str, variants: &Variants) -> Arc<Pipeline> {
+        if self.capabilities().subgroup {
+            self.pipeline(&format!("{key}/subgroup"), variants.subgroup)
+        } else {
+            self.pipeline(&format!("{key}/shared"), variants.shared)
+        }
+    }
+
+    /// A command encoder for the ops to record into; [`Gpu::submit`] sends it.
+    pub fn encoder(&self) -> wgpu::CommandEncoder {
         self.device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
     }
 
-    pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) {
+    /// Sends what `encoder` recorded to the device; [`Gpu::read`] waits for it.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
         self.queue().submit([encoder.finish()]);
     }
 }
