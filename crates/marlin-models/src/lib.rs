@@ -13,7 +13,7 @@ pub mod kv_cache;
 mod layers;
 pub mod llama;
 mod mapped;
-mod rope;
+pub mod rope;
 pub mod summary;
 mod vocab;
 mod weights;

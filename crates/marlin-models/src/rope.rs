@@ -27,6 +27,12 @@ impl Rope {
 
     /// Rotates every head of `x` (heads of head_dim) for position `pos`, in place.
     // x (heads * head_dim) -> same
+    /// The inverse frequency of each rotated pair (head_dim / 2 of them), scaling included:
+    /// what a GPU kernel needs uploaded to rotate as this does.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
     pub fn apply(&self, x: &mut [f32], pos: usize) {
         let half = self.inv_freq.len();
         for head in x.chunks_exact_mut(2 * half) {
