@@ -6,10 +6,13 @@ mod buffer;
 mod context;
 mod error;
 pub mod kernels;
+mod kv_cache;
 
 pub use buffer::GpuBuffer;
 pub use context::{AdapterChoice, Capabilities, Gpu};
 pub use error::GpuError;
+pub use kernels::attention::{AttentionConfig, MAX_HEAD_DIM};
+pub use kv_cache::{GpuKvCache, KvBatch, KvShape, SeqId};
 
 /// Set to 1 where a GPU adapter (lavapipe counts) must exist: tests then fail instead of
 /// skipping when none is found. CI sets it.

@@ -3,6 +3,7 @@
 //! its tests. This module compiles and caches pipelines and records dispatches.
 
 pub mod add;
+pub mod attention;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,28 @@ use wgpu::util::DeviceExt;
 use crate::{Gpu, GpuBuffer};
 
 /// Every kernel's WGSL source by file name, for the MSL translation test.
-pub const SOURCES: &[(&str, &str)] = &[("add.wgsl", add::SOURCE)];
+pub const SOURCES: &[(&str, &str)] = &[
+    ("add.wgsl", add::SOURCE),
+    ("attention/kv_write.wgsl", attention::kv_write::SOURCE),
+    (
+        "attention/decode.wgsl (subgroup)",
+        attention::decode::SOURCE_SUBGROUP,
+    ),
+    (
+        "attention/decode.wgsl (shared)",
+        attention::decode::SOURCE_SHARED,
+    ),
+    ("attention/combine.wgsl", attention::combine::SOURCE),
+    ("attention/prefill.wgsl (64)", attention::prefill::SOURCE_64),
+    (
+        "attention/prefill.wgsl (128)",
+        attention::prefill::SOURCE_128,
+    ),
+    (
+        "attention/prefill.wgsl (256)",
+        attention::prefill::SOURCE_256,
+    ),
+];
 
 /// Threads per workgroup of the element-wise kernels; grids are laid out in 2D past 65535
 /// workgroups (the per-dimension limit).
