@@ -6,8 +6,10 @@
 //! Storage: one key and one value buffer per layer, each `[blocks][kv_heads][block_size]
 //! [head_dim]` f32 (a head's keys of a block are contiguous, so a tile of keys is one run of
 //! memory). Splitting per layer is what keeps a large model's cache under the storage-binding
-//! limit: a kernel binds one layer's keys and values, never the whole cache. docs/gpu.md has
-//! the arithmetic.
+//! limit: a kernel binds one layer's keys and values, never the whole cache. Where even one
+//! layer is too large for a binding, its kv heads are split over several buffers ("shards"),
+//! and the kernels run once per shard over the query heads that read it. docs/gpu.md has the
+//! arithmetic.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,11 +35,6 @@ impl KvShape {
     pub fn bytes_per_token(&self) -> u64 {
         (2 * self.layers * self.kv_heads * self.head_dim * 4) as u64
     }
-
-    /// Bytes of one block of one layer's keys (or values).
-    fn block_bytes(&self) -> u64 {
-        (self.kv_heads * self.block_size * self.head_dim * 4) as u64
-    }
 }
 
 pub struct GpuKvCache {
@@ -45,9 +42,13 @@ pub struct GpuKvCache {
     pub(crate) shape: KvShape,
     /// Blocks in the pool (each layer's buffers hold all of them).
     blocks: usize,
-    /// Per layer: `[blocks][kv_heads][block_size][head_dim]` f32 keys, and values alike.
-    pub(crate) keys: Vec<GpuBuffer>,
-    pub(crate) values: Vec<GpuBuffer>,
+    /// Kv heads per buffer (a divisor of kv_heads; all of them unless a layer is too large
+    /// for one binding).
+    pub(crate) shard_heads: usize,
+    /// Per layer, then per group of `shard_heads` kv heads: `[blocks][shard_heads]
+    /// [block_size][head_dim]` f32 keys, and values alike.
+    keys: Vec<GpuBuffer>,
+    values: Vec<GpuBuffer>,
     free: Vec<u32>,
     seqs: Vec<Option<Sequence>>,
     /// Tells this cache's batches from another's.
@@ -67,6 +68,20 @@ impl GpuKvCache {
     /// allocated now (as vLLM does): a GPU buffer cannot grow in place, and claiming the memory
     /// up front means a busy server fails at start, not in the middle of a generation.
     pub fn new(gpu: &Gpu, shape: KvShape, max_tokens: usize) -> Result<Self, GpuError> {
+        let limit = gpu
+            .capabilities()
+            .max_storage_binding
+            .min(gpu.device().limits().max_buffer_size);
+        Self::with_binding_limit(gpu, shape, max_tokens, limit)
+    }
+
+    /// [`GpuKvCache::new`] with buffers of at most `limit` bytes (tests force splits with it).
+    pub(crate) fn with_binding_limit(
+        gpu: &Gpu,
+        shape: KvShape,
+        max_tokens: usize,
+        limit: u64,
+    ) -> Result<Self, GpuError> {
         let bad = |what: String| GpuError::Shape {
             op: "kv cache",
             what,
@@ -77,39 +92,57 @@ impl GpuKvCache {
         if shape.block_size == 0 || max_tokens == 0 {
             return Err(bad("block size and capacity must be at least 1".into()));
         }
+        // The kernels index f32 elements with u32.
+        let limit = limit.min(4 * u32::MAX as u64);
         let blocks = max_tokens.div_ceil(shape.block_size);
-        let layer_bytes = blocks as u64 * shape.block_bytes();
-        let limit = gpu
-            .capabilities()
-            .max_storage_binding
-            .min(gpu.device().limits().max_buffer_size)
-            // The kernels index f32 elements with u32.
-            .min(4 * u32::MAX as u64);
-        if layer_bytes > limit || blocks > u32::MAX as usize {
-            let fits = limit / shape.block_bytes() * shape.block_size as u64;
+        // One kv head's keys of one layer, the smallest unit a buffer holds.
+        let head_bytes = (blocks * shape.block_size * shape.head_dim * 4) as u64;
+        let kv_heads = shape.kv_heads;
+        let Some(shard_heads) = (1..=kv_heads)
+            .rev()
+            .find(|&h| kv_heads.is_multiple_of(h) && h as u64 * head_bytes <= limit)
+        else {
+            let fits = limit / (shape.head_dim * 4) as u64 / shape.block_size as u64
+                * shape.block_size as u64;
             return Err(bad(format!(
-                "{max_tokens} tokens need {layer_bytes} bytes of keys per layer, more than one \
-                 buffer binding of this GPU holds ({limit}); at most {fits} tokens fit: ask for \
-                 fewer"
+                "{max_tokens} tokens need {head_bytes} bytes per kv head and layer, more than \
+                 one buffer binding of this GPU holds ({limit}); at most {fits} tokens fit: ask \
+                 for fewer"
             )));
-        }
-        let keys = (0..shape.layers)
-            .map(|l| gpu.zeros(&format!("kv keys {l}"), layer_bytes))
-            .collect();
-        let values = (0..shape.layers)
-            .map(|l| gpu.zeros(&format!("kv values {l}"), layer_bytes))
-            .collect();
+        };
+        let shards = kv_heads / shard_heads;
+        let buffers = |what: &str| {
+            (0..shape.layers * shards)
+                .map(|i| {
+                    let label = format!("kv {what} layer {} shard {}", i / shards, i % shards);
+                    gpu.zeros(&label, shard_heads as u64 * head_bytes)
+                })
+                .collect()
+        };
         Ok(GpuKvCache {
             gpu: gpu.clone(),
             shape,
             blocks,
-            keys,
-            values,
+            shard_heads,
+            keys: buffers("keys"),
+            values: buffers("values"),
             // Popped from the back: block 0 is handed out first.
             free: (0..blocks as u32).rev().collect(),
             seqs: Vec::new(),
             id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// Buffers per layer for keys (and as many for values): 1 unless one layer's keys exceed
+    /// a buffer binding, in which case each holds `kv_heads / buffers_per_layer` of its heads.
+    pub fn buffers_per_layer(&self) -> usize {
+        self.shape.kv_heads / self.shard_heads
+    }
+
+    /// The key and value buffers of `layer`'s `shard`-th group of kv heads.
+    pub(crate) fn shard(&self, layer: usize, shard: usize) -> (&GpuBuffer, &GpuBuffer) {
+        let i = layer * self.buffers_per_layer() + shard;
+        (&self.keys[i], &self.values[i])
     }
 
     pub fn shape(&self) -> KvShape {
@@ -398,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cache_larger_than_a_binding_is_refused() {
+    fn a_layer_larger_than_a_binding_is_split_by_kv_heads_or_refused() {
         let Some(gpu) = crate::test_gpu() else { return };
         let shape = KvShape {
             layers: 1,
@@ -406,9 +439,16 @@ mod tests {
             head_dim: 128,
             block_size: 16,
         };
-        let too_many = (gpu.capabilities().max_storage_binding / 4096 + 16) as usize;
-        let e = GpuKvCache::new(&gpu, shape, too_many).err().unwrap();
-        assert!(e.to_string().contains("fewer"), "{e}");
+        // 64 tokens of one kv head take 32 KiB.
+        let split = |limit| GpuKvCache::with_binding_limit(&gpu, shape, 64, limit);
+        assert_eq!(split(8 << 15).unwrap().buffers_per_layer(), 1);
+        assert_eq!(split(7 << 15).unwrap().buffers_per_layer(), 2);
+        assert_eq!(split(1 << 15).unwrap().buffers_per_layer(), 8);
+        let e = split((1 << 15) - 1).err().unwrap();
+        assert!(e.to_string().contains("at most 48 tokens fit"), "{e}");
+        // The device's own limit: one kv head past it.
+        let too_many = (gpu.capabilities().max_storage_binding / 512 + 16) as usize;
+        assert!(GpuKvCache::new(&gpu, shape, too_many).is_err());
     }
 
     #[test]

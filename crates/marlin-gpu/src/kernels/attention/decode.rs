@@ -37,6 +37,9 @@ struct Params {
     splits: u32,
     window: u32,
     scale: f32,
+    head0: u32,
+    shard_heads: u32,
+    _pad: [u32; 2],
 }
 
 /// Keys per split for a longest key range of `keys`.
@@ -107,27 +110,28 @@ impl GpuKvCache {
             (SOURCE_SHARED, "attention decode (shared)")
         };
         let pipe = gpu.pipeline(key, source);
-        let params = Params {
-            heads: heads as u32,
-            kv_heads: self.shape.kv_heads as u32,
-            head_dim: hd as u32,
-            block_size: self.shape.block_size as u32,
-            chunk: chunk as u32,
-            splits: splits as u32,
-            window,
-            scale: 1.0 / (hd as f32).sqrt(),
-        };
         let mut encoder = gpu.encoder();
-        let buffers = [
-            q,
-            &self.keys[layer],
-            &self.values[layer],
-            &batch.info,
-            &batch.tables,
-            &*part,
-        ];
-        let groups = [splits as u32, heads as u32, batch.tokens as u32];
-        gpu.dispatch(&mut encoder, &pipe, &params, &buffers, groups);
+        // One dispatch per buffer of the layer, over the query heads that read its kv heads.
+        let shard_q_heads = heads / self.shape.kv_heads * self.shard_heads;
+        for shard in 0..self.buffers_per_layer() {
+            let params = Params {
+                heads: heads as u32,
+                kv_heads: self.shape.kv_heads as u32,
+                head_dim: hd as u32,
+                block_size: self.shape.block_size as u32,
+                chunk: chunk as u32,
+                splits: splits as u32,
+                window,
+                scale: 1.0 / (hd as f32).sqrt(),
+                head0: (shard * shard_q_heads) as u32,
+                shard_heads: self.shard_heads as u32,
+                _pad: [0; 2],
+            };
+            let (keys, values) = self.shard(layer, shard);
+            let buffers = [q, keys, values, &batch.info, &batch.tables, &*part];
+            let groups = [splits as u32, shard_q_heads as u32, batch.tokens as u32];
+            gpu.dispatch(&mut encoder, &pipe, &params, &buffers, groups);
+        }
 
         let pipe = gpu.pipeline("attention combine", combine::SOURCE);
         let params = combine::Params {

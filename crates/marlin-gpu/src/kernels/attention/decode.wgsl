@@ -29,12 +29,18 @@ struct Params {
     window: u32,
     // 1 / sqrt(head_dim)
     scale: f32,
+    // This dispatch's query heads start at head0; the cache buffer holds the shard_heads kv
+    // heads they read (all of them unless a layer is split, kv_cache.rs says why).
+    head0: u32,
+    shard_heads: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 // (tokens, heads, head_dim)
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-// One layer's cache: [blocks][kv_heads][block_size][head_dim].
+// One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>;
 // Per token [position, offset of its block table in tables].
@@ -53,7 +59,7 @@ var<workgroup> rows: array<u32, WG>;
 fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     let lid = lane.lid;
     let split = wg.x;
-    let head = wg.y;
+    let head = params.head0 + wg.y;
     let t = wg.z;
     let hd = params.head_dim;
     let pos = info[2u * t];
@@ -64,7 +70,9 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     }
     let start = first + split * params.chunk;
     let end = min(start + params.chunk, pos + 1u);
-    let kvh = head / (params.heads / params.kv_heads);
+    let group = params.heads / params.kv_heads;
+    // The kv head's index within the buffer.
+    let kvh = head / group - params.head0 / group;
 
     let q_row = (t * params.heads + head) * hd;
     for (var d = lid; d < hd; d += WG) {
@@ -83,7 +91,7 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
         var s = NEG;
         if (valid) {
             let block = tables[table + key / params.block_size];
-            let row = ((block * params.kv_heads + kvh) * params.block_size
+            let row = ((block * params.shard_heads + kvh) * params.block_size
                 + key % params.block_size) * hd;
             rows[lid] = row;
             var dot = 0.0;

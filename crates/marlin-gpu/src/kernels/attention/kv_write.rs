@@ -12,9 +12,12 @@ pub const SOURCE: &str = include_str!("kv_write.wgsl");
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 struct Params {
     kv_heads: u32,
+    shard_heads: u32,
+    head0: u32,
     head_dim: u32,
     block_size: u32,
     n: u32,
+    _pad: [u32; 2],
 }
 
 impl GpuKvCache {
@@ -50,22 +53,24 @@ impl GpuKvCache {
         }
         let gpu = &self.gpu;
         let pipe = gpu.pipeline("kv_write", SOURCE);
-        let params = Params {
-            kv_heads: s.kv_heads as u32,
-            head_dim: s.head_dim as u32,
-            block_size: s.block_size as u32,
-            n: n as u32,
-        };
         let mut encoder = gpu.encoder();
-        let buffers = [
-            &self.keys[layer],
-            &self.values[layer],
-            k,
-            v,
-            &batch.info,
-            &batch.tables,
-        ];
-        gpu.dispatch(&mut encoder, &pipe, &params, &buffers, grid(n as u64, WG));
+        // Each buffer of the layer takes its own kv heads.
+        let per_shard = batch.tokens * self.shard_heads * s.head_dim;
+        for shard in 0..self.buffers_per_layer() {
+            let params = Params {
+                kv_heads: s.kv_heads as u32,
+                shard_heads: self.shard_heads as u32,
+                head0: (shard * self.shard_heads) as u32,
+                head_dim: s.head_dim as u32,
+                block_size: s.block_size as u32,
+                n: per_shard as u32,
+                _pad: [0; 2],
+            };
+            let (keys, values) = self.shard(layer, shard);
+            let buffers = [keys, values, k, v, &batch.info, &batch.tables];
+            let groups = grid(per_shard as u64, WG);
+            gpu.dispatch(&mut encoder, &pipe, &params, &buffers, groups);
+        }
         gpu.submit(encoder);
         Ok(())
     }

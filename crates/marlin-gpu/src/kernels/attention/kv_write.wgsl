@@ -1,16 +1,22 @@
-// Writes the new tokens' keys and values (after rope) into their slots of the paged cache.
-// One thread per element of (tokens, kv_heads, head_dim).
+// Writes the new tokens' keys and values (after rope) into their slots of the paged cache,
+// for the kv heads of one buffer (all of them unless a layer is split, kv_cache.rs says why).
+// One thread per element of (tokens, shard_heads, head_dim).
 
 struct Params {
     kv_heads: u32,
+    // The buffer's kv heads: shard_heads of them from head0 on.
+    shard_heads: u32,
+    head0: u32,
     head_dim: u32,
     block_size: u32,
-    // tokens * kv_heads * head_dim
+    // tokens * shard_heads * head_dim
     n: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-// One layer's cache: [blocks][kv_heads][block_size][head_dim].
+// One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
 @group(0) @binding(1) var<storage, read_write> k_cache: array<f32>;
 @group(0) @binding(2) var<storage, read_write> v_cache: array<f32>;
 // (tokens, kv_heads, head_dim)
@@ -28,11 +34,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let hd = params.head_dim;
     let d = i % hd;
-    let h = (i / hd) % params.kv_heads;
-    let t = i / (hd * params.kv_heads);
+    let h = (i / hd) % params.shard_heads;
+    let t = i / (hd * params.shard_heads);
     let pos = info[2u * t];
     let block = tables[info[2u * t + 1u] + pos / params.block_size];
-    let at = ((block * params.kv_heads + h) * params.block_size + pos % params.block_size) * hd + d;
-    k_cache[at] = k_new[i];
-    v_cache[at] = v_new[i];
+    let at = ((block * params.shard_heads + h) * params.block_size + pos % params.block_size) * hd
+        + d;
+    let src = (t * params.kv_heads + params.head0 + h) * hd + d;
+    k_cache[at] = k_new[src];
+    v_cache[at] = v_new[src];
 }

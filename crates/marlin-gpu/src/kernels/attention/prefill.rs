@@ -30,7 +30,8 @@ struct Params {
     block_size: u32,
     window: u32,
     scale: f32,
-    _pad: [u32; 2],
+    head0: u32,
+    shard_heads: u32,
 }
 
 impl GpuKvCache {
@@ -60,28 +61,34 @@ impl GpuKvCache {
             _ => (SOURCE_256, "attention prefill 256"),
         };
         let pipe = gpu.pipeline(key, source);
-        let params = Params {
-            heads: cfg.heads as u32,
-            kv_heads: self.shape.kv_heads as u32,
-            head_dim: hd as u32,
-            block_size: self.shape.block_size as u32,
-            window,
-            scale: 1.0 / (hd as f32).sqrt(),
-            _pad: [0; 2],
-        };
         let mut encoder = gpu.encoder();
-        let buffers = [
-            q,
-            &self.keys[layer],
-            &self.values[layer],
-            &batch.info,
-            &batch.tables,
-            &batch.tiles,
-            out,
-        ];
-        // Tiles never outnumber tokens, which check_attention bounds.
-        let groups = [batch.n_tiles as u32, cfg.heads as u32, 1];
-        gpu.dispatch(&mut encoder, &pipe, &params, &buffers, groups);
+        // One dispatch per buffer of the layer, over the query heads that read its kv heads.
+        let shard_q_heads = cfg.heads / self.shape.kv_heads * self.shard_heads;
+        for shard in 0..self.buffers_per_layer() {
+            let params = Params {
+                heads: cfg.heads as u32,
+                kv_heads: self.shape.kv_heads as u32,
+                head_dim: hd as u32,
+                block_size: self.shape.block_size as u32,
+                window,
+                scale: 1.0 / (hd as f32).sqrt(),
+                head0: (shard * shard_q_heads) as u32,
+                shard_heads: self.shard_heads as u32,
+            };
+            let (keys, values) = self.shard(layer, shard);
+            let buffers = [
+                q,
+                keys,
+                values,
+                &batch.info,
+                &batch.tables,
+                &batch.tiles,
+                out,
+            ];
+            // Tiles never outnumber tokens, which check_attention bounds.
+            let groups = [batch.n_tiles as u32, shard_q_heads as u32, 1];
+            gpu.dispatch(&mut encoder, &pipe, &params, &buffers, groups);
+        }
         gpu.submit(encoder);
         Ok(())
     }

@@ -36,14 +36,16 @@ struct Params {
     window: u32,
     // 1 / sqrt(head_dim)
     scale: f32,
-    _pad0: u32,
-    _pad1: u32,
+    // This dispatch's query heads start at head0; the cache buffer holds the shard_heads kv
+    // heads they read (all of them unless a layer is split, kv_cache.rs says why).
+    head0: u32,
+    shard_heads: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 // (tokens, heads, head_dim)
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-// One layer's cache: [blocks][kv_heads][block_size][head_dim].
+// One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>;
 // Per token [position, offset of its block table in tables].
@@ -72,7 +74,7 @@ fn window_start(pos: u32) -> u32 {
 @compute @workgroup_size(128)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let tile = wg.x;
-    let head = wg.y;
+    let head = params.head0 + wg.y;
     let first = tiles[2u * tile];
     let count = tiles[2u * tile + 1u];
     let hd = params.head_dim;
@@ -80,7 +82,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     let pos0 = info[2u * first];
     let table = info[2u * first + 1u];
     let last = pos0 + count - 1u;
-    let kvh = head / (params.heads / params.kv_heads);
+    let group = params.heads / params.kv_heads;
+    // The kv head's index within the buffer.
+    let kvh = head / group - params.head0 / group;
 
     for (var e = lid; e < BQ * hd; e += WG) {
         let i = e / hd;
@@ -102,7 +106,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     for (var k0 = window_start(pos0); k0 <= last; k0 += BK) {
         if (lid < BK) {
             let key = min(k0 + lid, last);
-            rows[lid] = ((tables[table + key / bs] * params.kv_heads + kvh) * bs + key % bs) * hd;
+            let block = tables[table + key / bs];
+            rows[lid] = ((block * params.shard_heads + kvh) * bs + key % bs) * hd;
         }
         workgroupBarrier();
         for (var e = lid; e < BK * hd; e += WG) {

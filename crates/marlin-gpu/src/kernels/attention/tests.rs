@@ -54,15 +54,31 @@ struct Fixture {
     rng: Rng,
 }
 
+/// Positions the fixtures' caches hold.
+const CAPACITY: usize = 2048;
+
 impl Fixture {
-    fn new(gpu: &Gpu, (heads, kv_heads, head_dim): (usize, usize, usize), seqs: usize) -> Self {
+    fn new(gpu: &Gpu, shape: (usize, usize, usize), seqs: usize) -> Self {
+        Self::split(gpu, shape, seqs, shape.1)
+    }
+
+    /// A fixture whose cache holds `shard_heads` kv heads per buffer, as a layer too large
+    /// for one binding would.
+    fn split(
+        gpu: &Gpu,
+        (heads, kv_heads, head_dim): (usize, usize, usize),
+        seqs: usize,
+        shard_heads: usize,
+    ) -> Self {
         let shape = KvShape {
             layers: 2,
             kv_heads,
             head_dim,
             block_size: 16,
         };
-        let mut cache = GpuKvCache::new(gpu, shape, 2048).unwrap();
+        let limit = (shard_heads * CAPACITY * head_dim * 4) as u64;
+        let mut cache = GpuKvCache::with_binding_limit(gpu, shape, CAPACITY, limit).unwrap();
+        assert_eq!(cache.buffers_per_layer(), kv_heads / shard_heads);
         Fixture {
             gpu: gpu.clone(),
             cfg: AttentionConfig {
@@ -366,6 +382,24 @@ fn write_known(f: &mut Fixture, places: &[(usize, usize)]) {
     f.cache.write(LAYER, &batch, &k, &v).unwrap();
     for (i, &c) in counts.iter().enumerate() {
         f.cache.advance(f.seqs[i], c).unwrap();
+    }
+}
+
+#[test]
+fn a_layer_split_over_buffers_by_kv_heads_gives_the_same_outputs() {
+    let Some(gpu) = crate::test_gpu() else { return };
+    for (shape, shard_heads, window) in [
+        ((6, 2, 64), 1, None),
+        ((8, 4, 16), 2, Some(20)),
+        ((4, 4, 128), 1, None),
+    ] {
+        let mut f = Fixture::split(&gpu, shape, 3, shard_heads);
+        f.cfg.window = window;
+        let places = f.append(&[1, 67, 300]);
+        let what = format!("{shape:?} in buffers of {shard_heads} kv heads");
+        f.check(Kernel::Prefill, &places, &what);
+        f.check(Kernel::Decode, &last_of_each(&places), &what);
+        f.check(Kernel::DecodeChunk(128), &places, &what);
     }
 }
 
