@@ -16,6 +16,11 @@ pub enum GpuError {
     Device { adapter: String, what: String },
     #[error("the GPU device was lost or failed: {0}; rerun, or use --device cpu")]
     Lost(String),
+    #[error(
+        "the KV cache is full ({capacity} positions); end or shorten other sequences, or make \
+         the cache larger"
+    )]
+    CacheFull { capacity: usize },
     #[error("{op}: {what}")]
     Shape { op: &'static str, what: String },
 }

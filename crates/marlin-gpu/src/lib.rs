@@ -6,10 +6,13 @@ mod buffer;
 mod context;
 mod error;
 pub mod kernels;
+mod kv_cache;
 
 pub use buffer::GpuBuffer;
 pub use context::{AdapterChoice, Capabilities, Gpu};
 pub use error::GpuError;
+pub use kernels::attention::{AttentionConfig, MAX_HEAD_DIM};
+pub use kv_cache::{GpuKvCache, KvBatch, KvShape, SeqId};
 /// The ops record into a `wgpu::CommandEncoder` of this version; callers name it from here.
 pub use wgpu;
 

@@ -16,6 +16,7 @@
 
 pub mod add;
 pub mod argmax;
+pub mod attention;
 pub mod bias;
 pub mod embedding;
 pub mod matmul_dense;
@@ -53,6 +54,25 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("softmax.wgsl (subgroup)", softmax::SOURCES.subgroup),
     ("softmax.wgsl (shared)", softmax::SOURCES.shared),
     ("swiglu.wgsl", swiglu::SOURCE),
+    ("attention/kv_write.wgsl", attention::kv_write::SOURCE),
+    (
+        "attention/decode.wgsl (subgroup)",
+        attention::decode::SOURCE_SUBGROUP,
+    ),
+    (
+        "attention/decode.wgsl (shared)",
+        attention::decode::SOURCE_SHARED,
+    ),
+    ("attention/combine.wgsl", attention::combine::SOURCE),
+    ("attention/prefill.wgsl (64)", attention::prefill::SOURCE_64),
+    (
+        "attention/prefill.wgsl (128)",
+        attention::prefill::SOURCE_128,
+    ),
+    (
+        "attention/prefill.wgsl (256)",
+        attention::prefill::SOURCE_256,
+    ),
 ];
 
 /// A row kernel's two builds: its source after `reduce_subgroup.wgsl` or after

@@ -1,0 +1,164 @@
+//! Decode attention: split-K flash-decoding over the paged cache (decode.wgsl, then
+//! combine.wgsl).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{AttentionConfig, combine};
+use crate::{GpuBuffer, GpuError, GpuKvCache, KvBatch};
+
+/// decode.wgsl after the reductions through subgroup operations.
+pub const SOURCE_SUBGROUP: &str = concat!(
+    include_str!("reduce_subgroup.wgsl"),
+    include_str!("decode.wgsl")
+);
+/// decode.wgsl after the reductions through workgroup memory.
+pub const SOURCE_SHARED: &str = concat!(
+    include_str!("reduce_shared.wgsl"),
+    include_str!("decode.wgsl")
+);
+
+/// Keys per workgroup step (`WG` in decode.wgsl): chunks are whole multiples of it.
+const TILE: usize = 128;
+/// The smallest chunk: below it the merge costs more than the parallelism gains.
+const MIN_CHUNK: usize = 256;
+/// Splits per (token, head) at most: 32 heads x 32 splits is ~1000 workgroups, enough to fill
+/// the largest GPUs for a single sequence; longer contexts get longer chunks instead.
+const MAX_SPLITS: usize = 32;
+
+/// Mirrors `Params` in decode.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct Params {
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    block_size: u32,
+    chunk: u32,
+    splits: u32,
+    window: u32,
+    scale: f32,
+    head0: u32,
+    shard_heads: u32,
+    _pad: [u32; 2],
+}
+
+/// Keys per split for a longest key range of `keys`.
+fn chunk_for(keys: usize) -> usize {
+    MIN_CHUNK.max(keys.div_ceil(MAX_SPLITS).next_multiple_of(TILE))
+}
+
+impl GpuKvCache {
+    /// Attention of `batch`'s tokens over `layer`'s cache, each token with its own sequence
+    /// and position (any mix: decode steps of many sequences, or prefill tokens). Best where
+    /// tokens are few and contexts long; [`GpuKvCache::prefill_attention`] is faster for
+    /// runs of tokens of one sequence.
+    // q (tokens, heads, head_dim) -> out (tokens, heads, head_dim)
+    pub fn decode_attention(
+        &self,
+        layer: usize,
+        batch: &KvBatch,
+        q: &GpuBuffer,
+        out: &GpuBuffer,
+        cfg: AttentionConfig,
+    ) -> Result<(), GpuError> {
+        let window = self.check_attention("decode attention", layer, batch, cfg, q, out)?;
+        let keys = (batch.max_pos + 1).min(cfg.window.unwrap_or(usize::MAX));
+        self.decode_with_chunk(layer, batch, q, out, (cfg.heads, window), chunk_for(keys))
+    }
+
+    /// [`GpuKvCache::decode_attention`] with `chunk` keys per split (tests force small ones).
+    pub(crate) fn decode_with_chunk(
+        &self,
+        layer: usize,
+        batch: &KvBatch,
+        q: &GpuBuffer,
+        out: &GpuBuffer,
+        (heads, window): (usize, u32),
+        chunk: usize,
+    ) -> Result<(), GpuError> {
+        if batch.tokens == 0 {
+            return Ok(());
+        }
+        let gpu = &self.gpu;
+        let hd = self.shape.head_dim;
+        let keys = (batch.max_pos + 1).min(if window == 0 {
+            usize::MAX
+        } else {
+            window as usize
+        });
+        let mut splits = keys.div_ceil(chunk);
+        let mut chunk = chunk;
+        // The partials must fit one binding: fewer, longer chunks where they would not.
+        let per_split = (batch.tokens * heads * (hd + 2) * 4) as u64;
+        let limit = gpu.capabilities().max_storage_binding;
+        if splits as u64 * per_split > limit {
+            splits = (limit / per_split).max(1) as usize;
+            chunk = keys.div_ceil(splits).next_multiple_of(TILE);
+            splits = keys.div_ceil(chunk);
+        }
+        if splits > super::MAX_GROUPS {
+            return Err(GpuError::Shape {
+                op: "decode attention",
+                what: format!("{splits} splits of {chunk} keys: use longer chunks"),
+            });
+        }
+        let part = batch.scratch(gpu, splits as u64 * per_split);
+
+        let (source, key) = if gpu.capabilities().subgroup {
+            (SOURCE_SUBGROUP, "attention decode (subgroup)")
+        } else {
+            (SOURCE_SHARED, "attention decode (shared)")
+        };
+        let pipe = gpu.pipeline(key, source);
+        let mut encoder = gpu.encoder();
+        // One dispatch per buffer of the layer, over the query heads that read its kv heads.
+        let shard_q_heads = heads / self.shape.kv_heads * self.shard_heads;
+        for shard in 0..self.buffers_per_layer() {
+            let params = Params {
+                heads: heads as u32,
+                kv_heads: self.shape.kv_heads as u32,
+                head_dim: hd as u32,
+                block_size: self.shape.block_size as u32,
+                chunk: chunk as u32,
+                splits: splits as u32,
+                window,
+                scale: 1.0 / (hd as f32).sqrt(),
+                head0: (shard * shard_q_heads) as u32,
+                shard_heads: self.shard_heads as u32,
+                _pad: [0; 2],
+            };
+            let (keys, values) = self.shard(layer, shard);
+            let buffers = [q, keys, values, &batch.info, &batch.tables, &*part];
+            let groups = [splits as u32, shard_q_heads as u32, batch.tokens as u32];
+            gpu.dispatch(&mut encoder, &pipe, &params, &buffers, groups);
+        }
+
+        let pipe = gpu.pipeline("attention combine", combine::SOURCE);
+        let params = combine::Params {
+            heads: heads as u32,
+            head_dim: hd as u32,
+            splits: splits as u32,
+            _pad: 0,
+        };
+        let groups = [heads as u32, batch.tokens as u32, 1];
+        gpu.dispatch(&mut encoder, &pipe, &params, &[&*part, out], groups);
+        gpu.submit(encoder);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_whole_tiles_and_splits_stay_few() {
+        assert_eq!(chunk_for(1), MIN_CHUNK);
+        assert_eq!(chunk_for(300), MIN_CHUNK);
+        for keys in [1000, 8191, 131_072, 1_000_003] {
+            let chunk = chunk_for(keys);
+            assert_eq!(chunk % TILE, 0);
+            assert!(keys.div_ceil(chunk) <= MAX_SPLITS, "{keys}");
+        }
+    }
+}

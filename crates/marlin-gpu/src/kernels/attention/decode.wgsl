@@ -1,0 +1,144 @@
+// Decode attention, step 1 of 2 (split-K flash-decoding): one workgroup per (split, head,
+// token) attends one query head of one token over one chunk of its keys, with an online
+// softmax, and leaves a partial result (running max m, sum l, unnormalised output) that
+// combine.wgsl merges over the chunks. Splitting the keys is what fills a GPU when there are
+// few tokens (decode of one sequence has only `heads` (token, head) pairs).
+//
+// Per tile of WG keys: each invocation scores one key against the query (a whole dot product,
+// so no reduction), the workgroup reduces the tile's max and sum (wg_max / wg_sum: subgroup
+// operations or workgroup memory, whichever file precedes this one), then each invocation
+// accumulates the tile's values for the output dimensions it owns (d = lid and lid + WG).
+// Keys of the chunk beyond the token's own position (causality) or before its window are not
+// visited at all: the host splits the range [window start, position] of each token.
+
+const WG: u32 = 128u;
+// Largest head dimension: each invocation owns 2 output dimensions.
+const HD_MAX: u32 = 256u;
+// Stands for -infinity: exp(NEG - m) is 0 for any real m, and NEG - NEG is 0, not NaN.
+const NEG: f32 = -3.0e38;
+
+struct Params {
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    block_size: u32,
+    // Keys per split, and splits per (token, head).
+    chunk: u32,
+    splits: u32,
+    // Sliding window (a token sees itself and the window - 1 before it); 0: none.
+    window: u32,
+    // 1 / sqrt(head_dim)
+    scale: f32,
+    // This dispatch's query heads start at head0; the cache buffer holds the shard_heads kv
+    // heads they read (all of them unless a layer is split, kv_cache.rs says why).
+    head0: u32,
+    shard_heads: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// (tokens, heads, head_dim)
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+// One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+// Per token [position, offset of its block table in tables].
+@group(0) @binding(4) var<storage, read> info: array<u32>;
+@group(0) @binding(5) var<storage, read> tables: array<u32>;
+// (tokens, heads, splits, 2 + head_dim): m, l, then the output scaled by exp(-m), unnormalised.
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
+
+// The query, pre-scaled.
+var<workgroup> qs: array<f32, HD_MAX>;
+// The tile's probabilities and where each key's row starts in the cache.
+var<workgroup> ps: array<f32, WG>;
+var<workgroup> rows: array<u32, WG>;
+
+@compute @workgroup_size(128)
+fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
+    let lid = lane.lid;
+    let split = wg.x;
+    let head = params.head0 + wg.y;
+    let t = wg.z;
+    let hd = params.head_dim;
+    let pos = info[2u * t];
+    let table = info[2u * t + 1u];
+    var first = 0u;
+    if (params.window > 0u && pos + 1u > params.window) {
+        first = pos + 1u - params.window;
+    }
+    let start = first + split * params.chunk;
+    let end = min(start + params.chunk, pos + 1u);
+    let group = params.heads / params.kv_heads;
+    // The kv head's index within the buffer.
+    let kvh = head / group - params.head0 / group;
+
+    let q_row = (t * params.heads + head) * hd;
+    for (var d = lid; d < hd; d += WG) {
+        qs[d] = q[q_row + d] * params.scale;
+    }
+    workgroupBarrier();
+
+    var m = NEG;
+    var l = 0.0;
+    // Output dimensions lid and lid + WG.
+    var acc0 = 0.0;
+    var acc1 = 0.0;
+    for (var k0 = start; k0 < end; k0 += WG) {
+        let key = k0 + lid;
+        let valid = key < end;
+        var s = NEG;
+        if (valid) {
+            let block = tables[table + key / params.block_size];
+            let row = ((block * params.shard_heads + kvh) * params.block_size
+                + key % params.block_size) * hd;
+            rows[lid] = row;
+            var dot = 0.0;
+            for (var d = 0u; d < hd; d++) {
+                dot += qs[d] * k_cache[row + d];
+            }
+            s = dot;
+        }
+        let m_new = max(m, wg_max(s, lane));
+        // Every tile visited has a valid key, so m_new is real here.
+        let p = select(0.0, exp(s - m_new), valid);
+        ps[lid] = p;
+        let alpha = exp(m - m_new);
+        l = l * alpha + wg_sum(p, lane);
+        workgroupBarrier();
+        let n = min(WG, end - k0);
+        let d0 = lid;
+        let d1 = lid + WG;
+        if (d0 < hd) {
+            var a = acc0 * alpha;
+            for (var j = 0u; j < n; j++) {
+                a += ps[j] * v_cache[rows[j] + d0];
+            }
+            acc0 = a;
+        }
+        if (d1 < hd) {
+            var a = acc1 * alpha;
+            for (var j = 0u; j < n; j++) {
+                a += ps[j] * v_cache[rows[j] + d1];
+            }
+            acc1 = a;
+        }
+        m = m_new;
+        // ps and rows are rewritten by the next tile.
+        workgroupBarrier();
+    }
+
+    // A split past the token's keys leaves m = NEG, l = 0: it weighs nothing in the merge.
+    let at = ((t * params.heads + head) * params.splits + split) * (hd + 2u);
+    if (lid == 0u) {
+        part[at] = m;
+        part[at + 1u] = l;
+    }
+    if (lid < hd) {
+        part[at + 2u + lid] = acc0;
+    }
+    if (lid + WG < hd) {
+        part[at + 2u + lid + WG] = acc1;
+    }
+}

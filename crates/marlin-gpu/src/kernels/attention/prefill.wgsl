@@ -1,0 +1,171 @@
+// Prefill attention: tiled causal flash-attention over the paged cache. One workgroup per
+// (tile, head): a tile is up to BQ tokens of one sequence at consecutive positions (made on the
+// host). The new tokens' keys and values are already in the cache, beside the sequence's
+// earlier ones, so chunked prefill (a chunk whose prefix was cached by an earlier pass) is the
+// same loop. The workgroup walks the keys from the first token's window start to the last
+// token's position, BK at a time:
+//   1. the BK keys and values are copied from their blocks to workgroup memory;
+//   2. the BQ x BK scores (query tile in workgroup memory, pre-scaled) are computed, each
+//      invocation whole dot products, so no reduction across invocations is needed;
+//   3. each query row is owned by TPR invocations, each with ACC output dimensions
+//      (d = col, col + TPR, ...); they all read the row's BK scores, update the row's running
+//      max and sum (online softmax) and accumulate the values. Masked keys (after the row's
+//      position, or before its window) weigh 0.
+// The line before this file sets HD_MAX (the largest head dimension) and BK so that the tiles
+// fit Metal's 32 KiB of workgroup memory: (64, 32) takes 22.3 KiB, (128, 16) 25.1 KiB and
+// (256, 4) 24.3 KiB.
+
+const WG: u32 = 128u;
+// Query rows per tile (PREFILL_TILE on the host).
+const BQ: u32 = 16u;
+// Invocations per query row, and the output dimensions each owns.
+const TPR: u32 = WG / BQ;
+const ACC: u32 = HD_MAX / TPR;
+// Key rows are padded by one: the score loop's invocations read different keys at the same d,
+// and an odd stride puts them in different banks.
+const KS: u32 = HD_MAX + 1u;
+// Stands for -infinity: exp(NEG - m) is 0 for any real m, and NEG - NEG is 0, not NaN.
+const NEG: f32 = -3.0e38;
+
+struct Params {
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    block_size: u32,
+    // Sliding window (a token sees itself and the window - 1 before it); 0: none.
+    window: u32,
+    // 1 / sqrt(head_dim)
+    scale: f32,
+    // This dispatch's query heads start at head0; the cache buffer holds the shard_heads kv
+    // heads they read (all of them unless a layer is split, kv_cache.rs says why).
+    head0: u32,
+    shard_heads: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// (tokens, heads, head_dim)
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+// One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+// Per token [position, offset of its block table in tables].
+@group(0) @binding(4) var<storage, read> info: array<u32>;
+@group(0) @binding(5) var<storage, read> tables: array<u32>;
+// Per tile [first token, count].
+@group(0) @binding(6) var<storage, read> tiles: array<u32>;
+// (tokens, heads, head_dim)
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+
+var<workgroup> qs: array<f32, BQ * HD_MAX>;
+var<workgroup> ks: array<f32, BK * KS>;
+var<workgroup> vs: array<f32, BK * HD_MAX>;
+var<workgroup> scores: array<f32, BQ * BK>;
+// Where each key of the tile starts in the cache.
+var<workgroup> rows: array<u32, BK>;
+
+// The first position a token at `pos` sees.
+fn window_start(pos: u32) -> u32 {
+    if (params.window > 0u && pos + 1u > params.window) {
+        return pos + 1u - params.window;
+    }
+    return 0u;
+}
+
+@compute @workgroup_size(128)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let tile = wg.x;
+    let head = params.head0 + wg.y;
+    let first = tiles[2u * tile];
+    let count = tiles[2u * tile + 1u];
+    let hd = params.head_dim;
+    let bs = params.block_size;
+    let pos0 = info[2u * first];
+    let table = info[2u * first + 1u];
+    let last = pos0 + count - 1u;
+    let group = params.heads / params.kv_heads;
+    // The kv head's index within the buffer.
+    let kvh = head / group - params.head0 / group;
+
+    for (var e = lid; e < BQ * hd; e += WG) {
+        let i = e / hd;
+        var x = 0.0;
+        if (i < count) {
+            x = q[((first + i) * params.heads + head) * hd + e % hd] * params.scale;
+        }
+        qs[i * HD_MAX + e % hd] = x;
+    }
+
+    let row = lid / TPR;
+    let col = lid % TPR;
+    let q_pos = pos0 + row;
+    let q_first = window_start(q_pos);
+    var m = NEG;
+    var l = 0.0;
+    var acc: array<f32, ACC>;
+
+    for (var k0 = window_start(pos0); k0 <= last; k0 += BK) {
+        if (lid < BK) {
+            let key = min(k0 + lid, last);
+            let block = tables[table + key / bs];
+            rows[lid] = ((block * params.shard_heads + kvh) * bs + key % bs) * hd;
+        }
+        workgroupBarrier();
+        for (var e = lid; e < BK * hd; e += WG) {
+            let j = e / hd;
+            let d = e % hd;
+            // Keys past `last` repeat the last one (rows clamps them); their scores are masked.
+            ks[j * KS + d] = k_cache[rows[j] + d];
+            vs[j * HD_MAX + d] = v_cache[rows[j] + d];
+        }
+        workgroupBarrier();
+        for (var e = lid; e < BQ * BK; e += WG) {
+            let i = e / BK;
+            let j = e % BK;
+            var s = 0.0;
+            for (var d = 0u; d < hd; d++) {
+                s += qs[i * HD_MAX + d] * ks[j * KS + d];
+            }
+            scores[e] = s;
+        }
+        workgroupBarrier();
+
+        var tile_max = NEG;
+        for (var j = 0u; j < BK; j++) {
+            let key = k0 + j;
+            if (key <= q_pos && key >= q_first) {
+                tile_max = max(tile_max, scores[row * BK + j]);
+            }
+        }
+        let m_new = max(m, tile_max);
+        let alpha = exp(m - m_new);
+        l *= alpha;
+        for (var r = 0u; r < ACC; r++) {
+            acc[r] *= alpha;
+        }
+        for (var j = 0u; j < BK; j++) {
+            let key = k0 + j;
+            if (key <= q_pos && key >= q_first) {
+                let p = exp(scores[row * BK + j] - m_new);
+                l += p;
+                for (var r = 0u; r < ACC; r++) {
+                    if (col + r * TPR < hd) {
+                        acc[r] += p * vs[j * HD_MAX + col + r * TPR];
+                    }
+                }
+            }
+        }
+        m = m_new;
+        // ks, vs, scores and rows are rewritten by the next tile.
+        workgroupBarrier();
+    }
+
+    if (row < count) {
+        let o_row = ((first + row) * params.heads + head) * hd;
+        for (var r = 0u; r < ACC; r++) {
+            let d = col + r * TPR;
+            if (d < hd) {
+                out[o_row + d] = acc[r] / l;
+            }
+        }
+    }
+}
