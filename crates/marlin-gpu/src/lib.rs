@@ -2,14 +2,18 @@
 //! (Linux, Windows, Android) or DX12 (Windows). Without a GPU, Mesa's lavapipe runs the same
 //! kernels on the CPU, which is how CI tests them.
 
+mod backend;
 mod buffer;
 mod context;
 mod error;
 pub mod kernels;
+mod qmatmul;
 
+pub use backend::GpuBackend;
 pub use buffer::GpuBuffer;
 pub use context::{AdapterChoice, Capabilities, Gpu};
 pub use error::GpuError;
+pub use qmatmul::GpuQuantMatrix;
 
 /// Set to 1 where a GPU adapter (lavapipe counts) must exist: tests then fail instead of
 /// skipping when none is found. CI sets it.
