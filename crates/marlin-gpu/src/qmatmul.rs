@@ -177,9 +177,7 @@ impl Gpu {
             }
         }
         let plan = match plan {
-            Plan::Auto if m <= qmv::MAX_M => {
-                Plan::Qmv(QmvVariant::new(&self.capabilities(), m, k))
-            }
+            Plan::Auto if m <= qmv::MAX_M => Plan::Qmv(QmvVariant::new(&self.capabilities(), m, k)),
             Plan::Auto => Plan::Qmm(QmmVariant::new(m)),
             Plan::Qmv(v) if m > v.mt as usize || (v.x_vec4 && !k.is_multiple_of(4)) => {
                 return shape_err(format!("{v:?} cannot take m = {m}, k = {k}"));
@@ -251,7 +249,12 @@ mod tests {
     #[test]
     fn bad_shapes_are_errors() {
         let Some(gpu) = crate::test_gpu() else { return };
-        let w = quantize(&qtest::gaussian(3, 3 * 64, 0.02), 3, 64, Scheme::of(Format::Int8));
+        let w = quantize(
+            &qtest::gaussian(3, 3 * 64, 0.02),
+            3,
+            64,
+            Scheme::of(Format::Int8),
+        );
         let w = gpu.upload_quant(&w.unwrap()).unwrap();
         let x = gpu.upload_f32("x", &[0.0; 2 * 64]);
         let y = gpu.zeros("y", 2 * 3 * 4);

@@ -5,9 +5,9 @@
 pub mod add;
 pub mod qmm;
 pub mod qmv;
-pub mod quant_decode;
 #[cfg(test)]
 pub(crate) mod qtest;
+pub mod quant_decode;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,10 @@ pub fn generated_sources() -> Vec<(String, String)> {
             let Ok(scheme) = marlin_quant::Scheme::new(format, group) else {
                 continue;
             };
-            for (key, source) in qmv::variants(scheme).into_iter().chain(qmm::variants(scheme)) {
+            for (key, source) in qmv::variants(scheme)
+                .into_iter()
+                .chain(qmm::variants(scheme))
+            {
                 if seen.insert(key.clone()) {
                     all.push((key, source));
                 }

@@ -31,7 +31,11 @@ impl QmmVariant {
 
     pub fn source(&self, scheme: SchemeConsts) -> String {
         // 16 threads along m, each with TM rows of x.
-        let consts = format!("const BM: u32 = {}u;\nconst TM: u32 = {}u;\n", self.bm, self.bm / 16);
+        let consts = format!(
+            "const BM: u32 = {}u;\nconst TM: u32 = {}u;\n",
+            self.bm,
+            self.bm / 16
+        );
         quant_decode::assemble(&consts, scheme, SOURCE, &[])
     }
 

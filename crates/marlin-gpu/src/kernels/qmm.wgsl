@@ -24,14 +24,18 @@ const T: u32 = 256u;
 const BN: u32 = 64u;
 // K per step: one block, so a unit never straddles two steps.
 const BK: u32 = 32u;
-// Row stride of the x tile: padding by 4 spreads the transposing writes over more banks while
-// keeping the reads aligned.
-const XP: u32 = BM + 4u;
-
-// x tile, k-major: xt[kk * XP + row of x].
-var<workgroup> xt: array<f32, BK * XP>;
+// x tile, k-major, its rows of x permuted per k (see `xt_index`).
+var<workgroup> xt: array<f32, BK * BM>;
 // Dequantized W tile, k-major, four rows of W per vec4: wt[kk * BN / 4 + row / 4][row % 4].
+// With xt, 16 KiB at BM = 64: the most every WebGPU device allows.
 var<workgroup> wt: array<vec4<f32>, BK * BN / 4u>;
+
+// Where x tile element (kk, row of x) lives: row ^ kk spreads the 32 k of one row over 32
+// banks for the transposing writes, where a plain stride of BM (a multiple of 32) would put
+// them all in one bank; the xor stays inside the row's aligned block of 32 (BM >= 32).
+fn xt_index(kk: u32, mm: u32) -> u32 {
+    return kk * BM + (mm ^ kk);
+}
 
 // Stages x[m0.., b * 32..] (zero past m and past K), reading along K (coalesced).
 fn load_x_tile(li: u32, m0: u32, b: u32) {
@@ -40,7 +44,7 @@ fn load_x_tile(li: u32, m0: u32, b: u32) {
         let kk = b * BK + e % BK;
         let live = mm < params.m && kk < params.k;
         let i = min(mm, params.m - 1u) * params.k + min(kk, params.k - 1u);
-        xt[(e % BK) * XP + e / BK] = select(0.0, x[i], live);
+        xt[xt_index(e % BK, e / BK)] = select(0.0, x[i], live);
     }
 }
 
@@ -71,7 +75,7 @@ fn multiply_tiles(tx: u32, ty: u32, acc: ptr<function, array<vec4<f32>, TM>>) {
     for (var kk = 0u; kk < BK; kk++) {
         let w = wt[kk * (BN / 4u) + tx];
         for (var i = 0u; i < TM; i++) {
-            (*acc)[i] += xt[kk * XP + ty * TM + i] * w;
+            (*acc)[i] += xt[xt_index(kk, ty * TM + i)] * w;
         }
     }
 }

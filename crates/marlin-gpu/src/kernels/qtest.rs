@@ -42,7 +42,12 @@ pub(crate) fn gaussian(seed: u64, len: usize, std: f32) -> Vec<f32> {
 /// Runs `scheme` at (m, n, k) on `gpu` with `plan` and checks every output against the f64
 /// reference, relative to `sqrt(sum_k (x w)^2)`: within 2.4e-5, the conformance suite's
 /// per-output bound (`TAIL * matmul_budget(_, F32)` in marlin-testkit).
-pub(crate) fn check(gpu: &crate::Gpu, scheme: Scheme, (m, n, k): (usize, usize, usize), plan: Plan) {
+pub(crate) fn check(
+    gpu: &crate::Gpu,
+    scheme: Scheme,
+    (m, n, k): (usize, usize, usize),
+    plan: Plan,
+) {
     let seed = (m * 7919 + n * 104_729 + k) as u64;
     let x = gaussian(seed, m * k, 1.0);
     let w = quantize(&gaussian(seed + 1, n * k, 0.02), n, k, scheme).unwrap();

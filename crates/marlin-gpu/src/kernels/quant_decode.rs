@@ -161,6 +161,134 @@ pub(crate) fn preprocess(source: &str, flags: &[(&str, bool)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::qmm::QmmVariant;
+    use crate::kernels::qmv::QmvVariant;
+    use crate::kernels::qtest::Plan;
+    use marlin_quant::QuantMatrix;
+    use marlin_quant::layout::pack_block;
+
+    /// Packs `codes` (row-major, n x 32, each below 2^bits) into one block per row.
+    fn pack(bits: u32, codes: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; codes.len() / 32 * 4 * bits as usize];
+        for (row, chunk) in codes
+            .chunks_exact(32)
+            .zip(out.chunks_exact_mut(4 * bits as usize))
+        {
+            pack_block(bits, row.try_into().unwrap(), chunk);
+        }
+        out
+    }
+
+    /// Matrices of edge codes, each n x 32: subnormal f16 scales and biases, every E4M3 code
+    /// (NaN included), E4M3 subnormal and negative block scales, E8M0 scales with NaN, INT8 -128.
+    fn edge_matrices() -> Vec<QuantMatrix<'static>> {
+        let f16s = |h: &[u16]| h.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        let s = |f: Format, g: u32| Scheme::new(f, Group::Size(g)).unwrap();
+        let nibbles: Vec<u8> = (0..4 * 32).map(|i| (i * 7 % 16) as u8).collect();
+        let parts = [
+            // Every E4M3 code: rows 3 and 7 hold 0x7F and 0xFF (NaN).
+            (
+                s(Format::Fp8, 32),
+                8,
+                (0..=255).collect(),
+                f32s(&[1.0, -0.25, 3.0, 1.0, 0.5, 2.0, 1e-3, 1.0]),
+                vec![],
+                1.0,
+            ),
+            (
+                s(Format::Int8, 32),
+                2,
+                (0..64).map(|i| (i * 8 + 1) as u8).collect(),
+                f16s(&[0x0001, 0x83ff]),
+                vec![],
+                1.0,
+            ),
+            (
+                s(Format::Mxfp4, 32),
+                4,
+                pack(4, &nibbles),
+                vec![0x7f, 0x80, 0x70, 0xff],
+                vec![],
+                1.0,
+            ),
+            (
+                s(Format::Nvfp4, 16),
+                4,
+                pack(4, &nibbles),
+                vec![0x01, 0x07, 0x08, 0x7e, 0xb8, 0x38, 0x7f, 0x00],
+                vec![],
+                0.5,
+            ),
+            (
+                s(Format::Fp4, 16),
+                4,
+                pack(4, &nibbles),
+                f16s(&[0x0001, 0x8200, 0x3c00, 0x7bff, 0x0400, 0x03ff, 0, 1]),
+                vec![],
+                1.0,
+            ),
+            (
+                s(Format::Int4Affine, 32),
+                4,
+                pack(4, &nibbles),
+                f16s(&[0x0001, 0x3c00, 0x8001, 0x2e66]),
+                f16s(&[0x8001, 0x03ff, 0xbc00, 0]),
+                1.0,
+            ),
+        ];
+        parts
+            .into_iter()
+            .map(|(scheme, n, codes, scales, biases, g)| {
+                QuantMatrix::from_vecs(scheme, (n, 32), codes, scales, biases, g).unwrap()
+            })
+            .collect()
+    }
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|f| f.to_le_bytes()).collect()
+    }
+
+    /// With x the rows of the identity, y is W transposed as the GPU decodes it: it must be what
+    /// the scalar spec decodes, NaN for NaN (a NaN weight makes its whole row of W NaN, since
+    /// 0 x NaN is NaN).
+    #[test]
+    fn edge_codes_decode_as_the_spec() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let caps = gpu.capabilities();
+        for w in edge_matrices() {
+            let (n, k) = (w.rows(), w.cols());
+            let deq = w.dequantize();
+            let gw = gpu.upload_quant(&w).unwrap();
+            // Columns c0.. of W through qmv (8 at a time) and all 32 through qmm.
+            let runs = (0..k)
+                .step_by(8)
+                .map(|c0| (c0, 8, Plan::Qmv(QmvVariant::new(&caps, 8, k))));
+            for (c0, m, plan) in runs.chain([(0, k, Plan::Qmm(QmmVariant::new(k)))]) {
+                let mut x = vec![0f32; m * k];
+                (0..m).for_each(|i| x[i * k + c0 + i] = 1.0);
+                let (xb, yb) = (gpu.upload_f32("x", &x), gpu.zeros("y", (m * n * 4) as u64));
+                gpu.quant_matmul_with(&xb, m, &gw, &yb, plan).unwrap();
+                let y = gpu.read_f32(&yb).unwrap();
+                for (i, r) in (0..m).flat_map(|i| (0..n).map(move |r| (i, r))) {
+                    let row = &deq[r * k..(r + 1) * k];
+                    let want = if row.iter().any(|v| v.is_nan()) {
+                        f32::NAN
+                    } else {
+                        row[c0 + i]
+                    };
+                    let got = y[i * n + r];
+                    let same =
+                        (want.is_nan() && got.is_nan()) || (got - want).abs() <= want.abs() * 1e-6;
+                    assert!(
+                        same,
+                        "{} row {r} col {}: {got} but the spec says {want} ({plan:?})",
+                        w.scheme(),
+                        c0 + i
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn preprocess_keeps_the_branch_of_each_flag() {
