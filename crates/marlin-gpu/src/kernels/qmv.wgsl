@@ -83,6 +83,10 @@ fn accumulate(first: u32, lane: u32, width: u32, units: u32) -> array<array<f32,
             }
         }
         for (var mi = 0u; mi < MT; mi++) {
+            // m is uniform: rows of x past it (m = 3 on the MT = 4 pipeline) cost nothing.
+            if (mi >= params.m) {
+                break;
+            }
             var xv: array<vec4<f32>, 4>;
             // Sums of x over the lo and hi weights, for the biases.
             var xs = vec2<f32>(0.0);
