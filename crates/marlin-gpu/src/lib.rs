@@ -2,17 +2,21 @@
 //! (Linux, Windows, Android) or DX12 (Windows). Without a GPU, Mesa's lavapipe runs the same
 //! kernels on the CPU, which is how CI tests them.
 
+mod backend;
 mod buffer;
 mod context;
 mod error;
 pub mod kernels;
 mod kv_cache;
+mod qmatmul;
 
+pub use backend::GpuBackend;
 pub use buffer::GpuBuffer;
 pub use context::{AdapterChoice, Capabilities, Gpu};
 pub use error::GpuError;
 pub use kernels::attention::{AttentionConfig, MAX_HEAD_DIM};
 pub use kv_cache::{GpuKvCache, KvBatch, KvShape, SeqId};
+pub use qmatmul::GpuQuantMatrix;
 /// The ops record into a `wgpu::CommandEncoder` of this version; callers name it from here.
 pub use wgpu;
 

@@ -13,6 +13,11 @@ fn every_kernel_translates_to_metal_shading_language() {
             failures.push(format!("{name}: {e}"));
         }
     }
+    for (key, source) in marlin_gpu::kernels::generated_sources() {
+        if let Err(e) = translate(&source) {
+            failures.push(format!("{key}: {e}"));
+        }
+    }
     assert!(
         !marlin_gpu::kernels::SOURCES.is_empty(),
         "no kernels listed in kernels::SOURCES"

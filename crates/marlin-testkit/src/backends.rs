@@ -3,9 +3,11 @@
 use std::any::Any;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 
 use marlin_core::QuantMatmul;
 use marlin_cpu::{Activations, CpuBackend, Isa};
+use marlin_gpu::{Gpu, GpuBackend};
 use marlin_quant::Scheme;
 
 use crate::budget::{self, Precision};
@@ -41,7 +43,8 @@ impl Deref for TestBackend {
 }
 
 /// Every backend present: the CPU at every available ISA, each with int8, f32 and int8x2
-/// activations. (The GPU backend joins here when it exists.)
+/// activations, and the GPU (f32 activations) when [`marlin_gpu::test_gpu`] finds an adapter,
+/// lavapipe included. With `MARLIN_REQUIRE_GPU=1` a missing adapter is a failure, not a skip.
 ///
 /// `MARLIN_TEST_BACKEND=<text>` keeps only the backends whose name contains `<text>`, e.g.
 /// `MARLIN_TEST_BACKEND=avx2` while debugging one kernel.
@@ -56,9 +59,22 @@ pub fn backends() -> Vec<TestBackend> {
             ));
         }
     }
+    if let Some(gpu) = test_gpu() {
+        all.push(TestBackend::new(
+            Box::new(GpuBackend::new(gpu)),
+            Precision::F32,
+        ));
+    }
     let filter = std::env::var("MARLIN_TEST_BACKEND").unwrap_or_default();
     all.retain(|b| b.name().contains(filter.as_str()));
     all
+}
+
+/// The GPU of this test process, opened once: every test then shares its compiled pipelines.
+/// Panics (through `test_gpu`) when `MARLIN_REQUIRE_GPU=1` and there is none.
+fn test_gpu() -> Option<Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    GPU.get_or_init(marlin_gpu::test_gpu).clone()
 }
 
 /// Runs `body` on every backend; if any fail, panics naming each failed backend and its

@@ -30,6 +30,11 @@ mod view;
 
 pub use matmul_dense::{DenseWeight, WeightDtype};
 pub use view::{Heads, View};
+pub mod qmm;
+pub mod qmv;
+#[cfg(test)]
+pub(crate) mod qtest;
+pub mod quant_decode;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,7 +44,9 @@ use wgpu::util::DeviceExt;
 
 use crate::{Gpu, GpuBuffer};
 
-/// Every kernel's WGSL source by file name, for the MSL translation test.
+/// Every kernel's WGSL source by file name, for the MSL translation test. The quantized matmul
+/// kernels are not complete on their own (quant_decode.rs assembles them): see
+/// [`generated_sources`].
 pub const SOURCES: &[(&str, &str)] = &[
     ("add.wgsl", add::SOURCE),
     ("argmax.wgsl (subgroup)", argmax::SOURCES.subgroup),
@@ -93,6 +100,30 @@ macro_rules! with_reductions {
 }
 pub(crate) use with_reductions;
 
+/// Every assembled form of the kernels built from several pieces (qmv.wgsl and qmm.wgsl with
+/// quant_decode.wgsl, for every format and variant), by pipeline key, for the MSL translation
+/// test.
+pub fn generated_sources() -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for format in marlin_quant::Format::ALL {
+        for group in marlin_quant::Group::SIZES.map(marlin_quant::Group::Size) {
+            let Ok(scheme) = marlin_quant::Scheme::new(format, group) else {
+                continue;
+            };
+            for (key, source) in qmv::variants(scheme)
+                .into_iter()
+                .chain(qmm::variants(scheme))
+            {
+                if seen.insert(key.clone()) {
+                    all.push((key, source));
+                }
+            }
+        }
+    }
+    all
+}
+
 /// Threads per workgroup of the element-wise kernels; grids are laid out in 2D past 65535
 /// workgroups (the per-dimension limit).
 pub(crate) const WG: u32 = 256;
@@ -110,6 +141,16 @@ pub(crate) struct PipelineCache(Mutex<HashMap<String, Arc<Pipeline>>>);
 impl Gpu {
     /// The pipeline of `source`'s entry point `main`, compiled on first use under `key`.
     pub(crate) fn pipeline(&self, key: &str, source: &str) -> Arc<Pipeline> {
+        self.pipeline_with(key, || source.to_string())
+    }
+
+    /// [`Gpu::pipeline`] for generated sources: `source` runs only when `key` is not compiled
+    /// yet, so a launch costs a lookup, not the assembly of its source.
+    pub(crate) fn pipeline_with(
+        &self,
+        key: &str,
+        source: impl FnOnce() -> String,
+    ) -> Arc<Pipeline> {
         let mut cache = self
             .inner
             .pipelines
@@ -122,7 +163,7 @@ impl Gpu {
         let device = self.device();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(key),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
+            source: wgpu::ShaderSource::Wgsl(source().into()),
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(key),

@@ -1,0 +1,166 @@
+//! Quantized small-batch product (qmv.wgsl): `y (m, n) = x (m, k) · W (n, k)^T` for m up to
+//! [`MAX_M`], every weight byte read once for all rows of x.
+
+use super::quant_decode::{self, QuantParams, SchemeConsts};
+use crate::{Capabilities, Gpu, GpuBuffer};
+use marlin_quant::Scheme;
+
+pub const SOURCE: &str = include_str!("qmv.wgsl");
+
+/// The most rows of x qmv takes. Each thread keeps RPS x MT sums in registers and reloads x per
+/// row of x; past 8 rows qmm, which stages x in workgroup memory and reuses each load over a
+/// 4 x 4 register tile, does fewer loads per multiply-add. (To be tuned on real GPUs.)
+pub const MAX_M: usize = 8;
+
+/// Threads per workgroup.
+const T: u32 = 128;
+/// Rows of W a thread works on at once: each x vec4 it loads serves RPS rows.
+const RPS: u32 = 4;
+/// Threads per team (one team per RPS rows) where subgroups are off.
+const TK: u32 = 16;
+
+/// One compiled form of qmv.wgsl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QmvVariant {
+    /// Rows of x per dispatch (1, 2, 4 or 8): the sums each thread keeps per row of W.
+    pub mt: u32,
+    /// Teams per workgroup where subgroups are on (without, T / TK); a workgroup covers
+    /// `teams * RPS` rows of W.
+    pub teams: u32,
+    /// Teams are subgroups, reduced with subgroupAdd; otherwise TK threads and workgroup memory.
+    pub subgroups: bool,
+    /// x bound as vec4s (K a multiple of 4).
+    pub x_vec4: bool,
+}
+
+impl QmvVariant {
+    /// The variant for `m` rows of x of length `k` on a device with `caps`.
+    pub fn new(caps: &Capabilities, m: usize, k: usize) -> Self {
+        let subgroups = caps.subgroup;
+        // One team per subgroup of the smallest size: a larger one covers several teams.
+        let teams = if subgroups {
+            (T / caps.subgroup_min_size.clamp(1, T)).max(1)
+        } else {
+            T / TK
+        };
+        QmvVariant {
+            mt: (m.max(1) as u32).next_power_of_two(),
+            teams,
+            subgroups,
+            x_vec4: k.is_multiple_of(4),
+        }
+    }
+
+    /// Teams per workgroup.
+    fn teams(&self) -> u32 {
+        if self.subgroups { self.teams } else { T / TK }
+    }
+
+    /// Rows of W per workgroup.
+    pub fn rows_per_workgroup(&self) -> u32 {
+        self.teams() * RPS
+    }
+
+    pub fn key(&self, scheme: SchemeConsts) -> String {
+        format!(
+            "qmv.{}.mt{}.t{}{}{}",
+            scheme.key(),
+            self.mt,
+            self.teams(),
+            if self.subgroups { ".sg" } else { "" },
+            if self.x_vec4 { ".xv4" } else { "" }
+        )
+    }
+
+    pub fn source(&self, scheme: SchemeConsts) -> String {
+        let teams = self.teams();
+        let consts = format!(
+            "const MT: u32 = {}u;\nconst RPS: u32 = {RPS}u;\nconst TEAMS: u32 = {teams}u;\n\
+             const TK: u32 = {TK}u;\nconst T: u32 = {T}u;\n",
+            self.mt
+        );
+        let flags = [("SUBGROUPS", self.subgroups), ("X_VEC4", self.x_vec4)];
+        quant_decode::assemble(&consts, scheme, SOURCE, &flags)
+    }
+}
+
+impl Gpu {
+    /// Records qmv over one part of W: `buffers` are codes, scales, biases, x and y.
+    pub(crate) fn record_qmv(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        variant: QmvVariant,
+        scheme: Scheme,
+        params: &QuantParams,
+        buffers: &[&GpuBuffer; 5],
+    ) {
+        let consts = SchemeConsts::of(scheme);
+        let pipe = self.pipeline_with(&variant.key(consts), || variant.source(consts));
+        let rows = variant.rows_per_workgroup();
+        let groups = super::grid(params.n.div_ceil(rows) as u64, 1);
+        self.dispatch(encoder, &pipe, params, buffers, groups);
+    }
+}
+
+/// Every form of the kernel for one scheme, for the Metal translation test.
+pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
+    let consts = SchemeConsts::of(scheme);
+    let mut all = Vec::new();
+    for mt in [1, 8] {
+        for subgroups in [false, true] {
+            for x_vec4 in [false, true] {
+                let v = QmvVariant {
+                    mt,
+                    teams: 4,
+                    subgroups,
+                    x_vec4,
+                };
+                all.push((v.key(consts), v.source(consts)));
+            }
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::qtest::{Plan, check};
+    use marlin_quant::{Format, Group};
+
+    /// Every format through qmv at m = 1, 3, 8 on this device's own variant.
+    #[test]
+    fn every_format_at_small_m() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        for scheme in crate::kernels::qtest::schemes() {
+            for (m, n, k) in [(1, 5, 67), (3, 67, 256), (8, 3, 96)] {
+                check(&gpu, scheme, (m, n, k), Plan::Auto);
+            }
+        }
+    }
+
+    /// The workgroup-memory reduction, and subgroups covering more or fewer teams than the
+    /// workgroup has (as when the subgroup size differs from the smallest one): every split
+    /// of the work gives the same result.
+    #[test]
+    fn reductions_are_right_for_any_team_layout() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let caps = gpu.capabilities();
+        let int4 = Scheme::new(Format::Int4Affine, Group::Size(32)).unwrap();
+        for (m, n, k) in [(1, 67, 4097), (5, 33, 320)] {
+            let base = QmvVariant::new(&caps, m, k);
+            let mut layouts = vec![QmvVariant {
+                subgroups: false,
+                ..base
+            }];
+            if caps.subgroup {
+                for teams in [1, 3, 64] {
+                    layouts.push(QmvVariant { teams, ..base });
+                }
+            }
+            for v in layouts {
+                check(&gpu, int4, (m, n, k), Plan::Qmv(v));
+            }
+        }
+    }
+}

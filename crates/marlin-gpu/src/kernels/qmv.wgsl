@@ -1,0 +1,177 @@
+// Quantized small-batch product (GEMV at m = 1): y (m, n) = x (m, k) · W (n, k)^T for m <= MT.
+//
+// Bandwidth-bound: every weight byte is read once, by one thread, for all m rows of x. A
+// workgroup owns R = TEAMS * RPS consecutive rows of W. A team (a subgroup where subgroups are
+// on, TK threads otherwise) takes RPS rows at a time; its threads split those rows' units (K)
+// between them: consecutive threads read consecutive words of a row and consecutive vec4s of x,
+// so both streams are coalesced. Each thread decodes its unit of all RPS rows once, then
+// multiplies it with every row of x, loading each x vec4 once for the RPS rows.
+//
+// x is read from global memory, not staged in workgroup memory: each x element is used by one
+// thread per team, and the teams of a workgroup read the same x at about the same time, so the
+// cache serves them; staging would add a copy and a barrier per chunk and save no traffic.
+//
+// Reduction: with subgroups, the team is a subgroup and subgroupAdd sums it; the roles come from
+// the subgroup builtins (not from local_invocation_index), so this is right for any subgroup
+// size and any mapping of invocations to subgroups. Without, partial sums go through
+// workgroup memory.
+//
+// Prepended by qmv.rs: MT, RPS, TEAMS, TK, T and quant_decode.wgsl with its format constants.
+// Sections between `//#if NAME` and `//#endif` are kept only when NAME is set (SUBGROUPS,
+// X_VEC4), so a shader without subgroups never names a subgroup builtin.
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> codes: array<u32>;
+@group(0) @binding(2) var<storage, read> scales: array<u32>;
+@group(0) @binding(3) var<storage, read> biases: array<u32>;
+//#if X_VEC4
+@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>;
+//#else
+@group(0) @binding(4) var<storage, read> x: array<f32>;
+//#endif
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+// Rows of W per workgroup.
+const R: u32 = TEAMS * RPS;
+
+//#if SUBGROUPS
+//#else
+// Partial sums of every thread for one row of W, for the reduction without subgroups.
+var<workgroup> partial: array<f32, T * MT>;
+//#endif
+
+// x[mi, kk..kk + 4], zero past K and past the m rows of x.
+fn load_x4(mi: u32, kk: u32) -> vec4<f32> {
+    let row = min(mi, params.m - 1u) * params.k;
+    let live = mi < params.m;
+//#if X_VEC4
+    // K is a multiple of 4 here (qmv.rs checks), so a vec4 lies wholly inside or past K.
+    return select(vec4<f32>(0.0), x[(row + min(kk, params.k - 4u)) >> 2u], live && kk < params.k);
+//#else
+    var v: vec4<f32>;
+    for (var e = 0u; e < 4u; e++) {
+        v[e] = select(0.0, x[row + min(kk + e, params.k - 1u)], live && kk + e < params.k);
+    }
+    return v;
+//#endif
+}
+
+// This thread's partial sums for rows first..first + RPS of this part (rows past n repeat the
+// last row and are never stored), over units lane, lane + width, ... < units.
+fn accumulate(first: u32, lane: u32, width: u32, units: u32) -> array<array<f32, MT>, RPS> {
+    var acc: array<array<f32, MT>, RPS>;
+    let row_words = params.blocks * WPB;
+    for (var u = lane; u < units; u += width) {
+        let b = u / UPB;
+        let q = u % UPB;
+        var vals: array<array<vec4<f32>, 4>, RPS>;
+        // Scale and bias of the unit's first (lo) and second (hi) 16 weights of the block: they
+        // differ only at group 16.
+        var s_lo: array<f32, RPS>;
+        var s_hi: array<f32, RPS>;
+        var b_lo: array<f32, RPS>;
+        var b_hi: array<f32, RPS>;
+        for (var r = 0u; r < RPS; r++) {
+            let row = min(first + r, params.n - 1u);
+            vals[r] = unit_values(row * row_words, b, q);
+            let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
+            s_lo[r] = scale_at(g);
+            b_lo[r] = bias_at(g);
+            if (SPLIT16) {
+                s_hi[r] = scale_at(g + 1u);
+                b_hi[r] = bias_at(g + 1u);
+            }
+        }
+        for (var mi = 0u; mi < MT; mi++) {
+            // m is uniform: rows of x past it (m = 3 on the MT = 4 pipeline) cost nothing.
+            if (mi >= params.m) {
+                break;
+            }
+            var xv: array<vec4<f32>, 4>;
+            // Sums of x over the lo and hi weights, for the biases.
+            var xs = vec2<f32>(0.0);
+            for (var i = 0u; i < NV; i++) {
+                let off = unit_offset(q, i);
+                xv[i] = load_x4(mi, b * 32u + off);
+                if (HAS_BIAS) {
+                    xs[off >> 4u] += dot(xv[i], vec4<f32>(1.0));
+                }
+            }
+            for (var r = 0u; r < RPS; r++) {
+                var d = vec2<f32>(0.0);
+                for (var i = 0u; i < NV; i++) {
+                    d[unit_offset(q, i) >> 4u] += dot(vals[r][i], xv[i]);
+                }
+                if (SPLIT16) {
+                    acc[r][mi] += s_lo[r] * d.x + s_hi[r] * d.y + b_lo[r] * xs.x + b_hi[r] * xs.y;
+                } else {
+                    acc[r][mi] += s_lo[r] * (d.x + d.y) + b_lo[r] * (xs.x + xs.y);
+                }
+            }
+        }
+    }
+    return acc;
+}
+
+fn store(row: u32, mi: u32, v: f32) {
+    if (row < params.n && mi < params.m) {
+        y[mi * params.y_stride + params.row0 + row] = v;
+    }
+}
+
+@compute @workgroup_size(T)
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+//#if SUBGROUPS
+    @builtin(subgroup_id) sid: u32,
+    @builtin(num_subgroups) nsg: u32,
+//#endif
+) {
+    let tile = wg.x + wg.y * nwg.x;
+    let units = params.blocks * UPB;
+//#if SUBGROUPS
+    // Counting active invocations (rather than trusting subgroup_size) keeps a partial subgroup
+    // right too.
+    let lane = subgroupExclusiveAdd(1u);
+    let width = subgroupAdd(1u);
+    // Subgroups take teams sid, sid + nsg, ...: TEAMS assumed the smallest subgroup size, and a
+    // larger one leaves fewer subgroups, each taking several teams. The pass count is the same
+    // for the whole workgroup; a team past TEAMS has no units and stores nothing.
+    let passes = (TEAMS + nsg - 1u) / nsg;
+    for (var p = 0u; p < passes; p++) {
+        let team = sid + p * nsg;
+        let live = team < TEAMS;
+        let first = tile * R + team * RPS;
+        let acc = accumulate(first, lane, width, select(0u, units, live));
+        for (var r = 0u; r < RPS; r++) {
+            for (var mi = 0u; mi < MT; mi++) {
+                let total = subgroupAdd(acc[r][mi]);
+                if (lane == 0u && live) {
+                    store(first + r, mi, total);
+                }
+            }
+        }
+    }
+//#else
+    let team = li / TK;
+    let lane = li % TK;
+    let first = tile * R + team * RPS;
+    let acc = accumulate(first, lane, TK, units);
+    for (var r = 0u; r < RPS; r++) {
+        for (var mi = 0u; mi < MT; mi++) {
+            partial[li * MT + mi] = acc[r][mi];
+        }
+        workgroupBarrier();
+        for (var mi = lane; mi < MT; mi += TK) {
+            var total = 0.0;
+            for (var j = 0u; j < TK; j++) {
+                total += partial[(team * TK + j) * MT + mi];
+            }
+            store(first + r, mi, total);
+        }
+        workgroupBarrier();
+    }
+//#endif
+}

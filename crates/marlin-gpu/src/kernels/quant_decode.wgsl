@@ -1,0 +1,187 @@
+// Shared by the quantized matmul kernels (qmv.wgsl, qmm.wgsl): decoding codes and scales of
+// every marlin-quant format straight from their stored bytes (docs/formats.md).
+//
+// quant_decode.rs prepends the constants FORMAT, BITS, SCALE_KIND, HAS_BIAS and SPLIT16 of one
+// scheme, so each format compiles to its own pipeline and the driver drops the other branches.
+// The kernel declares the bindings `codes`, `scales`, `biases` (array<u32>) and `params` (with
+// `global_scale`) used here.
+//
+// A "unit" is what one thread decodes from one u32 of codes (plus, for INT3, the block's word of
+// high bits): 4, 8 or 16 weights, as NV vec4s at offsets `unit_offset(q, i)` in their 32-weight
+// block. Units keep x reads coalesced: the units of a block touch consecutive vec4s of x.
+
+// The launch parameters of both kernels; mirrors `QuantParams` in quant_decode.rs.
+struct Params {
+    // Rows of x.
+    m: u32,
+    // Rows of W in this part (a matrix past the binding limit is split by rows).
+    n: u32,
+    // Columns of x: K before padding, the row stride of x.
+    k: u32,
+    // 32-weight blocks per row of W (padded K / 32).
+    blocks: u32,
+    // Scale groups per row of W.
+    groups: u32,
+    // Group of block b: b >> group_shift (31 per channel: always group 0; unused at group 16).
+    group_shift: u32,
+    // N of the whole matrix: the row stride of y.
+    y_stride: u32,
+    // First row of this part in W: where its columns start in y.
+    row0: u32,
+    // NVFP4's per-tensor scale.
+    global_scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const FMT_FP4: u32 = 0u;
+const FMT_MXFP4: u32 = 1u;
+const FMT_NVFP4: u32 = 2u;
+const FMT_INT4: u32 = 3u;
+const FMT_INT4_AFFINE: u32 = 4u;
+const FMT_INT8: u32 = 5u;
+const FMT_FP8: u32 = 6u;
+const FMT_INT3: u32 = 7u;
+const FMT_INT2: u32 = 8u;
+
+const SCALE_F16: u32 = 0u;
+const SCALE_F32: u32 = 1u;
+const SCALE_E8M0: u32 = 2u;
+const SCALE_E4M3: u32 = 3u;
+
+// u32 words of codes per 32-weight block: 32 * BITS / 32.
+const WPB: u32 = BITS;
+// Units per block: INT3 has 2 (its two words of low bits; the high word rides along).
+const UPB: u32 = select(BITS, 2u, BITS == 3u);
+// vec4s per unit: 32 weights per block over UPB units.
+const NV: u32 = 8u / UPB;
+
+// Offset in its block of vec4 `i` of unit `q` (docs/formats.md, "Codes of one 32-weight block"):
+// 8 bits: byte j is weight j; 4 bits: byte j holds weights j and j + 16; 2 and 3 bits: byte j
+// holds weights j, j + 8, j + 16, j + 24.
+fn unit_offset(q: u32, i: u32) -> u32 {
+    if (BITS == 8u) {
+        return 4u * q;
+    }
+    if (BITS == 4u) {
+        return 4u * q + 16u * i;
+    }
+    return 4u * q + 8u * i;
+}
+
+fn nan_f32() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+
+// f16 bits to f32, exact for subnormals too: unpack2x16float may flush f16 subnormals to zero,
+// and a group of small INT8 weights has a subnormal scale (amax / 127 below 6.1e-5).
+fn f16_to_f32(h: u32) -> f32 {
+    let e = (h >> 10u) & 31u;
+    let man = h & 1023u;
+    let sign = select(1.0, -1.0, (h & 0x8000u) != 0u);
+    if (e == 0u) {
+        return sign * f32(man) * 5.9604645e-8; // man * 2^-24
+    }
+    if (e == 31u) {
+        return select(nan_f32(), sign * bitcast<f32>(0x7f800000u), man == 0u);
+    }
+    // Rebias the exponent from 15 to 127 (112 = 127 - 15) and widen the mantissa 10 -> 23 bits.
+    return bitcast<f32>(((h & 0x8000u) << 16u) | ((e + 112u) << 23u) | (man << 13u));
+}
+
+// E4M3 as a signed integer multiple of 2^-9, exact in f32 (at most 15 * 2^14): normals are
+// (8 + m) * 2^(e - 1) units, subnormals m units. 0x7F and 0xFF are NaN, as in the spec.
+fn e4m3_units(q: u32) -> f32 {
+    let e = (q >> 3u) & 15u;
+    let man = q & 7u;
+    // For e = 0 the shift amount wraps (WGSL takes it modulo 32), but select discards it.
+    let mag = f32(select(man, (man + 8u) << (e - 1u), e != 0u));
+    let v = select(mag, -mag, (q & 0x80u) != 0u);
+    return select(v, nan_f32(), (q & 0x7fu) == 0x7fu);
+}
+
+// Twice the E2M1 value of each code: 2 * {0, 0.5, 1, 1.5, 2, 3, 4, 6} are the nibbles of
+// 0xC8643210 (an integer per code, no table in memory); bit 3 is the sign. The 1/2 goes into
+// the scale.
+fn e2m1x2(c: vec4<u32>) -> vec4<f32> {
+    let mag = vec4<f32>((vec4<u32>(0xC8643210u) >> ((c & vec4<u32>(7u)) * 4u)) & vec4<u32>(15u));
+    return select(mag, -mag, (c & vec4<u32>(8u)) != vec4<u32>(0u));
+}
+
+// The value of each code on the format's grid: the weight is `scale_at(g) * v + bias_at(g)`.
+fn grid_values(c: vec4<u32>) -> vec4<f32> {
+    if (FORMAT == FMT_FP4 || FORMAT == FMT_MXFP4 || FORMAT == FMT_NVFP4) {
+        return e2m1x2(c);
+    }
+    if (FORMAT == FMT_INT4) {
+        return vec4<f32>(c) - 8.0;
+    }
+    return vec4<f32>(c);
+}
+
+// Byte `i` of a byte array read as u32 words, given the word that holds it.
+fn byte_of(i: u32, word: u32) -> u32 {
+    return (word >> (8u * (i & 3u))) & 0xffu;
+}
+
+// Decoded scale of entry `i` (row * groups + group) of this part, times the format's grid step
+// (1/2 for the E2M1 formats, whose grid values are doubled; 2^-9 for FP8's integer units).
+fn scale_at(i: u32) -> f32 {
+    if (SCALE_KIND == SCALE_F16) {
+        let h = (scales[i >> 1u] >> (16u * (i & 1u))) & 0xffffu;
+        return f16_to_f32(h) * select(1.0, 0.5, FORMAT == FMT_FP4);
+    }
+    if (SCALE_KIND == SCALE_F32) {
+        // FP8, the only format with f32 scales.
+        return bitcast<f32>(scales[i]) * 0.001953125; // 2^-9
+    }
+    let b = byte_of(i, scales[i >> 2u]);
+    if (SCALE_KIND == SCALE_E8M0) {
+        // 2^(e - 127) times the E2M1 step 1/2; 0xFF is NaN.
+        return select(ldexp(1.0, i32(b) - 128), nan_f32(), b == 255u);
+    }
+    // E4M3 block scale of NVFP4, times its per-tensor f32 scale and the E2M1 step 1/2.
+    return e4m3_units(b) * 0.001953125 * params.global_scale * 0.5;
+}
+
+fn bias_at(i: u32) -> f32 {
+    if (!HAS_BIAS) {
+        return 0.0;
+    }
+    return f16_to_f32((biases[i >> 1u] >> (16u * (i & 1u))) & 0xffffu);
+}
+
+// Grid values of unit `q` of block `b` of the row whose codes start at word `row_word`, as NV
+// vec4s (unused ones zero), in the order of `unit_offset`.
+fn unit_values(row_word: u32, b: u32, q: u32) -> array<vec4<f32>, 4> {
+    var v: array<vec4<f32>, 4>;
+    let base = row_word + b * WPB;
+    let w = codes[base + q];
+    let bytes = vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xffu);
+    if (BITS == 8u) {
+        if (FORMAT == FMT_FP8) {
+            v[0] = vec4<f32>(e4m3_units(bytes.x), e4m3_units(bytes.y), e4m3_units(bytes.z),
+                             e4m3_units(bytes.w));
+        } else {
+            // INT8: sign-extend each byte.
+            v[0] = vec4<f32>(bitcast<vec4<i32>>(bytes << vec4<u32>(24u)) >> vec4<u32>(24u));
+        }
+    } else if (BITS == 4u) {
+        v[0] = grid_values(bytes & vec4<u32>(15u));
+        v[1] = grid_values(bytes >> vec4<u32>(4u));
+    } else {
+        // 2 bits, and the low two bits of 3: vec4 i takes bits 2i..2i+2 of each byte.
+        var high = vec4<u32>(0u);
+        if (BITS == 3u) {
+            // Bit p of the block's third word is the high bit of weight p.
+            high = vec4<u32>(codes[base + 2u] >> (4u * q)) >> vec4<u32>(0u, 1u, 2u, 3u);
+        }
+        for (var i = 0u; i < 4u; i++) {
+            let low = (bytes >> vec4<u32>(2u * i)) & vec4<u32>(3u);
+            let hi = ((high >> vec4<u32>(8u * i)) & vec4<u32>(1u)) << vec4<u32>(2u);
+            v[i] = grid_values(low | hi);
+        }
+    }
+    return v;
+}

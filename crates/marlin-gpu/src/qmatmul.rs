@@ -1,0 +1,268 @@
+//! Quantized weights on the device, and the fused dequantize + matmul that reads them.
+//!
+//! The device keeps each part of a matrix exactly as `QuantMatrix` stores it (docs/formats.md):
+//! codes row by row, scales and biases in their stored types, decoded by the kernels. That
+//! layout is already what the kernels want: rows are contiguous along K, which is the direction
+//! the threads of qmv split and the direction qmm stages, and a row starts on a 4-byte boundary
+//! in every format (a 32-weight block is `4 * bits` bytes). So uploading is a copy, straight from
+//! a memory-mapped checkpoint, and the device holds no more bytes than the file.
+
+use marlin_quant::{QuantMatrix, Scheme};
+
+use crate::kernels::qmm::QmmVariant;
+use crate::kernels::qmv::{self, QmvVariant};
+use crate::kernels::quant_decode;
+use crate::{Gpu, GpuBuffer, GpuError};
+
+const OP: &str = "quant_matmul";
+
+/// A quantized weight matrix `W (rows = N, cols = K)` uploaded once, ready for
+/// [`Gpu::quant_matmul`].
+///
+/// A matrix whose codes, scales or biases exceed the device's largest storage binding is kept as
+/// several parts of whole rows; each part is its own set of buffers and its own dispatch.
+#[derive(Debug)]
+pub struct GpuQuantMatrix {
+    scheme: Scheme,
+    rows: usize,
+    cols: usize,
+    global_scale: f32,
+    parts: Vec<WeightPart>,
+}
+
+#[derive(Debug)]
+struct WeightPart {
+    first_row: usize,
+    rows: usize,
+    codes: GpuBuffer,
+    scales: GpuBuffer,
+    /// A 4-byte placeholder for formats without biases (a binding cannot be empty).
+    biases: GpuBuffer,
+}
+
+impl GpuQuantMatrix {
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+    /// N, the output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// K, the input features (before padding).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// How many parts the matrix was split into (1 unless it exceeds a storage binding).
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+    /// Bytes held on the device.
+    pub fn device_bytes(&self) -> u64 {
+        let part = |p: &WeightPart| p.codes.len() + p.scales.len() + p.biases.len();
+        self.parts.iter().map(part).sum()
+    }
+}
+
+/// Which kernel runs a product: chosen from m, or forced by tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    Auto,
+    Qmv(QmvVariant),
+    Qmm(QmmVariant),
+}
+
+impl Gpu {
+    /// Uploads `w` once (a copy of its bytes: see the module documentation).
+    pub fn upload_quant(&self, w: &QuantMatrix<'_>) -> Result<GpuQuantMatrix, GpuError> {
+        self.upload_quant_split(w, self.capabilities().max_storage_binding)
+    }
+
+    /// [`Gpu::upload_quant`] with no buffer larger than `max_part_bytes`: tests force small
+    /// parts this way; models use [`Gpu::upload_quant`], which splits at the device's limit.
+    pub fn upload_quant_split(
+        &self,
+        w: &QuantMatrix<'_>,
+        max_part_bytes: u64,
+    ) -> Result<GpuQuantMatrix, GpuError> {
+        let (rows, scheme) = (w.rows(), w.scheme());
+        let groups = w.groups_per_row();
+        let row_bytes = [
+            scheme.row_code_bytes(w.cols()),
+            groups * w.format().scale_type().bytes(),
+            if w.format().has_bias() { groups * 2 } else { 0 },
+        ];
+        let widest = *row_bytes.iter().max().expect("three parts") as u64;
+        // Buffers are padded to whole 4-byte words, so stay a word below the limit.
+        let per_part = (max_part_bytes.saturating_sub(3) / widest) as usize;
+        if per_part == 0 {
+            return Err(GpuError::Shape {
+                op: "upload_quant",
+                what: format!(
+                    "one row of this {scheme} matrix ({} columns) takes {widest} bytes, more \
+                     than the {max_part_bytes} bytes a GPU buffer binding may hold; run this \
+                     layer on the CPU (--device cpu)",
+                    w.cols()
+                ),
+            });
+        }
+        let slice = |bytes: &[u8], per_row: usize, r0: usize, r1: usize| {
+            bytes[r0 * per_row..r1 * per_row].to_vec()
+        };
+        let mut parts = Vec::new();
+        for first_row in (0..rows).step_by(per_part) {
+            let end = (first_row + per_part).min(rows);
+            let [c, s, b] = row_bytes;
+            parts.push(WeightPart {
+                first_row,
+                rows: end - first_row,
+                codes: self.upload("codes", &slice(w.codes(), c, first_row, end)),
+                scales: self.upload("scales", &slice(w.scales(), s, first_row, end)),
+                biases: self.upload("biases", &slice(w.biases(), b, first_row, end)),
+            });
+        }
+        Ok(GpuQuantMatrix {
+            scheme,
+            rows,
+            cols: w.cols(),
+            global_scale: w.global_scale(),
+            parts,
+        })
+    }
+
+    /// `y (m, n) = x (m, k) · W (n, k)^T`, with x and y f32 buffers on the device (row-major,
+    /// rows of x of exactly K values). Submits the work; read y when it is needed.
+    ///
+    /// m up to `qmv::MAX_M` runs the small-batch kernel (qmv.wgsl), larger m the tiled GEMM
+    /// (qmm.wgsl).
+    // x (m, k), w (n, k) -> y (m, n)
+    pub fn quant_matmul(
+        &self,
+        x: &GpuBuffer,
+        m: usize,
+        w: &GpuQuantMatrix,
+        y: &GpuBuffer,
+    ) -> Result<(), GpuError> {
+        self.quant_matmul_with(x, m, w, y, Plan::Auto)
+    }
+
+    pub(crate) fn quant_matmul_with(
+        &self,
+        x: &GpuBuffer,
+        m: usize,
+        w: &GpuQuantMatrix,
+        y: &GpuBuffer,
+        plan: Plan,
+    ) -> Result<(), GpuError> {
+        let (n, k) = (w.rows, w.cols);
+        let shape_err = |what: String| Err(GpuError::Shape { op: OP, what });
+        if m == 0 {
+            return shape_err("m must be at least 1".into());
+        }
+        let limit = self.capabilities().max_storage_binding;
+        for (name, buf, values) in [("x", x, m * k), ("y", y, m * n)] {
+            let need = values as u64 * 4;
+            if buf.len() < need {
+                return shape_err(format!(
+                    "{name} holds {} bytes but ({m} rows) x ({k} columns) x ({n} rows of W) \
+                     needs {need}",
+                    buf.len()
+                ));
+            }
+            if buf.len() > limit {
+                return shape_err(format!(
+                    "{name} has {} bytes, more than the {limit} bytes a GPU binding may hold; \
+                     multiply fewer rows of x at a time",
+                    buf.len()
+                ));
+            }
+        }
+        let plan = match plan {
+            Plan::Auto if m <= qmv::MAX_M => Plan::Qmv(QmvVariant::new(&self.capabilities(), m, k)),
+            Plan::Auto => Plan::Qmm(QmmVariant::new(m)),
+            Plan::Qmv(v) if m > v.mt as usize || (v.x_vec4 && !k.is_multiple_of(4)) => {
+                return shape_err(format!("{v:?} cannot take m = {m}, k = {k}"));
+            }
+            forced => forced,
+        };
+        let mut encoder = self.encoder();
+        for part in &w.parts {
+            let params = quant_decode::params(
+                w.scheme,
+                (m, part.rows, k),
+                part.first_row,
+                n,
+                w.global_scale,
+            );
+            let buffers = [&part.codes, &part.scales, &part.biases, x, y];
+            match plan {
+                Plan::Qmv(v) => self.record_qmv(&mut encoder, v, w.scheme, &params, &buffers),
+                Plan::Qmm(v) => {
+                    let Some(groups) = v.groups(m as u32, part.rows as u32) else {
+                        return shape_err(format!(
+                            "{m} rows of x by {} rows of W need more than 65535 workgroups \
+                             along one side; multiply fewer rows of x at a time",
+                            part.rows
+                        ));
+                    };
+                    self.record_qmm(&mut encoder, v, w.scheme, &params, &buffers, groups);
+                }
+                Plan::Auto => unreachable!("resolved above"),
+            }
+        }
+        self.submit(encoder);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::qtest;
+    use marlin_quant::{Format, Group, quantize};
+
+    /// A matrix split into parts of a few rows gives exactly the unsplit result, with both
+    /// kernels, and the parts cover every row once.
+    #[test]
+    fn split_matrices_give_the_unsplit_result() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let scheme = Scheme::new(Format::Int4Affine, Group::Size(16)).unwrap();
+        let (n, k) = (37, 67);
+        let w = quantize(&qtest::gaussian(1, n * k, 0.02), n, k, scheme).unwrap();
+        let whole = gpu.upload_quant(&w).unwrap();
+        // One row of codes is 48 bytes and of scales 12: 100 bytes hold 2 rows.
+        let split = gpu.upload_quant_split(&w, 100).unwrap();
+        assert_eq!((whole.parts(), split.parts()), (1, 19));
+        assert_eq!(whole.device_bytes(), split.device_bytes());
+        for m in [1, 3, 40] {
+            let x = gpu.upload_f32("x", &qtest::gaussian(2, m * k, 1.0));
+            let run = |w: &GpuQuantMatrix| {
+                let y = gpu.zeros("y", (m * n * 4) as u64);
+                gpu.quant_matmul(&x, m, w, &y).unwrap();
+                gpu.read_f32(&y).unwrap()
+            };
+            assert_eq!(run(&whole), run(&split), "m = {m}");
+        }
+        let err = gpu.upload_quant_split(&w, 40).unwrap_err().to_string();
+        assert!(err.contains("48 bytes"), "{err}");
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let w = quantize(
+            &qtest::gaussian(3, 3 * 64, 0.02),
+            3,
+            64,
+            Scheme::of(Format::Int8),
+        );
+        let w = gpu.upload_quant(&w.unwrap()).unwrap();
+        let x = gpu.upload_f32("x", &[0.0; 2 * 64]);
+        let y = gpu.zeros("y", 2 * 3 * 4);
+        let err = |m| gpu.quant_matmul(&x, m, &w, &y).unwrap_err().to_string();
+        assert!(err(0).contains("m must be at least 1"));
+        assert!(err(3).contains("x holds 512 bytes"), "{}", err(3));
+        let small = gpu.zeros("y", 5 * 4);
+        let e = gpu.quant_matmul(&x, 2, &w, &small).unwrap_err().to_string();
+        assert!(e.contains("y holds 20 bytes"), "{e}");
+    }
+}
