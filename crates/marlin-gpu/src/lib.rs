@@ -24,11 +24,14 @@ pub use wgpu;
 /// skipping when none is found. CI sets it.
 pub const REQUIRE_GPU_ENV: &str = "MARLIN_REQUIRE_GPU";
 
-/// The GPU for tests: any adapter, lavapipe included. `None` (the test skips, saying so) when
-/// there is none, unless `MARLIN_REQUIRE_GPU=1`, where that is a failure.
+/// The GPU for tests: any adapter, lavapipe included, opened once per process and shared (a
+/// process that opened a device per test exhausted the NVIDIA driver after a few dozen). `None`
+/// (the test skips, saying so) when there is none, unless `MARLIN_REQUIRE_GPU=1`, where that
+/// is a failure.
 pub fn test_gpu() -> Option<Gpu> {
-    match Gpu::new(AdapterChoice::Any) {
-        Ok(gpu) => Some(gpu),
+    static SHARED: std::sync::OnceLock<Result<Gpu, String>> = std::sync::OnceLock::new();
+    match SHARED.get_or_init(|| Gpu::new(AdapterChoice::Any).map_err(|e| e.to_string())) {
+        Ok(gpu) => Some(gpu.clone()),
         Err(e) if std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1") => {
             panic!("{REQUIRE_GPU_ENV}=1 but {e}")
         }

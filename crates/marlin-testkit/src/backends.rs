@@ -3,11 +3,10 @@
 use std::any::Any;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::OnceLock;
 
 use marlin_core::QuantMatmul;
 use marlin_cpu::{Activations, CpuBackend, Isa};
-use marlin_gpu::{Gpu, GpuBackend};
+use marlin_gpu::GpuBackend;
 use marlin_quant::Scheme;
 
 use crate::budget::{self, Precision};
@@ -59,7 +58,8 @@ pub fn backends() -> Vec<TestBackend> {
             ));
         }
     }
-    if let Some(gpu) = test_gpu() {
+    // Opened once per process by marlin-gpu, so every test shares its compiled pipelines.
+    if let Some(gpu) = marlin_gpu::test_gpu() {
         all.push(TestBackend::new(
             Box::new(GpuBackend::new(gpu)),
             Precision::F32,
@@ -68,13 +68,6 @@ pub fn backends() -> Vec<TestBackend> {
     let filter = std::env::var("MARLIN_TEST_BACKEND").unwrap_or_default();
     all.retain(|b| b.name().contains(filter.as_str()));
     all
-}
-
-/// The GPU of this test process, opened once: every test then shares its compiled pipelines.
-/// Panics (through `test_gpu`) when `MARLIN_REQUIRE_GPU=1` and there is none.
-fn test_gpu() -> Option<Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(marlin_gpu::test_gpu).clone()
 }
 
 /// Runs `body` on every backend; if any fail, panics naming each failed backend and its
