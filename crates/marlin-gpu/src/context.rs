@@ -43,6 +43,12 @@ pub(crate) struct Inner {
     pub info: wgpu::AdapterInfo,
     pub caps: Capabilities,
     pub pipelines: crate::kernels::PipelineCache,
+    pub quant_layouts: std::sync::OnceLock<crate::kernels::QuantLayouts>,
+    /// `MARLIN_GPU_CHECKED=1`: the kernels compiled without wgpu's runtime bounds checks
+    /// (the quantized matmul) keep them, for debugging.
+    pub runtime_checks: bool,
+    /// The features the device was opened with.
+    pub features: wgpu::Features,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -58,6 +64,10 @@ impl std::fmt::Debug for Gpu {
 /// `MARLIN_GPU_SUBGROUP=0` turns subgroup operations off even where the adapter has them, so
 /// that the kernels' fallback runs (CI runs the suite both ways on lavapipe).
 const SUBGROUP_ENV: &str = "MARLIN_GPU_SUBGROUP";
+
+/// `MARLIN_GPU_CHECKED=1` compiles every kernel with wgpu's runtime bounds checks, the audited
+/// ones (the quantized matmul, see quant_decode.wgsl) included: for debugging a kernel change.
+pub const CHECKED_ENV: &str = "MARLIN_GPU_CHECKED";
 
 impl Gpu {
     /// Opens the best adapter of `choice`: discrete before integrated before virtual before
@@ -90,6 +100,8 @@ impl Gpu {
         let subgroups_allowed = std::env::var(SUBGROUP_ENV).map_or(true, |v| v != "0");
         let mut wanted =
             wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        // GPU timestamps for `bench kernels --device gpu` (a pass's start and end only).
+        wanted |= wgpu::Features::TIMESTAMP_QUERY;
         if subgroups_allowed {
             wanted |= wgpu::Features::SUBGROUP;
         }
@@ -131,6 +143,9 @@ impl Gpu {
                 info,
                 caps,
                 pipelines: Default::default(),
+                quant_layouts: Default::default(),
+                runtime_checks: std::env::var(CHECKED_ENV).is_ok_and(|v| v == "1"),
+                features,
             }),
         })
     }
@@ -138,6 +153,17 @@ impl Gpu {
     /// The adapter in words: name, backend and type.
     pub fn adapter(&self) -> String {
         describe(&self.inner.info)
+    }
+
+    /// The features the device was opened with (those the kernels or the bench use and the
+    /// adapter offers).
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.features
+    }
+
+    /// Whether the audited kernels keep wgpu's runtime bounds checks (`MARLIN_GPU_CHECKED=1`).
+    pub fn runtime_checks(&self) -> bool {
+        self.inner.runtime_checks
     }
 
     pub fn capabilities(&self) -> Capabilities {

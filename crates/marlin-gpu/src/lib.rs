@@ -9,14 +9,16 @@ mod error;
 pub mod kernels;
 mod kv_cache;
 mod qmatmul;
+mod timing;
 
 pub use backend::GpuBackend;
 pub use buffer::GpuBuffer;
-pub use context::{AdapterChoice, Capabilities, Gpu};
+pub use context::{AdapterChoice, CHECKED_ENV, Capabilities, Gpu};
 pub use error::GpuError;
 pub use kernels::attention::{AttentionConfig, MAX_HEAD_DIM};
 pub use kv_cache::{GpuKvCache, KvBatch, KvShape, SeqId};
 pub use qmatmul::GpuQuantMatrix;
+pub use timing::BatchTime;
 /// The ops record into a `wgpu::CommandEncoder` of this version; callers name it from here.
 pub use wgpu;
 

@@ -38,6 +38,9 @@ struct WeightPart {
     scales: GpuBuffer,
     /// A 4-byte placeholder for formats without biases (a binding cannot be empty).
     biases: GpuBuffer,
+    /// codes, scales and biases as bind group 1 of qmv and qmm, made once at upload: a call
+    /// then makes only its small group 0 (params, x, y).
+    bind: wgpu::BindGroup,
 }
 
 impl GpuQuantMatrix {
@@ -112,12 +115,29 @@ impl Gpu {
         for first_row in (0..rows).step_by(per_part) {
             let end = (first_row + per_part).min(rows);
             let [c, s, b] = row_bytes;
+            let codes = self.upload("codes", &slice(w.codes(), c, first_row, end));
+            let scales = self.upload("scales", &slice(w.scales(), s, first_row, end));
+            let biases = self.upload("biases", &slice(w.biases(), b, first_row, end));
+            let entries: Vec<_> = [&codes, &scales, &biases]
+                .into_iter()
+                .zip(0..)
+                .map(|(buf, binding)| wgpu::BindGroupEntry {
+                    binding,
+                    resource: buf.buffer.as_entire_binding(),
+                })
+                .collect();
+            let bind = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("quant weights"),
+                layout: &self.quant_layouts().weights,
+                entries: &entries,
+            });
             parts.push(WeightPart {
                 first_row,
                 rows: end - first_row,
-                codes: self.upload("codes", &slice(w.codes(), c, first_row, end)),
-                scales: self.upload("scales", &slice(w.scales(), s, first_row, end)),
-                biases: self.upload("biases", &slice(w.biases(), b, first_row, end)),
+                codes,
+                scales,
+                biases,
+                bind,
             });
         }
         Ok(GpuQuantMatrix {
@@ -145,8 +165,38 @@ impl Gpu {
         self.quant_matmul_with(x, m, w, y, Plan::Auto)
     }
 
+    /// [`Gpu::quant_matmul`] recorded into `encoder` without submitting: a forward pass (or a
+    /// benchmark) records many products and other ops and submits once ([`Gpu::submit`]).
+    /// Products recorded one after another run in order, each seeing what the one before
+    /// wrote. Shapes are checked before anything is recorded; on an error nothing is.
+    pub fn record_quant_matmul(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuBuffer,
+        m: usize,
+        w: &GpuQuantMatrix,
+        y: &GpuBuffer,
+    ) -> Result<(), GpuError> {
+        self.record_quant_matmul_with(encoder, x, m, w, y, Plan::Auto)
+    }
+
     pub(crate) fn quant_matmul_with(
         &self,
+        x: &GpuBuffer,
+        m: usize,
+        w: &GpuQuantMatrix,
+        y: &GpuBuffer,
+        plan: Plan,
+    ) -> Result<(), GpuError> {
+        let mut encoder = self.encoder();
+        self.record_quant_matmul_with(&mut encoder, x, m, w, y, plan)?;
+        self.submit(encoder);
+        Ok(())
+    }
+
+    pub(crate) fn record_quant_matmul_with(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
         x: &GpuBuffer,
         m: usize,
         w: &GpuQuantMatrix,
@@ -184,7 +234,17 @@ impl Gpu {
             }
             forced => forced,
         };
-        let mut encoder = self.encoder();
+        // Check every part before recording any, so an error records nothing.
+        let qmm_groups = |v: QmmVariant, part: &WeightPart| v.groups(m as u32, part.rows as u32);
+        if let Plan::Qmm(v) = plan
+            && let Some(part) = w.parts.iter().find(|p| qmm_groups(v, p).is_none())
+        {
+            return shape_err(format!(
+                "{m} rows of x by {} rows of W need more than 65535 workgroups along one side; \
+                 multiply fewer rows of x at a time",
+                part.rows
+            ));
+        }
         for part in &w.parts {
             let params = quant_decode::params(
                 w.scheme,
@@ -193,23 +253,16 @@ impl Gpu {
                 n,
                 w.global_scale,
             );
-            let buffers = [&part.codes, &part.scales, &part.biases, x, y];
+            let xy = (x, y);
             match plan {
-                Plan::Qmv(v) => self.record_qmv(&mut encoder, v, w.scheme, &params, &buffers),
+                Plan::Qmv(v) => self.record_qmv(encoder, v, w.scheme, &params, xy, &part.bind),
                 Plan::Qmm(v) => {
-                    let Some(groups) = v.groups(m as u32, part.rows as u32) else {
-                        return shape_err(format!(
-                            "{m} rows of x by {} rows of W need more than 65535 workgroups \
-                             along one side; multiply fewer rows of x at a time",
-                            part.rows
-                        ));
-                    };
-                    self.record_qmm(&mut encoder, v, w.scheme, &params, &buffers, groups);
+                    let groups = qmm_groups(v, part).expect("checked above");
+                    self.record_qmm(encoder, v, w.scheme, &params, xy, &part.bind, groups);
                 }
                 Plan::Auto => unreachable!("resolved above"),
             }
         }
-        self.submit(encoder);
         Ok(())
     }
 }
@@ -244,6 +297,39 @@ mod tests {
         }
         let err = gpu.upload_quant_split(&w, 40).unwrap_err().to_string();
         assert!(err.contains("48 bytes"), "{err}");
+    }
+
+    /// Products recorded into one encoder (one weight bind group, made at upload, serving
+    /// qmv and qmm at every m) give exactly what separate calls give, in order: the second
+    /// product reads the y the first wrote.
+    #[test]
+    fn many_products_record_into_one_encoder() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let scheme = Scheme::of(Format::Int4);
+        let (n, k) = (64, 64);
+        let w = quantize(&qtest::gaussian(4, n * k, 0.02), n, k, scheme).unwrap();
+        let w = gpu.upload_quant(&w).unwrap();
+        for m in [1, 8, 9, 40] {
+            let x = gpu.upload_f32("x", &qtest::gaussian(5, m * k, 1.0));
+            let (y1, y2) = (
+                gpu.zeros("y1", (m * n * 4) as u64),
+                gpu.zeros("y2", (m * n * 4) as u64),
+            );
+            gpu.quant_matmul(&x, m, &w, &y1).unwrap();
+            gpu.quant_matmul(&y1, m, &w, &y2).unwrap();
+            let separate = (gpu.read_f32(&y1).unwrap(), gpu.read_f32(&y2).unwrap());
+            let (z1, z2) = (
+                gpu.zeros("z1", (m * n * 4) as u64),
+                gpu.zeros("z2", (m * n * 4) as u64),
+            );
+            let mut enc = gpu.encoder();
+            gpu.record_quant_matmul(&mut enc, &x, m, &w, &z1).unwrap();
+            gpu.record_quant_matmul(&mut enc, &z1, m, &w, &z2).unwrap();
+            assert!(gpu.record_quant_matmul(&mut enc, &x, 0, &w, &z2).is_err());
+            gpu.submit(enc);
+            let one = (gpu.read_f32(&z1).unwrap(), gpu.read_f32(&z2).unwrap());
+            assert_eq!(separate, one, "m = {m}");
+        }
     }
 
     #[test]

@@ -138,6 +138,56 @@ pub(crate) struct Pipeline {
 #[derive(Default)]
 pub(crate) struct PipelineCache(Mutex<HashMap<String, Arc<Pipeline>>>);
 
+/// The explicit bind group layouts of qmv and qmm. Pipelines made with `layout: None` each get
+/// their own group layouts, with which no other pipeline's bind group is compatible; sharing
+/// these lets a quantized matrix make its weights' bind group once, at upload, for every
+/// kernel and every m.
+pub(crate) struct QuantLayouts {
+    /// Group 0, per call: params (uniform), x (read), y (read-write).
+    pub call: wgpu::BindGroupLayout,
+    /// Group 1, per part of a matrix: codes, scales, biases (read).
+    pub weights: wgpu::BindGroupLayout,
+    pipeline: wgpu::PipelineLayout,
+}
+
+impl QuantLayouts {
+    fn new(device: &wgpu::Device) -> Self {
+        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let read = wgpu::BufferBindingType::Storage { read_only: true };
+        let call = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("quant call"),
+            entries: &[
+                entry(0, wgpu::BufferBindingType::Uniform),
+                entry(1, read),
+                entry(2, wgpu::BufferBindingType::Storage { read_only: false }),
+            ],
+        });
+        let weights = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("quant weights"),
+            entries: &[entry(0, read), entry(1, read), entry(2, read)],
+        });
+        let pipeline = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("quant"),
+            bind_group_layouts: &[Some(&call), Some(&weights)],
+            immediate_size: 0,
+        });
+        QuantLayouts {
+            call,
+            weights,
+            pipeline,
+        }
+    }
+}
+
 impl Gpu {
     /// The pipeline of `source`'s entry point `main`, compiled on first use under `key`.
     pub(crate) fn pipeline(&self, key: &str, source: &str) -> Arc<Pipeline> {
@@ -151,6 +201,26 @@ impl Gpu {
         key: &str,
         source: impl FnOnce() -> String,
     ) -> Arc<Pipeline> {
+        self.cached_pipeline(key, || self.compile(key, &source(), None))
+    }
+
+    /// A quantized matmul kernel (qmv, qmm): bind group 0 is [`QuantLayouts::call`] (params,
+    /// x, y), group 1 [`QuantLayouts::weights`] (codes, scales, biases), so one weight bind
+    /// group serves every pipeline. Compiled without wgpu's runtime bounds checks unless
+    /// `MARLIN_GPU_CHECKED=1`: the audit of every index is at the top of quant_decode.wgsl,
+    /// and the conformance suite covers these kernels.
+    pub(crate) fn quant_pipeline(
+        &self,
+        key: &str,
+        source: impl FnOnce() -> String,
+    ) -> Arc<Pipeline> {
+        self.cached_pipeline(key, || {
+            let layouts = self.quant_layouts();
+            self.compile(key, &source(), Some((&layouts.pipeline, &layouts.call)))
+        })
+    }
+
+    fn cached_pipeline(&self, key: &str, make: impl FnOnce() -> Pipeline) -> Arc<Pipeline> {
         let mut cache = self
             .inner
             .pipelines
@@ -160,23 +230,56 @@ impl Gpu {
         if let Some(p) = cache.get(key) {
             return p.clone();
         }
+        let p = Arc::new(make());
+        cache.insert(key.to_string(), p.clone());
+        p
+    }
+
+    /// Compiles `source`'s `main`: with wgpu's own layout (`explicit` None) and runtime checks,
+    /// or with an explicit layout (and its group 0) and, unless `MARLIN_GPU_CHECKED=1`, without
+    /// runtime checks.
+    fn compile(
+        &self,
+        key: &str,
+        source: &str,
+        explicit: Option<(&wgpu::PipelineLayout, &wgpu::BindGroupLayout)>,
+    ) -> Pipeline {
         let device = self.device();
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(key),
-            source: wgpu::ShaderSource::Wgsl(source().into()),
-        });
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = if explicit.is_some() && !self.inner.runtime_checks {
+            // SAFETY: only the quantized matmul kernels come here, and every index in them is
+            // in bounds and every loop bounded, given the shapes the host checks before it
+            // records a dispatch (the audit at the top of quant_decode.wgsl); the conformance
+            // suite runs them this way.
+            unsafe {
+                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        } else {
+            device.create_shader_module(desc)
+        };
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(key),
-            layout: None,
+            layout: explicit.map(|(pipeline, _)| pipeline),
             module: &module,
             entry_point: Some("main"),
             compilation_options: Default::default(),
             cache: None,
         });
-        let layout = pipeline.get_bind_group_layout(0);
-        let p = Arc::new(Pipeline { pipeline, layout });
-        cache.insert(key.to_string(), p.clone());
-        p
+        let layout = match explicit {
+            Some((_, group0)) => group0.clone(),
+            None => pipeline.get_bind_group_layout(0),
+        };
+        Pipeline { pipeline, layout }
+    }
+
+    /// The bind group layouts of the quantized matmul kernels, made once per device.
+    pub(crate) fn quant_layouts(&self) -> &QuantLayouts {
+        self.inner
+            .quant_layouts
+            .get_or_init(|| QuantLayouts::new(self.device()))
     }
 
     /// Records one dispatch of `pipe`: `params` as the uniform at binding 0, then `buffers` at
@@ -187,6 +290,20 @@ impl Gpu {
         pipe: &Pipeline,
         params: &P,
         buffers: &[&GpuBuffer],
+        groups: [u32; 3],
+    ) {
+        self.dispatch_with(encoder, pipe, params, buffers, None, groups);
+    }
+
+    /// [`Gpu::dispatch`] with a bind group made beforehand (the weights of a quantized matrix)
+    /// as group 1.
+    pub(crate) fn dispatch_with<P: Pod>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pipe: &Pipeline,
+        params: &P,
+        buffers: &[&GpuBuffer],
+        group1: Option<&wgpu::BindGroup>,
         groups: [u32; 3],
     ) {
         let uniform = self
@@ -212,6 +329,9 @@ impl Gpu {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
         pass.set_pipeline(&pipe.pipeline);
         pass.set_bind_group(0, &bind, &[]);
+        if let Some(g1) = group1 {
+            pass.set_bind_group(1, g1, &[]);
+        }
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
     }
 

@@ -47,7 +47,8 @@ impl QmmVariant {
 }
 
 impl Gpu {
-    /// Records qmm over one part of W: `buffers` are codes, scales, biases, x and y; `groups`
+    /// Records qmm over one part of W: `weights` is the part's bind group (codes, scales,
+    /// biases); `groups`
     /// from [`QmmVariant::groups`].
     pub(crate) fn record_qmm(
         &self,
@@ -55,12 +56,13 @@ impl Gpu {
         variant: QmmVariant,
         scheme: Scheme,
         params: &QuantParams,
-        buffers: &[&GpuBuffer; 5],
+        (x, y): (&GpuBuffer, &GpuBuffer),
+        weights: &wgpu::BindGroup,
         groups: [u32; 3],
     ) {
         let consts = SchemeConsts::of(scheme);
-        let pipe = self.pipeline_with(&variant.key(consts), || variant.source(consts));
-        self.dispatch(encoder, &pipe, params, buffers, groups);
+        let pipe = self.quant_pipeline(&variant.key(consts), || variant.source(consts));
+        self.dispatch_with(encoder, &pipe, params, &[x, y], Some(weights), groups);
     }
 }
 

@@ -11,12 +11,14 @@
 //
 // Prepended by qmm.rs: BM, TM and quant_decode.wgsl with its format constants.
 
+// Group 0 changes with every call (params, x, y); group 1 is the weights' bind group, made
+// once per part of a matrix at upload (qmatmul.rs).
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> codes: array<u32>;
-@group(0) @binding(2) var<storage, read> scales: array<u32>;
-@group(0) @binding(3) var<storage, read> biases: array<u32>;
-@group(0) @binding(4) var<storage, read> x: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(1) @binding(0) var<storage, read> codes: array<u32>;
+@group(1) @binding(1) var<storage, read> scales: array<u32>;
+@group(1) @binding(2) var<storage, read> biases: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 // Threads: a 16 x 16 grid, thread (tx, ty) owning rows ty * TM.. of x and rows 4 tx.. of W.
 const T: u32 = 256u;

@@ -85,20 +85,22 @@ impl QmvVariant {
 }
 
 impl Gpu {
-    /// Records qmv over one part of W: `buffers` are codes, scales, biases, x and y.
+    /// Records qmv over one part of W: `weights` is the part's bind group (codes, scales,
+    /// biases).
     pub(crate) fn record_qmv(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         variant: QmvVariant,
         scheme: Scheme,
         params: &QuantParams,
-        buffers: &[&GpuBuffer; 5],
+        (x, y): (&GpuBuffer, &GpuBuffer),
+        weights: &wgpu::BindGroup,
     ) {
         let consts = SchemeConsts::of(scheme);
-        let pipe = self.pipeline_with(&variant.key(consts), || variant.source(consts));
+        let pipe = self.quant_pipeline(&variant.key(consts), || variant.source(consts));
         let rows = variant.rows_per_workgroup();
         let groups = super::grid(params.n.div_ceil(rows) as u64, 1);
-        self.dispatch(encoder, &pipe, params, buffers, groups);
+        self.dispatch_with(encoder, &pipe, params, &[x, y], Some(weights), groups);
     }
 }
 

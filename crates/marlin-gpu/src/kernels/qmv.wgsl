@@ -20,16 +20,18 @@
 // Sections between `//#if NAME` and `//#endif` are kept only when NAME is set (SUBGROUPS,
 // X_VEC4), so a shader without subgroups never names a subgroup builtin.
 
+// Group 0 changes with every call (params, x, y); group 1 is the weights' bind group, made
+// once per part of a matrix at upload (qmatmul.rs).
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> codes: array<u32>;
-@group(0) @binding(2) var<storage, read> scales: array<u32>;
-@group(0) @binding(3) var<storage, read> biases: array<u32>;
+@group(1) @binding(0) var<storage, read> codes: array<u32>;
+@group(1) @binding(1) var<storage, read> scales: array<u32>;
+@group(1) @binding(2) var<storage, read> biases: array<u32>;
 //#if X_VEC4
-@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 //#else
-@group(0) @binding(4) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
 //#endif
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 // Rows of W per workgroup.
 const R: u32 = TEAMS * RPS;

@@ -10,6 +10,27 @@
 // high bits): 4, 8 or 16 weights, as NV vec4s at offsets `unit_offset(q, i)` in their 32-weight
 // block. Units keep x reads coalesced: the units of a block touch consecutive vec4s of x.
 
+// Indexing (audited 2026-11-23 for `create_shader_module_trusted`: qmv and qmm run WITHOUT
+// wgpu's runtime bounds checks unless MARLIN_GPU_CHECKED=1). Every index is in bounds by
+// construction, given what the host guarantees before recording (qmatmul.rs): m >= 1, K >= 1,
+// a part has >= 1 row, codes/scales/biases are exactly the part's stored bytes (padded to
+// words), x holds >= m * K and y >= m * y_stride f32.
+// - codes[row * blocks * WPB + b * WPB + q] (and + 2 for INT3): row is clamped to n - 1
+//   (`min(.., params.n - 1u)`), b < blocks (qmv: u < blocks * UPB; qmm: the block loop),
+//   q < UPB <= WPB; the part holds n * blocks * WPB words.
+// - scales/biases at g (+1 at group 16): g = row * groups + (b >> group_shift) or 2b + 1 <
+//   n * groups, since groups counts padded K (2 * blocks at group 16; per channel the shift is
+//   31); f16/E8M0/E4M3 entries are read from word i >> 1 or i >> 2 of a word-padded buffer.
+//   Biases are read only where HAS_BIAS (else the 4-byte placeholder is never touched).
+// - x: rows are clamped to m - 1 and columns to K - 1 (K - 4 for vec4 x, K a multiple of 4),
+//   masked by select; y: stored only where row < n and mi < m, at most (m - 1) * y_stride +
+//   row0 + n - 1 < m * y_stride.
+// - Workgroup and private arrays: indices are loop counters below the constant array sizes
+//   (qmv `partial[li * MT + mi]`, li < T; qmm xt_index < BK * BM since the xor stays in an
+//   aligned block of 32, wt < BK * BN / 4).
+// - Every loop has a bound fixed by params or constants (force_loop_bounding is off too).
+// Keep this true when editing any of the three files: the conformance suite runs unchecked.
+
 // The launch parameters of both kernels; mirrors `QuantParams` in quant_decode.rs.
 struct Params {
     // Rows of x.
