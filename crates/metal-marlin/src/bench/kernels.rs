@@ -16,21 +16,27 @@ use super::report::{Machine, Record, Times, table_head, table_row};
 use super::timing::Timer;
 
 /// The random weights and activations are the same on every run.
-const SEED: u64 = 0x4D61_726C_696E; // "Marlin"
+pub(super) const SEED: u64 = 0x4D61_726C_696E; // "Marlin"
 /// Caps N x K so the f32 copy the dense baseline needs stays within 1 GiB.
 const MAX_WEIGHTS: usize = 1 << 28;
 
+/// N and K on the CPU unless given.
+const CPU_DIM: usize = 4096;
+
 #[derive(Debug, Args)]
 pub struct KernelsArgs {
+    /// Where the kernels run: the CPU (this module) or the GPU (bench/gpu_kernels.rs).
+    #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
+    pub(super) device: BenchDevice,
     /// Print a JSON array, one record per format and M, instead of a table.
     #[arg(long)]
-    json: bool,
-    /// Output features: rows of W (N, K).
-    #[arg(long, default_value_t = 4096, value_parser = dim())]
-    n: usize,
-    /// Input features: columns of W (N, K), the dimension groups run along.
-    #[arg(long, default_value_t = 4096, value_parser = dim())]
-    k: usize,
+    pub(super) json: bool,
+    /// Output features: rows of W (N, K) [default: 4096 on the CPU, 8192 on the GPU].
+    #[arg(long, value_parser = dim())]
+    pub(super) n: Option<usize>,
+    /// Input features: columns of W (N, K), the dimension groups run along [default: as --n].
+    #[arg(long, value_parser = dim())]
+    pub(super) k: Option<usize>,
     /// Activation rows (tokens in a batch), comma-separated.
     #[arg(
         long,
@@ -38,7 +44,7 @@ pub struct KernelsArgs {
         default_value = "1,8,16,32",
         value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from)
     )]
-    m: Vec<usize>,
+    pub(super) m: Vec<usize>,
     /// Formats to measure, repeated or comma-separated (default: every format).
     #[arg(
         long = "format",
@@ -47,7 +53,7 @@ pub struct KernelsArgs {
         value_parser = PossibleValuesParser::new(Format::NAMES)
             .map(|s| s.parse::<Format>().expect("a listed format name parses"))
     )]
-    formats: Vec<Format>,
+    pub(super) formats: Vec<Format>,
     /// Weights per scale along K; formats that fix their group (mxfp4, nvfp4) or do not allow
     /// this one keep their default.
     #[arg(
@@ -55,7 +61,7 @@ pub struct KernelsArgs {
         value_parser = PossibleValuesParser::new(["16", "32", "64", "128", "channel"])
             .map(|s| s.parse::<Group>().expect("a listed group parses"))
     )]
-    group: Option<Group>,
+    pub(super) group: Option<Group>,
     /// Kernel instruction set (default: the fastest this CPU has, or MARLIN_CPU_ISA).
     #[arg(
         long,
@@ -66,9 +72,19 @@ pub struct KernelsArgs {
     /// Precision of activations inside the quantized matmul.
     #[arg(long, value_enum, default_value_t = ActivationsArg::Int8)]
     activations: ActivationsArg,
-    /// Timed calls per measurement (default: enough to last about 0.2 s, at least 5).
+    /// Timed calls per measurement (default: enough to last about 0.2 s, at least 5); on the
+    /// GPU, calls per submitted batch (default: enough for about 50 ms).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
-    iters: Option<usize>,
+    pub(super) iters: Option<usize>,
+    /// GPU only: MiB of each buffer of the copy baseline (source and destination).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=16384).map(|v| v as u64))]
+    pub(super) copy_mib: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum BenchDevice {
+    Cpu,
+    Gpu,
 }
 
 fn dim() -> impl TypedValueParser<Value = usize> {
@@ -98,7 +114,11 @@ impl ActivationsArg {
 }
 
 pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
-    let (n, k) = (args.n, args.k);
+    if args.device == BenchDevice::Gpu {
+        return super::gpu_kernels::run(args);
+    }
+    let n = args.n.unwrap_or(CPU_DIM);
+    let k = args.k.or(args.n).unwrap_or(CPU_DIM);
     if n.checked_mul(k).is_none_or(|w| w > MAX_WEIGHTS) {
         bail!(
             "N x K = {n} x {k} is too many weights: the dense f32 baseline needs them all in \
@@ -117,10 +137,7 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         },
     };
     let formats = formats(&args.formats);
-    // Ascending, so M=1 is measured first and every later M can be compared with it.
-    let mut ms = args.m.clone();
-    ms.sort_unstable();
-    ms.dedup();
+    let ms = sorted_ms(&args.m);
     let timer = Timer::new(args.iters);
 
     if !args.json {
@@ -192,6 +209,15 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The asked M values ascending without repeats, so M=1 is measured first and every later M
+/// can be compared with it.
+pub(super) fn sorted_ms(asked: &[usize]) -> Vec<usize> {
+    let mut ms = asked.to_vec();
+    ms.sort_unstable();
+    ms.dedup();
+    ms
+}
+
 fn backend(args: &KernelsArgs) -> anyhow::Result<CpuBackend> {
     let activations = match args.activations {
         ActivationsArg::Int8 => Activations::Int8,
@@ -212,7 +238,7 @@ fn backend(args: &KernelsArgs) -> anyhow::Result<CpuBackend> {
 }
 
 /// The user's formats in their order without repeats, or every format.
-fn formats(asked: &[Format]) -> Vec<Format> {
+pub(super) fn formats(asked: &[Format]) -> Vec<Format> {
     if asked.is_empty() {
         return Format::ALL.to_vec();
     }
@@ -226,7 +252,7 @@ fn formats(asked: &[Format]) -> Vec<Format> {
 }
 
 /// `format` with the asked group where the format allows it, else with its default group.
-fn scheme(format: Format, group: Option<Group>) -> Scheme {
+pub(super) fn scheme(format: Format, group: Option<Group>) -> Scheme {
     match group.map(|g| Scheme::new(format, g)) {
         Some(Ok(scheme)) => scheme,
         Some(Err(why)) => {
@@ -238,7 +264,7 @@ fn scheme(format: Format, group: Option<Group>) -> Scheme {
     }
 }
 
-fn group_name(group: Group) -> String {
+pub(super) fn group_name(group: Group) -> String {
     match group {
         Group::Size(g) => g.to_string(),
         Group::PerChannel => "channel".to_string(),
@@ -246,7 +272,7 @@ fn group_name(group: Group) -> String {
 }
 
 /// Codes, scales and biases in one buffer: the bytes a kernel reads, laid out for a stream.
-fn contiguous_bytes(w: &QuantMatrix<'_>) -> Vec<u8> {
+pub(super) fn contiguous_bytes(w: &QuantMatrix<'_>) -> Vec<u8> {
     let mut b = Vec::with_capacity(w.storage_bytes());
     b.extend_from_slice(w.codes());
     b.extend_from_slice(w.scales());
@@ -255,7 +281,7 @@ fn contiguous_bytes(w: &QuantMatrix<'_>) -> Vec<u8> {
 }
 
 /// Uniform values in [-1, 1) from a xorshift generator seeded with `seed`.
-fn random(len: usize, seed: u64) -> Vec<f32> {
+pub(super) fn random(len: usize, seed: u64) -> Vec<f32> {
     // Any odd state works; the multiply spreads small seeds over all bits.
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
@@ -270,7 +296,7 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// The CPU's marketing name where the OS tells it (Linux), else the architecture.
-fn cpu_model() -> String {
+pub(super) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -300,7 +326,8 @@ mod tests {
     #[test]
     fn defaults_follow_the_issue() {
         let a = parse(&[]).unwrap();
-        assert_eq!((a.n, a.k), (4096, 4096));
+        assert_eq!((a.n, a.k), (None, None));
+        assert_eq!(a.device, BenchDevice::Cpu);
         assert_eq!(a.m, [1, 8, 16, 32]);
         assert_eq!(formats(&a.formats), Format::ALL);
         assert_eq!(a.activations, ActivationsArg::Int8);

@@ -1,5 +1,6 @@
 //! `metal-marlin bench`: speed measurements, each against a baseline taken in the same run.
 
+mod gpu_kernels;
 mod kernels;
 mod model;
 mod report;
