@@ -256,10 +256,7 @@ impl Gpu {
             let xy = (x, y);
             match plan {
                 Plan::Qmv(v) => self.record_qmv(encoder, v, w.scheme, &params, xy, &part.bind),
-                Plan::Qmm(v) => {
-                    let groups = qmm_groups(v, part).expect("checked above");
-                    self.record_qmm(encoder, v, w.scheme, &params, xy, &part.bind, groups);
-                }
+                Plan::Qmm(v) => self.record_qmm(encoder, v, w.scheme, &params, xy, &part.bind),
                 Plan::Auto => unreachable!("resolved above"),
             }
         }

@@ -48,8 +48,7 @@ impl QmmVariant {
 
 impl Gpu {
     /// Records qmm over one part of W: `weights` is the part's bind group (codes, scales,
-    /// biases); `groups`
-    /// from [`QmmVariant::groups`].
+    /// biases); the caller has checked that [`QmmVariant::groups`] is `Some`.
     pub(crate) fn record_qmm(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -58,8 +57,10 @@ impl Gpu {
         params: &QuantParams,
         (x, y): (&GpuBuffer, &GpuBuffer),
         weights: &wgpu::BindGroup,
-        groups: [u32; 3],
     ) {
+        let groups = variant
+            .groups(params.m, params.n)
+            .expect("the caller checked the grid (QmmVariant::groups)");
         let consts = SchemeConsts::of(scheme);
         let pipe = self.quant_pipeline(&variant.key(consts), || variant.source(consts));
         self.dispatch_with(encoder, &pipe, params, &[x, y], Some(weights), groups);
