@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Gpu, GpuBuffer, GpuError};
+use crate::{Gpu, GpuError};
 
 /// How long one batch took.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,25 +100,6 @@ impl Gpu {
         };
         Ok(BatchTime { wall, gpu })
     }
-
-    /// Records a device-to-device copy of `src`'s bytes into `dst` (`copy_buffer_to_buffer`):
-    /// the bandwidth baseline of the GPU bench.
-    pub fn record_copy(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        src: &GpuBuffer,
-        dst: &GpuBuffer,
-    ) -> Result<(), GpuError> {
-        let size = src.buffer.size();
-        if dst.buffer.size() < size {
-            return Err(GpuError::Shape {
-                op: "copy",
-                what: format!("dst holds {} bytes, src {size}", dst.buffer.size()),
-            });
-        }
-        encoder.copy_buffer_to_buffer(&src.buffer, 0, &dst.buffer, 0, size);
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -126,16 +107,13 @@ mod tests {
     #[test]
     fn a_batch_is_timed_and_runs() {
         let Some(gpu) = crate::test_gpu() else { return };
-        let src = gpu.upload_f32("src", &[1.0, 2.0, 3.0]);
-        let dst = gpu.zeros("dst", 12);
+        let src = gpu.upload_f32("src", &[1.0, 2.0, 3.0, 4.0]);
+        let dst = gpu.zeros("dst", 16);
         let t = gpu
             .time_batch(|enc| gpu.record_copy(enc, &src, &dst))
             .unwrap();
         assert!(t.wall > std::time::Duration::ZERO);
-        if let Some(g) = t.gpu {
-            assert!(g < std::time::Duration::from_secs(10), "{g:?}");
-        }
-        assert_eq!(gpu.read_f32(&dst).unwrap(), [1.0, 2.0, 3.0]);
+        assert_eq!(gpu.read_f32(&dst).unwrap(), [1.0, 2.0, 3.0, 4.0]);
         let small = gpu.zeros("small", 4);
         assert!(gpu.record_copy(&mut gpu.encoder(), &src, &small).is_err());
     }

@@ -18,6 +18,7 @@ pub mod add;
 pub mod argmax;
 pub mod attention;
 pub mod bias;
+pub mod copy;
 pub mod embedding;
 pub mod matmul_dense;
 pub mod rms_norm;
@@ -52,6 +53,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("argmax.wgsl (subgroup)", argmax::SOURCES.subgroup),
     ("argmax.wgsl (shared)", argmax::SOURCES.shared),
     ("bias.wgsl", bias::SOURCE),
+    ("copy.wgsl", copy::SOURCE),
     ("embedding.wgsl", embedding::SOURCE),
     ("matmul_dense.wgsl (f32)", matmul_dense::SOURCE_F32),
     ("matmul_dense.wgsl (f16)", matmul_dense::SOURCE_F16),

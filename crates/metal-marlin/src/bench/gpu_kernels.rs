@@ -2,7 +2,8 @@
 //! qmv up to M = 8, qmm beyond) for each format and M, against two baselines measured in the
 //! same run on the same device:
 //!
-//! - a device-to-device copy of a large buffer (`copy_buffer_to_buffer`), whose bandwidth is
+//! - a device-to-device copy of a large buffer by a compute kernel (marlin-gpu's copy.wgsl; not
+//!   `copy_buffer_to_buffer`, which NVIDIA runs on a slower copy engine), whose bandwidth is
 //!   counted as **read + write** bytes per second (2 x the buffer's bytes / time): what the
 //!   memory moves, the ceiling a kernel that only reads can approach;
 //! - M = 1 of the same format: `vs M=1` is the Marlin ratio (the M = 16 row is the target).
@@ -132,7 +133,7 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
             }
         ),
         format!(
-            "# copy baseline: copy_buffer_to_buffer of {} MiB, GB/s = (read + write bytes) / time",
+            "# copy baseline: a compute-kernel copy of {} MiB, GB/s = (read + write bytes) / time",
             args.copy_mib
         ),
     ];
