@@ -85,6 +85,12 @@ impl Gpu {
             });
         encoder.copy_buffer_to_buffer(&src.buffer, 0, &staging, 0, size);
         self.queue().submit([encoder.finish()]);
+        let data = self.map_read(&staging)?;
+        Ok(data[..src.len as usize].to_vec())
+    }
+
+    /// The bytes of a `MAP_READ` buffer, once the device has finished all submitted work.
+    pub(crate) fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>, GpuError> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -98,7 +104,7 @@ impl Gpu {
             .map_err(|e| GpuError::Lost(e.to_string()))?
             .to_vec();
         staging.unmap();
-        Ok(data[..src.len as usize].to_vec())
+        Ok(data)
     }
 
     pub fn read_f32(&self, src: &GpuBuffer) -> Result<Vec<f32>, GpuError> {

@@ -79,18 +79,7 @@ impl Gpu {
         let gpu = match readback {
             None => None,
             Some(read) => {
-                let (tx, rx) = std::sync::mpsc::channel();
-                read.map_async(wgpu::MapMode::Read, .., move |r| {
-                    let _ = tx.send(r);
-                });
-                self.wait()?;
-                rx.recv()
-                    .map_err(|_| GpuError::Lost("the timestamp read-back was dropped".into()))?
-                    .map_err(|e| GpuError::Lost(e.to_string()))?;
-                let bytes = read
-                    .get_mapped_range(..)
-                    .map_err(|e| GpuError::Lost(e.to_string()))?
-                    .to_vec();
+                let bytes = self.map_read(&read)?;
                 let tick = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
                 let ticks = tick(8).saturating_sub(tick(0));
                 let ns = ticks as f64 * f64::from(self.queue().get_timestamp_period());
