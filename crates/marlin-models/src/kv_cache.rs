@@ -133,16 +133,6 @@ impl KvCache {
         }
     }
 
-    /// The key and value of kv head `head` at `pos`.
-    pub fn get(&self, layer: usize, id: SeqId, head: usize, pos: usize) -> (&[f32], &[f32]) {
-        let at = self.index(id, head, pos);
-        let hd = self.head_dim;
-        (
-            &self.keys[layer][at..at + hd],
-            &self.values[layer][at..at + hd],
-        )
-    }
-
     /// Positions `range` of kv head `head`, one block at a time: `(keys, values)`, each
     /// `(positions in this block, head_dim)` and contiguous, in position order.
     pub fn spans(
@@ -237,7 +227,8 @@ mod tests {
         cache.advance(seq, 7);
         cache.truncate(seq, 3);
         assert_eq!(cache.len(seq), 3);
-        assert_eq!(cache.get(1, seq, 0, 2).0, [2.0, 0.5]);
+        let (keys, _) = cache.spans(1, seq, 0, 2..3).next().unwrap();
+        assert_eq!(keys, [2.0, 0.5]);
         // The freed second block serves the growth again: 8 positions still fit.
         cache.reserve(seq, 5).unwrap();
         assert!(cache.reserve(seq, 6).is_err());
