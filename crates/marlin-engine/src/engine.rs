@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use marlin_cpu::CpuBackend;
-use marlin_models::{Llama, ModelError, Precision};
+use marlin_models::{Hardware, Model, ModelError, Precision};
 use thiserror::Error;
 
 use crate::chat::{ChatTemplate, ChatTemplateError, Message};
@@ -75,7 +75,7 @@ pub struct Completion {
 /// A loaded model with its tokenizer and chat template.
 pub struct Engine {
     path: PathBuf,
-    model: Llama,
+    model: Model,
     tokenizer: Tokenizer,
     chat: Option<ChatTemplate>,
     stop_token_ids: Vec<u32>,
@@ -88,15 +88,16 @@ impl Engine {
         Engine::load_on(path, CpuBackend::detect(), Precision::default())
     }
 
-    /// Loads a GGUF file or a Hugging Face folder on `cpu` at `precision`.
+    /// Loads a GGUF file or a Hugging Face folder on `hardware` (a `CpuBackend`, a
+    /// `marlin_gpu::Gpu`, or a [`Hardware`]); `precision` is the CPU's activations.
     pub fn load_on(
         path: impl AsRef<Path>,
-        cpu: CpuBackend,
+        hardware: impl Into<Hardware>,
         precision: Precision,
     ) -> Result<Engine, EngineError> {
         let path = path.as_ref().to_path_buf();
         let parts = load::open(&path)?;
-        let model = Llama::load(parts.source.as_ref(), cpu, precision)?;
+        let model = Model::load(parts.source.as_ref(), hardware, precision)?;
         let tokenizer = parts.tokenizer;
         let chat = match &parts.chat_template {
             Some(src) => {
@@ -120,7 +121,7 @@ impl Engine {
         })
     }
 
-    pub fn model(&self) -> &Llama {
+    pub fn model(&self) -> &Model {
         &self.model
     }
 

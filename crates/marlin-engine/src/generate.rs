@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use marlin_models::{KvCache, Llama, ModelError, SeqId, SeqTokens};
+use marlin_models::{KvCache, Model, ModelError, SeqId, SeqTokens};
 
 use crate::sampler::{Sampler, SamplingParams};
 
@@ -69,13 +69,13 @@ pub enum Flow {
 /// Generates from `prompt` (token ids, at least one) with `model`, calling `on_token` with
 /// every new token as soon as it is chosen.
 pub fn generate(
-    model: &Llama,
+    model: &Model,
     prompt: &[u32],
     params: &GenerateParams,
     on_token: impl FnMut(u32) -> Flow + Send,
 ) -> Result<Generated, ModelError> {
     let capacity = prompt.len() + params.max_tokens + 1;
-    let mut cache = KvCache::new(model.config(), 16, capacity);
+    let mut cache = model.new_cache(16, capacity)?;
     let seq = cache.add_sequence();
     generate_cached(model, &mut cache, seq, prompt, params, on_token)
 }
@@ -88,7 +88,7 @@ pub fn generate(
 /// The loop runs on a rayon worker: a parallel call made from outside the pool parks the
 /// caller on a futex until the pool is done, and a decode step makes hundreds of them.
 pub fn generate_cached(
-    model: &Llama,
+    model: &Model,
     cache: &mut KvCache,
     seq: SeqId,
     prompt: &[u32],
@@ -99,7 +99,7 @@ pub fn generate_cached(
 }
 
 fn generate_here(
-    model: &Llama,
+    model: &Model,
     cache: &mut KvCache,
     seq: SeqId,
     prompt: &[u32],

@@ -5,7 +5,7 @@
 //! use marlin_engine::{Engine, TextParams, chat::Message};
 //!
 //! let engine = Engine::load("SmolLM2-135M-Instruct.Q4_1.gguf")?;
-//! let mut session = engine.session();
+//! let mut session = engine.session()?;
 //! let mut history = vec![Message::user("What is the capital of France?")];
 //! let done = session.generate(&engine.encode_chat(&history)?, &TextParams::default(), |_| {})?;
 //! history.push(Message::assistant(done.text));
@@ -39,23 +39,26 @@ pub struct Session<'e> {
 }
 
 impl Engine {
-    /// A new, empty conversation, able to grow to the model's context length.
-    pub fn session(&self) -> Session<'_> {
+    /// A new, empty conversation, able to grow to the model's context length (on a GPU, to
+    /// what its cache budget holds).
+    pub fn session(&self) -> Result<Session<'_>, EngineError> {
         let config = self.model().config();
         // A configuration without a context length bounds nothing.
         let context = match config.max_position_embeddings {
             0 => usize::MAX,
             n => n,
         };
-        let mut cache = KvCache::new(config, BLOCK, context);
+        // A GPU claims its cache up front: as much of the context as its budget allows.
+        let context = context.min(self.model().max_cache_tokens());
+        let mut cache = self.model().new_cache(BLOCK, context)?;
         let seq = cache.add_sequence();
-        Session {
+        Ok(Session {
             engine: self,
             cache,
             seq,
             cached: Vec::new(),
             context,
-        }
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use marlin_engine::chat::Message;
 use marlin_engine::generate::GenerateParams;
 use marlin_engine::{Engine, EngineError, TextParams, Tokenizer};
 use marlin_models::{
-    Architecture, DenseTensor, KvCache, Llama, ModelConfig, ModelError, Precision, SeqTokens,
+    Architecture, DenseTensor, KvCache, Model, ModelConfig, ModelError, Precision, SeqTokens,
     StoredTensor, Weight, WeightSource,
 };
 use marlin_testkit::rng::gaussian;
@@ -149,7 +149,7 @@ fn greedy_from_memory(c: ModelConfig, w: Tensors, prompt: &[u32], n: usize) -> V
         .into_iter()
         .map(|(name, shape, data)| (name, Weight::Dense(DenseTensor { shape, data })))
         .collect();
-    let model = Llama::load(&Memory(c, weights), CpuBackend::detect(), Precision::F32).unwrap();
+    let model = Model::load(&Memory(c, weights), CpuBackend::detect(), Precision::F32).unwrap();
     let mut cache = KvCache::new(model.config(), 16, 64);
     let seq = cache.add_sequence();
     let (mut out, mut next) = (Vec::new(), prompt.to_vec());

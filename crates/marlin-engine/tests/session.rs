@@ -17,7 +17,7 @@ fn a_second_turn_reuses_the_first_and_matches_a_fresh_run() {
         },
         ..Default::default()
     };
-    let mut session = engine.session();
+    let mut session = engine.session().unwrap();
     assert_eq!(session.context_len(), 8192);
     let mut history = vec![Message::user("What is the capital of France?")];
     let prompt = engine.encode_chat(&history).unwrap();

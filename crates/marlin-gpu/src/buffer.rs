@@ -21,6 +21,11 @@ impl GpuBuffer {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The wgpu buffer, for commands recorded outside the kernels (a copy between buffers).
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
 }
 
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE

@@ -59,6 +59,9 @@ pub enum ModelError {
     Quant(#[from] marlin_quant::QuantError),
     #[error(transparent)]
     Core(#[from] marlin_core::CoreError),
+    /// The GPU device failed or refused an operation (its message says what to do).
+    #[error("GPU: {0}")]
+    Gpu(String),
 }
 
 impl ModelError {

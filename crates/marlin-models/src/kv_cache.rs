@@ -1,14 +1,90 @@
 //! A paged KV cache: keys and values live in fixed-size blocks, and each sequence has a table
 //! of the blocks holding its positions, so sequences grow and end without moving anything and
 //! many can share one pool (what batched decoding and the server build on).
+//!
+//! [`KvCache`] is the cache of a model on its device: [`CpuKvCache`] here (host memory, growing
+//! block by block), or the GPU's (device buffers claimed at start, `marlin_gpu::GpuKvCache`).
 
+use crate::device::gpu::GpuCache;
 use crate::{ModelConfig, ModelError};
 
 /// A sequence's handle in a [`KvCache`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SeqId(usize);
 
-pub struct KvCache {
+impl SeqId {
+    pub(crate) fn new(i: usize) -> Self {
+        SeqId(i)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// The keys and values of a model's sequences, on the model's device: made by
+/// [`crate::Model::new_cache`] (or [`KvCache::new`] for the CPU).
+pub struct KvCache(pub(crate) Store);
+
+pub(crate) enum Store {
+    Cpu(CpuKvCache),
+    Gpu(GpuCache),
+}
+
+impl KvCache {
+    /// A CPU cache for `config`'s model holding up to `max_tokens` tokens over all sequences,
+    /// in blocks of `block_size` positions.
+    pub fn new(config: &ModelConfig, block_size: usize, max_tokens: usize) -> Self {
+        KvCache(Store::Cpu(CpuKvCache::new(config, block_size, max_tokens)))
+    }
+
+    pub fn add_sequence(&mut self) -> SeqId {
+        match &mut self.0 {
+            Store::Cpu(c) => c.add_sequence(),
+            Store::Gpu(c) => c.add_sequence(),
+        }
+    }
+
+    /// Ends a sequence and returns its blocks to the pool.
+    pub fn remove_sequence(&mut self, id: SeqId) {
+        match &mut self.0 {
+            Store::Cpu(c) => c.remove_sequence(id),
+            Store::Gpu(c) => c.remove_sequence(id),
+        }
+    }
+
+    /// Positions cached for a sequence.
+    pub fn len(&self, id: SeqId) -> usize {
+        match &self.0 {
+            Store::Cpu(c) => c.len(id),
+            Store::Gpu(c) => c.len(id),
+        }
+    }
+
+    /// Whether a sequence has nothing cached.
+    pub fn is_empty(&self, id: SeqId) -> bool {
+        self.len(id) == 0
+    }
+
+    /// Forgets a sequence's positions from `len` on; whole blocks past it return to the pool.
+    /// Longer than what is cached: no-op.
+    pub fn truncate(&mut self, id: SeqId, len: usize) {
+        match &mut self.0 {
+            Store::Cpu(c) => c.truncate(id, len),
+            // Only an unknown sequence fails, which has nothing to forget.
+            Store::Gpu(c) => c.truncate(id, len).unwrap_or(()),
+        }
+    }
+
+    /// Bytes of keys and values that one position takes: f32 keys and values for every layer
+    /// and kv head, on either device.
+    pub fn bytes_per_token(config: &ModelConfig) -> u64 {
+        CpuKvCache::bytes_per_token(config)
+    }
+}
+
+/// The CPU's paged cache.
+pub struct CpuKvCache {
     layers: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -29,12 +105,12 @@ struct Sequence {
     len: usize,
 }
 
-impl KvCache {
+impl CpuKvCache {
     /// A cache for `config`'s model holding up to `max_tokens` tokens over all sequences, in
     /// blocks of `block_size` positions. Memory is taken block by block as sequences grow.
     pub fn new(config: &ModelConfig, block_size: usize, max_tokens: usize) -> Self {
         let layers = config.num_hidden_layers;
-        KvCache {
+        CpuKvCache {
             layers,
             kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim,
@@ -215,7 +291,7 @@ mod tests {
     #[test]
     fn truncate_frees_whole_blocks_and_keeps_the_prefix() {
         let config = tiny();
-        let mut cache = KvCache::new(&config, 4, 8);
+        let mut cache = CpuKvCache::new(&config, 4, 8);
         let seq = cache.add_sequence();
         cache.reserve(seq, 7).unwrap();
         for pos in 0..7 {
@@ -239,6 +315,6 @@ mod tests {
     #[test]
     fn bytes_per_token_counts_keys_and_values_of_every_layer() {
         // 2 (k, v) * 2 layers * 1 kv head * 2 dims * 4 bytes.
-        assert_eq!(KvCache::bytes_per_token(&tiny()), 32);
+        assert_eq!(CpuKvCache::bytes_per_token(&tiny()), 32);
     }
 }

@@ -1,5 +1,5 @@
-//! The building blocks every architecture shares: linear layers (dense or quantized), RMSNorm
-//! and token embeddings.
+//! The CPU's building blocks: linear layers (dense or quantized) and token embeddings, as the
+//! CPU device ([`crate::device::cpu`]) holds them.
 
 use marlin_cpu::{CpuBackend, Prepared, dense};
 use marlin_quant::QuantMatrix;
@@ -10,7 +10,6 @@ use crate::{DenseTensor, ModelError, Weight};
 pub struct Linear {
     weight: LinearWeight,
     bias: Option<Vec<f32>>,
-    in_features: usize,
     out_features: usize,
 }
 
@@ -23,16 +22,16 @@ enum LinearWeight {
 impl Linear {
     /// A linear layer from a `[out, in]` weight, prepared for `cpu` once here.
     pub fn new(cpu: &CpuBackend, w: Weight, bias: Option<Vec<f32>>) -> Result<Self, ModelError> {
-        let (weight, out_features, in_features) = match w {
+        let (weight, out_features) = match w {
             Weight::Quant(q) => {
-                let (n, k) = (q.rows(), q.cols());
-                (LinearWeight::Quant(cpu.prepare_owned(q)), n, k)
+                let n = q.rows();
+                (LinearWeight::Quant(cpu.prepare_owned(q)), n)
             }
             Weight::Dense(t) => {
-                let &[n, k] = t.shape.as_slice() else {
+                let &[n, _] = t.shape.as_slice() else {
                     return Err(shape_error("linear weight", vec![0, 0], t.shape));
                 };
-                (LinearWeight::Dense(t.data), n, k)
+                (LinearWeight::Dense(t.data), n)
             }
         };
         if let Some(b) = bias.as_ref().filter(|b| b.len() != out_features) {
@@ -45,13 +44,8 @@ impl Linear {
         Ok(Linear {
             weight,
             bias,
-            in_features,
             out_features,
         })
-    }
-
-    pub fn in_features(&self) -> usize {
-        self.in_features
     }
 
     pub fn out_features(&self) -> usize {
@@ -107,47 +101,40 @@ impl LinearGroup {
         Ok(LinearGroup { layers, outs })
     }
 
-    /// (out_features, in_features) of part `i`.
-    pub fn part_shape(&self, i: usize) -> (usize, usize) {
-        (self.outs[i], self.layers[0].in_features())
+    /// Output features of all parts together.
+    pub fn out_features(&self) -> usize {
+        self.outs.iter().sum()
     }
 
-    /// One output per part.
-    // x (tokens, in) -> [(tokens, out_i)]
+    /// The parts' outputs side by side in each row.
+    // x (tokens, in) -> (tokens, sum of out_i)
     pub fn forward(
         &self,
         cpu: &CpuBackend,
         x: &[f32],
         tokens: usize,
-    ) -> Result<Vec<Vec<f32>>, ModelError> {
-        if self.layers.len() > 1 {
-            return self
-                .layers
-                .iter()
-                .map(|l| l.forward(cpu, x, tokens))
-                .collect();
+    ) -> Result<Vec<f32>, ModelError> {
+        if let [one] = self.layers.as_slice() {
+            return one.forward(cpu, x, tokens);
         }
-        let y = self.layers[0].forward(cpu, x, tokens)?;
-        let width: usize = self.outs.iter().sum();
-        let mut parts: Vec<Vec<f32>> = self
-            .outs
-            .iter()
-            .map(|o| Vec::with_capacity(tokens * o))
-            .collect();
-        for row in y.chunks_exact(width) {
-            let mut at = 0;
-            for (part, &o) in parts.iter_mut().zip(&self.outs) {
-                part.extend_from_slice(&row[at..at + o]);
-                at += o;
+        let width = self.out_features();
+        let mut y = vec![0f32; tokens * width];
+        let mut at = 0;
+        for layer in &self.layers {
+            let part = layer.forward(cpu, x, tokens)?;
+            let o = layer.out_features();
+            for (row, p) in y.chunks_exact_mut(width).zip(part.chunks_exact(o)) {
+                row[at..at + o].copy_from_slice(p);
             }
+            at += o;
         }
-        Ok(parts)
+        Ok(y)
     }
 }
 
 /// The weights' rows one after another, when they are all quantized alike or all dense 2-D of
 /// one width.
-fn stack_weights(weights: &[Weight]) -> Option<Weight> {
+pub(crate) fn stack_weights(weights: &[Weight]) -> Option<Weight> {
     let quant: Vec<&QuantMatrix<'static>> = weights
         .iter()
         .filter_map(|w| {
@@ -188,7 +175,10 @@ fn stack_weights(weights: &[Weight]) -> Option<Weight> {
 }
 
 /// The biases one after another; `Some(None)` when no part has one, `None` when only some do.
-fn stack_biases(biases: &[Option<Vec<f32>>], outs: &[usize]) -> Option<Option<Vec<f32>>> {
+pub(crate) fn stack_biases(
+    biases: &[Option<Vec<f32>>],
+    outs: &[usize],
+) -> Option<Option<Vec<f32>>> {
     if biases.iter().all(Option::is_none) {
         return Some(None);
     }
@@ -198,41 +188,6 @@ fn stack_biases(biases: &[Option<Vec<f32>>], outs: &[usize]) -> Option<Option<Ve
         return None;
     }
     Some(Some(all.into_iter().flatten().copied().collect()))
-}
-
-/// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight`, over the last dimension.
-pub struct RmsNorm {
-    weight: Vec<f32>,
-    eps: f32,
-}
-
-impl RmsNorm {
-    pub fn new(w: Weight, eps: f32) -> Result<Self, ModelError> {
-        match w {
-            Weight::Dense(t) if t.shape.len() == 1 => Ok(RmsNorm {
-                weight: t.data,
-                eps,
-            }),
-            other => Err(shape_error("norm weight", vec![0], other.shape())),
-        }
-    }
-
-    pub fn dim(&self) -> usize {
-        self.weight.len()
-    }
-
-    /// Normalizes every row of `x` (rows of `dim`) in place.
-    // x (rows, dim) -> (rows, dim)
-    pub fn forward_inplace(&self, x: &mut [f32]) {
-        let dim = self.weight.len();
-        for row in x.chunks_exact_mut(dim) {
-            let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-            let inv = 1.0 / (mean_sq + self.eps).sqrt();
-            row.iter_mut()
-                .zip(&self.weight)
-                .for_each(|(v, w)| *v = *v * inv * w);
-        }
-    }
 }
 
 /// Token embeddings: one row per token id.

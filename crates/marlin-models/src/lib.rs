@@ -6,6 +6,7 @@
 
 mod config;
 pub mod default_model;
+pub mod device;
 mod error;
 pub mod gguf;
 pub mod hf;
@@ -13,6 +14,7 @@ pub mod kv_cache;
 mod layers;
 pub mod llama;
 mod mapped;
+mod model;
 pub mod rope;
 pub mod summary;
 mod vocab;
@@ -21,7 +23,7 @@ mod weights;
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use error::ModelError;
 pub use kv_cache::{KvCache, SeqId};
-pub use llama::{Llama, Precision, SeqTokens};
+pub use model::{Hardware, Model, Precision, SeqTokens};
 pub use summary::{InMemory, ModelSummary, TypeSummary, summarize};
 pub use vocab::FileVocab;
 pub use weights::{DenseTensor, StoredTensor, Weight, WeightSource};

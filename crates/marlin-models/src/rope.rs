@@ -25,24 +25,31 @@ impl Rope {
         Rope { inv_freq }
     }
 
-    /// Rotates every head of `x` (heads of head_dim) for position `pos`, in place.
-    // x (heads * head_dim) -> same
     /// The inverse frequency of each rotated pair (head_dim / 2 of them), scaling included:
     /// what a GPU kernel needs uploaded to rotate as this does.
     pub fn inv_freq(&self) -> &[f32] {
         &self.inv_freq
     }
 
+    /// Rotates every head of `x` (heads of head_dim) for position `pos`, in place.
+    // x (heads * head_dim) -> same
     pub fn apply(&self, x: &mut [f32], pos: usize) {
-        let half = self.inv_freq.len();
-        for head in x.chunks_exact_mut(2 * half) {
-            for (i, f) in self.inv_freq.iter().enumerate() {
-                // f32 like transformers: angle = pos * inv_freq in float32.
-                let (sin, cos) = (pos as f32 * f).sin_cos();
-                let (a, b) = (head[i], head[i + half]);
-                head[i] = a * cos - b * sin;
-                head[i + half] = b * cos + a * sin;
-            }
+        rotate(x, pos, &self.inv_freq);
+    }
+}
+
+/// Rotates every head of `x` (heads of `2 * inv_freq.len()` values) for position `pos`, in
+/// place.
+// x (heads * head_dim) -> same
+pub fn rotate(x: &mut [f32], pos: usize, inv_freq: &[f32]) {
+    let half = inv_freq.len();
+    for head in x.chunks_exact_mut(2 * half) {
+        for (i, f) in inv_freq.iter().enumerate() {
+            // f32 like transformers: angle = pos * inv_freq in float32.
+            let (sin, cos) = (pos as f32 * f).sin_cos();
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos - b * sin;
+            head[i + half] = b * cos + a * sin;
         }
     }
 }

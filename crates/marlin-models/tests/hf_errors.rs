@@ -10,7 +10,7 @@ use hf_support::{
 };
 use marlin_cpu::CpuBackend;
 use marlin_models::hf::HfModel;
-use marlin_models::{Architecture, Llama, ModelError, Precision, WeightSource};
+use marlin_models::{Architecture, Model, ModelError, Precision, WeightSource};
 use safetensors::tensor::Dtype;
 use serde_json::{Value, json};
 
@@ -202,7 +202,7 @@ fn a_later_layer_of_the_wrong_shape_names_the_folder() {
         1,
     );
     let model = HfModel::open(tmp.path()).unwrap();
-    let e = Llama::load(&model, CpuBackend::detect(), Precision::F32)
+    let e = Model::load(&model, CpuBackend::detect(), Precision::F32)
         .err()
         .unwrap();
     assert!(matches!(e, ModelError::Shape { .. }), "{e}");
@@ -250,7 +250,7 @@ fn other_dtypes_are_unsupported_naming_tensor_and_dtype() {
     for needle in ["model.safetensors", "model.norm.weight", "F64", "BF16"] {
         assert!(e.to_string().contains(needle), "{needle}: {e}");
     }
-    let e = Llama::load(&model, CpuBackend::detect(), Precision::F32)
+    let e = Model::load(&model, CpuBackend::detect(), Precision::F32)
         .err()
         .unwrap();
     assert!(matches!(e, ModelError::Unsupported { .. }), "{e}");

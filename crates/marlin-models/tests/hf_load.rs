@@ -9,7 +9,7 @@ use hf_support::{
 };
 use marlin_cpu::CpuBackend;
 use marlin_models::hf::HfModel;
-use marlin_models::{KvCache, Llama, Precision, SeqTokens, Weight, WeightSource};
+use marlin_models::{KvCache, Model, Precision, SeqTokens, Weight, WeightSource};
 
 fn dense(w: Weight) -> (Vec<usize>, Vec<f32>) {
     match w {
@@ -55,7 +55,7 @@ fn every_weight_comes_back_bit_for_bit() {
 }
 
 /// The logits of the last of `tokens`.
-fn logits(model: &Llama, tokens: &[u32]) -> Vec<f32> {
+fn logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let mut cache = KvCache::new(model.config(), 4, 64);
     let seq = cache.add_sequence();
     model
@@ -75,13 +75,13 @@ fn a_folder_runs_exactly_as_its_weights_from_memory() {
             let dir = tmp.path().join(format!("{arch:?}-{float:?}"));
             write_folder(&dir, &tiny_config_json(arch), &weights, float, shards);
             let folder = marlin_models::open(&dir).unwrap();
-            let from_folder = Llama::load(folder.as_ref(), CpuBackend::detect(), Precision::F32);
+            let from_folder = Model::load(folder.as_ref(), CpuBackend::detect(), Precision::F32);
             let rounded: Vec<_> = weights
                 .iter()
                 .map(|(n, s, v)| (n.clone(), s.clone(), float.rounded(v)))
                 .collect();
             let memory = MapSource::new(config, &rounded);
-            let from_memory = Llama::load(&memory, CpuBackend::detect(), Precision::F32).unwrap();
+            let from_memory = Model::load(&memory, CpuBackend::detect(), Precision::F32).unwrap();
             let (a, b) = (
                 logits(&from_folder.unwrap(), &tokens),
                 logits(&from_memory, &tokens),
@@ -104,7 +104,7 @@ fn tied_embeddings_need_no_lm_head() {
     write_folder(tmp.path(), &json, &weights, Float::BF16, 1);
     let model = HfModel::open(tmp.path()).unwrap();
     assert!(model.config().tie_word_embeddings);
-    Llama::load(&model, CpuBackend::detect(), Precision::F32).unwrap();
+    Model::load(&model, CpuBackend::detect(), Precision::F32).unwrap();
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use marlin_cpu::CpuBackend;
 use marlin_models::{
-    Architecture, DenseTensor, KvCache, Llama, ModelConfig, ModelError, Precision, SeqTokens,
+    Architecture, DenseTensor, KvCache, Model, ModelConfig, ModelError, Precision, SeqTokens,
     StoredTensor, Weight, WeightSource, llama,
 };
 use marlin_quant::{Format, Scheme, quantize};
@@ -120,7 +120,7 @@ fn one_chunk_equals_token_by_token_through_the_cache() {
         Architecture::Qwen3,
     ] {
         for format in [None, Some(Format::Int4)] {
-            let model = Llama::load(
+            let model = Model::load(
                 &source(arch, format),
                 CpuBackend::detect(),
                 Precision::Int8x2,
@@ -153,7 +153,7 @@ fn one_chunk_equals_token_by_token_through_the_cache() {
 #[test]
 fn a_batch_equals_its_sequences_alone() {
     let src = source(Architecture::Llama, Some(Format::Int4));
-    let model = Llama::load(&src, CpuBackend::detect(), Precision::Int8x2).unwrap();
+    let model = Model::load(&src, CpuBackend::detect(), Precision::Int8x2).unwrap();
     let (p1, p2): (&[u32], &[u32]) = (&PROMPT, &[7, 7, 60]);
     let alone = |p: &[u32]| {
         let mut cache = KvCache::new(model.config(), 4, 64);
@@ -182,7 +182,7 @@ fn a_batch_equals_its_sequences_alone() {
 
 #[test]
 fn a_full_cache_and_bad_tokens_are_errors() {
-    let model = Llama::load(
+    let model = Model::load(
         &source(Architecture::Llama, None),
         CpuBackend::detect(),
         Precision::Int8x2,
@@ -222,7 +222,7 @@ fn a_full_cache_and_bad_tokens_are_errors() {
 fn a_config_that_disagrees_with_a_tensor_names_it() {
     let mut src = source(Architecture::Llama, None);
     src.config.intermediate_size = 80;
-    let err = Llama::load(&src, CpuBackend::detect(), Precision::Int8x2)
+    let err = Model::load(&src, CpuBackend::detect(), Precision::Int8x2)
         .err()
         .expect("load must fail");
     assert!(

@@ -66,7 +66,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     }
     let mut chat = Chat {
         engine: &engine,
-        session: engine.session(),
+        session: engine.session()?,
         system: args.system.map(Message::system),
         history: Vec::new(),
         params: args.sampling.text_params(),

@@ -19,11 +19,17 @@ pub struct InspectArgs {
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
+    /// The device the report names (what `generate` would run on).
+    #[command(flatten)]
+    device: model_source::DeviceArgs,
 }
 
 #[derive(Serialize)]
 struct Report {
     path: PathBuf,
+    /// The device the model would run on: the CPU's instruction set, or the GPU adapter,
+    /// backend and features.
+    device: String,
     /// The file's size, or the sum of the folder's files.
     size_bytes: u64,
     architecture: String,
@@ -88,7 +94,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let source =
         marlin_models::open(&path).with_context(|| format!("inspecting {}", path.display()))?;
     let summary = summarize(source.as_ref());
+    let device = model_source::describe_hardware(&args.device.open()?);
     let report = Report {
+        device,
         size_bytes: size_on_disk(&path)?,
         architecture: format!("{:?}", source.config().architecture).to_lowercase(),
         config: config(source.config()),
@@ -210,9 +218,10 @@ fn text(r: &Report) -> String {
         ("tied embeddings", yes_no(c.tie_word_embeddings)),
     ];
     let mut out = format!(
-        "path          {}\nsize          {} ({} bytes)\narchitecture  {}\nparameters    {} ({})\n\n\
-         configuration\n",
+        "path          {}\ndevice        {}\nsize          {} ({} bytes)\narchitecture  {}\n\
+         parameters    {} ({})\n\nconfiguration\n",
         r.path.display(),
+        r.device,
         bytes(r.size_bytes),
         r.size_bytes,
         r.architecture,

@@ -28,6 +28,8 @@ pub struct ModelBenchArgs {
 #[derive(Serialize)]
 struct Record {
     model: String,
+    /// The CPU's instruction set, or the GPU adapter, backend and features.
+    device: String,
     activations: String,
     threads: usize,
     prompt_tokens: usize,
@@ -65,7 +67,13 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let model = engine.model();
+    let device = match model.gpu() {
+        Some(gpu) => crate::model_source::describe_gpu(gpu),
+        None => model.device(),
+    };
     let record = Record {
+        device,
         model: args.model.describe(),
         activations: format!("{:?}", args.model.activations).to_lowercase(),
         threads: rayon::current_num_threads(),
@@ -78,8 +86,10 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
         println!(
-            "{}: pp{} {:.1} tokens/s, tg{} {:.1} tokens/s ({} activations, {} threads, best of {})",
+            "{} on {}: pp{} {:.1} tokens/s, tg{} {:.1} tokens/s ({} activations, {} threads, \
+             best of {})",
             record.model,
+            record.device,
             record.prompt_tokens,
             record.prefill_tokens_per_s,
             record.gen_tokens,

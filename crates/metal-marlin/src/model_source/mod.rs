@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use marlin_cpu::CpuBackend;
 use marlin_engine::{Engine, default_model};
-use marlin_models::Precision;
+use marlin_gpu::{AdapterChoice, Gpu};
+use marlin_models::{Hardware, Precision};
 
 pub use hub::HubId;
 
@@ -22,9 +23,84 @@ pub struct ModelArgs {
     /// into the cache).
     #[arg(long, short)]
     pub model: Option<PathBuf>,
-    /// Precision of activations inside the quantized matmuls.
+    /// Precision of activations inside the CPU's quantized matmuls (the GPU's are f32).
     #[arg(long, value_enum, default_value_t = ActivationsArg::Int8x2)]
     pub activations: ActivationsArg,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Where to run: shared by every command that runs a model.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// auto: a hardware GPU (Metal, Vulkan, DX12) if there is one, else the CPU, with a notice;
+    /// gpu: the GPU, any adapter (a software one such as lavapipe too), or an error; cpu.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl DeviceArgs {
+    /// The hardware `--device` names, opened.
+    pub fn open(&self) -> anyhow::Result<Hardware> {
+        match self.device {
+            DeviceArg::Cpu => Ok(CpuBackend::detect().into()),
+            DeviceArg::Gpu => {
+                let gpu = Gpu::new(AdapterChoice::Any).context("--device gpu")?;
+                if gpu.is_software() {
+                    eprintln!(
+                        "note: {} is a software GPU (it runs on the CPU): correct, not fast",
+                        gpu.adapter()
+                    );
+                }
+                Ok(gpu.into())
+            }
+            DeviceArg::Auto => match Gpu::new(AdapterChoice::Hardware) {
+                Ok(gpu) => Ok(gpu.into()),
+                Err(_) => {
+                    eprintln!("no GPU found; running on the CPU (--device cpu says so quietly)");
+                    Ok(CpuBackend::detect().into())
+                }
+            },
+        }
+    }
+}
+
+/// The hardware in words for reports: the CPU's instruction set, or the GPU's adapter, backend
+/// and the features its kernels use.
+pub fn describe_hardware(hardware: &Hardware) -> String {
+    match hardware {
+        Hardware::Cpu(cpu) => format!("CPU ({})", cpu.isa()),
+        Hardware::Gpu(gpu) => describe_gpu(gpu),
+    }
+}
+
+/// A GPU adapter and the features its kernels use.
+pub fn describe_gpu(gpu: &Gpu) -> String {
+    let caps = gpu.capabilities();
+    let mut features = Vec::new();
+    if caps.shader_f16 {
+        features.push("f16".to_string());
+    }
+    if caps.subgroup {
+        features.push(format!(
+            "subgroups {}-{}",
+            caps.subgroup_min_size, caps.subgroup_max_size
+        ));
+    }
+    if caps.cooperative_matrix {
+        features.push("cooperative matrices".into());
+    }
+    if features.is_empty() {
+        features.push("no optional features".into());
+    }
+    format!("GPU {} [{}]", gpu.adapter(), features.join(", "))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,7 +126,7 @@ impl ModelArgs {
         }
     }
 
-    /// Loads the model, fetching it first if needed.
+    /// Loads the model on the `--device`, fetching it first if needed.
     pub fn load(&self) -> anyhow::Result<Engine> {
         let path = resolve(self.model.as_deref())?;
         let precision = match self.activations {
@@ -58,7 +134,8 @@ impl ModelArgs {
             ActivationsArg::F32 => Precision::F32,
             ActivationsArg::Int8 => Precision::Int8,
         };
-        Engine::load_on(&path, CpuBackend::detect(), precision)
+        let hardware = self.device.open()?;
+        Engine::load_on(&path, hardware, precision)
             .with_context(|| format!("loading {}", path.display()))
     }
 }

@@ -4,6 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{AttentionConfig, combine};
+use crate::kernels::View;
 use crate::{GpuBuffer, GpuError, GpuKvCache, KvBatch};
 
 /// decode.wgsl after the reductions through subgroup operations.
@@ -39,7 +40,8 @@ struct Params {
     scale: f32,
     head0: u32,
     shard_heads: u32,
-    _pad: [u32; 2],
+    q_offset: u32,
+    q_stride: u32,
 }
 
 /// Keys per split for a longest key range of `keys`.
@@ -61,19 +63,46 @@ impl GpuKvCache {
         out: &GpuBuffer,
         cfg: AttentionConfig,
     ) -> Result<(), GpuError> {
-        let window = self.check_attention("decode attention", layer, batch, cfg, q, out)?;
+        let mut encoder = self.gpu.encoder();
+        let q = View::rows(q, cfg.heads * self.shape.head_dim);
+        self.record_decode_attention(&mut encoder, layer, batch, q, out, cfg)?;
+        self.gpu.submit(encoder);
+        Ok(())
+    }
+
+    /// [`GpuKvCache::decode_attention`] recorded into `encoder`, with q where it lies (each
+    /// token's heads at the view's offset and stride: a part of a stacked q|k|v output).
+    // q (tokens, heads * head_dim) view -> out (tokens, heads, head_dim)
+    pub fn record_decode_attention(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        layer: usize,
+        batch: &KvBatch,
+        q: View<'_>,
+        out: &GpuBuffer,
+        cfg: AttentionConfig,
+    ) -> Result<(), GpuError> {
+        let checked = self.check_attention("decode attention", layer, batch, cfg, q, out)?;
         let keys = (batch.max_pos + 1).min(cfg.window.unwrap_or(usize::MAX));
-        self.decode_with_chunk(layer, batch, q, out, (cfg.heads, window), chunk_for(keys))
+        let heads = cfg.heads;
+        self.decode_with_chunk(
+            encoder,
+            layer,
+            batch,
+            (q, out),
+            (heads, checked),
+            chunk_for(keys),
+        )
     }
 
     /// [`GpuKvCache::decode_attention`] with `chunk` keys per split (tests force small ones).
     pub(crate) fn decode_with_chunk(
         &self,
+        encoder: &mut wgpu::CommandEncoder,
         layer: usize,
         batch: &KvBatch,
-        q: &GpuBuffer,
-        out: &GpuBuffer,
-        (heads, window): (usize, u32),
+        (q, out): (View<'_>, &GpuBuffer),
+        (heads, (window, q_offset, q_stride)): (usize, (u32, u32, u32)),
         chunk: usize,
     ) -> Result<(), GpuError> {
         if batch.tokens == 0 {
@@ -110,7 +139,6 @@ impl GpuKvCache {
             (SOURCE_SHARED, "attention decode (shared)")
         };
         let pipe = gpu.pipeline(key, source);
-        let mut encoder = gpu.encoder();
         // One dispatch per buffer of the layer, over the query heads that read its kv heads.
         let shard_q_heads = heads / self.shape.kv_heads * self.shard_heads;
         for shard in 0..self.buffers_per_layer() {
@@ -125,12 +153,13 @@ impl GpuKvCache {
                 scale: 1.0 / (hd as f32).sqrt(),
                 head0: (shard * shard_q_heads) as u32,
                 shard_heads: self.shard_heads as u32,
-                _pad: [0; 2],
+                q_offset,
+                q_stride,
             };
             let (keys, values) = self.shard(layer, shard);
-            let buffers = [q, keys, values, &batch.info, &batch.tables, &*part];
+            let buffers = [q.buffer, keys, values, &batch.info, &batch.tables, &*part];
             let groups = [splits as u32, shard_q_heads as u32, batch.tokens as u32];
-            gpu.dispatch(&mut encoder, &pipe, &params, &buffers, groups);
+            gpu.dispatch(encoder, &pipe, &params, &buffers, groups);
         }
 
         let pipe = gpu.pipeline("attention combine", combine::SOURCE);
@@ -141,8 +170,7 @@ impl GpuKvCache {
             _pad: 0,
         };
         let groups = [heads as u32, batch.tokens as u32, 1];
-        gpu.dispatch(&mut encoder, &pipe, &params, &[&*part, out], groups);
-        gpu.submit(encoder);
+        gpu.dispatch(encoder, &pipe, &params, &[&*part, out], groups);
         Ok(())
     }
 }

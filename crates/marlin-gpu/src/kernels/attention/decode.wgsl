@@ -33,12 +33,14 @@ struct Params {
     // heads they read (all of them unless a layer is split, kv_cache.rs says why).
     head0: u32,
     shard_heads: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Token t's query heads start at q_offset + t * q_stride (elements): q may be one part of a
+    // stacked q|k|v output.
+    q_offset: u32,
+    q_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-// (tokens, heads, head_dim)
+// (tokens, heads, head_dim), at q_offset with a row stride of q_stride
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 // One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>;
@@ -74,7 +76,7 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     // The kv head's index within the buffer.
     let kvh = head / group - params.head0 / group;
 
-    let q_row = (t * params.heads + head) * hd;
+    let q_row = params.q_offset + t * params.q_stride + head * hd;
     for (var d = lid; d < hd; d += WG) {
         qs[d] = q[q_row + d] * params.scale;
     }

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::kernels::{WG, grid};
+use crate::kernels::{View, WG, grid};
 use crate::{GpuBuffer, GpuError, GpuKvCache, KvBatch};
 
 pub const SOURCE: &str = include_str!("kv_write.wgsl");
@@ -17,12 +17,15 @@ struct Params {
     head_dim: u32,
     block_size: u32,
     n: u32,
-    _pad: [u32; 2],
+    k_offset: u32,
+    v_offset: u32,
+    stride: u32,
+    _pad: u32,
 }
 
 impl GpuKvCache {
     /// Stores the keys and values of `batch`'s tokens (each at its reserved position) in
-    /// `layer`. Call [`GpuKvCache::advance`] once every layer is written.
+    /// `layer`, submitting at once. Call [`GpuKvCache::advance`] once every layer is written.
     // k, v (tokens, kv_heads, head_dim) -> the cache's slots of those tokens
     pub fn write(
         &self,
@@ -31,29 +34,45 @@ impl GpuKvCache {
         k: &GpuBuffer,
         v: &GpuBuffer,
     ) -> Result<(), GpuError> {
-        self.check("kv write", layer, batch)?;
+        let width = self.shape.kv_heads * self.shape.head_dim;
+        let mut encoder = self.gpu.encoder();
+        let (k, v) = (View::rows(k, width), View::rows(v, width));
+        self.record_write(&mut encoder, layer, batch, k, v)?;
+        self.gpu.submit(encoder);
+        Ok(())
+    }
+
+    /// [`GpuKvCache::write`] recorded into `encoder`, with k and v where they lie (each
+    /// token's `kv_heads * head_dim` values at a view's offset and stride: parts of a stacked
+    /// q|k|v output). k and v must have one stride.
+    // k, v (tokens, kv_heads * head_dim) views -> the cache's slots of those tokens
+    pub fn record_write(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        layer: usize,
+        batch: &KvBatch,
+        k: View<'_>,
+        v: View<'_>,
+    ) -> Result<(), GpuError> {
+        const OP: &str = "kv write";
+        self.check(OP, layer, batch)?;
         let s = self.shape;
-        let n = batch.tokens * s.kv_heads * s.head_dim;
-        let bytes = n as u64 * 4;
-        if k.len() < bytes || v.len() < bytes {
+        let width = s.kv_heads * s.head_dim;
+        let (k_offset, stride) = k.check(OP, "k", batch.tokens, width)?;
+        let (v_offset, v_stride) = v.check(OP, "v", batch.tokens, width)?;
+        if stride != v_stride {
             return Err(GpuError::Shape {
-                op: "kv write",
-                what: format!(
-                    "{} tokens of {} kv heads of {} need {bytes} bytes; k has {}, v {}",
-                    batch.tokens,
-                    s.kv_heads,
-                    s.head_dim,
-                    k.len(),
-                    v.len()
-                ),
+                op: OP,
+                what: format!("k and v have strides {stride} and {v_stride}; they must agree"),
             });
         }
+        let gpu = &self.gpu;
+        gpu.bindable(OP, &[("k", k.buffer), ("v", v.buffer)])?;
+        let n = batch.tokens * s.kv_heads * s.head_dim;
         if n == 0 {
             return Ok(());
         }
-        let gpu = &self.gpu;
         let pipe = gpu.pipeline("kv_write", SOURCE);
-        let mut encoder = gpu.encoder();
         // Each buffer of the layer takes its own kv heads.
         let per_shard = batch.tokens * self.shard_heads * s.head_dim;
         for shard in 0..self.buffers_per_layer() {
@@ -64,14 +83,16 @@ impl GpuKvCache {
                 head_dim: s.head_dim as u32,
                 block_size: s.block_size as u32,
                 n: per_shard as u32,
-                _pad: [0; 2],
+                k_offset,
+                v_offset,
+                stride,
+                _pad: 0,
             };
             let (keys, values) = self.shard(layer, shard);
-            let buffers = [keys, values, k, v, &batch.info, &batch.tables];
+            let buffers = [keys, values, k.buffer, v.buffer, &batch.info, &batch.tables];
             let groups = grid(per_shard as u64, WG);
-            gpu.dispatch(&mut encoder, &pipe, &params, &buffers, groups);
+            gpu.dispatch(encoder, &pipe, &params, &buffers, groups);
         }
-        gpu.submit(encoder);
         Ok(())
     }
 }

@@ -11,8 +11,12 @@ struct Params {
     block_size: u32,
     // tokens * shard_heads * head_dim
     n: u32,
+    // Token t's kv heads start at k_offset + t * stride in k_new (v_offset in v_new): k and v
+    // may be parts of a stacked q|k|v output.
+    k_offset: u32,
+    v_offset: u32,
+    stride: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -40,7 +44,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let block = tables[info[2u * t + 1u] + pos / params.block_size];
     let at = ((block * params.shard_heads + h) * params.block_size + pos % params.block_size) * hd
         + d;
-    let src = (t * params.kv_heads + params.head0 + h) * hd + d;
-    k_cache[at] = k_new[src];
-    v_cache[at] = v_new[src];
+    let src = t * params.stride + (params.head0 + h) * hd + d;
+    k_cache[at] = k_new[params.k_offset + src];
+    v_cache[at] = v_new[params.v_offset + src];
 }

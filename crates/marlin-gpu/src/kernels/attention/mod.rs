@@ -13,6 +13,7 @@ pub mod prefill;
 #[cfg(test)]
 mod tests;
 
+use crate::kernels::View;
 use crate::{GpuBuffer, GpuError, GpuKvCache, KvBatch};
 
 /// What a layer's attention needs beyond the cache's shape.
@@ -32,16 +33,16 @@ const MAX_GROUPS: usize = 65535;
 
 impl GpuKvCache {
     /// The checks both attention kernels share; returns the window as the kernels take it
-    /// (0: none).
+    /// (0: none) and q's offset and stride.
     fn check_attention(
         &self,
         op: &'static str,
         layer: usize,
         batch: &KvBatch,
         cfg: AttentionConfig,
-        q: &GpuBuffer,
+        q: View<'_>,
         out: &GpuBuffer,
-    ) -> Result<u32, GpuError> {
+    ) -> Result<(u32, u32, u32), GpuError> {
         self.check(op, layer, batch)?;
         let (kv_heads, hd) = (self.shape.kv_heads, self.shape.head_dim);
         let bad = |what: String| Err(GpuError::Shape { op, what });
@@ -63,19 +64,24 @@ impl GpuKvCache {
             ));
         }
         let bytes = (batch.tokens * cfg.heads * hd * 4) as u64;
-        if q.len() < bytes || out.len() < bytes {
+        if out.len() < bytes {
             return bad(format!(
-                "{} tokens of {} heads of {hd} need {bytes} bytes; q has {}, out {}",
+                "{} tokens of {} heads of {hd} need {bytes} bytes; out has {}",
                 batch.tokens,
                 cfg.heads,
-                q.len(),
                 out.len()
             ));
         }
-        match cfg.window {
-            Some(0) => bad("a sliding window of 0 positions".into()),
-            Some(w) => Ok(u32::try_from(w).unwrap_or(u32::MAX)),
-            None => Ok(0),
+        let (q_offset, q_stride) = q.check(op, "q", batch.tokens, cfg.heads * hd)?;
+        if q.aliases(&View::rows(out, 1)) {
+            return bad("q and out are one buffer; the output needs its own".into());
         }
+        self.gpu.bindable(op, &[("q", q.buffer), ("out", out)])?;
+        let window = match cfg.window {
+            Some(0) => return bad("a sliding window of 0 positions".into()),
+            Some(w) => u32::try_from(w).unwrap_or(u32::MAX),
+            None => 0,
+        };
+        Ok((window, q_offset, q_stride))
     }
 }

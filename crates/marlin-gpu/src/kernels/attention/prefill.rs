@@ -3,6 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::AttentionConfig;
+use crate::kernels::View;
 use crate::{GpuBuffer, GpuError, GpuKvCache, KvBatch};
 
 /// prefill.wgsl for head dimensions up to 64, 128 and 256: key tiles (BK) shrink as rows grow
@@ -32,6 +33,9 @@ struct Params {
     scale: f32,
     head0: u32,
     shard_heads: u32,
+    q_offset: u32,
+    q_stride: u32,
+    _pad: [u32; 2],
 }
 
 impl GpuKvCache {
@@ -49,7 +53,27 @@ impl GpuKvCache {
         out: &GpuBuffer,
         cfg: AttentionConfig,
     ) -> Result<(), GpuError> {
-        let window = self.check_attention("prefill attention", layer, batch, cfg, q, out)?;
+        let mut encoder = self.gpu.encoder();
+        let q = View::rows(q, cfg.heads * self.shape.head_dim);
+        self.record_prefill_attention(&mut encoder, layer, batch, q, out, cfg)?;
+        self.gpu.submit(encoder);
+        Ok(())
+    }
+
+    /// [`GpuKvCache::prefill_attention`] recorded into `encoder`, with q where it lies (each
+    /// token's heads at the view's offset and stride: a part of a stacked q|k|v output).
+    // q (tokens, heads * head_dim) view -> out (tokens, heads, head_dim)
+    pub fn record_prefill_attention(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        layer: usize,
+        batch: &KvBatch,
+        q: View<'_>,
+        out: &GpuBuffer,
+        cfg: AttentionConfig,
+    ) -> Result<(), GpuError> {
+        let (window, q_offset, q_stride) =
+            self.check_attention("prefill attention", layer, batch, cfg, q, out)?;
         if batch.tokens == 0 {
             return Ok(());
         }
@@ -61,7 +85,6 @@ impl GpuKvCache {
             _ => (SOURCE_256, "attention prefill 256"),
         };
         let pipe = gpu.pipeline(key, source);
-        let mut encoder = gpu.encoder();
         // One dispatch per buffer of the layer, over the query heads that read its kv heads.
         let shard_q_heads = cfg.heads / self.shape.kv_heads * self.shard_heads;
         for shard in 0..self.buffers_per_layer() {
@@ -74,10 +97,13 @@ impl GpuKvCache {
                 scale: 1.0 / (hd as f32).sqrt(),
                 head0: (shard * shard_q_heads) as u32,
                 shard_heads: self.shard_heads as u32,
+                q_offset,
+                q_stride,
+                _pad: [0; 2],
             };
             let (keys, values) = self.shard(layer, shard);
             let buffers = [
-                q,
+                q.buffer,
                 keys,
                 values,
                 &batch.info,
@@ -87,9 +113,8 @@ impl GpuKvCache {
             ];
             // Tiles never outnumber tokens, which check_attention bounds.
             let groups = [batch.n_tiles as u32, shard_q_heads as u32, 1];
-            gpu.dispatch(&mut encoder, &pipe, &params, &buffers, groups);
+            gpu.dispatch(encoder, &pipe, &params, &buffers, groups);
         }
-        gpu.submit(encoder);
         Ok(())
     }
 }

@@ -40,10 +40,15 @@ struct Params {
     // heads they read (all of them unless a layer is split, kv_cache.rs says why).
     head0: u32,
     shard_heads: u32,
+    // Token t's query heads start at q_offset + t * q_stride (elements).
+    q_offset: u32,
+    q_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-// (tokens, heads, head_dim)
+// (tokens, heads, head_dim), at q_offset with a row stride of q_stride
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 // One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>;
@@ -90,7 +95,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
         let i = e / hd;
         var x = 0.0;
         if (i < count) {
-            x = q[((first + i) * params.heads + head) * hd + e % hd] * params.scale;
+            x = q[params.q_offset + (first + i) * params.q_stride + head * hd + e % hd] * params.scale;
         }
         qs[i * HD_MAX + e % hd] = x;
     }

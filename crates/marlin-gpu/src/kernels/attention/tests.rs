@@ -6,6 +6,7 @@
 //! (`MARLIN_GPU_SUBGROUP=0`).
 
 use super::AttentionConfig;
+use crate::kernels::View;
 use crate::{Gpu, GpuError, GpuKvCache, KvShape, SeqId};
 
 /// Outputs are convex combinations of values in [-1, 1]; f32 dot products of <= 256 terms and
@@ -124,11 +125,20 @@ impl Fixture {
             places.extend((start..start + count).map(|p| (i, p)));
         }
         let batch = self.cache.batch(&self.ids(&places)).unwrap();
-        let (k, v) = (
-            self.gpu.upload_f32("k", &k_new),
-            self.gpu.upload_f32("v", &v_new),
-        );
-        self.cache.write(LAYER, &batch, &k, &v).unwrap();
+        // k and v side by side in one buffer, as a fused q|k|v projection leaves them.
+        let row = self.row();
+        let kv: Vec<f32> = k_new
+            .chunks(row)
+            .zip(v_new.chunks(row))
+            .flat_map(|(k, v)| k.iter().chain(v).copied())
+            .collect();
+        let kv = self.gpu.upload_f32("k|v", &kv);
+        let (k, v) = (View::part(&kv, 0, 2 * row), View::part(&kv, row, 2 * row));
+        let mut enc = self.gpu.encoder();
+        self.cache
+            .record_write(&mut enc, LAYER, &batch, k, v)
+            .unwrap();
+        self.gpu.submit(enc);
         let noise = self
             .gpu
             .upload_f32("noise", &self.rng.vec(k_new.len(), 1.0));
@@ -152,24 +162,53 @@ impl Fixture {
 
     fn run(&self, kernel: Kernel, places: &[(usize, usize)], q: &[f32]) -> Vec<f32> {
         let batch = self.cache.batch(&self.ids(places)).unwrap();
+        // Decode and prefill read q as one part of wider rows (3 values before, 5 after), as
+        // they do a fused q|k|v output.
+        let width = self.cfg.heads * self.cache.shape().head_dim;
+        let stacked: Vec<f32> = q
+            .chunks(width)
+            .flat_map(|qt| {
+                [9.0; 3]
+                    .iter()
+                    .chain(qt)
+                    .chain(&[9.0; 5])
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let stacked = self.gpu.upload_f32("junk|q|junk", &stacked);
+        let q_part = View::part(&stacked, 3, width + 8);
         let q = self.gpu.upload_f32("q", q);
         let out = self.gpu.zeros("out", q.len());
+        let gpu = &self.gpu;
+        let mut enc = gpu.encoder();
         match kernel {
             Kernel::Decode => self
                 .cache
-                .decode_attention(LAYER, &batch, &q, &out, self.cfg)
+                .record_decode_attention(&mut enc, LAYER, &batch, q_part, &out, self.cfg)
                 .unwrap(),
             Kernel::DecodeChunk(chunk) => {
                 let window = self.cfg.window.unwrap_or(0) as u32;
+                let heads = self.cfg.heads;
+                let q = View::rows(&q, heads * self.cache.shape().head_dim);
+                let stride = q.stride as u32;
                 self.cache
-                    .decode_with_chunk(LAYER, &batch, &q, &out, (self.cfg.heads, window), chunk)
-                    .unwrap()
+                    .decode_with_chunk(
+                        &mut enc,
+                        LAYER,
+                        &batch,
+                        (q, &out),
+                        (heads, (window, 0, stride)),
+                        chunk,
+                    )
+                    .unwrap();
             }
             Kernel::Prefill => self
                 .cache
-                .prefill_attention(LAYER, &batch, &q, &out, self.cfg)
+                .record_prefill_attention(&mut enc, LAYER, &batch, q_part, &out, self.cfg)
                 .unwrap(),
         }
+        gpu.submit(enc);
         self.gpu.read_f32(&out).unwrap()
     }
 

@@ -1,0 +1,291 @@
+//! The CPU device: each op runs at once on host slices, with the fused quantized kernels and
+//! SIMD of `marlin-cpu` and rayon across rows and heads.
+
+use marlin_cpu::CpuBackend;
+use rayon::prelude::*;
+
+use super::{AttentionParts, Device, Part};
+use crate::kv_cache::CpuKvCache;
+use crate::layers::{Embedding, LinearGroup};
+use crate::rope::rotate;
+use crate::{ModelConfig, ModelError, SeqId, Weight};
+
+/// The CPU at one instruction set and activation precision.
+#[derive(Debug, Clone)]
+pub struct CpuDevice {
+    pub cpu: CpuBackend,
+}
+
+/// Rows of `width` f32 values, one per token.
+pub struct CpuAct {
+    pub data: Vec<f32>,
+    pub width: usize,
+}
+
+/// The tokens of a pass: `(sequence, position)` of each, and how many each sequence adds.
+pub struct CpuPass {
+    places: Vec<(SeqId, usize)>,
+    counts: Vec<(SeqId, usize)>,
+}
+
+impl Device for CpuDevice {
+    type Act = CpuAct;
+    type Linear = LinearGroup;
+    type Vector = Vec<f32>;
+    type Embedding = Embedding;
+    type Cache = CpuKvCache;
+    type Pass = CpuPass;
+
+    fn describe(&self) -> String {
+        format!("CPU ({})", self.cpu.isa())
+    }
+
+    fn linear(
+        &self,
+        weights: Vec<Weight>,
+        biases: Vec<Option<Vec<f32>>>,
+    ) -> Result<LinearGroup, ModelError> {
+        LinearGroup::new(&self.cpu, weights, biases)
+    }
+
+    fn vector(&self, values: Vec<f32>) -> Result<Vec<f32>, ModelError> {
+        Ok(values)
+    }
+
+    fn embedding(&self, table: Weight) -> Result<Embedding, ModelError> {
+        Embedding::new(table)
+    }
+
+    fn cache(
+        &self,
+        config: &ModelConfig,
+        block_size: usize,
+        max_tokens: usize,
+    ) -> Result<CpuKvCache, ModelError> {
+        Ok(CpuKvCache::new(config, block_size, max_tokens))
+    }
+
+    fn max_cache_tokens(&self, _config: &ModelConfig) -> usize {
+        // Memory is taken block by block as sequences grow.
+        usize::MAX
+    }
+
+    fn begin(
+        &self,
+        cache: &mut CpuKvCache,
+        counts: &[(SeqId, usize)],
+    ) -> Result<CpuPass, ModelError> {
+        let mut places = Vec::new();
+        for &(seq, n) in counts {
+            cache.reserve(seq, n)?;
+            let start = cache.len(seq);
+            places.extend((start..start + n).map(|p| (seq, p)));
+        }
+        Ok(CpuPass {
+            places,
+            counts: counts.to_vec(),
+        })
+    }
+
+    fn embed(
+        &self,
+        _pass: &mut CpuPass,
+        table: &Embedding,
+        tokens: &[u32],
+    ) -> Result<CpuAct, ModelError> {
+        Ok(CpuAct {
+            data: table.forward(tokens),
+            width: table.hidden(),
+        })
+    }
+
+    fn rms_norm(
+        &self,
+        _pass: &mut CpuPass,
+        x: &CpuAct,
+        weight: &Vec<f32>,
+        eps: f32,
+    ) -> Result<CpuAct, ModelError> {
+        let mut data = x.data.clone();
+        data.chunks_exact_mut(weight.len())
+            .for_each(|row| rms_norm_row(row, weight, eps));
+        Ok(CpuAct {
+            data,
+            width: x.width,
+        })
+    }
+
+    fn rms_norm_heads(
+        &self,
+        _pass: &mut CpuPass,
+        x: &mut CpuAct,
+        part: Part,
+        weight: &Vec<f32>,
+        eps: f32,
+    ) -> Result<(), ModelError> {
+        for row in x.data.chunks_exact_mut(x.width) {
+            row[part.offset..part.offset + part.width()]
+                .chunks_exact_mut(part.head_dim)
+                .for_each(|head| rms_norm_row(head, weight, eps));
+        }
+        Ok(())
+    }
+
+    fn matmul(
+        &self,
+        _pass: &mut CpuPass,
+        x: &CpuAct,
+        w: &LinearGroup,
+    ) -> Result<CpuAct, ModelError> {
+        let tokens = x.data.len() / x.width;
+        Ok(CpuAct {
+            data: w.forward(&self.cpu, &x.data, tokens)?,
+            width: w.out_features(),
+        })
+    }
+
+    fn rope(
+        &self,
+        pass: &mut CpuPass,
+        x: &mut CpuAct,
+        part: Part,
+        inv_freq: &Vec<f32>,
+    ) -> Result<(), ModelError> {
+        for (row, &(_, pos)) in x.data.chunks_exact_mut(x.width).zip(&pass.places) {
+            rotate(
+                &mut row[part.offset..part.offset + part.width()],
+                pos,
+                inv_freq,
+            );
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        pass: &mut CpuPass,
+        cache: &mut CpuKvCache,
+        qkv: &CpuAct,
+        parts: AttentionParts,
+    ) -> Result<CpuAct, ModelError> {
+        let AttentionParts { layer, k, v, .. } = parts;
+        for (row, &(seq, pos)) in qkv.data.chunks_exact(qkv.width).zip(&pass.places) {
+            let (keys, values) = (
+                &row[k.offset..k.offset + k.width()],
+                &row[v.offset..v.offset + v.width()],
+            );
+            cache.write(layer, seq, pos, keys, values);
+        }
+        Ok(CpuAct {
+            data: attention(&self.cpu, qkv, &pass.places, cache, parts),
+            width: parts.q.width(),
+        })
+    }
+
+    fn swiglu(
+        &self,
+        _pass: &mut CpuPass,
+        gate_up: &CpuAct,
+        ff: usize,
+    ) -> Result<CpuAct, ModelError> {
+        let data = gate_up
+            .data
+            .chunks_exact(gate_up.width)
+            .flat_map(|row| {
+                let (gate, up) = row.split_at(ff);
+                gate.iter()
+                    .zip(up)
+                    .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+            })
+            .collect();
+        Ok(CpuAct { data, width: ff })
+    }
+
+    fn add(&self, _pass: &mut CpuPass, h: &mut CpuAct, x: &CpuAct) -> Result<(), ModelError> {
+        h.data.iter_mut().zip(&x.data).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn rows(&self, _pass: &mut CpuPass, x: &CpuAct, rows: &[usize]) -> Result<CpuAct, ModelError> {
+        let w = x.width;
+        let data = rows
+            .iter()
+            .flat_map(|&r| x.data[r * w..(r + 1) * w].iter().copied())
+            .collect();
+        Ok(CpuAct { data, width: w })
+    }
+
+    fn finish(
+        &self,
+        pass: CpuPass,
+        cache: &mut CpuKvCache,
+        logits: CpuAct,
+    ) -> Result<Vec<f32>, ModelError> {
+        for (seq, n) in pass.counts {
+            cache.advance(seq, n);
+        }
+        Ok(logits.data)
+    }
+}
+
+/// `row / sqrt(mean(row^2) + eps) * weight`, in place.
+fn rms_norm_row(row: &mut [f32], weight: &[f32], eps: f32) {
+    let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    let inv = 1.0 / (mean_sq + eps).sqrt();
+    row.iter_mut()
+        .zip(weight)
+        .for_each(|(v, w)| *v = *v * inv * w);
+}
+
+/// Causal attention of every new token over its sequence's cached positions (itself
+/// included; only the last `window` of them with a sliding window), with grouped kv heads.
+// qkv (tokens, q|k|v) -> (tokens, heads * hd)
+fn attention(
+    cpu: &CpuBackend,
+    qkv: &CpuAct,
+    places: &[(SeqId, usize)],
+    cache: &CpuKvCache,
+    parts: AttentionParts,
+) -> Vec<f32> {
+    let AttentionParts {
+        layer,
+        q,
+        k,
+        window,
+        ..
+    } = parts;
+    let (heads, hd) = (q.heads, q.head_dim);
+    let mut out = vec![0f32; places.len() * q.width()];
+    let group = heads / k.heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+        let (t, head) = (i / heads, i % heads);
+        let (seq, pos) = places[t];
+        let at = t * qkv.width + q.offset + head * hd;
+        let qh = &qkv.data[at..at + hd];
+        let kvh = head / group;
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let spans = || cache.spans(layer, seq, kvh, first..pos + 1);
+        let mut scores = vec![0f32; pos + 1 - first];
+        let mut at = 0;
+        for (keys, _) in spans() {
+            let n = keys.len() / hd;
+            cpu.dot_rows(keys, qh, &mut scores[at..at + n]);
+            at += n;
+        }
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut total = 0f32;
+        for s in scores.iter_mut() {
+            *s = ((*s - max) * scale).exp();
+            total += *s;
+        }
+        scores.iter_mut().for_each(|s| *s /= total);
+        let mut at = 0;
+        for (_, values) in spans() {
+            let n = values.len() / hd;
+            cpu.axpy_rows(&scores[at..at + n], values, o);
+            at += n;
+        }
+    });
+    out
+}

@@ -1,0 +1,542 @@
+//! The GPU device: every op of a forward pass is recorded into one command encoder (the WGSL
+//! kernels of `marlin-gpu`), submitted once at [`Device::finish`], and only the logits come
+//! back. Weights are uploaded once at load, each quantized matrix in its own format (the fused
+//! dequantize + matmul kernels read it as stored); activations are f32.
+
+use std::sync::{Arc, Mutex};
+
+use marlin_gpu::kernels::{DenseWeight, Heads, View, WeightDtype};
+use marlin_gpu::{
+    AttentionConfig, Gpu, GpuBuffer, GpuError, GpuKvCache, GpuQuantMatrix, KvBatch, KvShape, wgpu,
+};
+
+use super::{AttentionParts, Device, Part};
+use crate::layers::{stack_biases, stack_weights};
+use crate::{DenseTensor, ModelConfig, ModelError, SeqId, Weight};
+
+/// A GPU adapter opened for a model.
+#[derive(Debug, Clone)]
+pub struct GpuDevice {
+    gpu: Gpu,
+    pool: Pool,
+}
+
+impl GpuDevice {
+    pub fn new(gpu: Gpu) -> Self {
+        GpuDevice {
+            gpu,
+            pool: Pool::default(),
+        }
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// A pooled buffer of `tokens` rows of `width` f32 values.
+    fn act(&self, tokens: usize, width: usize) -> GpuAct {
+        GpuAct {
+            buf: Some(self.pool.take(&self.gpu, (tokens * width * 4) as u64)),
+            pool: self.pool.clone(),
+            tokens,
+            width,
+        }
+    }
+}
+
+/// Activation buffers that outlived their use, for the next op that needs one of that size: a
+/// forward pass allocates the same sizes layer after layer and pass after pass, so after the
+/// first pass nothing is allocated. Reuse inside one encoder is safe: wgpu orders the
+/// dispatches that touch a buffer as they were recorded.
+#[derive(Debug, Clone, Default)]
+struct Pool(Arc<Mutex<Vec<GpuBuffer>>>);
+
+/// Buffers the pool keeps at most (a prefill chunk's sizes are not a decode step's).
+const POOL_MAX: usize = 64;
+
+impl Pool {
+    fn take(&self, gpu: &Gpu, bytes: u64) -> GpuBuffer {
+        let mut free = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match free.iter().rposition(|b| b.len() == bytes) {
+            Some(i) => free.swap_remove(i),
+            None => gpu.zeros("activations", bytes),
+        }
+    }
+
+    fn give(&self, buf: GpuBuffer) {
+        let mut free = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() >= POOL_MAX {
+            free.remove(0);
+        }
+        free.push(buf);
+    }
+}
+
+/// Rows of f32 activations in a device buffer, which goes back to the pool when dropped.
+pub struct GpuAct {
+    buf: Option<GpuBuffer>,
+    pool: Pool,
+    tokens: usize,
+    width: usize,
+}
+
+impl GpuAct {
+    fn buf(&self) -> &GpuBuffer {
+        self.buf.as_ref().expect("present until dropped")
+    }
+
+    fn rows(&self) -> View<'_> {
+        View::rows(self.buf(), self.width)
+    }
+
+    fn part(&self, p: Part) -> View<'_> {
+        View::part(self.buf(), p.offset, self.width)
+    }
+
+    fn len(&self) -> usize {
+        self.tokens * self.width
+    }
+}
+
+impl Drop for GpuAct {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.give(b);
+        }
+    }
+}
+
+/// A linear layer on the device: quantized as stored, or dense f32.
+pub struct GpuLinear {
+    weight: GpuWeight,
+    bias: Option<GpuBuffer>,
+    out_features: usize,
+    in_features: usize,
+}
+
+enum GpuWeight {
+    Quant(GpuQuantMatrix),
+    Dense(GpuBuffer),
+}
+
+/// An f32 embedding table in parts of whole rows, each within a storage binding.
+pub struct GpuEmbedding {
+    parts: Vec<GpuBuffer>,
+    hidden: usize,
+}
+
+/// The paged KV cache on the device, with the model's sequence ids mapped to its own.
+pub struct GpuCache {
+    cache: GpuKvCache,
+    ids: Vec<Option<marlin_gpu::SeqId>>,
+}
+
+impl GpuCache {
+    pub(crate) fn add_sequence(&mut self) -> SeqId {
+        let id = self.cache.add_sequence();
+        let i = match self.ids.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.ids.push(None);
+                self.ids.len() - 1
+            }
+        };
+        self.ids[i] = Some(id);
+        SeqId::new(i)
+    }
+
+    pub(crate) fn remove_sequence(&mut self, id: SeqId) {
+        if let Some(gpu_id) = self.ids.get_mut(id.index()).and_then(Option::take) {
+            self.cache.remove_sequence(gpu_id);
+        }
+    }
+
+    fn id(&self, id: SeqId) -> Result<marlin_gpu::SeqId, ModelError> {
+        self.ids.get(id.index()).copied().flatten().ok_or_else(|| {
+            ModelError::Gpu(format!("kv cache: sequence {} does not exist", id.index()))
+        })
+    }
+
+    pub(crate) fn len(&self, id: SeqId) -> usize {
+        self.id(id).map_or(0, |g| self.cache.len(g))
+    }
+
+    pub(crate) fn truncate(&mut self, id: SeqId, len: usize) -> Result<(), ModelError> {
+        let g = self.id(id)?;
+        Ok(self.cache.truncate(g, len)?)
+    }
+}
+
+/// One forward pass being recorded.
+pub struct GpuPass {
+    encoder: wgpu::CommandEncoder,
+    batch: KvBatch,
+    /// Each token's position (u32), for rope.
+    positions: GpuBuffer,
+    /// Every sequence adds one token: split-K decode attention; else the tiled prefill kernel.
+    decode: bool,
+    counts: Vec<(marlin_gpu::SeqId, usize)>,
+}
+
+/// A GPU's cache takes at most this much memory unless asked for more: it is claimed whole at
+/// start (a long context, like Llama 3.1's 131072 positions, would otherwise claim tens of GB).
+const KV_BUDGET_BYTES: u64 = 2 << 30;
+
+impl Device for GpuDevice {
+    type Act = GpuAct;
+    type Linear = GpuLinear;
+    type Vector = GpuBuffer;
+    type Embedding = GpuEmbedding;
+    type Cache = GpuCache;
+    type Pass = GpuPass;
+
+    fn describe(&self) -> String {
+        format!("GPU {}", self.gpu.adapter())
+    }
+
+    fn linear(
+        &self,
+        weights: Vec<Weight>,
+        biases: Vec<Option<Vec<f32>>>,
+    ) -> Result<GpuLinear, ModelError> {
+        let outs: Vec<usize> = weights.iter().map(|w| w.shape()[0]).collect();
+        // Parts that do not stack (different formats) run as one dense matrix.
+        let weight = match stack_weights(&weights) {
+            Some(w) => w,
+            None => dense_stack(&weights)?,
+        };
+        let bias = match stack_biases(&biases, &outs) {
+            Some(b) => b,
+            // Only some parts have biases: the others' are zeros.
+            None => Some(
+                biases
+                    .iter()
+                    .zip(&outs)
+                    .flat_map(|(b, &o)| b.clone().unwrap_or_else(|| vec![0.0; o]))
+                    .collect(),
+            ),
+        };
+        let (weight, out_features, in_features) = match weight {
+            Weight::Quant(q) => {
+                let (n, k) = (q.rows(), q.cols());
+                (GpuWeight::Quant(self.gpu.upload_quant(&q)?), n, k)
+            }
+            Weight::Dense(t) => {
+                let &[n, k] = t.shape.as_slice() else {
+                    return Err(ModelError::Gpu(format!(
+                        "a linear weight of shape {:?}",
+                        t.shape
+                    )));
+                };
+                (
+                    GpuWeight::Dense(self.gpu.upload_f32("dense weight", &t.data)),
+                    n,
+                    k,
+                )
+            }
+        };
+        Ok(GpuLinear {
+            weight,
+            bias: bias.map(|b| self.gpu.upload_f32("bias", &b)),
+            out_features,
+            in_features,
+        })
+    }
+
+    fn vector(&self, values: Vec<f32>) -> Result<GpuBuffer, ModelError> {
+        Ok(self.gpu.upload_f32("vector", &values))
+    }
+
+    fn embedding(&self, table: Weight) -> Result<GpuEmbedding, ModelError> {
+        let (rows, hidden, data) = match table {
+            Weight::Quant(q) => (q.rows(), q.cols(), q.dequantize()),
+            Weight::Dense(t) => match t.shape.as_slice() {
+                &[rows, hidden] => (rows, hidden, t.data),
+                _ => {
+                    return Err(ModelError::Gpu(format!(
+                        "an embedding of shape {:?}",
+                        t.shape
+                    )));
+                }
+            },
+        };
+        let limit = self.gpu.capabilities().max_storage_binding;
+        let per_part = ((limit / (hidden.max(1) as u64 * 4)) as usize).max(1);
+        let parts = data
+            .chunks(per_part * hidden.max(1))
+            .map(|c| self.gpu.upload_f32("embedding", c))
+            .collect();
+        debug_assert_eq!(data.len(), rows * hidden);
+        Ok(GpuEmbedding { parts, hidden })
+    }
+
+    fn cache(
+        &self,
+        config: &ModelConfig,
+        block_size: usize,
+        max_tokens: usize,
+    ) -> Result<GpuCache, ModelError> {
+        let shape = KvShape {
+            layers: config.num_hidden_layers,
+            kv_heads: config.num_key_value_heads,
+            head_dim: config.head_dim,
+            block_size,
+        };
+        Ok(GpuCache {
+            cache: GpuKvCache::new(&self.gpu, shape, max_tokens)?,
+            ids: Vec::new(),
+        })
+    }
+
+    fn max_cache_tokens(&self, config: &ModelConfig) -> usize {
+        let per_token =
+            2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4;
+        (KV_BUDGET_BYTES / per_token.max(1) as u64).max(1) as usize
+    }
+
+    fn begin(
+        &self,
+        cache: &mut GpuCache,
+        counts: &[(SeqId, usize)],
+    ) -> Result<GpuPass, ModelError> {
+        let mut places = Vec::new();
+        let mut gpu_counts = Vec::new();
+        for &(seq, n) in counts {
+            let g = cache.id(seq)?;
+            cache.cache.reserve(g, n)?;
+            let start = cache.cache.len(g);
+            places.extend((start..start + n).map(|p| (g, p)));
+            gpu_counts.push((g, n));
+        }
+        let positions: Vec<u32> = places.iter().map(|&(_, p)| p as u32).collect();
+        Ok(GpuPass {
+            encoder: self.gpu.encoder(),
+            batch: cache.cache.batch(&places)?,
+            positions: self
+                .gpu
+                .upload("positions", bytemuck::cast_slice(&positions)),
+            decode: counts.iter().all(|&(_, n)| n == 1),
+            counts: gpu_counts,
+        })
+    }
+
+    fn embed(
+        &self,
+        pass: &mut GpuPass,
+        table: &GpuEmbedding,
+        tokens: &[u32],
+    ) -> Result<GpuAct, ModelError> {
+        let ids = self.gpu.upload("token ids", bytemuck::cast_slice(tokens));
+        let out = self.act(tokens.len(), table.hidden);
+        let parts: Vec<&GpuBuffer> = table.parts.iter().collect();
+        self.gpu.embedding(
+            &mut pass.encoder,
+            &ids,
+            tokens.len(),
+            &parts,
+            table.hidden,
+            out.buf(),
+        )?;
+        Ok(out)
+    }
+
+    fn rms_norm(
+        &self,
+        pass: &mut GpuPass,
+        x: &GpuAct,
+        weight: &GpuBuffer,
+        eps: f32,
+    ) -> Result<GpuAct, ModelError> {
+        let out = self.act(x.tokens, x.width);
+        let dims = Heads {
+            tokens: x.tokens,
+            heads: 1,
+            head_dim: x.width,
+        };
+        self.gpu
+            .rms_norm(&mut pass.encoder, x.rows(), out.rows(), weight, dims, eps)?;
+        Ok(out)
+    }
+
+    fn rms_norm_heads(
+        &self,
+        pass: &mut GpuPass,
+        x: &mut GpuAct,
+        part: Part,
+        weight: &GpuBuffer,
+        eps: f32,
+    ) -> Result<(), ModelError> {
+        let dims = Heads {
+            tokens: x.tokens,
+            heads: part.heads,
+            head_dim: part.head_dim,
+        };
+        let v = x.part(part);
+        self.gpu
+            .rms_norm(&mut pass.encoder, v, v, weight, dims, eps)?;
+        Ok(())
+    }
+
+    fn matmul(&self, pass: &mut GpuPass, x: &GpuAct, w: &GpuLinear) -> Result<GpuAct, ModelError> {
+        let (m, n) = (x.tokens, w.out_features);
+        debug_assert_eq!(x.width, w.in_features);
+        let y = self.act(m, n);
+        let enc = &mut pass.encoder;
+        match &w.weight {
+            GpuWeight::Quant(q) => self.gpu.record_quant_matmul(enc, x.buf(), m, q, y.buf())?,
+            GpuWeight::Dense(d) => {
+                let dense = DenseWeight {
+                    buffer: d,
+                    n,
+                    k: w.in_features,
+                    dtype: WeightDtype::F32,
+                };
+                self.gpu.matmul_dense(enc, x.buf(), m, dense, y.buf())?
+            }
+        }
+        if let Some(b) = &w.bias {
+            self.gpu.add_bias(enc, y.buf(), m, n, b)?;
+        }
+        Ok(y)
+    }
+
+    fn rope(
+        &self,
+        pass: &mut GpuPass,
+        x: &mut GpuAct,
+        part: Part,
+        inv_freq: &GpuBuffer,
+    ) -> Result<(), ModelError> {
+        let dims = Heads {
+            tokens: x.tokens,
+            heads: part.heads,
+            head_dim: part.head_dim,
+        };
+        self.gpu.rope(
+            &mut pass.encoder,
+            x.part(part),
+            dims,
+            &pass.positions,
+            inv_freq,
+        )?;
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        pass: &mut GpuPass,
+        cache: &mut GpuCache,
+        qkv: &GpuAct,
+        parts: AttentionParts,
+    ) -> Result<GpuAct, ModelError> {
+        let AttentionParts {
+            layer,
+            q,
+            k,
+            v,
+            window,
+        } = parts;
+        let cache = &cache.cache;
+        let (enc, batch) = (&mut pass.encoder, &pass.batch);
+        cache.record_write(enc, layer, batch, qkv.part(k), qkv.part(v))?;
+        let out = self.act(qkv.tokens, q.width());
+        let cfg = AttentionConfig {
+            heads: q.heads,
+            window,
+        };
+        if pass.decode {
+            cache.record_decode_attention(enc, layer, batch, qkv.part(q), out.buf(), cfg)?;
+        } else {
+            cache.record_prefill_attention(enc, layer, batch, qkv.part(q), out.buf(), cfg)?;
+        }
+        Ok(out)
+    }
+
+    fn swiglu(
+        &self,
+        pass: &mut GpuPass,
+        gate_up: &GpuAct,
+        ff: usize,
+    ) -> Result<GpuAct, ModelError> {
+        let out = self.act(gate_up.tokens, ff);
+        let gate = View::part(gate_up.buf(), 0, gate_up.width);
+        let up = View::part(gate_up.buf(), ff, gate_up.width);
+        self.gpu
+            .swiglu(&mut pass.encoder, gate, up, out.buf(), gate_up.tokens, ff)?;
+        Ok(out)
+    }
+
+    fn add(&self, pass: &mut GpuPass, h: &mut GpuAct, x: &GpuAct) -> Result<(), ModelError> {
+        self.gpu.add(&mut pass.encoder, h.buf(), x.buf(), h.len())?;
+        Ok(())
+    }
+
+    fn rows(&self, pass: &mut GpuPass, x: &GpuAct, rows: &[usize]) -> Result<GpuAct, ModelError> {
+        let out = self.act(rows.len(), x.width);
+        let row_bytes = (x.width * 4) as u64;
+        for (i, &r) in rows.iter().enumerate() {
+            if r >= x.tokens {
+                return Err(ModelError::Gpu(format!("row {r} of {} rows", x.tokens)));
+            }
+            pass.encoder.copy_buffer_to_buffer(
+                x.buf().raw(),
+                r as u64 * row_bytes,
+                out.buf().raw(),
+                i as u64 * row_bytes,
+                row_bytes,
+            );
+        }
+        Ok(out)
+    }
+
+    fn finish(
+        &self,
+        pass: GpuPass,
+        cache: &mut GpuCache,
+        logits: GpuAct,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.gpu.submit(pass.encoder);
+        let mut values = self.gpu.read_f32(logits.buf())?;
+        values.truncate(logits.len());
+        for (g, n) in pass.counts {
+            cache.cache.advance(g, n)?;
+        }
+        Ok(values)
+    }
+}
+
+/// The weights' rows one after another as one dense f32 matrix (quantized parts dequantized).
+fn dense_stack(weights: &[Weight]) -> Result<Weight, ModelError> {
+    let cols = weights
+        .first()
+        .and_then(|w| w.shape().get(1).copied())
+        .unwrap_or(0);
+    let mut data = Vec::new();
+    let mut rows = 0;
+    for w in weights {
+        let shape = w.shape();
+        if shape.len() != 2 || shape[1] != cols {
+            return Err(ModelError::Gpu(format!(
+                "linear weights of shapes {shape:?} and [_, {cols}] read different inputs"
+            )));
+        }
+        match w {
+            Weight::Quant(q) => data.extend(q.dequantize()),
+            Weight::Dense(t) => data.extend_from_slice(&t.data),
+        }
+        rows += shape[0];
+    }
+    Ok(Weight::Dense(DenseTensor {
+        shape: vec![rows, cols],
+        data,
+    }))
+}
+
+impl From<GpuError> for ModelError {
+    fn from(e: GpuError) -> Self {
+        match e {
+            GpuError::CacheFull { capacity } => ModelError::CacheFull { capacity },
+            e => ModelError::Gpu(e.to_string()),
+        }
+    }
+}

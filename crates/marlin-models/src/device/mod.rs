@@ -1,0 +1,185 @@
+//! What a model asks of the hardware it runs on. An architecture (llama.rs) is written once
+//! against [`Device`]: it says which ops run in which order on which weights, and each device
+//! decides how. The CPU ([`cpu`]) computes each op at once on host slices; the GPU ([`gpu`])
+//! records every op of a forward pass into one command encoder, submits it once, and reads back
+//! only the logits.
+//!
+//! The ops are the few a decoder layer is made of, at the granularity the GPU kernels fuse
+//! (DESIGN.md: one encoder per forward pass, the attention writes the cache and attends in one
+//! call), so neither device pays for the other's shape.
+
+pub mod cpu;
+pub mod gpu;
+
+use crate::{ModelConfig, ModelError, SeqId, Weight};
+
+/// Where one tensor lies in each token's row of a wider activation: `heads` heads of
+/// `head_dim` values from column `offset` on (q, k and v of a fused q|k|v projection; gate and
+/// up of a fused gate|up one). The ops read and write a part in place, without copying it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub offset: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl Part {
+    /// Values of one token.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// The attention of one layer: the parts of its fused q|k|v activation and the window.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionParts {
+    pub layer: usize,
+    pub q: Part,
+    pub k: Part,
+    pub v: Part,
+    /// Mistral's sliding window (a token sees itself and the `window - 1` before it).
+    pub window: Option<usize>,
+}
+
+/// A device a model runs on. Weights are prepared for it once at load; a forward pass is
+/// [`Device::begin`], the ops in order, then [`Device::finish`].
+pub trait Device: Send + Sync + Sized {
+    /// Activations: one row of f32 values per token of the pass.
+    type Act;
+    /// A linear layer's weights (one matrix, or several reading the same input stacked by
+    /// rows) with their biases.
+    type Linear: Send + Sync;
+    /// A vector of weights: a norm's scales, rope's inverse frequencies.
+    type Vector: Send + Sync;
+    type Embedding: Send + Sync;
+    /// The keys and values of every sequence, paged.
+    type Cache;
+    /// One forward pass: where its tokens sit in the cache and, on a GPU, the commands so far.
+    type Pass;
+
+    /// The device in words, for logs and `inspect`.
+    fn describe(&self) -> String;
+
+    /// `y = x W^T + b` for weights `[out_i, in]` that all read the same input: the outputs
+    /// lie side by side, part `i` at the sum of the widths before it.
+    fn linear(
+        &self,
+        weights: Vec<Weight>,
+        biases: Vec<Option<Vec<f32>>>,
+    ) -> Result<Self::Linear, ModelError>;
+    fn vector(&self, values: Vec<f32>) -> Result<Self::Vector, ModelError>;
+    fn embedding(&self, table: Weight) -> Result<Self::Embedding, ModelError>;
+    /// A cache for `max_tokens` positions over all sequences, in blocks of `block_size`.
+    fn cache(
+        &self,
+        config: &ModelConfig,
+        block_size: usize,
+        max_tokens: usize,
+    ) -> Result<Self::Cache, ModelError>;
+    /// The most positions a cache of this device should hold for `config`'s model (a GPU
+    /// claims its whole cache up front; the CPU's grows as it fills).
+    fn max_cache_tokens(&self, config: &ModelConfig) -> usize;
+
+    /// Starts a pass over `counts[i].1` new tokens of each sequence `counts[i].0`, placed
+    /// after what the cache holds (room is reserved here).
+    fn begin(
+        &self,
+        cache: &mut Self::Cache,
+        counts: &[(SeqId, usize)],
+    ) -> Result<Self::Pass, ModelError>;
+
+    // tokens (t) -> (t, hidden)
+    fn embed(
+        &self,
+        pass: &mut Self::Pass,
+        table: &Self::Embedding,
+        tokens: &[u32],
+    ) -> Result<Self::Act, ModelError>;
+
+    /// RMSNorm of every row: `x / sqrt(mean(x^2) + eps) * weight`.
+    // x (t, dim) -> (t, dim)
+    fn rms_norm(
+        &self,
+        pass: &mut Self::Pass,
+        x: &Self::Act,
+        weight: &Self::Vector,
+        eps: f32,
+    ) -> Result<Self::Act, ModelError>;
+
+    /// RMSNorm of each head of `part`, in place (Qwen3's q and k norms).
+    // x (t, width) -> same
+    fn rms_norm_heads(
+        &self,
+        pass: &mut Self::Pass,
+        x: &mut Self::Act,
+        part: Part,
+        weight: &Self::Vector,
+        eps: f32,
+    ) -> Result<(), ModelError>;
+
+    // x (t, in) -> (t, out)
+    fn matmul(
+        &self,
+        pass: &mut Self::Pass,
+        x: &Self::Act,
+        w: &Self::Linear,
+    ) -> Result<Self::Act, ModelError>;
+
+    /// Rotary embeddings of each head of `part`, in place, at each token's position
+    /// (Hugging Face's rotate_half; `inv_freq` has head_dim / 2 values).
+    // x (t, width) -> same
+    fn rope(
+        &self,
+        pass: &mut Self::Pass,
+        x: &mut Self::Act,
+        part: Part,
+        inv_freq: &Self::Vector,
+    ) -> Result<(), ModelError>;
+
+    /// Writes the tokens' keys and values into `layer` of the cache, then computes causal
+    /// attention of their queries over their sequences' positions, GQA included.
+    // qkv (t, q|k|v) -> (t, heads * head_dim)
+    fn attention(
+        &self,
+        pass: &mut Self::Pass,
+        cache: &mut Self::Cache,
+        qkv: &Self::Act,
+        parts: AttentionParts,
+    ) -> Result<Self::Act, ModelError>;
+
+    /// `silu(gate) * up` for a fused gate|up activation of `2 * ff` columns.
+    // gate_up (t, 2 * ff) -> (t, ff)
+    fn swiglu(
+        &self,
+        pass: &mut Self::Pass,
+        gate_up: &Self::Act,
+        ff: usize,
+    ) -> Result<Self::Act, ModelError>;
+
+    /// `h += x`, the residual connection.
+    // h (t, d), x (t, d) -> h
+    fn add(
+        &self,
+        pass: &mut Self::Pass,
+        h: &mut Self::Act,
+        x: &Self::Act,
+    ) -> Result<(), ModelError>;
+
+    /// The rows `rows` of `x`, in that order (each sequence's last token, for the logits).
+    // x (t, d) -> (rows.len(), d)
+    fn rows(
+        &self,
+        pass: &mut Self::Pass,
+        x: &Self::Act,
+        rows: &[usize],
+    ) -> Result<Self::Act, ModelError>;
+
+    /// Ends the pass: the cache counts its tokens, and `logits` comes back to the host.
+    // logits (sequences, vocab) -> host (sequences * vocab)
+    fn finish(
+        &self,
+        pass: Self::Pass,
+        cache: &mut Self::Cache,
+        logits: Self::Act,
+    ) -> Result<Vec<f32>, ModelError>;
+}

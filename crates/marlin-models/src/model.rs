@@ -1,0 +1,150 @@
+//! A model loaded onto the hardware it runs on: the architecture's math (llama.rs) on the CPU
+//! or the GPU device, with the matching KV cache.
+
+use marlin_cpu::{Activations, CpuBackend};
+use marlin_gpu::Gpu;
+
+use crate::device::Device;
+use crate::device::cpu::CpuDevice;
+use crate::device::gpu::GpuDevice;
+use crate::kv_cache::{KvCache, SeqId, Store};
+use crate::llama::Llama;
+use crate::{ModelConfig, ModelError, WeightSource};
+
+/// Where a model runs.
+#[derive(Debug, Clone)]
+pub enum Hardware {
+    Cpu(CpuBackend),
+    Gpu(Gpu),
+}
+
+impl From<CpuBackend> for Hardware {
+    fn from(cpu: CpuBackend) -> Self {
+        Hardware::Cpu(cpu)
+    }
+}
+
+impl From<Gpu> for Hardware {
+    fn from(gpu: Gpu) -> Self {
+        Hardware::Gpu(gpu)
+    }
+}
+
+/// The precision of activations inside the CPU's quantized matmuls (the GPU's are f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32: matches transformers; slowest.
+    F32,
+    /// int8 plus an int8 residual per block of 32 (about 14 bits): transformers' tokens at
+    /// close to int8 speed. On SmolLM2 it gives the same greedy tokens as f32 where int8 does not
+    /// (docs/cpu-kernels.md).
+    #[default]
+    Int8x2,
+    /// int8 per block of 32, as llama.cpp: fastest; can overturn near-ties.
+    Int8,
+}
+
+impl Precision {
+    fn activations(self) -> Activations {
+        match self {
+            Precision::F32 => Activations::F32,
+            Precision::Int8x2 => Activations::Int8x2,
+            Precision::Int8 => Activations::Int8,
+        }
+    }
+}
+
+/// New tokens of one sequence, positioned after what its cache holds.
+pub struct SeqTokens<'a> {
+    pub seq: SeqId,
+    pub tokens: &'a [u32],
+}
+
+/// A model ready to run: its weights prepared for one device.
+pub struct Model(On);
+
+enum On {
+    Cpu(Llama<CpuDevice>),
+    Gpu(Llama<GpuDevice>),
+}
+
+impl Model {
+    /// Builds the model from `src` on `hardware` (a `CpuBackend` or a `Gpu`), uploading or
+    /// preparing every weight once. `precision` sets the CPU's activations (overriding the
+    /// backend's own setting); the GPU computes in f32.
+    pub fn load(
+        src: &dyn WeightSource,
+        hardware: impl Into<Hardware>,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
+        Ok(Model(match hardware.into() {
+            Hardware::Cpu(cpu) => {
+                let cpu = cpu.with_activations(precision.activations());
+                On::Cpu(Llama::load(src, CpuDevice { cpu })?)
+            }
+            Hardware::Gpu(gpu) => On::Gpu(Llama::load(src, GpuDevice::new(gpu))?),
+        }))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        match &self.0 {
+            On::Cpu(m) => m.config(),
+            On::Gpu(m) => m.config(),
+        }
+    }
+
+    /// The device in words: `CPU (avx512)`, `GPU NVIDIA H100 (Vulkan, DiscreteGpu)`.
+    pub fn device(&self) -> String {
+        match &self.0 {
+            On::Cpu(m) => m.device().describe(),
+            On::Gpu(m) => m.device().describe(),
+        }
+    }
+
+    /// The GPU the model runs on, if it does.
+    pub fn gpu(&self) -> Option<&Gpu> {
+        match &self.0 {
+            On::Cpu(_) => None,
+            On::Gpu(m) => Some(m.device().gpu()),
+        }
+    }
+
+    /// A KV cache on the model's device for up to `max_tokens` positions over all sequences,
+    /// in blocks of `block_size`. A GPU claims it whole now; see [`Model::max_cache_tokens`].
+    pub fn new_cache(&self, block_size: usize, max_tokens: usize) -> Result<KvCache, ModelError> {
+        let config = self.config();
+        Ok(KvCache(match &self.0 {
+            On::Cpu(m) => Store::Cpu(m.device().cache(config, block_size, max_tokens)?),
+            On::Gpu(m) => Store::Gpu(m.device().cache(config, block_size, max_tokens)?),
+        }))
+    }
+
+    /// The most positions a cache on this device should be made for (unbounded on the CPU,
+    /// whose cache grows as it fills; a memory budget on a GPU, which claims it up front).
+    pub fn max_cache_tokens(&self) -> usize {
+        match &self.0 {
+            On::Cpu(m) => m.device().max_cache_tokens(m.config()),
+            On::Gpu(m) => m.device().max_cache_tokens(m.config()),
+        }
+    }
+
+    /// Runs the new tokens of every sequence in one pass (prefill chunks and decode steps
+    /// alike) and returns the logits of each sequence's last new token.
+    // batch (total tokens) -> logits (batch.len(), vocab)
+    pub fn forward(
+        &self,
+        batch: &[SeqTokens<'_>],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, ModelError> {
+        match (&self.0, &mut cache.0) {
+            (On::Cpu(m), Store::Cpu(c)) => m.forward(batch, c),
+            (On::Gpu(m), Store::Gpu(c)) => m.forward(batch, c),
+            _ => Err(ModelError::Config {
+                path: Default::default(),
+                what: "the KV cache was made for another device than the model's: make it \
+                       with Model::new_cache"
+                    .into(),
+            }),
+        }
+    }
+}
