@@ -81,3 +81,32 @@ fn int8x2_gives_the_greedy_tokens_of_f32() {
         );
     }
 }
+
+/// The GPU (lavapipe in CI, where `MARLIN_REQUIRE_GPU=1` makes a missing adapter a failure)
+/// gives the CPU's greedy tokens: the capital of France, and the chat prompts above against
+/// the CPU in f32.
+#[test]
+fn the_gpu_gives_the_greedy_tokens_of_the_cpu() {
+    let Some(gpu) = marlin_gpu::test_gpu() else {
+        return;
+    };
+    let path = marlin_testkit::smollm2_gguf();
+    let on_gpu = Engine::load_on(&path, gpu, Precision::F32).unwrap();
+    check_capital(&on_gpu);
+    let cpu = Engine::load_on(&path, CpuBackend::detect(), Precision::F32).unwrap();
+    for question in [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "How many legs does a spider have?",
+        "Translate 'good morning' into Spanish.",
+    ] {
+        let prompt = cpu.encode_chat(&[Message::user(question)]).unwrap();
+        let want = cpu.generate(&prompt, &greedy(24), |_| {}).unwrap();
+        let got = on_gpu.generate(&prompt, &greedy(24), |_| {}).unwrap();
+        assert_eq!(
+            got.token_ids, want.token_ids,
+            "{question}: GPU {:?}, CPU {:?}",
+            got.text, want.text
+        );
+    }
+}

@@ -75,7 +75,11 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
     let record = Record {
         device,
         model: args.model.describe(),
-        activations: format!("{:?}", args.model.activations).to_lowercase(),
+        // The GPU's kernels take f32 activations whatever --activations says.
+        activations: match model.gpu() {
+            Some(_) => "f32".into(),
+            None => format!("{:?}", args.model.activations).to_lowercase(),
+        },
         threads: rayon::current_num_threads(),
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,

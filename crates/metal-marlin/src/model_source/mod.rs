@@ -64,7 +64,7 @@ impl DeviceArgs {
             DeviceArg::Auto => match Gpu::new(AdapterChoice::Hardware) {
                 Ok(gpu) => Ok(gpu.into()),
                 Err(_) => {
-                    eprintln!("no GPU found; running on the CPU (--device cpu says so quietly)");
+                    eprintln!("no GPU found; running on the CPU (--device cpu skips the search)");
                     Ok(CpuBackend::detect().into())
                 }
             },

@@ -1,0 +1,94 @@
+//! `--device` on the commands: the GPU (lavapipe in CI) and the CPU give the same greedy
+//! tokens through the command line, and `inspect` and `bench` name the device.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Scratch, run};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// `generate --json` greedy token ids on `device`.
+fn greedy_ids(device: &str, scratch: &Scratch) -> Vec<u64> {
+    let model = marlin_testkit::smollm2_gguf();
+    let model = model.to_str().unwrap();
+    let args = [
+        "generate",
+        "--model",
+        model,
+        "--device",
+        device,
+        "--json",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "The capital of France is",
+    ];
+    let out = run(&args, "", &scratch.0, LIMIT);
+    assert!(out.ok, "--device {device}: {}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    json["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn generate_gives_the_same_tokens_on_every_device() {
+    let scratch = Scratch::new("device");
+    let cpu = greedy_ids("cpu", &scratch);
+    assert_eq!(cpu[..5], [7042, 30, 198, 198, 504]);
+    // auto: a hardware GPU where there is one, else the CPU; the same tokens either way.
+    assert_eq!(greedy_ids("auto", &scratch), cpu);
+    if marlin_gpu::test_gpu().is_some() {
+        assert_eq!(greedy_ids("gpu", &scratch), cpu);
+    }
+}
+
+#[test]
+fn inspect_and_bench_name_the_device() {
+    let scratch = Scratch::new("device-report");
+    let model = marlin_testkit::smollm2_gguf();
+    let model = model.to_str().unwrap();
+    let mut devices = vec![("cpu", "CPU (")];
+    if marlin_gpu::test_gpu().is_some() {
+        devices.push(("gpu", "GPU "));
+    }
+    for (device, named) in devices {
+        let out = run(
+            &["inspect", model, "--device", device],
+            "",
+            &scratch.0,
+            LIMIT,
+        );
+        assert!(out.ok, "{}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!("device        {named}")),
+            "{}",
+            out.stdout
+        );
+        let args = [
+            "bench",
+            "--model",
+            model,
+            "--device",
+            device,
+            "--prompt-tokens",
+            "4",
+            "--gen-tokens",
+            "2",
+            "--runs",
+            "1",
+            "--json",
+        ];
+        let out = run(&args, "", &scratch.0, LIMIT);
+        assert!(out.ok, "{}", out.stderr);
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let reported = json["device"].as_str().unwrap();
+        assert!(reported.starts_with(named), "{reported}");
+    }
+}
