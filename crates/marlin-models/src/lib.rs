@@ -17,6 +17,7 @@ mod mapped;
 mod model;
 pub mod rope;
 pub mod summary;
+pub mod synthetic;
 mod vocab;
 mod weights;
 

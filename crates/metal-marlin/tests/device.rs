@@ -92,3 +92,41 @@ fn inspect_and_bench_name_the_device() {
         assert!(reported.starts_with(named), "{reported}");
     }
 }
+
+#[test]
+fn bench_synthetic_builds_a_model_of_the_preset_and_measures_it() {
+    let scratch = Scratch::new("synthetic");
+    let args = [
+        "bench",
+        "--synthetic",
+        "smollm2-135m",
+        "--format",
+        "int4",
+        "--group-size",
+        "128",
+        "--device",
+        "cpu",
+        "--prompt-tokens",
+        "4",
+        "--gen-tokens",
+        "2",
+        "--runs",
+        "1",
+        "--json",
+    ];
+    let out = run(&args, "", &scratch.0, LIMIT);
+    assert!(out.ok, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["scheme"], "int4 g128");
+    assert!(json["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    let fraction = json["fraction_of_roofline"].as_f64().unwrap();
+    assert!(fraction > 0.0 && fraction.is_finite(), "{fraction}");
+    let out = run(
+        &["bench", "--synthetic", "llama-9000"],
+        "",
+        &scratch.0,
+        LIMIT,
+    );
+    assert!(!out.ok);
+    assert!(out.stderr.contains("llama-3.1-8b"), "{}", out.stderr);
+}

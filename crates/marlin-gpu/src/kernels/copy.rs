@@ -40,6 +40,7 @@ impl Gpu {
                 ),
             });
         }
+        self.bindable("copy", &[("src", src), ("dst", dst)])?;
         let pipe = self.pipeline("copy", SOURCE);
         let groups = (size / 16).div_ceil(256).clamp(1, GROUPS) as u32;
         let params = Params {

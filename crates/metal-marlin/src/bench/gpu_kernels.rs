@@ -240,6 +240,17 @@ fn gpu_formats(asked: &[Format]) -> Vec<Format> {
     out
 }
 
+/// The bandwidth of a compute-kernel copy of `mib` MiB on `gpu`: (read + write bytes) / time,
+/// GB/s. The baseline of the GPU benchmarks.
+pub(super) fn copy_gbps(gpu: &Gpu, mib: u64) -> anyhow::Result<f64> {
+    // Within one storage binding (lavapipe's is 128 MiB).
+    let limit = gpu.capabilities().max_storage_binding >> 20 << 20;
+    let bytes = (mib << 20).min(limit);
+    let (src, dst) = (gpu.zeros("copy src", bytes), gpu.zeros("copy dst", bytes));
+    let (copy, _, _) = measure(gpu, None, |enc, _| gpu.record_copy(enc, &src, &dst))?;
+    Ok(2.0 * bytes as f64 / copy.as_secs_f64() / 1e9)
+}
+
 /// Times `record(encoder, i)` for calls i = 0, 1, ... recorded into one encoder: returns the
 /// time per call (by the GPU's timestamps where offered, else the host clock), the host-clock
 /// time per call, and the calls per batch; each the median over [`BATCHES`] batches.

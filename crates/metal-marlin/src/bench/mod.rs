@@ -4,6 +4,7 @@ mod gpu_kernels;
 mod kernels;
 mod model;
 mod report;
+mod synthetic;
 mod timing;
 
 use clap::{Args, Subcommand};

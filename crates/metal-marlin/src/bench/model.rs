@@ -2,8 +2,10 @@
 //! llama.cpp's llama-bench does (pp: a prompt of N tokens; tg: N generated tokens).
 
 use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use marlin_engine::TextParams;
 use marlin_engine::generate::GenerateParams;
+use marlin_quant::Format;
 use serde::Serialize;
 
 use crate::model_source::ModelArgs;
@@ -11,18 +13,35 @@ use crate::model_source::ModelArgs;
 #[derive(Debug, Args)]
 pub struct ModelBenchArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(super) model: ModelArgs,
     /// Prompt length for the prefill measurement.
     #[arg(long, default_value_t = 128)]
-    prompt_tokens: usize,
+    pub(super) prompt_tokens: usize,
     /// Tokens generated for the decode measurement.
     #[arg(long, default_value_t = 64)]
-    gen_tokens: usize,
+    pub(super) gen_tokens: usize,
     /// Measured runs (after one warm-up run); the best is reported.
     #[arg(long, default_value_t = 3)]
-    runs: usize,
+    pub(super) runs: usize,
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
+    /// Instead of --model: a model of this architecture and size with random weights, built
+    /// in memory. A preset (llama-3.1-8b, llama-3.2-1b, qwen3-4b, smollm2-135m) or a
+    /// config.json file.
+    #[arg(long, conflicts_with = "model")]
+    pub(super) synthetic: Option<String>,
+    /// The synthetic model's weight format.
+    #[arg(
+        long,
+        default_value = "int4",
+        requires = "synthetic",
+        value_parser = PossibleValuesParser::new(Format::NAMES)
+            .map(|s| s.parse::<Format>().expect("a listed format name parses"))
+    )]
+    pub(super) format: Format,
+    /// The synthetic model's group size (16, 32, 64, 128; default: the format's own).
+    #[arg(long, requires = "synthetic")]
+    pub(super) group_size: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -39,6 +58,9 @@ struct Record {
 }
 
 pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
+    if let Some(name) = &args.synthetic {
+        return super::synthetic::run(args, name);
+    }
     anyhow::ensure!(
         args.prompt_tokens > 0 && args.gen_tokens > 1,
         "need --prompt-tokens >= 1 and --gen-tokens >= 2"

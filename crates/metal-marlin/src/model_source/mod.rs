@@ -126,16 +126,20 @@ impl ModelArgs {
         }
     }
 
-    /// Loads the model on the `--device`, fetching it first if needed.
-    pub fn load(&self) -> anyhow::Result<Engine> {
-        let path = resolve(self.model.as_deref())?;
-        let precision = match self.activations {
+    /// The CPU's activations `--activations` names.
+    pub fn precision(&self) -> Precision {
+        match self.activations {
             ActivationsArg::Int8x2 => Precision::Int8x2,
             ActivationsArg::F32 => Precision::F32,
             ActivationsArg::Int8 => Precision::Int8,
-        };
+        }
+    }
+
+    /// Loads the model on the `--device`, fetching it first if needed.
+    pub fn load(&self) -> anyhow::Result<Engine> {
+        let path = resolve(self.model.as_deref())?;
         let hardware = self.device.open()?;
-        Engine::load_on(&path, hardware, precision)
+        Engine::load_on(&path, hardware, self.precision())
             .with_context(|| format!("loading {}", path.display()))
     }
 }
