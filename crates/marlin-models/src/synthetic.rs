@@ -172,16 +172,19 @@ impl WeightSource for SyntheticModel {
                 name: name.to_string(),
             })?
             .to_vec();
-        match shape.as_slice() {
-            &[rows, cols] => Ok(Weight::Quant(self.matrix(rows, cols)?)),
-            &[len] => {
+        match *shape.as_slice() {
+            [rows, cols] => Ok(Weight::Quant(self.matrix(rows, cols)?)),
+            [len] => {
                 let value = if name.ends_with(".bias") { 0.0 } else { 1.0 };
                 Ok(Weight::Dense(DenseTensor {
                     shape,
                     data: vec![value; len],
                 }))
             }
-            _ => unreachable!("tensor_shapes gives matrices and vectors"),
+            _ => Err(ModelError::Config {
+                path: Default::default(),
+                what: format!("{name}: a tensor of shape {shape:?}"),
+            }),
         }
     }
 
