@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub caps: Capabilities,
     pub pipelines: crate::kernels::PipelineCache,
     pub quant_layouts: std::sync::OnceLock<crate::kernels::QuantLayouts>,
+    /// Uniform blocks of submitted recorders, for the next ones.
+    pub uniform_blocks: std::sync::Mutex<Vec<wgpu::Buffer>>,
     /// `MARLIN_GPU_CHECKED=1`: the kernels compiled without wgpu's runtime bounds checks
     /// (the quantized matmul) keep them, for debugging.
     pub runtime_checks: bool,
@@ -144,6 +146,7 @@ impl Gpu {
                 caps,
                 pipelines: Default::default(),
                 quant_layouts: Default::default(),
+                uniform_blocks: Default::default(),
                 runtime_checks: std::env::var(CHECKED_ENV).is_ok_and(|v| v == "1"),
                 features,
             }),

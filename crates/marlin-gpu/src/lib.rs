@@ -9,6 +9,7 @@ mod error;
 pub mod kernels;
 mod kv_cache;
 mod qmatmul;
+mod recorder;
 mod timing;
 
 pub use backend::GpuBackend;
@@ -18,8 +19,9 @@ pub use error::GpuError;
 pub use kernels::attention::{AttentionConfig, MAX_HEAD_DIM};
 pub use kv_cache::{GpuKvCache, KvBatch, KvShape, SeqId};
 pub use qmatmul::GpuQuantMatrix;
+pub use recorder::Recorder;
 pub use timing::BatchTime;
-/// The ops record into a `wgpu::CommandEncoder` of this version; callers name it from here.
+/// The wgpu version the GPU types come from; callers name its types (adapters, features) from here.
 pub use wgpu;
 
 /// Set to 1 where a GPU adapter (lavapipe counts) must exist: tests then fail instead of

@@ -171,7 +171,7 @@ impl Gpu {
     /// wrote. Shapes are checked before anything is recorded; on an error nothing is.
     pub fn record_quant_matmul(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         x: &GpuBuffer,
         m: usize,
         w: &GpuQuantMatrix,
@@ -196,7 +196,7 @@ impl Gpu {
 
     pub(crate) fn record_quant_matmul_with(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         x: &GpuBuffer,
         m: usize,
         w: &GpuQuantMatrix,

@@ -29,7 +29,7 @@ impl Gpu {
     /// commands of the queue have finished).
     pub fn time_batch(
         &self,
-        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<(), GpuError>,
+        record: impl FnOnce(&mut crate::Recorder) -> Result<(), GpuError>,
     ) -> Result<BatchTime, GpuError> {
         let device = self.device();
         let mut encoder = self.encoder();
@@ -53,11 +53,12 @@ impl Gpu {
             }));
         };
         if let Some(qs) = &stamps {
-            mark(&mut encoder, qs, true);
+            mark(encoder.encoder(), qs, true);
         }
         record(&mut encoder)?;
         let readback = stamps.as_ref().map(|qs| {
-            mark(&mut encoder, qs, false);
+            let encoder = encoder.encoder();
+            mark(encoder, qs, false);
             let buffer = |usage| {
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("timestamps"),

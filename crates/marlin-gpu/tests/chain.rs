@@ -2,8 +2,8 @@
 //! pass records them: each op reads what the one before wrote (wgpu orders the passes), and
 //! the whole chain matches the same math in f64 on the CPU. Through the public API only.
 
+use marlin_gpu::Recorder;
 use marlin_gpu::kernels::{DenseWeight, Heads, View, WeightDtype};
-use marlin_gpu::wgpu::CommandEncoder;
 use marlin_gpu::{Gpu, GpuBuffer, GpuError};
 
 const VOCAB: usize = 67;
@@ -181,12 +181,7 @@ fn dense(buffer: &GpuBuffer, n: usize, k: usize) -> DenseWeight<'_> {
 }
 
 /// cpu_chain's steps, recorded into one encoder.
-fn record(
-    gpu: &Gpu,
-    enc: &mut CommandEncoder,
-    w: &OnDevice,
-    a: &Activations,
-) -> Result<(), GpuError> {
+fn record(gpu: &Gpu, enc: &mut Recorder, w: &OnDevice, a: &Activations) -> Result<(), GpuError> {
     let n = a.n;
     let rows = |b| View::rows(b, HIDDEN);
     let plain = Heads {

@@ -29,7 +29,7 @@ impl Gpu {
     // y (n), x (n) -> y (n)
     pub fn add(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         y: &GpuBuffer,
         x: &GpuBuffer,
         n: usize,

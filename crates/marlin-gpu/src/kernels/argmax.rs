@@ -24,7 +24,7 @@ impl Gpu {
     // x (rows, n) -> out (rows) u32
     pub fn argmax(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         x: &GpuBuffer,
         out: &GpuBuffer,
         rows: usize,

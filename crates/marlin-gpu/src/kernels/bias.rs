@@ -23,7 +23,7 @@ impl Gpu {
     // y (rows, n), bias (n) -> y (rows, n)
     pub fn add_bias(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         y: &GpuBuffer,
         rows: usize,
         n: usize,

@@ -24,7 +24,7 @@ impl Gpu {
     // src (bytes), dst (>= bytes) -> dst[..bytes] = src
     pub fn record_copy(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         src: &GpuBuffer,
         dst: &GpuBuffer,
     ) -> Result<(), GpuError> {

@@ -29,7 +29,7 @@ impl Gpu {
     // ids (tokens) u32, table parts (rows_i, hidden) -> out (tokens, hidden)
     pub fn embedding(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         ids: &GpuBuffer,
         tokens: usize,
         table: &[&GpuBuffer],

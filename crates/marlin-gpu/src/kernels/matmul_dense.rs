@@ -53,7 +53,7 @@ impl Gpu {
     // x (m, k), w (n, k) -> y (m, n)
     pub fn matmul_dense(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         x: &GpuBuffer,
         m: usize,
         w: DenseWeight<'_>,

@@ -2,7 +2,7 @@
 //! `<op>.rs` beside it its parameters (a `#[repr(C)]` struct mirrored in WGSL), its launch and
 //! its tests. This module compiles and caches pipelines and records dispatches.
 //!
-//! Every op records into a caller's `wgpu::CommandEncoder` ([`Gpu::encoder`], then
+//! Every op records into a caller's [`Recorder`] ([`Gpu::encoder`], then
 //! [`Gpu::submit`]): a forward pass puts all its dispatches into one encoder (DESIGN.md: a
 //! submit costs 0.1-0.3 ms, a dispatch ~4 µs).
 //!
@@ -41,9 +41,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytemuck::Pod;
-use wgpu::util::DeviceExt;
 
-use crate::{Gpu, GpuBuffer};
+use crate::{Gpu, GpuBuffer, Recorder};
 
 /// Every kernel's WGSL source by file name, for the MSL translation test. The quantized matmul
 /// kernels are not complete on their own (quant_decode.rs assembles them): see
@@ -288,7 +287,7 @@ impl Gpu {
     /// bindings 1, 2, ... in order.
     pub(crate) fn dispatch<P: Pod>(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         pipe: &Pipeline,
         params: &P,
         buffers: &[&GpuBuffer],
@@ -301,23 +300,21 @@ impl Gpu {
     /// as group 1.
     pub(crate) fn dispatch_with<P: Pod>(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         pipe: &Pipeline,
         params: &P,
         buffers: &[&GpuBuffer],
         group1: Option<&wgpu::BindGroup>,
         groups: [u32; 3],
     ) {
-        let uniform = self
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let (block, offset, size) = encoder.params(self, bytemuck::bytes_of(params));
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: uniform.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: encoder.block(block),
+                offset,
+                size: Some(size),
+            }),
         }];
         entries.extend(buffers.iter().zip(1..).map(|(b, i)| wgpu::BindGroupEntry {
             binding: i,
@@ -328,7 +325,7 @@ impl Gpu {
             layout: &pipe.layout,
             entries: &entries,
         });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        let pass = encoder.pass();
         pass.set_pipeline(&pipe.pipeline);
         pass.set_bind_group(0, &bind, &[]);
         if let Some(g1) = group1 {
@@ -347,15 +344,49 @@ impl Gpu {
         }
     }
 
-    /// A command encoder for the ops to record into; [`Gpu::submit`] sends it.
-    pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+    /// A recorder for the ops to record into; [`Gpu::submit`] sends it.
+    pub fn encoder(&self) -> Recorder {
+        Recorder::new(
+            self.device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default()),
+        )
     }
 
     /// Sends what `encoder` recorded to the device; [`Gpu::read`] waits for it.
-    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
-        self.queue().submit([encoder.finish()]);
+    pub fn submit(&self, encoder: Recorder) {
+        let (commands, blocks) = encoder.finish(self);
+        self.queue().submit([commands]);
+        self.return_uniform_blocks(blocks);
+    }
+
+    /// A uniform block of `bytes` for a [`Recorder`]'s parameters: one given back earlier, or
+    /// a new one.
+    pub(crate) fn uniform_block(&self, bytes: u64) -> wgpu::Buffer {
+        let mut pool = self
+            .inner
+            .uniform_blocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match pool.iter().position(|b| b.size() == bytes) {
+            Some(i) => pool.swap_remove(i),
+            None => self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kernel params"),
+                size: bytes,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        }
+    }
+
+    /// Keeps submitted blocks for later recorders (a few: a forward pass needs two or three).
+    pub(crate) fn return_uniform_blocks(&self, blocks: Vec<wgpu::Buffer>) {
+        let mut pool = self
+            .inner
+            .uniform_blocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pool.extend(blocks);
+        pool.truncate(16);
     }
 }
 

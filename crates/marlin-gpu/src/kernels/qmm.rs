@@ -51,7 +51,7 @@ impl Gpu {
     /// biases); the caller has checked that [`QmmVariant::groups`] is `Some`.
     pub(crate) fn record_qmm(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         variant: QmmVariant,
         scheme: Scheme,
         params: &QuantParams,

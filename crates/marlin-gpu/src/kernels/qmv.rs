@@ -89,7 +89,7 @@ impl Gpu {
     /// biases).
     pub(crate) fn record_qmv(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         variant: QmvVariant,
         scheme: Scheme,
         params: &QuantParams,

@@ -29,7 +29,7 @@ impl Gpu {
     // x (tokens, heads * head_dim), weight (head_dim) -> out (tokens, heads * head_dim)
     pub fn rms_norm(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         x: View<'_>,
         out: View<'_>,
         weight: &GpuBuffer,

@@ -29,7 +29,7 @@ impl Gpu {
     // x (tokens, heads * head_dim), positions (tokens) u32, inv_freq (head_dim / 2) -> x
     pub fn rope(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         x: View<'_>,
         dims: Heads,
         positions: &GpuBuffer,

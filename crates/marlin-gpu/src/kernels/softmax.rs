@@ -26,7 +26,7 @@ impl Gpu {
     // x (rows, n) -> out (rows, n)
     pub fn softmax(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         x: &GpuBuffer,
         out: &GpuBuffer,
         rows: usize,

@@ -29,7 +29,7 @@ impl Gpu {
     // gate (tokens, ff) at its view, up (tokens, ff) at its view -> out (tokens, ff)
     pub fn swiglu(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         gate: View<'_>,
         up: View<'_>,
         out: &GpuBuffer,

@@ -46,7 +46,7 @@ pub fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
 }
 
 /// Records with `op` into a new encoder, submits it, and waits (through the read-back).
-pub fn run(gpu: &Gpu, op: impl FnOnce(&mut wgpu::CommandEncoder)) {
+pub fn run(gpu: &Gpu, op: impl FnOnce(&mut crate::Recorder)) {
     let mut encoder = gpu.encoder();
     op(&mut encoder);
     gpu.submit(encoder);

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use marlin_gpu::kernels::{DenseWeight, Heads, View, WeightDtype};
 use marlin_gpu::{
-    AttentionConfig, Gpu, GpuBuffer, GpuError, GpuKvCache, GpuQuantMatrix, KvBatch, KvShape, wgpu,
+    AttentionConfig, Gpu, GpuBuffer, GpuError, GpuKvCache, GpuQuantMatrix, KvBatch, KvShape,
+    Recorder,
 };
 
 use super::{AttentionParts, Device, Part};
@@ -169,13 +170,23 @@ impl GpuCache {
 
 /// One forward pass being recorded.
 pub struct GpuPass {
-    encoder: wgpu::CommandEncoder,
+    encoder: Recorder,
     batch: KvBatch,
     /// Each token's position (u32), for rope.
     positions: GpuBuffer,
     /// Every sequence adds one token: split-K decode attention; else the tiled prefill kernel.
     decode: bool,
     counts: Vec<(marlin_gpu::SeqId, usize)>,
+    started: std::time::Instant,
+}
+
+/// `MARLIN_GPU_PROFILE=1` prints, for every forward pass, the host's time recording its commands
+/// and submitting them, and the time from then to having the logits back.
+const PROFILE_ENV: &str = "MARLIN_GPU_PROFILE";
+
+fn profiling() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(PROFILE_ENV).is_ok_and(|v| v == "1"))
 }
 
 /// A GPU's cache takes at most this much memory unless asked for more: it is claimed whole at
@@ -317,6 +328,7 @@ impl Device for GpuDevice {
                 .upload("positions", bytemuck::cast_slice(&positions)),
             decode: counts.iter().all(|&(_, n)| n == 1),
             counts: gpu_counts,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -478,7 +490,7 @@ impl Device for GpuDevice {
             if r >= x.tokens {
                 return Err(ModelError::Gpu(format!("row {r} of {} rows", x.tokens)));
             }
-            pass.encoder.copy_buffer_to_buffer(
+            pass.encoder.encoder().copy_buffer_to_buffer(
                 x.buf().raw(),
                 r as u64 * row_bytes,
                 out.buf().raw(),
@@ -495,9 +507,22 @@ impl Device for GpuDevice {
         cache: &mut GpuCache,
         logits: GpuAct,
     ) -> Result<Vec<f32>, ModelError> {
+        let recorded = pass.started.elapsed();
         self.gpu.submit(pass.encoder);
+        let submitted = pass.started.elapsed();
         let mut values = self.gpu.read_f32(logits.buf())?;
         values.truncate(logits.len());
+        if profiling() {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "{PROFILE_ENV}: {} tokens: recorded in {:.3} ms, submitted in {:.3} ms, run and \
+                 read back in {:.3} ms",
+                pass.batch.len(),
+                ms(recorded),
+                ms(submitted - recorded),
+                ms(pass.started.elapsed() - submitted)
+            );
+        }
         for (g, n) in pass.counts {
             cache.cache.advance(g, n)?;
         }

@@ -257,7 +257,7 @@ pub(super) fn copy_gbps(gpu: &Gpu, mib: u64) -> anyhow::Result<f64> {
 fn measure(
     gpu: &Gpu,
     iters: Option<usize>,
-    record: impl Fn(&mut marlin_gpu::wgpu::CommandEncoder, usize) -> Result<(), GpuError>,
+    record: impl Fn(&mut marlin_gpu::Recorder, usize) -> Result<(), GpuError>,
 ) -> anyhow::Result<(Duration, Duration, usize)> {
     let batch = |calls: usize| -> Result<BatchTime, GpuError> {
         gpu.time_batch(|enc| (0..calls).try_for_each(|i| record(enc, i)))

@@ -75,7 +75,7 @@ impl GpuKvCache {
     // q (tokens, heads * head_dim) view -> out (tokens, heads, head_dim)
     pub fn record_decode_attention(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         layer: usize,
         batch: &KvBatch,
         q: View<'_>,
@@ -98,7 +98,7 @@ impl GpuKvCache {
     /// [`GpuKvCache::decode_attention`] with `chunk` keys per split (tests force small ones).
     pub(crate) fn decode_with_chunk(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         layer: usize,
         batch: &KvBatch,
         (q, out): (View<'_>, &GpuBuffer),

@@ -48,7 +48,7 @@ impl GpuKvCache {
     // k, v (tokens, kv_heads * head_dim) views -> the cache's slots of those tokens
     pub fn record_write(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         layer: usize,
         batch: &KvBatch,
         k: View<'_>,

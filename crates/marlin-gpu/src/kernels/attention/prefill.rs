@@ -65,7 +65,7 @@ impl GpuKvCache {
     // q (tokens, heads * head_dim) view -> out (tokens, heads, head_dim)
     pub fn record_prefill_attention(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut crate::Recorder,
         layer: usize,
         batch: &KvBatch,
         q: View<'_>,

@@ -1,0 +1,88 @@
+//! Recording a submission: every dispatch goes into one compute pass, and every kernel's
+//! parameters into shared uniform blocks written once when the work is submitted.
+//!
+//! Measured on the H100 (Vulkan) with a pass and a uniform buffer per dispatch: a SmolLM2
+//! decode step of 393 dispatches spent 1.8 ms creating uniform buffers, 5.8 ms in the submit
+//! and 8.5 ms running on the GPU, for 80 MB of weights (tens of µs at its bandwidth). One pass
+//! lets wgpu track the buffers once and place only the barriers the dispatches need; one
+//! uniform block per 256 dispatches replaces as many buffer allocations and staging copies.
+
+use std::num::NonZeroU64;
+
+use crate::Gpu;
+
+/// Bytes of one uniform block: 256 dispatches at the usual 256-byte offset alignment.
+const BLOCK_BYTES: u64 = 64 << 10;
+
+/// Commands being recorded for one submission ([`Gpu::encoder`], then [`Gpu::submit`]).
+pub struct Recorder {
+    encoder: wgpu::CommandEncoder,
+    /// The open compute pass, which holds the encoder until it ends.
+    pass: Option<wgpu::ComputePass<'static>>,
+    /// Uniform blocks and the bytes written into each so far.
+    blocks: Vec<(wgpu::Buffer, Vec<u8>)>,
+}
+
+impl Recorder {
+    pub(crate) fn new(encoder: wgpu::CommandEncoder) -> Self {
+        Recorder {
+            encoder,
+            pass: None,
+            blocks: Vec::new(),
+        }
+    }
+
+    /// The encoder itself, for commands outside a compute pass (copies, timestamps): the open
+    /// pass ends here, and the next dispatch opens another.
+    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        &mut self.encoder
+    }
+
+    /// The compute pass the dispatches go into, opened on first use.
+    pub(crate) fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        let encoder = &mut self.encoder;
+        self.pass.get_or_insert_with(|| {
+            encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime()
+        })
+    }
+
+    /// Places `params` in a uniform block: the block and the binding of its bytes.
+    pub(crate) fn params(&mut self, gpu: &Gpu, params: &[u8]) -> (usize, u64, NonZeroU64) {
+        let align = u64::from(gpu.device().limits().min_uniform_buffer_offset_alignment).max(16);
+        // Uniform bindings are read in 16-byte rows: bind whole rows.
+        let size = (params.len() as u64).div_ceil(16).max(1) * 16;
+        let fits = |used: usize| (used as u64).next_multiple_of(align) + size <= BLOCK_BYTES;
+        if !self.blocks.last().is_some_and(|(_, used)| fits(used.len())) {
+            self.blocks
+                .push((gpu.uniform_block(BLOCK_BYTES), Vec::new()));
+        }
+        let index = self.blocks.len() - 1;
+        let bytes = &mut self.blocks[index].1;
+        let offset = (bytes.len() as u64).next_multiple_of(align);
+        bytes.resize(offset as usize, 0);
+        bytes.extend_from_slice(params);
+        bytes.resize((offset + size) as usize, 0);
+        (index, offset, NonZeroU64::new(size).expect("at least 16"))
+    }
+
+    /// The uniform block `index`, for a bind group.
+    pub(crate) fn block(&self, index: usize) -> &wgpu::Buffer {
+        &self.blocks[index].0
+    }
+
+    /// Writes the parameters to their blocks and returns the encoder's commands, and the
+    /// blocks to give back once they are submitted.
+    pub(crate) fn finish(mut self, gpu: &Gpu) -> (wgpu::CommandBuffer, Vec<wgpu::Buffer>) {
+        self.pass = None;
+        for (buffer, bytes) in &self.blocks {
+            // wgpu runs queue writes before the commands submitted after them, and after those
+            // submitted before: a block reused from an earlier submission is safe.
+            gpu.queue().write_buffer(buffer, 0, bytes);
+        }
+        let blocks = self.blocks.into_iter().map(|(b, _)| b).collect();
+        (self.encoder.finish(), blocks)
+    }
+}
