@@ -227,7 +227,9 @@ impl Gpu {
             }
         }
         let plan = match plan {
-            Plan::Auto if m <= qmv::MAX_M => Plan::Qmv(QmvVariant::new(&self.capabilities(), m, k)),
+            Plan::Auto if m <= qmv::MAX_M => {
+                Plan::Qmv(QmvVariant::new(&self.capabilities(), w.scheme, m, k))
+            }
             Plan::Auto => Plan::Qmm(QmmVariant::new(m)),
             Plan::Qmv(v) if m > v.mt as usize || (v.x_vec4 && !k.is_multiple_of(4)) => {
                 return shape_err(format!("{v:?} cannot take m = {m}, k = {k}"));

@@ -23,7 +23,11 @@
 // Group 0 changes with every call (params, x, y); group 1 is the weights' bind group, made
 // once per part of a matrix at upload (qmatmul.rs).
 @group(0) @binding(0) var<uniform> params: Params;
+//#if CODES_VEC4
+@group(1) @binding(0) var<storage, read> codes: array<vec4<u32>>;
+//#else
 @group(1) @binding(0) var<storage, read> codes: array<u32>;
+//#endif
 @group(1) @binding(1) var<storage, read> scales: array<u32>;
 @group(1) @binding(2) var<storage, read> biases: array<u32>;
 //#if X_VEC4
@@ -60,6 +64,33 @@ fn load_x4(mi: u32, kk: u32) -> vec4<f32> {
 
 // This thread's partial sums for rows first..first + RPS of this part (rows past n repeat the
 // last row and are never stored), over units lane, lane + width, ... < units.
+//#if CODES_VEC4
+// Here a thread reads 16 bytes of each row at once, four consecutive units of one block (what
+// 4- and 8-bit rows allow: whole 16-byte chunks, a block being one or two of them): four times
+// the bytes in flight of a word at a time, and one scale lookup per chunk instead of per unit.
+// Chunk c holds units 4c..4c + 3.
+fn accumulate(first: u32, lane: u32, width: u32, units: u32) -> array<array<f32, MT>, RPS> {
+    var acc: array<array<f32, MT>, RPS>;
+    let row_chunks = params.blocks * WPB / 4u;
+    for (var c = lane; c < units / 4u; c += width) {
+        var words: array<vec4<u32>, RPS>;
+        for (var r = 0u; r < RPS; r++) {
+            words[r] = codes[min(first + r, params.n - 1u) * row_chunks + c];
+        }
+        let b = 4u * c / UPB;
+        let sb = scales_of(first, b);
+        for (var j = 0u; j < 4u; j++) {
+            let q = (4u * c + j) % UPB;
+            var vals: array<array<vec4<f32>, 4>, RPS>;
+            for (var r = 0u; r < RPS; r++) {
+                vals[r] = word_values(words[r][j], 0u, q);
+            }
+            add_unit(&acc, b, q, vals, sb);
+        }
+    }
+    return acc;
+}
+//#else
 fn accumulate(first: u32, lane: u32, width: u32, units: u32) -> array<array<f32, MT>, RPS> {
     var acc: array<array<f32, MT>, RPS>;
     let row_words = params.blocks * WPB;
@@ -67,52 +98,80 @@ fn accumulate(first: u32, lane: u32, width: u32, units: u32) -> array<array<f32,
         let b = u / UPB;
         let q = u % UPB;
         var vals: array<array<vec4<f32>, 4>, RPS>;
-        // Scale and bias of the unit's first (lo) and second (hi) 16 weights of the block: they
-        // differ only at group 16.
-        var s_lo: array<f32, RPS>;
-        var s_hi: array<f32, RPS>;
-        var b_lo: array<f32, RPS>;
-        var b_hi: array<f32, RPS>;
         for (var r = 0u; r < RPS; r++) {
-            let row = min(first + r, params.n - 1u);
-            vals[r] = unit_values(row * row_words, b, q);
-            let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
-            s_lo[r] = scale_at(g);
-            b_lo[r] = bias_at(g);
-            if (SPLIT16) {
-                s_hi[r] = scale_at(g + 1u);
-                b_hi[r] = bias_at(g + 1u);
+            vals[r] = unit_values(min(first + r, params.n - 1u) * row_words, b, q);
+        }
+        add_unit(&acc, b, q, vals, scales_of(first, b));
+    }
+    return acc;
+}
+//#endif
+
+// Scale and bias of block b's first (lo) and second (hi) 16 weights in rows first..first + RPS:
+// they differ only at group 16.
+struct BlockScales {
+    s_lo: array<f32, RPS>,
+    s_hi: array<f32, RPS>,
+    b_lo: array<f32, RPS>,
+    b_hi: array<f32, RPS>,
+}
+
+fn scales_of(first: u32, b: u32) -> BlockScales {
+    var s: BlockScales;
+    for (var r = 0u; r < RPS; r++) {
+        let row = min(first + r, params.n - 1u);
+        let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
+        s.s_lo[r] = scale_at(g);
+        s.b_lo[r] = bias_at(g);
+        if (SPLIT16) {
+            s.s_hi[r] = scale_at(g + 1u);
+            s.b_hi[r] = bias_at(g + 1u);
+        }
+    }
+    return s;
+}
+
+// Adds unit q of block b of rows first..first + RPS (their grid values `vals`, scales `sb`)
+// times x to acc.
+fn add_unit(
+    acc: ptr<function, array<array<f32, MT>, RPS>>,
+    b: u32,
+    q: u32,
+    vals: array<array<vec4<f32>, 4>, RPS>,
+    sb: BlockScales,
+) {
+    for (var mi = 0u; mi < MT; mi++) {
+        // m is uniform: rows of x past it (m = 3 on the MT = 4 pipeline) cost nothing.
+        if (mi >= params.m) {
+            break;
+        }
+        var xv: array<vec4<f32>, 4>;
+        // Sums of x over the lo and hi weights, for the biases. Which half a vec4 falls in is
+        // chosen by select, not by indexing: a vector indexed by a run-time value may live in
+        // slow local memory.
+        var xs = vec2<f32>(0.0);
+        for (var i = 0u; i < NV; i++) {
+            let off = unit_offset(q, i);
+            xv[i] = load_x4(mi, b * 32u + off);
+            if (HAS_BIAS) {
+                let sum = dot(xv[i], vec4<f32>(1.0));
+                xs += select(vec2<f32>(sum, 0.0), vec2<f32>(0.0, sum), off >= 16u);
             }
         }
-        for (var mi = 0u; mi < MT; mi++) {
-            // m is uniform: rows of x past it (m = 3 on the MT = 4 pipeline) cost nothing.
-            if (mi >= params.m) {
-                break;
-            }
-            var xv: array<vec4<f32>, 4>;
-            // Sums of x over the lo and hi weights, for the biases.
-            var xs = vec2<f32>(0.0);
+        for (var r = 0u; r < RPS; r++) {
+            var d = vec2<f32>(0.0);
             for (var i = 0u; i < NV; i++) {
-                let off = unit_offset(q, i);
-                xv[i] = load_x4(mi, b * 32u + off);
-                if (HAS_BIAS) {
-                    xs[off >> 4u] += dot(xv[i], vec4<f32>(1.0));
-                }
+                let p = dot(vals[r][i], xv[i]);
+                d += select(vec2<f32>(p, 0.0), vec2<f32>(0.0, p), unit_offset(q, i) >= 16u);
             }
-            for (var r = 0u; r < RPS; r++) {
-                var d = vec2<f32>(0.0);
-                for (var i = 0u; i < NV; i++) {
-                    d[unit_offset(q, i) >> 4u] += dot(vals[r][i], xv[i]);
-                }
-                if (SPLIT16) {
-                    acc[r][mi] += s_lo[r] * d.x + s_hi[r] * d.y + b_lo[r] * xs.x + b_hi[r] * xs.y;
-                } else {
-                    acc[r][mi] += s_lo[r] * (d.x + d.y) + b_lo[r] * (xs.x + xs.y);
-                }
+            if (SPLIT16) {
+                (*acc)[r][mi] += sb.s_lo[r] * d.x + sb.s_hi[r] * d.y + sb.b_lo[r] * xs.x
+                    + sb.b_hi[r] * xs.y;
+            } else {
+                (*acc)[r][mi] += sb.s_lo[r] * (d.x + d.y) + sb.b_lo[r] * (xs.x + xs.y);
             }
         }
     }
-    return acc;
 }
 
 fn store(row: u32, mi: u32, v: f32) {

@@ -126,7 +126,7 @@ pub(crate) fn assemble(
     let mut out = String::with_capacity(consts.len() + SOURCE.len() + kernel.len() + 256);
     out.push_str(consts);
     out.push_str(&scheme.header());
-    out.push_str(SOURCE);
+    out.push_str(&preprocess(SOURCE, flags));
     out.push_str(&preprocess(kernel, flags));
     out
 }
@@ -262,7 +262,7 @@ mod tests {
             // Columns c0.. of W through qmv (8 at a time) and all 32 through qmm.
             let runs = (0..k)
                 .step_by(8)
-                .map(|c0| (c0, 8, Plan::Qmv(QmvVariant::new(&caps, 8, k))));
+                .map(|c0| (c0, 8, Plan::Qmv(QmvVariant::new(&caps, w.scheme(), 8, k))));
             for (c0, m, plan) in runs.chain([(0, k, Plan::Qmm(QmmVariant::new(k)))]) {
                 let mut x = vec![0f32; m * k];
                 (0..m).for_each(|i| x[i * k + c0 + i] = 1.0);

@@ -28,6 +28,9 @@
 // - Workgroup and private arrays: indices are loop counters below the constant array sizes
 //   (qmv `partial[li * MT + mi]`, li < T; qmm xt_index < BK * BM since the xor stays in an
 //   aligned block of 32, wt < BK * BN / 4).
+// - qmv with CODES_VEC4 (4- and 8-bit formats, whose rows are whole 16-byte chunks: a block is
+//   16 or 32 bytes): codes[row * (blocks * WPB / 4) + c] as vec4<u32>, row clamped as above,
+//   c < blocks * UPB / 4 = blocks * WPB / 4 (UPB = WPB for these formats).
 // - Every loop has a bound fixed by params or constants (force_loop_bounding is off too).
 // Keep this true when editing any of the three files: the conformance suite runs unchecked.
 
@@ -173,12 +176,25 @@ fn bias_at(i: u32) -> f32 {
     return f16_to_f32((biases[i >> 1u] >> (16u * (i & 1u))) & 0xffffu);
 }
 
+//#if CODES_VEC4
+//#else
 // Grid values of unit `q` of block `b` of the row whose codes start at word `row_word`, as NV
 // vec4s (unused ones zero), in the order of `unit_offset`.
 fn unit_values(row_word: u32, b: u32, q: u32) -> array<vec4<f32>, 4> {
-    var v: array<vec4<f32>, 4>;
     let base = row_word + b * WPB;
-    let w = codes[base + q];
+    // Bit p of an INT3 block's third word is the high bit of weight p.
+    var high = 0u;
+    if (BITS == 3u) {
+        high = codes[base + 2u];
+    }
+    return word_values(codes[base + q], high, q);
+}
+//#endif
+
+// Grid values of unit `q` of a block, given its word `w` (and, for INT3, the block's word of
+// high bits), as NV vec4s (unused ones zero), in the order of `unit_offset`.
+fn word_values(w: u32, high_word: u32, q: u32) -> array<vec4<f32>, 4> {
+    var v: array<vec4<f32>, 4>;
     let bytes = vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xffu);
     if (BITS == 8u) {
         if (FORMAT == FMT_FP8) {
@@ -195,8 +211,7 @@ fn unit_values(row_word: u32, b: u32, q: u32) -> array<vec4<f32>, 4> {
         // 2 bits, and the low two bits of 3: vec4 i takes bits 2i..2i+2 of each byte.
         var high = vec4<u32>(0u);
         if (BITS == 3u) {
-            // Bit p of the block's third word is the high bit of weight p.
-            high = vec4<u32>(codes[base + 2u] >> (4u * q)) >> vec4<u32>(0u, 1u, 2u, 3u);
+            high = vec4<u32>(high_word >> (4u * q)) >> vec4<u32>(0u, 1u, 2u, 3u);
         }
         for (var i = 0u; i < 4u; i++) {
             let low = (bytes >> vec4<u32>(2u * i)) & vec4<u32>(3u);
