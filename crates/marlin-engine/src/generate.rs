@@ -124,17 +124,31 @@ fn generate_here(
     }
     let mut sampler = Sampler::new(params.sampling.clone());
     let mut history = prompt.to_vec();
+    // Greedy decoding takes the argmax where the model runs (a GPU then reads back a token id,
+    // not the logits); everything else samples on the host.
+    let greedy = params.sampling.is_greedy();
+    let step = |tokens: &[u32], cache: &mut KvCache| -> Result<Next, ModelError> {
+        let batch = [SeqTokens { seq, tokens }];
+        Ok(if greedy {
+            Next::Token(model.forward_greedy(&batch, cache)?[0])
+        } else {
+            Next::Logits(model.forward(&batch, cache)?)
+        })
+    };
     let start = Instant::now();
-    let mut logits = Vec::new();
+    let mut next = Next::Logits(Vec::new());
     for chunk in prompt[cached..].chunks(params.prefill_chunk.max(1)) {
-        logits = model.forward(&[SeqTokens { seq, tokens: chunk }], cache)?;
+        next = step(chunk, cache)?;
     }
     let prefill_time = start.elapsed();
     let decode_start = Instant::now();
     let mut out = Vec::new();
     let mut finish = FinishReason::Length;
     while out.len() < params.max_tokens {
-        let token = sampler.sample(&logits, &history);
+        let token = match &next {
+            Next::Token(t) => *t,
+            Next::Logits(logits) => sampler.sample(logits, &history),
+        };
         if params.stop_token_ids.contains(&token) {
             finish = FinishReason::Stop;
             break;
@@ -148,13 +162,7 @@ fn generate_here(
         if out.len() == params.max_tokens {
             break;
         }
-        logits = model.forward(
-            &[SeqTokens {
-                seq,
-                tokens: &[token],
-            }],
-            cache,
-        )?;
+        next = step(&[token], cache)?;
     }
     Ok(Generated {
         token_ids: out,
@@ -162,4 +170,11 @@ fn generate_here(
         prefill_time,
         decode_time: decode_start.elapsed(),
     })
+}
+
+/// What a forward pass gives the sampler: the chosen token (greedy, on the model's device) or
+/// the logits to sample from.
+enum Next {
+    Token(u32),
+    Logits(Vec<f32>),
 }

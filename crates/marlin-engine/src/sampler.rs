@@ -26,6 +26,17 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
 }
 
+impl SamplingParams {
+    /// Whether the choice is the plain argmax of the logits (greedy, no penalties): what
+    /// [`marlin_models::Model::forward_greedy`] computes on the model's device.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+            && self.repetition_penalty == 1.0
+            && self.presence_penalty == 0.0
+            && self.frequency_penalty == 0.0
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         SamplingParams {
@@ -130,15 +141,7 @@ impl Sampler {
 }
 
 /// The index of the largest logit (the first one on ties).
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
+pub use marlin_models::device::argmax;
 
 #[cfg(test)]
 mod tests {

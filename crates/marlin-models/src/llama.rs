@@ -245,6 +245,27 @@ impl<D: Device> Llama<D> {
         batch: &[SeqTokens<'_>],
         cache: &mut D::Cache,
     ) -> Result<Vec<f32>, ModelError> {
+        let (pass, logits) = self.record(batch, cache)?;
+        self.device.finish(pass, cache, logits)
+    }
+
+    /// [`Llama::forward`] for greedy decoding: each sequence's most likely next token.
+    // batch (total tokens) -> (batch.len())
+    pub(crate) fn forward_argmax(
+        &self,
+        batch: &[SeqTokens<'_>],
+        cache: &mut D::Cache,
+    ) -> Result<Vec<u32>, ModelError> {
+        let (pass, logits) = self.record(batch, cache)?;
+        self.device.finish_argmax(pass, cache, logits, self.vocab)
+    }
+
+    /// The pass up to the logits.
+    fn record(
+        &self,
+        batch: &[SeqTokens<'_>],
+        cache: &mut D::Cache,
+    ) -> Result<(D::Pass, D::Act), ModelError> {
         let dev = &self.device;
         let mut tokens = Vec::new();
         let mut last = Vec::new(); // each sequence's last token, by index in the pass
@@ -274,7 +295,7 @@ impl<D: Device> Llama<D> {
         let h = dev.rows(&mut pass, &h, &last)?;
         let x = dev.rms_norm(&mut pass, &h, &self.norm, self.config.rms_norm_eps)?;
         let logits = dev.matmul(&mut pass, &x, &self.lm_head)?;
-        dev.finish(pass, cache, logits)
+        Ok((pass, logits))
     }
 
     // h (tokens, hidden) -> h, updated in place

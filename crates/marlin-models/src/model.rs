@@ -139,12 +139,31 @@ impl Model {
         match (&self.0, &mut cache.0) {
             (On::Cpu(m), Store::Cpu(c)) => m.forward(batch, c),
             (On::Gpu(m), Store::Gpu(c)) => m.forward(batch, c),
-            _ => Err(ModelError::Config {
-                path: Default::default(),
-                what: "the KV cache was made for another device than the model's: make it \
-                       with Model::new_cache"
-                    .into(),
-            }),
+            _ => Err(other_device()),
         }
+    }
+
+    /// [`Model::forward`] for greedy decoding: each sequence's most likely next token (the
+    /// first on ties), computed where the model runs: a GPU reads back token ids, not logits.
+    // batch (total tokens) -> (batch.len())
+    pub fn forward_greedy(
+        &self,
+        batch: &[SeqTokens<'_>],
+        cache: &mut KvCache,
+    ) -> Result<Vec<u32>, ModelError> {
+        match (&self.0, &mut cache.0) {
+            (On::Cpu(m), Store::Cpu(c)) => m.forward_argmax(batch, c),
+            (On::Gpu(m), Store::Gpu(c)) => m.forward_argmax(batch, c),
+            _ => Err(other_device()),
+        }
+    }
+}
+
+fn other_device() -> ModelError {
+    ModelError::Config {
+        path: Default::default(),
+        what: "the KV cache was made for another device than the model's: make it with \
+               Model::new_cache"
+            .into(),
     }
 }

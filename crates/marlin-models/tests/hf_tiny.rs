@@ -138,6 +138,28 @@ fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
     out
 }
 
+/// [`greedy`] with the argmax taken by the model's device (`Model::forward_greedy`).
+fn greedy_on_device(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = cache(model);
+    let seq = cache.add_sequence();
+    let mut out = Vec::new();
+    let mut tokens = prompt.to_vec();
+    while out.len() < n {
+        let next = model
+            .forward_greedy(
+                &[SeqTokens {
+                    seq,
+                    tokens: &tokens,
+                }],
+                &mut cache,
+            )
+            .unwrap();
+        out.push(next[0]);
+        tokens = next;
+    }
+    out
+}
+
 fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
@@ -410,6 +432,12 @@ fn the_gpu_matches_transformers() {
                 greedy(&model, &r.ids, r.greedy.len()),
                 r.greedy,
                 "{family} GPU greedy, prompt of {} tokens",
+                r.ids.len()
+            );
+            assert_eq!(
+                greedy_on_device(&model, &r.ids, r.greedy.len()),
+                r.greedy,
+                "{family} GPU argmax, prompt of {} tokens",
                 r.ids.len()
             );
         }

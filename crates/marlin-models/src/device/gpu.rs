@@ -507,11 +507,44 @@ impl Device for GpuDevice {
         cache: &mut GpuCache,
         logits: GpuAct,
     ) -> Result<Vec<f32>, ModelError> {
+        let bytes = self.run(pass, cache, logits.buf())?;
+        Ok(bytes[..logits.len() * 4]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    fn finish_argmax(
+        &self,
+        mut pass: GpuPass,
+        cache: &mut GpuCache,
+        logits: GpuAct,
+        vocab: usize,
+    ) -> Result<Vec<u32>, ModelError> {
+        let rows = logits.tokens;
+        let ids = self.gpu.zeros("token ids", (rows * 4) as u64);
+        self.gpu
+            .argmax(&mut pass.encoder, logits.buf(), &ids, rows, vocab)?;
+        let bytes = self.run(pass, cache, &ids)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
+
+impl GpuDevice {
+    /// Ends a pass after recording, under `MARLIN_GPU_PROFILE=1`, how long its parts took.
+    fn run(
+        &self,
+        pass: GpuPass,
+        cache: &mut GpuCache,
+        out: &GpuBuffer,
+    ) -> Result<Vec<u8>, ModelError> {
         let recorded = pass.started.elapsed();
         self.gpu.submit(pass.encoder);
         let submitted = pass.started.elapsed();
-        let mut values = self.gpu.read_f32(logits.buf())?;
-        values.truncate(logits.len());
+        let bytes = self.gpu.read(out)?;
         if profiling() {
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
             eprintln!(
@@ -526,7 +559,7 @@ impl Device for GpuDevice {
         for (g, n) in pass.counts {
             cache.cache.advance(g, n)?;
         }
-        Ok(values)
+        Ok(bytes)
     }
 }
 

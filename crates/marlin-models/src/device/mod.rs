@@ -182,4 +182,29 @@ pub trait Device: Send + Sync + Sized {
         cache: &mut Self::Cache,
         logits: Self::Act,
     ) -> Result<Vec<f32>, ModelError>;
+
+    /// [`Device::finish`] for greedy decoding: only each row's [`argmax`] comes back (a GPU
+    /// computes it there, and reads back a token id instead of the vocabulary's logits).
+    // logits (sequences, vocab) -> host (sequences)
+    fn finish_argmax(
+        &self,
+        pass: Self::Pass,
+        cache: &mut Self::Cache,
+        logits: Self::Act,
+        vocab: usize,
+    ) -> Result<Vec<u32>, ModelError> {
+        let logits = self.finish(pass, cache, logits)?;
+        Ok(logits.chunks_exact(vocab).map(argmax).collect())
+    }
+}
+
+/// The index of the largest logit (the first one on ties): greedy decoding's choice.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
