@@ -115,8 +115,9 @@ pub fn run(args: &ModelBenchArgs, name: &str) -> anyhow::Result<()> {
 fn time_run(model: &Model, prompt: &[u32], steps: usize) -> anyhow::Result<(f64, f64)> {
     let mut cache = model.new_cache(16, prompt.len() + steps + 1)?;
     let seq = cache.add_sequence();
+    // Greedy, as `generate --temperature 0`: the argmax is taken on the model's device.
     let start = Instant::now();
-    let mut logits = model.forward(
+    let mut next = model.forward_greedy(
         &[SeqTokens {
             seq,
             tokens: prompt,
@@ -126,26 +127,9 @@ fn time_run(model: &Model, prompt: &[u32], steps: usize) -> anyhow::Result<(f64,
     let prefill = prompt.len() as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
     for _ in 0..steps {
-        let next = argmax(&logits);
-        logits = model.forward(
-            &[SeqTokens {
-                seq,
-                tokens: &[next],
-            }],
-            &mut cache,
-        )?;
+        next = model.forward_greedy(&[SeqTokens { seq, tokens: &next }], &mut cache)?;
     }
     Ok((prefill, steps as f64 / start.elapsed().as_secs_f64()))
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// The CPU's parallel streaming read of 1 GiB, GB/s (median of 5).
