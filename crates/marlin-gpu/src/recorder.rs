@@ -21,14 +21,68 @@ pub struct Recorder {
     pass: Option<wgpu::ComputePass<'static>>,
     /// Uniform blocks and the bytes written into each so far.
     blocks: Vec<(wgpu::Buffer, Vec<u8>)>,
+    /// `MARLIN_GPU_PROFILE=kernels`: each dispatch in a pass of its own between timestamps.
+    profile: Option<KernelProfile>,
+}
+
+/// Timestamps around each dispatch, and which kernel each pair belongs to.
+pub(crate) struct KernelProfile {
+    queries: wgpu::QuerySet,
+    pub(crate) kernels: Vec<String>,
+}
+
+/// Timestamp pairs one profiled submission holds at most (wgpu's query-set limit is 4096).
+pub(crate) const PROFILE_DISPATCHES: u32 = 2048;
+
+/// `MARLIN_GPU_PROFILE=kernels` times every dispatch by GPU timestamps (each in a compute pass
+/// of its own, so slower than usual) and prints the time per kernel after each submission.
+pub const PROFILE_ENV: &str = "MARLIN_GPU_PROFILE";
+
+pub(crate) fn profiling_kernels() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(PROFILE_ENV).is_ok_and(|v| v == "kernels"))
 }
 
 impl Recorder {
-    pub(crate) fn new(encoder: wgpu::CommandEncoder) -> Self {
+    pub(crate) fn new(gpu: &Gpu, encoder: wgpu::CommandEncoder) -> Self {
+        let profile = (profiling_kernels() && gpu.has_timestamps()).then(|| KernelProfile {
+            queries: gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * PROFILE_DISPATCHES,
+            }),
+            kernels: Vec::new(),
+        });
         Recorder {
             encoder,
             pass: None,
             blocks: Vec::new(),
+            profile,
+        }
+    }
+
+    /// The pass for a dispatch of kernel `key`: the open one, or, when profiling, a new one
+    /// between timestamps.
+    pub(crate) fn pass_for(&mut self, key: &str) -> &mut wgpu::ComputePass<'static> {
+        match &mut self.profile {
+            Some(p) if (p.kernels.len() as u32) < PROFILE_DISPATCHES => {
+                let i = p.kernels.len() as u32;
+                p.kernels.push(key.to_string());
+                self.pass = None;
+                let pass = self
+                    .encoder
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &p.queries,
+                            beginning_of_pass_write_index: Some(2 * i),
+                            end_of_pass_write_index: Some(2 * i + 1),
+                        }),
+                    })
+                    .forget_lifetime();
+                self.pass.insert(pass)
+            }
+            _ => self.pass(),
         }
     }
 
@@ -73,16 +127,48 @@ impl Recorder {
         &self.blocks[index].0
     }
 
-    /// Writes the parameters to their blocks and returns the encoder's commands, and the
-    /// blocks to give back once they are submitted.
-    pub(crate) fn finish(mut self, gpu: &Gpu) -> (wgpu::CommandBuffer, Vec<wgpu::Buffer>) {
+    /// Writes the parameters to their blocks and returns the encoder's commands, the blocks to
+    /// give back once they are submitted, and, when profiling, the buffer the timestamps will
+    /// be in with the kernel of each pair.
+    pub(crate) fn finish(
+        mut self,
+        gpu: &Gpu,
+    ) -> (
+        wgpu::CommandBuffer,
+        Vec<wgpu::Buffer>,
+        Option<(wgpu::Buffer, Vec<String>)>,
+    ) {
         self.pass = None;
+        let profile = self
+            .profile
+            .take()
+            .filter(|p| !p.kernels.is_empty())
+            .map(|p| {
+                let bytes = 16 * p.kernels.len() as u64;
+                let buffer = |usage| {
+                    gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("kernel profile"),
+                        size: bytes,
+                        usage,
+                        mapped_at_creation: false,
+                    })
+                };
+                let resolved =
+                    buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+                let read = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+                let pairs = 2 * p.kernels.len() as u32;
+                self.encoder
+                    .resolve_query_set(&p.queries, 0..pairs, &resolved, 0);
+                self.encoder
+                    .copy_buffer_to_buffer(&resolved, 0, &read, 0, bytes);
+                (read, p.kernels)
+            });
         for (buffer, bytes) in &self.blocks {
             // wgpu runs queue writes before the commands submitted after them, and after those
             // submitted before: a block reused from an earlier submission is safe.
             gpu.queue().write_buffer(buffer, 0, bytes);
         }
         let blocks = self.blocks.into_iter().map(|(b, _)| b).collect();
-        (self.encoder.finish(), blocks)
+        (self.encoder.finish(), blocks, profile)
     }
 }

@@ -133,6 +133,8 @@ pub(crate) const WG: u32 = 256;
 pub(crate) struct Pipeline {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    /// The cache key: the kernel and its variant, for profiles.
+    key: String,
 }
 
 /// Compiled pipelines by name: each kernel is compiled once per device.
@@ -273,7 +275,11 @@ impl Gpu {
             Some((_, group0)) => group0.clone(),
             None => pipeline.get_bind_group_layout(0),
         };
-        Pipeline { pipeline, layout }
+        Pipeline {
+            pipeline,
+            layout,
+            key: key.to_string(),
+        }
     }
 
     /// The bind group layouts of the quantized matmul kernels, made once per device.
@@ -325,7 +331,7 @@ impl Gpu {
             layout: &pipe.layout,
             entries: &entries,
         });
-        let pass = encoder.pass();
+        let pass = encoder.pass_for(&pipe.key);
         pass.set_pipeline(&pipe.pipeline);
         pass.set_bind_group(0, &bind, &[]);
         if let Some(g1) = group1 {
@@ -346,17 +352,51 @@ impl Gpu {
 
     /// A recorder for the ops to record into; [`Gpu::submit`] sends it.
     pub fn encoder(&self) -> Recorder {
-        Recorder::new(
-            self.device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default()),
-        )
+        let encoder = self
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        Recorder::new(self, encoder)
     }
 
     /// Sends what `encoder` recorded to the device; [`Gpu::read`] waits for it.
     pub fn submit(&self, encoder: Recorder) {
-        let (commands, blocks) = encoder.finish(self);
+        let (commands, blocks, profile) = encoder.finish(self);
         self.queue().submit([commands]);
         self.return_uniform_blocks(blocks);
+        if let Some((read, kernels)) = profile {
+            self.print_profile(&read, &kernels);
+        }
+    }
+
+    /// The GPU time of each kernel of a profiled submission (waits for it), to stderr.
+    fn print_profile(&self, read: &wgpu::Buffer, kernels: &[String]) {
+        let Ok(bytes) = self.map_read(read) else {
+            return;
+        };
+        let period = f64::from(self.queue().get_timestamp_period());
+        let tick =
+            |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
+        let mut by_kernel: Vec<(String, f64, usize)> = Vec::new();
+        for (i, k) in kernels.iter().enumerate() {
+            let us = tick(2 * i + 1).saturating_sub(tick(2 * i)) as f64 * period / 1e3;
+            match by_kernel.iter_mut().find(|(name, _, _)| name == k) {
+                Some(e) => {
+                    e.1 += us;
+                    e.2 += 1;
+                }
+                None => by_kernel.push((k.clone(), us, 1)),
+            }
+        }
+        by_kernel.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = by_kernel.iter().map(|e| e.1).sum();
+        eprintln!(
+            "{}: {} dispatches, {total:.1} µs of kernels",
+            crate::recorder::PROFILE_ENV,
+            kernels.len()
+        );
+        for (k, us, n) in by_kernel {
+            eprintln!("  {us:10.1} µs {n:5} x  {k}");
+        }
     }
 
     /// A uniform block of `bytes` for a [`Recorder`]'s parameters: one given back earlier, or

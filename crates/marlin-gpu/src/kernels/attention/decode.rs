@@ -18,10 +18,13 @@ pub const SOURCE_SHARED: &str = concat!(
     include_str!("decode.wgsl")
 );
 
-/// Keys per workgroup step (`WG` in decode.wgsl): chunks are whole multiples of it.
+/// Keys per workgroup step (`WG` in decode.wgsl).
 const TILE: usize = 128;
-/// The smallest chunk: below it the merge costs more than the parallelism gains.
-const MIN_CHUNK: usize = 256;
+/// The smallest chunk, and the step of chunk lengths. Each invocation scores a whole key, a
+/// long serial loop, so a decode step of one sequence is latency-bound unless many workgroups
+/// share the keys: on the H100 a Llama-3.1-8B layer's decode attention over 130 keys took
+/// 86 µs as one 256-key chunk per head (32 workgroups in all).
+const MIN_CHUNK: usize = 32;
 /// Splits per (token, head) at most: 32 heads x 32 splits is ~1000 workgroups, enough to fill
 /// the largest GPUs for a single sequence; longer contexts get longer chunks instead.
 const MAX_SPLITS: usize = 32;
@@ -46,7 +49,7 @@ struct Params {
 
 /// Keys per split for a longest key range of `keys`.
 fn chunk_for(keys: usize) -> usize {
-    MIN_CHUNK.max(keys.div_ceil(MAX_SPLITS).next_multiple_of(TILE))
+    MIN_CHUNK.max(keys.div_ceil(MAX_SPLITS).next_multiple_of(MIN_CHUNK))
 }
 
 impl GpuKvCache {
@@ -180,12 +183,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_are_whole_tiles_and_splits_stay_few() {
+    fn chunks_are_whole_grains_and_splits_stay_few() {
         assert_eq!(chunk_for(1), MIN_CHUNK);
         assert_eq!(chunk_for(300), MIN_CHUNK);
         for keys in [1000, 8191, 131_072, 1_000_003] {
             let chunk = chunk_for(keys);
-            assert_eq!(chunk % TILE, 0);
+            assert_eq!(chunk % MIN_CHUNK, 0);
             assert!(keys.div_ceil(chunk) <= MAX_SPLITS, "{keys}");
         }
     }
