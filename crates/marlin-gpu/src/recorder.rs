@@ -25,6 +25,15 @@ pub struct Recorder {
     profile: Option<KernelProfile>,
 }
 
+/// What [`Recorder::finish`] gives: the commands, the uniform blocks to give back once they
+/// are submitted, and, when profiling, the buffer the timestamps will be read from with the
+/// kernel of each pair.
+pub(crate) type Finished = (
+    wgpu::CommandBuffer,
+    Vec<wgpu::Buffer>,
+    Option<(wgpu::Buffer, Vec<String>)>,
+);
+
 /// Timestamps around each dispatch, and which kernel each pair belongs to.
 pub(crate) struct KernelProfile {
     queries: wgpu::QuerySet,
@@ -130,14 +139,7 @@ impl Recorder {
     /// Writes the parameters to their blocks and returns the encoder's commands, the blocks to
     /// give back once they are submitted, and, when profiling, the buffer the timestamps will
     /// be in with the kernel of each pair.
-    pub(crate) fn finish(
-        mut self,
-        gpu: &Gpu,
-    ) -> (
-        wgpu::CommandBuffer,
-        Vec<wgpu::Buffer>,
-        Option<(wgpu::Buffer, Vec<String>)>,
-    ) {
+    pub(crate) fn finish(mut self, gpu: &Gpu) -> Finished {
         self.pass = None;
         let profile = self
             .profile
