@@ -14,8 +14,14 @@ pub const SOURCES: Variants = with_reductions!("argmax.wgsl");
 struct Params {
     rows: u32,
     n: u32,
-    _pad: [u32; 2],
+    chunk: u32,
+    chunks: u32,
+    stage: u32,
+    _pad: [u32; 3],
 }
+
+/// Values per workgroup of a long row's first stage.
+const CHUNK: usize = 4096;
 
 impl Gpu {
     /// Records `out[r] = ` the index of the largest value of row `r` (a u32), the lowest index
@@ -42,13 +48,41 @@ impl Gpu {
         if rows == 0 {
             return Ok(());
         }
-        let params = Params {
+        let chunks = n.div_ceil(CHUNK);
+        let pipe = self.row_pipeline(OP, &SOURCES);
+        let params = |stage, chunks| Params {
             rows: rows as u32,
             n: n as u32,
-            _pad: [0; 2],
+            chunk: CHUNK as u32,
+            chunks: chunks as u32,
+            stage,
+            _pad: [0; 3],
         };
-        let pipe = self.row_pipeline(OP, &SOURCES);
-        self.dispatch(encoder, &pipe, &params, &[x, out], grid(rows as u64, 1));
+        // Chunks by rows must fit one grid (65535 a side); past that, a workgroup per row.
+        if chunks <= 1 || chunks > 65535 || rows > 65535 {
+            // A binding cannot be empty; stage 0 never touches `part`.
+            let part = self.zeros("argmax partials", 8);
+            let buffers = [x, out, &part];
+            self.dispatch(
+                encoder,
+                &pipe,
+                &params(0, 1),
+                &buffers,
+                grid(rows as u64, 1),
+            );
+            return Ok(());
+        }
+        let part = self.zeros("argmax partials", (rows * chunks * 8) as u64);
+        let buffers = [x, out, &part];
+        let groups = [chunks as u32, rows as u32, 1];
+        self.dispatch(encoder, &pipe, &params(1, chunks), &buffers, groups);
+        self.dispatch(
+            encoder,
+            &pipe,
+            &params(2, chunks),
+            &buffers,
+            grid(rows as u64, 1),
+        );
         Ok(())
     }
 }
@@ -84,6 +118,7 @@ mod tests {
             (1, 4097),
             (67, 5),
             (1, 151_936),
+            (3, 9000),
         ] {
             let x = values(n as u64 + 1, rows * n, 10.0);
             let want: Vec<u32> = x.chunks_exact(n).map(reference).collect();

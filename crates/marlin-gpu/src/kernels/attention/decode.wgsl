@@ -57,6 +57,22 @@ var<workgroup> qs: array<f32, HD_MAX>;
 var<workgroup> ps: array<f32, WG>;
 var<workgroup> rows: array<u32, WG>;
 
+// sum over j < n of ps[j] * value j at dimension d, in four independent sums (their loads
+// issued together).
+fn weighted(n: u32, d: u32) -> f32 {
+    var a = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 4u <= n; j += 4u) {
+        a += vec4<f32>(ps[j], ps[j + 1u], ps[j + 2u], ps[j + 3u])
+            * vec4<f32>(v_cache[rows[j] + d], v_cache[rows[j + 1u] + d], v_cache[rows[j + 2u] + d],
+                        v_cache[rows[j + 3u] + d]);
+    }
+    for (; j < n; j++) {
+        a.x += ps[j] * v_cache[rows[j] + d];
+    }
+    return (a.x + a.y) + (a.z + a.w);
+}
+
 @compute @workgroup_size(128)
 fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     let lid = lane.lid;
@@ -96,11 +112,18 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
             let row = ((block * params.shard_heads + kvh) * params.block_size
                 + key % params.block_size) * hd;
             rows[lid] = row;
-            var dot = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                dot += qs[d] * k_cache[row + d];
+            // Four independent sums: their loads are issued together, not one latency each.
+            var dot = vec4<f32>(0.0);
+            var d = 0u;
+            for (; d + 4u <= hd; d += 4u) {
+                dot += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u])
+                    * vec4<f32>(k_cache[row + d], k_cache[row + d + 1u], k_cache[row + d + 2u],
+                                k_cache[row + d + 3u]);
             }
-            s = dot;
+            for (; d < hd; d++) {
+                dot.x += qs[d] * k_cache[row + d];
+            }
+            s = (dot.x + dot.y) + (dot.z + dot.w);
         }
         let m_new = max(m, wg_max(s, lane));
         // Every tile visited has a valid key, so m_new is real here.
@@ -113,18 +136,10 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
         let d0 = lid;
         let d1 = lid + WG;
         if (d0 < hd) {
-            var a = acc0 * alpha;
-            for (var j = 0u; j < n; j++) {
-                a += ps[j] * v_cache[rows[j] + d0];
-            }
-            acc0 = a;
+            acc0 = acc0 * alpha + weighted(n, d0);
         }
         if (d1 < hd) {
-            var a = acc1 * alpha;
-            for (var j = 0u; j < n; j++) {
-                a += ps[j] * v_cache[rows[j] + d1];
-            }
-            acc1 = a;
+            acc1 = acc1 * alpha + weighted(n, d1);
         }
         m = m_new;
         // ps and rows are rewritten by the next tile.
