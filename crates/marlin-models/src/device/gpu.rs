@@ -1,6 +1,6 @@
-//! The GPU device: every op of a forward pass is recorded into one command encoder (the WGSL
-//! kernels of `marlin-gpu`), submitted once at [`Device::finish`], and only the logits come
-//! back. Weights are uploaded once at load, each quantized matrix in its own format (the fused
+//! The GPU device: the ops of a forward pass are recorded (the WGSL kernels of `marlin-gpu`)
+//! and submitted every few layers, so the GPU runs while the host records; only the logits (or,
+//! greedy, the token ids) come back at [`Device::finish`]. Weights are uploaded once at load, each quantized matrix in its own format (the fused
 //! dequantize + matmul kernels read it as stored); activations are f32.
 
 use std::sync::{Arc, Mutex};
@@ -178,10 +178,18 @@ pub struct GpuPass {
     decode: bool,
     counts: Vec<(marlin_gpu::SeqId, usize)>,
     started: std::time::Instant,
+    /// Residual adds recorded, and submissions made, so far.
+    adds: usize,
+    submits: usize,
 }
 
-/// `MARLIN_GPU_PROFILE=1` prints, for every forward pass, the host's time recording its commands
-/// and submitting them, and the time from then to having the logits back.
+/// Residual adds (two per layer) between submissions of a pass: the GPU runs the first layers
+/// while the host records the next. On the H100 a Llama-3.1-8B decode step spent ~3.5 ms
+/// recording and submitting and ~7 ms on the GPU, one after the other.
+const ADDS_PER_SUBMIT: usize = 8;
+
+/// `MARLIN_GPU_PROFILE=1` prints, for every forward pass, the host's time recording and
+/// submitting its commands, and the time from then to having the logits back.
 const PROFILE_ENV: &str = "MARLIN_GPU_PROFILE";
 
 fn profiling() -> bool {
@@ -329,6 +337,8 @@ impl Device for GpuDevice {
             decode: counts.iter().all(|&(_, n)| n == 1),
             counts: gpu_counts,
             started: std::time::Instant::now(),
+            adds: 0,
+            submits: 0,
         })
     }
 
@@ -480,6 +490,13 @@ impl Device for GpuDevice {
 
     fn add(&self, pass: &mut GpuPass, h: &mut GpuAct, x: &GpuAct) -> Result<(), ModelError> {
         self.gpu.add(&mut pass.encoder, h.buf(), x.buf(), h.len())?;
+        pass.adds += 1;
+        if pass.adds.is_multiple_of(ADDS_PER_SUBMIT) {
+            // wgpu runs submissions in order: what comes next sees all of this.
+            let done = std::mem::replace(&mut pass.encoder, self.gpu.encoder());
+            self.gpu.submit(done);
+            pass.submits += 1;
+        }
         Ok(())
     }
 
@@ -541,18 +558,17 @@ impl GpuDevice {
         cache: &mut GpuCache,
         out: &GpuBuffer,
     ) -> Result<Vec<u8>, ModelError> {
-        let recorded = pass.started.elapsed();
         self.gpu.submit(pass.encoder);
         let submitted = pass.started.elapsed();
         let bytes = self.gpu.read(out)?;
         if profiling() {
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
             eprintln!(
-                "{PROFILE_ENV}: {} tokens: recorded in {:.3} ms, submitted in {:.3} ms, run and \
-                 read back in {:.3} ms",
+                "{PROFILE_ENV}: {} tokens: recorded and submitted in {:.3} ms ({} submissions), \
+                 then waited and read back in {:.3} ms",
                 pass.batch.len(),
-                ms(recorded),
-                ms(submitted - recorded),
+                ms(submitted),
+                pass.submits + 1,
                 ms(pass.started.elapsed() - submitted)
             );
         }
