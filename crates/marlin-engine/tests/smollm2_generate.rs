@@ -58,6 +58,28 @@ fn check_paris(engine: &Engine) {
     assert!(done.text.contains("Paris"), "{:?}", done.text);
 }
 
+/// Chat prompts on which int8 activations part ways with f32 within a few tokens.
+const QUESTIONS: [&str; 4] = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "How many legs does a spider have?",
+    "Translate 'good morning' into Spanish.",
+];
+
+/// `got` gives `want`'s first 24 greedy tokens on every prompt of [`QUESTIONS`].
+fn same_greedy_tokens(got: &Engine, want: &Engine, what: &str) {
+    for question in QUESTIONS {
+        let prompt = want.encode_chat(&[Message::user(question)]).unwrap();
+        let w = want.generate(&prompt, &greedy(24), |_| {}).unwrap();
+        let g = got.generate(&prompt, &greedy(24), |_| {}).unwrap();
+        assert_eq!(
+            g.token_ids, w.token_ids,
+            "{question}: {what} {:?}, reference {:?}",
+            g.text, w.text
+        );
+    }
+}
+
 /// The default precision's claim (docs/cpu-kernels.md): the same greedy tokens as f32, where
 /// int8 activations part ways within a few tokens on some of these prompts.
 #[test]
@@ -65,21 +87,7 @@ fn int8x2_gives_the_greedy_tokens_of_f32() {
     let path = marlin_testkit::smollm2_gguf();
     let f32 = Engine::load_on(&path, CpuBackend::detect(), Precision::F32).unwrap();
     let x2 = Engine::load_on(&path, CpuBackend::detect(), Precision::Int8x2).unwrap();
-    for question in [
-        "What is the capital of France?",
-        "Write a haiku about the sea.",
-        "How many legs does a spider have?",
-        "Translate 'good morning' into Spanish.",
-    ] {
-        let prompt = f32.encode_chat(&[Message::user(question)]).unwrap();
-        let want = f32.generate(&prompt, &greedy(24), |_| {}).unwrap();
-        let got = x2.generate(&prompt, &greedy(24), |_| {}).unwrap();
-        assert_eq!(
-            got.token_ids, want.token_ids,
-            "{question}: int8x2 {:?}, f32 {:?}",
-            got.text, want.text
-        );
-    }
+    same_greedy_tokens(&x2, &f32, "int8x2");
 }
 
 /// The GPU (lavapipe in CI, where `MARLIN_REQUIRE_GPU=1` makes a missing adapter a failure)
@@ -94,19 +102,5 @@ fn the_gpu_gives_the_greedy_tokens_of_the_cpu() {
     let on_gpu = Engine::load_on(&path, gpu, Precision::F32).unwrap();
     check_capital(&on_gpu);
     let cpu = Engine::load_on(&path, CpuBackend::detect(), Precision::F32).unwrap();
-    for question in [
-        "What is the capital of France?",
-        "Write a haiku about the sea.",
-        "How many legs does a spider have?",
-        "Translate 'good morning' into Spanish.",
-    ] {
-        let prompt = cpu.encode_chat(&[Message::user(question)]).unwrap();
-        let want = cpu.generate(&prompt, &greedy(24), |_| {}).unwrap();
-        let got = on_gpu.generate(&prompt, &greedy(24), |_| {}).unwrap();
-        assert_eq!(
-            got.token_ids, want.token_ids,
-            "{question}: GPU {:?}, CPU {:?}",
-            got.text, want.text
-        );
-    }
+    same_greedy_tokens(&on_gpu, &cpu, "GPU");
 }

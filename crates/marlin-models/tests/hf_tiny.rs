@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use marlin_cpu::CpuBackend;
 use marlin_models::hf::HfModel;
 use marlin_models::{
-    Architecture, KvCache, Model, ModelConfig, ModelError, Precision, SeqTokens, StoredTensor,
-    Weight, WeightSource,
+    Architecture, KvCache, Model, ModelConfig, ModelError, Precision, SeqId, SeqTokens,
+    StoredTensor, Weight, WeightSource,
 };
 use marlin_quant::{Format, Scheme, quantize};
 use serde_json::Value;
@@ -136,6 +136,21 @@ fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
             .unwrap();
     }
     out
+}
+
+/// Every prompt of `refs` as one batch, each in a new sequence of `cache`: the sequences and
+/// each one's last logits, one after another.
+fn forward_all(model: &Model, refs: &[PromptRef], cache: &mut KvCache) -> (Vec<SeqId>, Vec<f32>) {
+    let seqs: Vec<_> = refs.iter().map(|_| cache.add_sequence()).collect();
+    let batch: Vec<SeqTokens> = refs
+        .iter()
+        .zip(&seqs)
+        .map(|(r, &seq)| SeqTokens {
+            seq,
+            tokens: &r.ids,
+        })
+        .collect();
+    (seqs, model.forward(&batch, cache).unwrap())
 }
 
 /// [`greedy`] with the argmax taken by the model's device (`Model::forward_greedy`).
@@ -322,16 +337,7 @@ fn a_batch_of_all_prompts_equals_each_alone() {
         let model = load(&open(family), Precision::F32);
         let refs = references(family);
         let mut cache = cache(&model);
-        let seqs: Vec<_> = refs.iter().map(|_| cache.add_sequence()).collect();
-        let batch: Vec<SeqTokens> = refs
-            .iter()
-            .zip(&seqs)
-            .map(|(r, &seq)| SeqTokens {
-                seq,
-                tokens: &r.ids,
-            })
-            .collect();
-        let all = model.forward(&batch, &mut cache).unwrap();
+        let (_, all) = forward_all(&model, &refs, &mut cache);
         let vocab = model.config().vocab_size;
         for (r, got) in refs.iter().zip(all.chunks_exact(vocab)) {
             let alone = last_logits(&model, &r.ids, r.ids.len());
@@ -442,16 +448,7 @@ fn the_gpu_matches_transformers() {
             );
         }
         let mut cache = cache(&model);
-        let seqs: Vec<_> = refs.iter().map(|_| cache.add_sequence()).collect();
-        let batch: Vec<SeqTokens> = refs
-            .iter()
-            .zip(&seqs)
-            .map(|(r, &seq)| SeqTokens {
-                seq,
-                tokens: &r.ids,
-            })
-            .collect();
-        let all = model.forward(&batch, &mut cache).unwrap();
+        let (seqs, all) = forward_all(&model, &refs, &mut cache);
         let vocab = model.config().vocab_size;
         for (r, got) in refs.iter().zip(all.chunks_exact(vocab)) {
             let err = relative_error(got, &r.last_logits);

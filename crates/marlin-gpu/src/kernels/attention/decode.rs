@@ -66,11 +66,9 @@ impl GpuKvCache {
         out: &GpuBuffer,
         cfg: AttentionConfig,
     ) -> Result<(), GpuError> {
-        let mut encoder = self.gpu.encoder();
-        let q = View::rows(q, cfg.heads * self.shape.head_dim);
-        self.record_decode_attention(&mut encoder, layer, batch, q, out, cfg)?;
-        self.gpu.submit(encoder);
-        Ok(())
+        self.submit_now(q, cfg.heads, |enc, q| {
+            self.record_decode_attention(enc, layer, batch, q, out, cfg)
+        })
     }
 
     /// [`GpuKvCache::decode_attention`] recorded into `encoder`, with q where it lies (each

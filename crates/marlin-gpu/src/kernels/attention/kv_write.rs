@@ -35,11 +35,9 @@ impl GpuKvCache {
         v: &GpuBuffer,
     ) -> Result<(), GpuError> {
         let width = self.shape.kv_heads * self.shape.head_dim;
-        let mut encoder = self.gpu.encoder();
-        let (k, v) = (View::rows(k, width), View::rows(v, width));
-        self.record_write(&mut encoder, layer, batch, k, v)?;
-        self.gpu.submit(encoder);
-        Ok(())
+        self.submit_now(k, self.shape.kv_heads, |enc, k| {
+            self.record_write(enc, layer, batch, k, View::rows(v, width))
+        })
     }
 
     /// [`GpuKvCache::write`] recorded into `encoder`, with k and v where they lie (each

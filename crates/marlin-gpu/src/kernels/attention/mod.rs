@@ -32,6 +32,20 @@ pub const MAX_HEAD_DIM: usize = 256;
 const MAX_GROUPS: usize = 65535;
 
 impl GpuKvCache {
+    /// Records `record` into an encoder of its own, with `q` as whole rows of `heads` heads,
+    /// and submits it: the attention ops for callers that do not record a pass.
+    fn submit_now(
+        &self,
+        q: &GpuBuffer,
+        heads: usize,
+        record: impl FnOnce(&mut crate::Recorder, View<'_>) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
+        let mut encoder = self.gpu.encoder();
+        record(&mut encoder, View::rows(q, heads * self.shape.head_dim))?;
+        self.gpu.submit(encoder);
+        Ok(())
+    }
+
     /// The checks both attention kernels share; returns the window as the kernels take it
     /// (0: none) and q's offset and stride.
     fn check_attention(
