@@ -51,6 +51,9 @@ pub(crate) struct Inner {
     pub runtime_checks: bool,
     /// The features the device was opened with.
     pub features: wgpu::Features,
+    /// The first error wgpu reported outside a call that returns one (out of memory when
+    /// creating a buffer, say): wgpu's default is to panic; [`Gpu::wait`] returns it instead.
+    pub failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -130,6 +133,12 @@ impl Gpu {
                     what: e.to_string(),
                 }
             })?;
+        let failure: Arc<std::sync::Mutex<Option<String>>> = Default::default();
+        let first = failure.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = first.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
         let caps = Capabilities {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroup: features.contains(wgpu::Features::SUBGROUP),
@@ -149,6 +158,7 @@ impl Gpu {
                 uniform_blocks: Default::default(),
                 runtime_checks: std::env::var(CHECKED_ENV).is_ok_and(|v| v == "1"),
                 features,
+                failure,
             }),
         })
     }
@@ -186,7 +196,8 @@ impl Gpu {
         &self.inner.queue
     }
 
-    /// Blocks until the device has finished all submitted work.
+    /// Blocks until the device has finished all submitted work; an error wgpu reported since
+    /// the device opened (see [`Gpu::check`]) fails it.
     pub(crate) fn wait(&self) -> Result<(), GpuError> {
         self.inner
             .device
@@ -195,7 +206,18 @@ impl Gpu {
                 timeout: None,
             })
             .map(|_| ())
-            .map_err(|e| GpuError::Lost(e.to_string()))
+            .map_err(|e| GpuError::Lost(e.to_string()))?;
+        self.check()
+    }
+
+    /// The first error wgpu reported outside a call that returns one, typically running out
+    /// of GPU memory while uploading a model; the device is not to be trusted after it.
+    pub fn check(&self) -> Result<(), GpuError> {
+        let failure = self.inner.failure.lock().unwrap_or_else(|p| p.into_inner());
+        match failure.as_ref() {
+            Some(e) => Err(GpuError::Lost(e.clone())),
+            None => Ok(()),
+        }
     }
 }
 

@@ -14,7 +14,10 @@ pub enum GpuError {
     },
     #[error("could not open the GPU {adapter}: {what}")]
     Device { adapter: String, what: String },
-    #[error("the GPU device was lost or failed: {0}; rerun, or use --device cpu")]
+    #[error(
+        "the GPU device was lost or failed: {0}; if it ran out of memory, use a smaller model or \
+         format; else rerun, or use --device cpu"
+    )]
     Lost(String),
     #[error(
         "the KV cache is full ({capacity} positions); end or shorten other sequences, or make \

@@ -82,7 +82,12 @@ impl Model {
                 let cpu = cpu.with_activations(precision.activations());
                 On::Cpu(Llama::load(src, CpuDevice { cpu })?)
             }
-            Hardware::Gpu(gpu) => On::Gpu(Llama::load(src, GpuDevice::new(gpu))?),
+            Hardware::Gpu(gpu) => {
+                let model = Llama::load(src, GpuDevice::new(gpu.clone()))?;
+                // Uploads report failures (out of memory) asynchronously: surface them here.
+                gpu.check()?;
+                On::Gpu(model)
+            }
         }))
     }
 
