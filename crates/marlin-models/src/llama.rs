@@ -288,8 +288,14 @@ impl<D: Device> Llama<D> {
         let counts: Vec<_> = batch.iter().map(|s| (s.seq, s.tokens.len())).collect();
         let mut pass = dev.begin(cache, &counts)?;
         let mut h = dev.embed(&mut pass, &self.embed_tokens, &tokens)?;
+        // Each layer's last residual (its MLP's output) is added by the next layer's first
+        // norm, in one op; the last one here.
+        let mut residual = None;
         for (l, layer) in self.layers.iter().enumerate() {
-            self.layer(&mut pass, cache, l, layer, &mut h)?;
+            residual = Some(self.layer(&mut pass, cache, l, layer, &mut h, residual)?);
+        }
+        if let Some(r) = residual {
+            dev.add(&mut pass, &mut h, &r)?;
         }
         // Only each sequence's last token needs logits.
         let h = dev.rows(&mut pass, &h, &last)?;
@@ -298,7 +304,9 @@ impl<D: Device> Llama<D> {
         Ok((pass, logits))
     }
 
-    // h (tokens, hidden) -> h, updated in place
+    /// One decoder layer on h (with the previous layer's residual, not yet added); returns
+    /// this layer's own last residual, for the caller to add.
+    // h (tokens, hidden) -> h, updated in place; -> (tokens, hidden)
     fn layer(
         &self,
         pass: &mut D::Pass,
@@ -306,7 +314,8 @@ impl<D: Device> Llama<D> {
         l: usize,
         layer: &DecoderLayer<D>,
         h: &mut D::Act,
-    ) -> Result<(), ModelError> {
+        residual: Option<D::Act>,
+    ) -> Result<D::Act, ModelError> {
         let (dev, c) = (&self.device, &self.config);
         let eps = c.rms_norm_eps;
         let (hd, ff) = (c.head_dim, c.intermediate_size);
@@ -320,7 +329,10 @@ impl<D: Device> Llama<D> {
         let k = part(heads * hd, kv_heads);
         let v = part((heads + kv_heads) * hd, kv_heads);
 
-        let x = dev.rms_norm(pass, h, &layer.input_layernorm, eps)?;
+        let x = match residual {
+            Some(r) => dev.add_rms_norm(pass, h, &r, &layer.input_layernorm, eps)?,
+            None => dev.rms_norm(pass, h, &layer.input_layernorm, eps)?,
+        };
         let mut qkv = dev.matmul(pass, &x, &layer.qkv)?;
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             dev.rms_norm_heads(pass, &mut qkv, q, qn, eps)?;
@@ -338,12 +350,10 @@ impl<D: Device> Llama<D> {
         };
         let attn = dev.attention(pass, cache, &qkv, parts)?;
         let o = dev.matmul(pass, &attn, &layer.o_proj)?;
-        dev.add(pass, h, &o)?;
 
-        let x = dev.rms_norm(pass, h, &layer.post_attention_layernorm, eps)?;
+        let x = dev.add_rms_norm(pass, h, &o, &layer.post_attention_layernorm, eps)?;
         let gate_up = dev.matmul(pass, &x, &layer.gate_up)?;
         let act = dev.swiglu(pass, &gate_up, ff)?;
-        let down = dev.matmul(pass, &act, &layer.down_proj)?;
-        dev.add(pass, h, &down)
+        dev.matmul(pass, &act, &layer.down_proj)
     }
 }

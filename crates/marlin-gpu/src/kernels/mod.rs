@@ -15,6 +15,7 @@
 //! (`matmul_dense_f32.wgsl` or `matmul_dense_f16.wgsl`).
 
 pub mod add;
+pub mod add_rms_norm;
 pub mod argmax;
 pub mod attention;
 pub mod bias;
@@ -49,6 +50,11 @@ use crate::{Gpu, GpuBuffer, Recorder};
 /// [`generated_sources`].
 pub const SOURCES: &[(&str, &str)] = &[
     ("add.wgsl", add::SOURCE),
+    (
+        "add_rms_norm.wgsl (subgroup)",
+        add_rms_norm::SOURCES.subgroup,
+    ),
+    ("add_rms_norm.wgsl (shared)", add_rms_norm::SOURCES.shared),
     ("argmax.wgsl (subgroup)", argmax::SOURCES.subgroup),
     ("argmax.wgsl (shared)", argmax::SOURCES.shared),
     ("bias.wgsl", bias::SOURCE),

@@ -490,14 +490,25 @@ impl Device for GpuDevice {
 
     fn add(&self, pass: &mut GpuPass, h: &mut GpuAct, x: &GpuAct) -> Result<(), ModelError> {
         self.gpu.add(&mut pass.encoder, h.buf(), x.buf(), h.len())?;
-        pass.adds += 1;
-        if pass.adds.is_multiple_of(ADDS_PER_SUBMIT) {
-            // wgpu runs submissions in order: what comes next sees all of this.
-            let done = std::mem::replace(&mut pass.encoder, self.gpu.encoder());
-            self.gpu.submit(done);
-            pass.submits += 1;
-        }
+        self.added(pass);
         Ok(())
+    }
+
+    fn add_rms_norm(
+        &self,
+        pass: &mut GpuPass,
+        h: &mut GpuAct,
+        x: &GpuAct,
+        weight: &GpuBuffer,
+        eps: f32,
+    ) -> Result<GpuAct, ModelError> {
+        let out = self.act(h.tokens, h.width);
+        let shape = (h.tokens, h.width);
+        let enc = &mut pass.encoder;
+        self.gpu
+            .add_rms_norm(enc, h.buf(), x.buf(), out.buf(), weight, shape, eps)?;
+        self.added(pass);
+        Ok(out)
     }
 
     fn rows(&self, pass: &mut GpuPass, x: &GpuAct, rows: &[usize]) -> Result<GpuAct, ModelError> {
@@ -551,6 +562,17 @@ impl Device for GpuDevice {
 }
 
 impl GpuDevice {
+    /// Counts a residual add, submitting what is recorded every [`ADDS_PER_SUBMIT`].
+    fn added(&self, pass: &mut GpuPass) {
+        pass.adds += 1;
+        if pass.adds.is_multiple_of(ADDS_PER_SUBMIT) {
+            // wgpu runs submissions in order: what comes next sees all of this.
+            let done = std::mem::replace(&mut pass.encoder, self.gpu.encoder());
+            self.gpu.submit(done);
+            pass.submits += 1;
+        }
+    }
+
     /// Ends a pass after recording, under `MARLIN_GPU_PROFILE=1`, how long its parts took.
     fn run(
         &self,

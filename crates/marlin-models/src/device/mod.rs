@@ -165,6 +165,21 @@ pub trait Device: Send + Sync + Sized {
         x: &Self::Act,
     ) -> Result<(), ModelError>;
 
+    /// `h += x`, then RMSNorm of every row of h: the residual connection and the norm after
+    /// it, as [`Device::add`] then [`Device::rms_norm`] (a GPU does both in one dispatch).
+    // h (t, d), x (t, d) -> h, and (t, d)
+    fn add_rms_norm(
+        &self,
+        pass: &mut Self::Pass,
+        h: &mut Self::Act,
+        x: &Self::Act,
+        weight: &Self::Vector,
+        eps: f32,
+    ) -> Result<Self::Act, ModelError> {
+        self.add(pass, h, x)?;
+        self.rms_norm(pass, h, weight, eps)
+    }
+
     /// The rows `rows` of `x`, in that order (each sequence's last token, for the logits).
     // x (t, d) -> (rows.len(), d)
     fn rows(
