@@ -37,6 +37,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    model_source::ensure_runtime_dir();
     let result = match Cli::parse().command {
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),

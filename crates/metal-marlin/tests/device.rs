@@ -130,3 +130,23 @@ fn bench_synthetic_builds_a_model_of_the_preset_and_measures_it() {
     assert!(!out.ok);
     assert!(out.stderr.contains("llama-3.1-8b"), "{}", out.stderr);
 }
+
+/// Without a usable XDG_RUNTIME_DIR (ssh sessions, containers, CI) the GPU search of
+/// `--device auto` made libwayland print an error on every run; the binary now points it at a
+/// private folder first.
+#[test]
+fn no_runtime_dir_no_wayland_error() {
+    let scratch = Scratch::new("xdg");
+    let model = marlin_testkit::smollm2_gguf();
+    let args = [
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--max-tokens",
+        "1",
+        "Hi",
+    ];
+    let out = support::run_env(&args, "", &scratch.0, &[("XDG_RUNTIME_DIR", "")], LIMIT);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(!out.stderr.contains("XDG_RUNTIME_DIR"), "{}", out.stderr);
+}

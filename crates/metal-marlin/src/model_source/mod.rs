@@ -72,6 +72,30 @@ impl DeviceArgs {
     }
 }
 
+/// Mesa's Vulkan drivers reach for Wayland when wgpu lists the adapters, and libwayland prints
+/// "error: XDG_RUNTIME_DIR is invalid or not set in the environment" where that folder is
+/// missing (ssh sessions, containers, CI) — on every run, since `--device auto` looks for a GPU.
+/// Where it is missing, point it at a private folder of ours. Call first thing in `main`.
+pub fn ensure_runtime_dir() {
+    #[cfg(all(unix, not(target_os = "macos")))]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let usable = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|p| Path::new(&p).is_dir());
+        if usable {
+            return;
+        }
+        let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+        let dir = std::env::temp_dir().join(format!("metal-marlin-runtime-{user}"));
+        // Private, as Wayland expects of it.
+        let made = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        if made.is_ok() || dir.is_dir() {
+            // SAFETY: main calls this before it starts any thread, so nothing reads the
+            // environment concurrently.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}
+
 /// The hardware in words for reports: the CPU's instruction set, or the GPU's adapter, backend
 /// and the features its kernels use.
 pub fn describe_hardware(hardware: &Hardware) -> String {
