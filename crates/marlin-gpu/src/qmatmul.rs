@@ -88,12 +88,7 @@ impl Gpu {
         max_part_bytes: u64,
     ) -> Result<GpuQuantMatrix, GpuError> {
         let (rows, scheme) = (w.rows(), w.scheme());
-        let groups = w.groups_per_row();
-        let row_bytes = [
-            scheme.row_code_bytes(w.cols()),
-            groups * w.format().scale_type().bytes(),
-            if w.format().has_bias() { groups * 2 } else { 0 },
-        ];
+        let row_bytes = scheme.part_bytes(1, w.cols());
         let widest = *row_bytes.iter().max().expect("three parts") as u64;
         // Buffers are padded to whole 4-byte words, so stay a word below the limit.
         let per_part = (max_part_bytes.saturating_sub(3) / widest) as usize;

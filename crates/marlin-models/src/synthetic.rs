@@ -103,13 +103,6 @@ impl SyntheticModel {
     /// Bytes of the quantized matrices a decode step reads: every layer's and the output
     /// projection (the embedding is only gathered).
     pub fn bytes_per_token(&self) -> u64 {
-        let (scheme, format) = (self.scheme, self.scheme.format());
-        let matrix = |rows: usize, cols: usize| {
-            let groups = rows * scheme.groups_per_row(cols);
-            let biases = if format.has_bias() { groups * 2 } else { 0 };
-            (rows * scheme.row_code_bytes(cols) + groups * format.scale_type().bytes() + biases)
-                as u64
-        };
         let head = |name: &str| {
             name == "lm_head.weight"
                 || (self.config.tie_word_embeddings && name == "model.embed_tokens.weight")
@@ -117,7 +110,12 @@ impl SyntheticModel {
         self.shapes
             .iter()
             .filter(|(name, shape)| shape.len() == 2 && (name.contains(".layers.") || head(name)))
-            .map(|(_, shape)| matrix(shape[0], shape[1]))
+            .map(|(_, shape)| {
+                self.scheme
+                    .part_bytes(shape[0], shape[1])
+                    .iter()
+                    .sum::<usize>() as u64
+            })
             .sum()
     }
 

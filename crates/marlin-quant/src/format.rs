@@ -235,6 +235,22 @@ impl Scheme {
     pub fn row_code_bytes(self, cols: usize) -> usize {
         self.padded_cols(cols) * self.format.bits() as usize / 8
     }
+
+    /// Bytes of the codes, the scales and the biases (affine formats only; f16) of a
+    /// `rows x cols` matrix in this scheme.
+    pub fn part_bytes(self, rows: usize, cols: usize) -> [usize; 3] {
+        let groups = rows * self.groups_per_row(cols);
+        let biases = if self.format.has_bias() {
+            groups * 2
+        } else {
+            0
+        };
+        [
+            rows * self.row_code_bytes(cols),
+            groups * self.format.scale_type().bytes(),
+            biases,
+        ]
+    }
 }
 
 impl fmt::Display for Scheme {

@@ -42,16 +42,11 @@ impl<'a> QuantMatrix<'a> {
         if !global_scale.is_finite() || global_scale == 0.0 {
             return Err(QuantError::GlobalScale(global_scale));
         }
-        let format = scheme.format();
-        let groups = rows * scheme.groups_per_row(cols);
+        let [code_bytes, scale_bytes, bias_bytes] = scheme.part_bytes(rows, cols);
         let expect = [
-            ("codes", codes.len(), rows * scheme.row_code_bytes(cols)),
-            ("scales", scales.len(), groups * format.scale_type().bytes()),
-            (
-                "biases",
-                biases.len(),
-                if format.has_bias() { groups * 2 } else { 0 },
-            ),
+            ("codes", codes.len(), code_bytes),
+            ("scales", scales.len(), scale_bytes),
+            ("biases", biases.len(), bias_bytes),
         ];
         for (part, got, expected) in expect {
             if got != expected {
