@@ -46,6 +46,9 @@ pub(crate) struct Inner {
     pub quant_layouts: std::sync::OnceLock<crate::kernels::QuantLayouts>,
     /// Uniform blocks of submitted recorders, for the next ones.
     pub uniform_blocks: std::sync::Mutex<Vec<wgpu::Buffer>>,
+    /// Where kernel parameters may start in a uniform block (the device's offset alignment,
+    /// at least 16).
+    pub uniform_align: u64,
     /// `MARLIN_GPU_CHECKED=1`: the kernels compiled without wgpu's runtime bounds checks
     /// (the quantized matmul) keep them, for debugging.
     pub runtime_checks: bool,
@@ -156,6 +159,8 @@ impl Gpu {
                 pipelines: Default::default(),
                 quant_layouts: Default::default(),
                 uniform_blocks: Default::default(),
+                uniform_align: u64::from(adapter_limits.min_uniform_buffer_offset_alignment)
+                    .max(16),
                 runtime_checks: std::env::var(CHECKED_ENV).is_ok_and(|v| v == "1"),
                 features,
                 failure,

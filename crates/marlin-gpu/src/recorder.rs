@@ -114,7 +114,7 @@ impl Recorder {
 
     /// Places `params` in a uniform block: the block and the binding of its bytes.
     pub(crate) fn params(&mut self, gpu: &Gpu, params: &[u8]) -> (usize, u64, NonZeroU64) {
-        let align = u64::from(gpu.device().limits().min_uniform_buffer_offset_alignment).max(16);
+        let align = gpu.inner.uniform_align;
         // Uniform bindings are read in 16-byte rows: bind whole rows.
         let size = (params.len() as u64).div_ceil(16).max(1) * 16;
         let fits = |used: usize| (used as u64).next_multiple_of(align) + size <= BLOCK_BYTES;
@@ -172,5 +172,38 @@ impl Recorder {
         }
         let blocks = self.blocks.into_iter().map(|(b, _)| b).collect();
         (self.encoder.finish(), blocks, profile)
+    }
+}
+
+impl Gpu {
+    /// The GPU time of each kernel of a profiled submission (waits for it), to stderr.
+    pub(crate) fn print_profile(&self, read: &wgpu::Buffer, kernels: &[String]) {
+        let Ok(bytes) = self.map_read(read) else {
+            return;
+        };
+        let period = f64::from(self.queue().get_timestamp_period());
+        let tick =
+            |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
+        let mut by_kernel: Vec<(String, f64, usize)> = Vec::new();
+        for (i, k) in kernels.iter().enumerate() {
+            let us = tick(2 * i + 1).saturating_sub(tick(2 * i)) as f64 * period / 1e3;
+            match by_kernel.iter_mut().find(|(name, _, _)| name == k) {
+                Some(e) => {
+                    e.1 += us;
+                    e.2 += 1;
+                }
+                None => by_kernel.push((k.clone(), us, 1)),
+            }
+        }
+        by_kernel.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = by_kernel.iter().map(|e| e.1).sum();
+        eprintln!(
+            "{}: {} dispatches, {total:.1} µs of kernels",
+            PROFILE_ENV,
+            kernels.len()
+        );
+        for (k, us, n) in by_kernel {
+            eprintln!("  {us:10.1} µs {n:5} x  {k}");
+        }
     }
 }

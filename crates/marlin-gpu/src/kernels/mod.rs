@@ -374,37 +374,6 @@ impl Gpu {
         }
     }
 
-    /// The GPU time of each kernel of a profiled submission (waits for it), to stderr.
-    fn print_profile(&self, read: &wgpu::Buffer, kernels: &[String]) {
-        let Ok(bytes) = self.map_read(read) else {
-            return;
-        };
-        let period = f64::from(self.queue().get_timestamp_period());
-        let tick =
-            |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
-        let mut by_kernel: Vec<(String, f64, usize)> = Vec::new();
-        for (i, k) in kernels.iter().enumerate() {
-            let us = tick(2 * i + 1).saturating_sub(tick(2 * i)) as f64 * period / 1e3;
-            match by_kernel.iter_mut().find(|(name, _, _)| name == k) {
-                Some(e) => {
-                    e.1 += us;
-                    e.2 += 1;
-                }
-                None => by_kernel.push((k.clone(), us, 1)),
-            }
-        }
-        by_kernel.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let total: f64 = by_kernel.iter().map(|e| e.1).sum();
-        eprintln!(
-            "{}: {} dispatches, {total:.1} µs of kernels",
-            crate::recorder::PROFILE_ENV,
-            kernels.len()
-        );
-        for (k, us, n) in by_kernel {
-            eprintln!("  {us:10.1} µs {n:5} x  {k}");
-        }
-    }
-
     /// A uniform block of `bytes` for a [`Recorder`]'s parameters: one given back earlier, or
     /// a new one.
     pub(crate) fn uniform_block(&self, bytes: u64) -> wgpu::Buffer {

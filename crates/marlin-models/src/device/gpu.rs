@@ -13,7 +13,7 @@ use marlin_gpu::{
 
 use super::{AttentionParts, Device, Part};
 use crate::layers::{stack_biases, stack_weights};
-use crate::{DenseTensor, ModelConfig, ModelError, SeqId, Weight};
+use crate::{DenseTensor, KvCache, ModelConfig, ModelError, SeqId, Weight};
 
 /// A GPU adapter opened for a model.
 #[derive(Debug, Clone)]
@@ -308,9 +308,8 @@ impl Device for GpuDevice {
     }
 
     fn max_cache_tokens(&self, config: &ModelConfig) -> usize {
-        let per_token =
-            2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4;
-        (KV_BUDGET_BYTES / per_token.max(1) as u64).max(1) as usize
+        let per_token = KvCache::bytes_per_token(config);
+        (KV_BUDGET_BYTES / per_token.max(1)).max(1) as usize
     }
 
     fn begin(

@@ -90,10 +90,7 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
         }
     }
     let model = engine.model();
-    let device = match model.gpu() {
-        Some(gpu) => crate::model_source::describe_gpu(gpu),
-        None => model.device(),
-    };
+    let device = crate::model_source::describe_device(model);
     let record = Record {
         device,
         model: args.model.describe(),

@@ -13,6 +13,7 @@ use marlin_quant::{Group, Scheme};
 use serde::Serialize;
 
 use super::model::ModelBenchArgs;
+use super::timing::Timer;
 
 #[derive(Serialize)]
 struct Record {
@@ -71,10 +72,7 @@ pub fn run(args: &ModelBenchArgs, name: &str) -> anyhow::Result<()> {
     };
     let bytes = src.bytes_per_token();
     let decode_weight_gbps = bytes as f64 * best.1 / 1e9;
-    let device = match model.gpu() {
-        Some(gpu) => crate::model_source::describe_gpu(gpu),
-        None => model.device(),
-    };
+    let device = crate::model_source::describe_device(&model);
     let record = Record {
         synthetic: name.to_string(),
         scheme: scheme.to_string(),
@@ -132,18 +130,17 @@ fn time_run(model: &Model, prompt: &[u32], steps: usize) -> anyhow::Result<(f64,
     Ok((prefill, steps as f64 / start.elapsed().as_secs_f64()))
 }
 
-/// The CPU's parallel streaming read of 1 GiB, GB/s (median of 5).
+/// The CPU's parallel streaming read of 1 GiB, GB/s: the baseline of `bench kernels`, timed
+/// the same way.
 fn cpu_read_gbps() -> f64 {
     let bytes = vec![1u8; 1 << 30];
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let start = Instant::now();
+    let time = Timer::new(None)
+        .median(|| {
             std::hint::black_box(marlin_cpu::stream::stream_read(std::hint::black_box(
                 &bytes,
             )));
-            start.elapsed().as_secs_f64()
+            Ok::<(), std::convert::Infallible>(())
         })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    bytes.len() as f64 / times[2] / 1e9
+        .unwrap_or_else(|never| match never {});
+    bytes.len() as f64 / time.as_secs_f64() / 1e9
 }

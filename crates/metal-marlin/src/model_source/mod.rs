@@ -105,6 +105,11 @@ pub fn describe_hardware(hardware: &Hardware) -> String {
     }
 }
 
+/// The device a loaded model runs on, for reports: as [`describe_hardware`].
+pub fn describe_device(model: &marlin_models::Model) -> String {
+    model.gpu().map_or_else(|| model.device(), describe_gpu)
+}
+
 /// A GPU adapter and the features its kernels use.
 pub fn describe_gpu(gpu: &Gpu) -> String {
     let caps = gpu.capabilities();
