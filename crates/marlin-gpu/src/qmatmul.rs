@@ -226,7 +226,11 @@ impl Gpu {
                 Plan::Qmv(QmvVariant::new(&self.capabilities(), w.scheme, m, k))
             }
             Plan::Auto => Plan::Qmm(QmmVariant::new(m)),
-            Plan::Qmv(v) if m > v.mt as usize || (v.x_vec4 && !k.is_multiple_of(4)) => {
+            Plan::Qmv(v)
+                if m > v.mt as usize
+                    || (v.x_vec4 && !k.is_multiple_of(4))
+                    || (v.x_whole && w.scheme.padded_cols(k) != k) =>
+            {
                 return shape_err(format!("{v:?} cannot take m = {m}, k = {k}"));
             }
             forced => forced,

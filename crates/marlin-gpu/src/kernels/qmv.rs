@@ -17,8 +17,16 @@ const T: u32 = 128;
 /// Rows of W a thread works on at once (each x vec4 it loads serves RPS rows), by rows of x:
 /// at m = 1 two rows leave more threads for the same work, which measured faster on the H100
 /// (N = K = 8192, INT4: 44 µs against 49 at four); more rows of x reuse each weight load more.
+/// `MARLIN_QMV_RPS` (1, 2, 4 or 8) overrides it, for tuning on a new GPU.
 fn rps(mt: u32) -> u32 {
-    if mt == 1 { 2 } else { 4 }
+    let tuned = std::env::var("MARLIN_QMV_RPS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok());
+    match tuned {
+        Some(r @ (1 | 2 | 4 | 8)) => r,
+        _ if mt == 1 => 2,
+        _ => 4,
+    }
 }
 /// Threads per team (one team per RPS rows) where subgroups are off.
 const TK: u32 = 16;
@@ -28,6 +36,8 @@ const TK: u32 = 16;
 pub(crate) struct QmvVariant {
     /// Rows of x per dispatch (1, 2, 4 or 8): the sums each thread keeps per row of W.
     pub mt: u32,
+    /// Rows of W a thread works on at once.
+    pub rps: u32,
     /// Teams per workgroup where subgroups are on (without, T / TK); a workgroup covers
     /// `teams * RPS` rows of W.
     pub teams: u32,
@@ -35,6 +45,9 @@ pub(crate) struct QmvVariant {
     pub subgroups: bool,
     /// x bound as vec4s (K a multiple of 4).
     pub x_vec4: bool,
+    /// K needs no padding (a multiple of 32 and of the group, so `x_vec4` too): every block of
+    /// W lies inside K, and x loads need no clamping.
+    pub x_whole: bool,
     /// Codes read 16 bytes at a time (4- and 8-bit formats, whose rows are whole 16-byte
     /// chunks); a word at a time otherwise.
     pub codes_vec4: bool,
@@ -50,11 +63,14 @@ impl QmvVariant {
         } else {
             T / TK
         };
+        let mt = (m.max(1) as u32).next_power_of_two();
         QmvVariant {
-            mt: (m.max(1) as u32).next_power_of_two(),
+            mt,
+            rps: rps(mt),
             teams,
             subgroups,
             x_vec4: k.is_multiple_of(4),
+            x_whole: scheme.padded_cols(k) == k,
             codes_vec4: matches!(scheme.format().bits(), 4 | 8),
         }
     }
@@ -66,17 +82,19 @@ impl QmvVariant {
 
     /// Rows of W per workgroup.
     pub fn rows_per_workgroup(&self) -> u32 {
-        self.teams() * rps(self.mt)
+        self.teams() * self.rps
     }
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
-            "qmv.{}.mt{}.t{}{}{}{}",
+            "qmv.{}.mt{}.r{}.t{}{}{}{}{}",
             scheme.key(),
             self.mt,
+            self.rps,
             self.teams(),
             if self.subgroups { ".sg" } else { "" },
             if self.x_vec4 { ".xv4" } else { "" },
+            if self.x_whole { ".xw" } else { "" },
             if self.codes_vec4 { ".cv4" } else { "" }
         )
     }
@@ -86,13 +104,14 @@ impl QmvVariant {
         let consts = format!(
             "const MT: u32 = {}u;\nconst RPS: u32 = {}u;\nconst TEAMS: u32 = {teams}u;\n\
              const TK: u32 = {TK}u;\nconst T: u32 = {T}u;\n",
-            self.mt,
-            rps(self.mt)
+            self.mt, self.rps
         );
         let flags = [
             ("SUBGROUPS", self.subgroups),
             ("X_VEC4", self.x_vec4),
+            ("X_WHOLE", self.x_whole),
             ("CODES_VEC4", self.codes_vec4),
+            ("E2M1_TABLE", self.codes_vec4 && scheme.e2m1()),
         ];
         quant_decode::assemble(&consts, scheme, SOURCE, &flags)
     }
@@ -124,12 +143,14 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
     let mut all = Vec::new();
     for mt in [1, 8] {
         for subgroups in [false, true] {
-            for x_vec4 in [false, true] {
+            for (x_vec4, x_whole) in [(false, false), (true, false), (true, true)] {
                 let v = QmvVariant {
                     mt,
+                    rps: 2,
                     teams: 4,
                     subgroups,
                     x_vec4,
+                    x_whole,
                     codes_vec4: matches!(scheme.format().bits(), 4 | 8),
                 };
                 all.push((v.key(consts), v.source(consts)));
@@ -164,7 +185,7 @@ mod tests {
         let Some(gpu) = crate::test_gpu() else { return };
         let caps = gpu.capabilities();
         let int4 = Scheme::new(Format::Int4Affine, Group::Size(32)).unwrap();
-        for (m, n, k) in [(1, 67, 4097), (5, 33, 320)] {
+        for (m, n, k) in [(1, 67, 4097), (5, 33, 320), (2, 9, 512)] {
             let base = QmvVariant::new(&caps, int4, m, k);
             let mut layouts = vec![
                 QmvVariant {
@@ -176,7 +197,16 @@ mod tests {
                     codes_vec4: false,
                     ..base
                 },
+                // Clamped x loads where K would allow unclamped ones.
+                QmvVariant {
+                    x_whole: false,
+                    ..base
+                },
             ];
+            // Every number of rows of W per thread that MARLIN_QMV_RPS allows.
+            for rps in [1, 2, 4, 8] {
+                layouts.push(QmvVariant { rps, ..base });
+            }
             if caps.subgroup {
                 for teams in [1, 3, 64] {
                     layouts.push(QmvVariant { teams, ..base });

@@ -48,6 +48,10 @@ var<workgroup> partial: array<f32, T * MT>;
 
 // x[mi, kk..kk + 4], zero past K and past the m rows of x.
 fn load_x4(mi: u32, kk: u32) -> vec4<f32> {
+//#if X_WHOLE
+    // K needs no padding (K = blocks * 32), and callers stop at mi = m.
+    return x[(mi * params.k + kk) >> 2u];
+//#else
     let row = min(mi, params.m - 1u) * params.k;
     let live = mi < params.m;
 //#if X_VEC4
@@ -60,6 +64,7 @@ fn load_x4(mi: u32, kk: u32) -> vec4<f32> {
     }
     return v;
 //#endif
+//#endif
 }
 
 // This thread's partial sums for rows first..first + RPS of this part (rows past n repeat the
@@ -68,24 +73,150 @@ fn load_x4(mi: u32, kk: u32) -> vec4<f32> {
 // Here a thread reads 16 bytes of each row at once, four consecutive units of one block (what
 // 4- and 8-bit rows allow: whole 16-byte chunks, a block being one or two of them): four times
 // the bytes in flight of a word at a time, and one scale lookup per chunk instead of per unit.
-// Chunk c holds units 4c..4c + 3.
+// Chunk c holds units 4c..4c + 3: for 4 bits the whole block b = c, for 8 bits half (c % 2) of
+// block b = c / 2.
+//
+// The codes are decoded with as few instructions as possible, since at m = 1 a weight's share
+// of the work is only a multiply-add: with int-to-float conversions (a quarter-rate instruction
+// on NVIDIA) and per-vec4 selects the kernel was instruction-bound at a third of the bandwidth.
+// Integer codes are put in the mantissa of 1.0 (`magic4`, `magic8`): v = 1 + code / 2^BITS,
+// exactly, in two bit operations and no conversion; the grid value is GRID_STEP * (v - GRID_OFF)
+// (INT4: 16 (v - 1.5) = code - 8; INT4 affine: 16 (v - 1) = code; INT8, whose byte's sign bit
+// is flipped: 256 (v - 1.5) = the signed byte), so a row's dot product over a vec4 is
+// GRID_STEP * (dot(v, x) - GRID_OFF * sum(x)), and sum(x) serves every row. The subtraction loses
+// at most a few bits of the f32 sum (v and the offset are within a factor 2 of each other). E2M1
+// codes are looked up in a 16-entry table in workgroup memory (`e2m1_table`: one word per bank,
+// so a subgroup's lookups never conflict); FP8 keeps `e4m3_units`.
+
+// Mantissa bits 19..22 (4-bit codes) and 15..22 (8-bit codes) of 1.0.
+const MAGIC4_MASK: u32 = 0x00780000u;
+const MAGIC8_MASK: u32 = 0x007f8000u;
+const ONE_BITS: u32 = 0x3f800000u;
+
+fn grid_step() -> f32 {
+    if (FORMAT == FMT_INT4 || FORMAT == FMT_INT4_AFFINE) {
+        return 16.0;
+    }
+    if (FORMAT == FMT_INT8) {
+        return 256.0;
+    }
+    return 1.0;
+}
+
+fn grid_off() -> f32 {
+    if (FORMAT == FMT_INT4 || FORMAT == FMT_INT8) {
+        return 1.5;
+    }
+    if (FORMAT == FMT_INT4_AFFINE) {
+        return 1.0;
+    }
+    return 0.0;
+}
+
+//#if E2M1_TABLE
+// Twice the E2M1 value of each code (the 1/2 is in the scale), filled by `main`.
+var<workgroup> e2m1_table: array<f32, 16>;
+//#endif
+
+// The 8 weights of a 4-bit word as [vec4 at offset 4q, vec4 at offset 4q + 16] (byte j holds
+// weights j and j + 16): 1 + code / 16 for the integer formats, the doubled E2M1 value else.
+fn values4(w: u32) -> array<vec4<f32>, 2> {
+//#if E2M1_TABLE
+    let lo = vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(15u);
+    let hi = vec4<u32>(w >> 4u, w >> 12u, w >> 20u, w >> 28u) & vec4<u32>(15u);
+    return array(
+        vec4<f32>(e2m1_table[lo.x], e2m1_table[lo.y], e2m1_table[lo.z], e2m1_table[lo.w]),
+        vec4<f32>(e2m1_table[hi.x], e2m1_table[hi.y], e2m1_table[hi.z], e2m1_table[hi.w]),
+    );
+//#else
+    // Nibble 2j of the word (bits 8j..8j + 3) and nibble 2j + 1 moved to bits 19..22.
+    let lo = vec4<u32>(w << 19u, w << 11u, w << 3u, w >> 5u);
+    let hi = vec4<u32>(w << 15u, w << 7u, w >> 1u, w >> 9u);
+    let mask = vec4<u32>(MAGIC4_MASK);
+    let one = vec4<u32>(ONE_BITS);
+    return array(bitcast<vec4<f32>>((lo & mask) | one), bitcast<vec4<f32>>((hi & mask) | one));
+//#endif
+}
+
+// The 4 weights of an 8-bit word: 1 + (byte ^ 0x80) / 256 for INT8, E4M3 units for FP8.
+fn values8(w: u32) -> vec4<f32> {
+    if (FORMAT == FMT_FP8) {
+        let bytes = vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xffu);
+        return vec4<f32>(e4m3_units(bytes.x), e4m3_units(bytes.y), e4m3_units(bytes.z),
+                         e4m3_units(bytes.w));
+    }
+    // Byte j moved to bits 15..22 with its sign bit flipped (0x00400000), on 1.0.
+    let v = vec4<u32>(w << 15u, w << 7u, w >> 1u, w >> 9u);
+    return bitcast<vec4<f32>>((v & vec4<u32>(MAGIC8_MASK)) ^ vec4<u32>(ONE_BITS | 0x00400000u));
+}
+
 fn accumulate(first: u32, lane: u32, width: u32, units: u32) -> array<array<f32, MT>, RPS> {
     var acc: array<array<f32, MT>, RPS>;
     let row_chunks = params.blocks * WPB / 4u;
+    let off = grid_off();
     for (var c = lane; c < units / 4u; c += width) {
         var words: array<vec4<u32>, RPS>;
         for (var r = 0u; r < RPS; r++) {
             words[r] = codes[min(first + r, params.n - 1u) * row_chunks + c];
         }
         let b = 4u * c / UPB;
-        let sb = scales_of(first, b);
-        for (var j = 0u; j < 4u; j++) {
-            let q = (4u * c + j) % UPB;
-            var vals: array<array<vec4<f32>, 4>, RPS>;
-            for (var r = 0u; r < RPS; r++) {
-                vals[r] = word_values(words[r][j], 0u, q);
+        // Scales times the grid step, and biases, of the chunk's lo and hi 16 weights (8 bits:
+        // both of the half the chunk is in).
+        var sb = scales_of(first, b);
+        let upper = BITS == 8u && SPLIT16 && (c & 1u) == 1u;
+        for (var r = 0u; r < RPS; r++) {
+            if (SPLIT16) {
+                let s_hi = sb.s_hi[r] * grid_step();
+                let b_hi = sb.b_hi[r];
+                sb.s_lo[r] = select(sb.s_lo[r] * grid_step(), s_hi, upper);
+                sb.b_lo[r] = select(sb.b_lo[r], b_hi, upper);
+                sb.s_hi[r] = s_hi;
+            } else {
+                sb.s_lo[r] *= grid_step();
             }
-            add_unit(&acc, b, q, vals, sb);
+        }
+        // Where x of word j's first vec4 starts: 4 bits, 4j in the block (the second vec4 is
+        // 16 further); 8 bits, 4j in the chunk's half.
+        let k0 = b * 32u + select(16u * (c & 1u), 0u, BITS == 4u);
+        for (var j = 0u; j < 4u; j++) {
+            var lo: array<vec4<f32>, RPS>;
+            var hi: array<vec4<f32>, RPS>;
+            for (var r = 0u; r < RPS; r++) {
+                if (BITS == 4u) {
+                    let v = values4(words[r][j]);
+                    lo[r] = v[0];
+                    hi[r] = v[1];
+                } else {
+                    lo[r] = values8(words[r][j]);
+                }
+            }
+            for (var mi = 0u; mi < MT; mi++) {
+                // m is uniform: rows of x past it (m = 3 on the MT = 4 pipeline) cost nothing.
+                if (mi >= params.m) {
+                    break;
+                }
+                let xl = load_x4(mi, k0 + 4u * j);
+                var xh = vec4<f32>(0.0);
+                if (BITS == 4u) {
+                    xh = load_x4(mi, k0 + 4u * j + 16u);
+                }
+                let sum_l = dot(xl, vec4<f32>(1.0));
+                let sum_h = dot(xh, vec4<f32>(1.0));
+                for (var r = 0u; r < RPS; r++) {
+                    let dl = dot(lo[r], xl) - off * sum_l;
+                    if (BITS == 8u) {
+                        acc[r][mi] += sb.s_lo[r] * dl + sb.b_lo[r] * sum_l;
+                        continue;
+                    }
+                    let dh = dot(hi[r], xh) - off * sum_h;
+                    if (SPLIT16) {
+                        acc[r][mi] += sb.s_lo[r] * dl + sb.s_hi[r] * dh + sb.b_lo[r] * sum_l
+                            + sb.b_hi[r] * sum_h;
+                    } else {
+                        acc[r][mi] += sb.s_lo[r] * (dl + dh) + sb.b_lo[r] * (sum_l + sum_h);
+                    }
+                }
+            }
         }
     }
     return acc;
@@ -190,6 +321,12 @@ fn main(
     @builtin(num_subgroups) nsg: u32,
 //#endif
 ) {
+//#if E2M1_TABLE
+    if (li < 16u) {
+        e2m1_table[li] = e2m1x2(vec4<u32>(li)).x;
+    }
+    workgroupBarrier();
+//#endif
     let tile = wg.x + wg.y * nwg.x;
     let units = params.blocks * UPB;
 //#if SUBGROUPS

@@ -69,6 +69,11 @@ impl SchemeConsts {
         }
     }
 
+    /// FP4, MXFP4 or NVFP4: codes on the E2M1 grid.
+    pub fn e2m1(&self) -> bool {
+        self.format <= 2
+    }
+
     /// Names the scheme in a pipeline key: `f3.s0` is INT4 with f16 scales, `.g16` group 16.
     pub fn key(&self) -> String {
         let split = if self.split16 { ".g16" } else { "" };

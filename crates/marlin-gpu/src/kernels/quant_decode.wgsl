@@ -23,8 +23,9 @@
 //   31); f16/E8M0/E4M3 entries are read from word i >> 1 or i >> 2 of a word-padded buffer.
 //   Biases are read only where HAS_BIAS (else the 4-byte placeholder is never touched).
 // - x: rows are clamped to m - 1 and columns to K - 1 (K - 4 for vec4 x, K a multiple of 4),
-//   masked by select; y: stored only where row < n and mi < m, at most (m - 1) * y_stride +
-//   row0 + n - 1 < m * y_stride.
+//   masked by select (qmv with X_WHOLE: K needs no padding, K = blocks * 32, so every column
+//   read, kk + 3 < blocks * 32, is inside K; rows stop at mi < m); y: stored only where
+//   row < n and mi < m, at most (m - 1) * y_stride + row0 + n - 1 < m * y_stride.
 // - Workgroup and private arrays: indices are loop counters below the constant array sizes
 //   (qmv `partial[li * MT + mi]`, li < T; qmm xt_index < BK * BM since the xor stays in an
 //   aligned block of 32, wt < BK * BN / 4).
