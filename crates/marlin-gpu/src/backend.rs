@@ -3,7 +3,7 @@
 use marlin_core::{Backend, CoreError, QuantMatmul};
 use marlin_quant::{QuantMatrix, Scheme};
 
-use crate::{Gpu, GpuError};
+use crate::{Gpu, GpuError, MatmulPrecision};
 
 /// The GPU backend: every op family it implements, on one device.
 ///
@@ -13,11 +13,21 @@ use crate::{Gpu, GpuError};
 #[derive(Debug, Clone)]
 pub struct GpuBackend {
     gpu: Gpu,
+    precision: MatmulPrecision,
 }
 
 impl GpuBackend {
+    /// f32 products.
     pub fn new(gpu: Gpu) -> Self {
-        GpuBackend { gpu }
+        GpuBackend {
+            gpu,
+            precision: MatmulPrecision::F32,
+        }
+    }
+
+    /// Products in `precision`.
+    pub fn with_precision(gpu: Gpu, precision: MatmulPrecision) -> Self {
+        GpuBackend { gpu, precision }
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -26,13 +36,18 @@ impl GpuBackend {
 }
 
 impl Backend for GpuBackend {
-    /// `gpu-sg<n>` with subgroups (of at least n invocations), `gpu-nosg` without.
+    /// `gpu-sg<n>` with subgroups (of at least n invocations), `gpu-nosg` without; `-mixed`
+    /// where products may run on cooperative matrices in f16.
     fn name(&self) -> String {
         let caps = self.gpu.capabilities();
-        if caps.subgroup {
+        let base = if caps.subgroup {
             format!("gpu-sg{}", caps.subgroup_min_size)
         } else {
             "gpu-nosg".to_string()
+        };
+        match self.precision {
+            MatmulPrecision::F32 => base,
+            MatmulPrecision::Mixed => format!("{base}-mixed"),
         }
     }
 }
@@ -69,7 +84,7 @@ impl QuantMatmul for GpuBackend {
             let rows_here = chunk.len() / k;
             let xb = gpu.upload_f32("x", chunk);
             let yb = gpu.zeros("y", (rows_here * n * 4) as u64);
-            gpu.quant_matmul(&xb, rows_here, &weights, &yb)
+            gpu.quant_matmul(&xb, rows_here, &weights, &yb, self.precision)
                 .map_err(|e| with_rows(e, i * rows))?;
             y.extend(gpu.read_f32(&yb)?);
         }

@@ -27,6 +27,8 @@ pub struct Capabilities {
     /// `EXPERIMENTAL_COOPERATIVE_MATRIX`: simdgroup matrices on Apple, tensor cores through
     /// VK_KHR_cooperative_matrix on NVIDIA.
     pub cooperative_matrix: bool,
+    /// The fragment shape qmm_coop uses, where the device offers one WGSL can spell.
+    pub coop: Option<crate::kernels::qmm_coop::CoopShape>,
     /// The largest storage buffer one binding may cover, in bytes.
     pub max_storage_binding: u64,
 }
@@ -148,6 +150,14 @@ impl Gpu {
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
             cooperative_matrix: features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+            coop: if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+                crate::kernels::qmm_coop::CoopShape::choose(
+                    &adapter.cooperative_matrix_properties(),
+                    features.contains(wgpu::Features::SHADER_F16),
+                )
+            } else {
+                None
+            },
             max_storage_binding: adapter_limits.max_storage_buffer_binding_size,
         };
         Ok(Gpu {

@@ -10,6 +10,7 @@
 use marlin_quant::{QuantMatrix, Scheme};
 
 use crate::kernels::qmm::QmmVariant;
+use crate::kernels::qmm_coop::QmmCoopVariant;
 use crate::kernels::qmv::{self, QmvVariant};
 use crate::kernels::quant_decode;
 use crate::{Gpu, GpuBuffer, GpuError};
@@ -66,12 +67,26 @@ impl GpuQuantMatrix {
     }
 }
 
+/// The arithmetic of a quantized product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatmulPrecision {
+    /// f32 throughout: the CPU's f32 answer to rounding (what the tests against transformers
+    /// need).
+    F32,
+    /// Where the device has cooperative matrices, products past the small-batch kernel (m > 8:
+    /// prefill) run on them with x and W rounded to f16 and f32 accumulation, as llama.cpp and
+    /// cuBLAS do; elsewhere f32. Decode (m <= 8) is f32 either way.
+    #[default]
+    Mixed,
+}
+
 /// Which kernel runs a product: chosen from m, or forced by tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Plan {
-    Auto,
+    Auto(MatmulPrecision),
     Qmv(QmvVariant),
     Qmm(QmmVariant),
+    QmmCoop(QmmCoopVariant),
 }
 
 impl Gpu {
@@ -156,8 +171,9 @@ impl Gpu {
         m: usize,
         w: &GpuQuantMatrix,
         y: &GpuBuffer,
+        precision: MatmulPrecision,
     ) -> Result<(), GpuError> {
-        self.quant_matmul_with(x, m, w, y, Plan::Auto)
+        self.quant_matmul_with(x, m, w, y, Plan::Auto(precision))
     }
 
     /// [`Gpu::quant_matmul`] recorded into `encoder` without submitting: a forward pass (or a
@@ -171,8 +187,9 @@ impl Gpu {
         m: usize,
         w: &GpuQuantMatrix,
         y: &GpuBuffer,
+        precision: MatmulPrecision,
     ) -> Result<(), GpuError> {
-        self.record_quant_matmul_with(encoder, x, m, w, y, Plan::Auto)
+        self.record_quant_matmul_with(encoder, x, m, w, y, Plan::Auto(precision))
     }
 
     pub(crate) fn quant_matmul_with(
@@ -222,10 +239,16 @@ impl Gpu {
             }
         }
         let plan = match plan {
-            Plan::Auto if m <= qmv::MAX_M => {
+            Plan::Auto(_) if m <= qmv::MAX_M => {
                 Plan::Qmv(QmvVariant::new(&self.capabilities(), w.scheme, m, k))
             }
-            Plan::Auto => Plan::Qmm(QmmVariant::new(m)),
+            Plan::Auto(MatmulPrecision::Mixed) => {
+                match QmmCoopVariant::new(&self.capabilities(), m) {
+                    Some(v) => Plan::QmmCoop(v),
+                    None => Plan::Qmm(QmmVariant::new(m)),
+                }
+            }
+            Plan::Auto(MatmulPrecision::F32) => Plan::Qmm(QmmVariant::new(m)),
             Plan::Qmv(v)
                 if m > v.mt as usize
                     || (v.x_vec4 && !k.is_multiple_of(4))
@@ -236,10 +259,12 @@ impl Gpu {
             forced => forced,
         };
         // Check every part before recording any, so an error records nothing.
-        let qmm_groups = |v: QmmVariant, part: &WeightPart| v.groups(m as u32, part.rows as u32);
-        if let Plan::Qmm(v) = plan
-            && let Some(part) = w.parts.iter().find(|p| qmm_groups(v, p).is_none())
-        {
+        let grid_fits = |part: &WeightPart| match plan {
+            Plan::Qmm(v) => v.groups(m as u32, part.rows as u32).is_some(),
+            Plan::QmmCoop(v) => v.groups(m as u32, part.rows as u32).is_some(),
+            _ => true,
+        };
+        if let Some(part) = w.parts.iter().find(|p| !grid_fits(p)) {
             return shape_err(format!(
                 "{m} rows of x by {} rows of W need more than 65535 workgroups along one side; \
                  multiply fewer rows of x at a time",
@@ -258,7 +283,10 @@ impl Gpu {
             match plan {
                 Plan::Qmv(v) => self.record_qmv(encoder, v, w.scheme, &params, xy, &part.bind),
                 Plan::Qmm(v) => self.record_qmm(encoder, v, w.scheme, &params, xy, &part.bind),
-                Plan::Auto => unreachable!("resolved above"),
+                Plan::QmmCoop(v) => {
+                    self.record_qmm_coop(encoder, v, w.scheme, &params, xy, &part.bind)
+                }
+                Plan::Auto(_) => unreachable!("resolved above"),
             }
         }
         Ok(())
@@ -288,7 +316,8 @@ mod tests {
             let x = gpu.upload_f32("x", &qtest::gaussian(2, m * k, 1.0));
             let run = |w: &GpuQuantMatrix| {
                 let y = gpu.zeros("y", (m * n * 4) as u64);
-                gpu.quant_matmul(&x, m, w, &y).unwrap();
+                gpu.quant_matmul(&x, m, w, &y, MatmulPrecision::F32)
+                    .unwrap();
                 gpu.read_f32(&y).unwrap()
             };
             assert_eq!(run(&whole), run(&split), "m = {m}");
@@ -313,17 +342,24 @@ mod tests {
                 gpu.zeros("y1", (m * n * 4) as u64),
                 gpu.zeros("y2", (m * n * 4) as u64),
             );
-            gpu.quant_matmul(&x, m, &w, &y1).unwrap();
-            gpu.quant_matmul(&y1, m, &w, &y2).unwrap();
+            gpu.quant_matmul(&x, m, &w, &y1, MatmulPrecision::F32)
+                .unwrap();
+            gpu.quant_matmul(&y1, m, &w, &y2, MatmulPrecision::F32)
+                .unwrap();
             let separate = (gpu.read_f32(&y1).unwrap(), gpu.read_f32(&y2).unwrap());
             let (z1, z2) = (
                 gpu.zeros("z1", (m * n * 4) as u64),
                 gpu.zeros("z2", (m * n * 4) as u64),
             );
             let mut enc = gpu.encoder();
-            gpu.record_quant_matmul(&mut enc, &x, m, &w, &z1).unwrap();
-            gpu.record_quant_matmul(&mut enc, &z1, m, &w, &z2).unwrap();
-            assert!(gpu.record_quant_matmul(&mut enc, &x, 0, &w, &z2).is_err());
+            gpu.record_quant_matmul(&mut enc, &x, m, &w, &z1, MatmulPrecision::F32)
+                .unwrap();
+            gpu.record_quant_matmul(&mut enc, &z1, m, &w, &z2, MatmulPrecision::F32)
+                .unwrap();
+            assert!(
+                gpu.record_quant_matmul(&mut enc, &x, 0, &w, &z2, MatmulPrecision::F32)
+                    .is_err()
+            );
             gpu.submit(enc);
             let one = (gpu.read_f32(&z1).unwrap(), gpu.read_f32(&z2).unwrap());
             assert_eq!(separate, one, "m = {m}");
@@ -342,11 +378,18 @@ mod tests {
         let w = gpu.upload_quant(&w.unwrap()).unwrap();
         let x = gpu.upload_f32("x", &[0.0; 2 * 64]);
         let y = gpu.zeros("y", 2 * 3 * 4);
-        let err = |m| gpu.quant_matmul(&x, m, &w, &y).unwrap_err().to_string();
+        let err = |m| {
+            gpu.quant_matmul(&x, m, &w, &y, MatmulPrecision::F32)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(0).contains("m must be at least 1"));
         assert!(err(3).contains("x holds 512 bytes"), "{}", err(3));
         let small = gpu.zeros("y", 5 * 4);
-        let e = gpu.quant_matmul(&x, 2, &w, &small).unwrap_err().to_string();
+        let e = gpu
+            .quant_matmul(&x, 2, &w, &small, MatmulPrecision::F32)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("y holds 20 bytes"), "{e}");
     }
 }

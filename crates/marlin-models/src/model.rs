@@ -30,7 +30,9 @@ impl From<Gpu> for Hardware {
     }
 }
 
-/// The precision of activations inside the CPU's quantized matmuls (the GPU's are f32).
+/// The precision of activations inside the quantized matmuls. On the GPU, F32 keeps every
+/// product in f32; the others let prefill run on cooperative matrices in f16 with f32 sums where
+/// the device has them (`MatmulPrecision::Mixed`); decode is f32 there either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// f32: matches transformers; slowest.
@@ -50,6 +52,13 @@ impl Precision {
             Precision::F32 => Activations::F32,
             Precision::Int8x2 => Activations::Int8x2,
             Precision::Int8 => Activations::Int8,
+        }
+    }
+
+    fn gpu_matmul(self) -> marlin_gpu::MatmulPrecision {
+        match self {
+            Precision::F32 => marlin_gpu::MatmulPrecision::F32,
+            Precision::Int8x2 | Precision::Int8 => marlin_gpu::MatmulPrecision::Mixed,
         }
     }
 }
@@ -83,7 +92,8 @@ impl Model {
                 On::Cpu(Llama::load(src, CpuDevice { cpu })?)
             }
             Hardware::Gpu(gpu) => {
-                let model = Llama::load(src, GpuDevice::new(gpu.clone()))?;
+                let device = GpuDevice::new(gpu.clone(), precision.gpu_matmul());
+                let model = Llama::load(src, device)?;
                 // Uploads report failures (out of memory) asynchronously: surface them here.
                 gpu.check()?;
                 On::Gpu(model)

@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use marlin_core::QuantMatmul;
 use marlin_cpu::{Activations, CpuBackend, Isa};
-use marlin_gpu::GpuBackend;
+use marlin_gpu::{GpuBackend, MatmulPrecision};
 use marlin_quant::Scheme;
 
 use crate::budget::{self, Precision};
@@ -61,9 +61,16 @@ pub fn backends() -> Vec<TestBackend> {
     // Opened once per process by marlin-gpu, so every test shares its compiled pipelines.
     if let Some(gpu) = marlin_gpu::test_gpu() {
         all.push(TestBackend::new(
-            Box::new(GpuBackend::new(gpu)),
+            Box::new(GpuBackend::new(gpu.clone())),
             Precision::F32,
         ));
+        // Where prefill products may run on cooperative matrices, those too.
+        if gpu.capabilities().coop.is_some() {
+            all.push(TestBackend::new(
+                Box::new(GpuBackend::with_precision(gpu, MatmulPrecision::Mixed)),
+                Precision::F16,
+            ));
+        }
     }
     let filter = std::env::var("MARLIN_TEST_BACKEND").unwrap_or_default();
     all.retain(|b| b.name().contains(filter.as_str()));

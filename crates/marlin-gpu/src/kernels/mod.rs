@@ -33,6 +33,7 @@ mod view;
 pub use matmul_dense::{DenseWeight, WeightDtype};
 pub use view::{Heads, View};
 pub mod qmm;
+pub mod qmm_coop;
 pub mod qmv;
 #[cfg(test)]
 pub(crate) mod qtest;
@@ -121,6 +122,7 @@ pub fn generated_sources() -> Vec<(String, String)> {
             for (key, source) in qmv::variants(scheme)
                 .into_iter()
                 .chain(qmm::variants(scheme))
+                .chain(qmm_coop::variants(scheme))
             {
                 if seen.insert(key.clone()) {
                     all.push((key, source));

@@ -89,7 +89,12 @@ mod tests {
         let Some(gpu) = crate::test_gpu() else { return };
         for scheme in crate::kernels::qtest::schemes() {
             for (m, n, k) in [(9, 67, 96), (33, 5, 67)] {
-                check(&gpu, scheme, (m, n, k), Plan::Auto);
+                check(
+                    &gpu,
+                    scheme,
+                    (m, n, k),
+                    Plan::Auto(crate::MatmulPrecision::F32),
+                );
             }
         }
     }

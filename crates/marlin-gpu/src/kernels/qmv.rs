@@ -28,6 +28,9 @@ fn rps(mt: u32) -> u32 {
         _ => 4,
     }
 }
+/// Workgroup memory for staged x (qmv.wgsl `x_stage`): WebGPU's guaranteed 16 KiB, less the
+/// E2M1 table and the reduction's partial sums.
+const STAGE_BYTES: u32 = 12 << 10;
 /// Threads per team (one team per RPS rows) where subgroups are off.
 const TK: u32 = 16;
 
@@ -85,6 +88,14 @@ impl QmvVariant {
         self.teams() * self.rps
     }
 
+    /// Chunks of x staged per step where codes are read 16 bytes at a time: as many as fit
+    /// [`STAGE_BYTES`] for MT rows of x (each chunk padded by one vec4), at most 64.
+    fn span(&self, scheme: SchemeConsts) -> u32 {
+        let chunk_vec4s = if scheme.bits() == 4 { 9 } else { 5 };
+        let fit = STAGE_BYTES / (self.mt * chunk_vec4s * 16);
+        1 << fit.clamp(1, 64).ilog2()
+    }
+
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
             "qmv.{}.mt{}.r{}.t{}{}{}{}{}",
@@ -103,8 +114,10 @@ impl QmvVariant {
         let teams = self.teams();
         let consts = format!(
             "const MT: u32 = {}u;\nconst RPS: u32 = {}u;\nconst TEAMS: u32 = {teams}u;\n\
-             const TK: u32 = {TK}u;\nconst T: u32 = {T}u;\n",
-            self.mt, self.rps
+             const TK: u32 = {TK}u;\nconst T: u32 = {T}u;\nconst SPAN: u32 = {}u;\n",
+            self.mt,
+            self.rps,
+            self.span(scheme)
         );
         let flags = [
             ("SUBGROUPS", self.subgroups),
@@ -172,7 +185,12 @@ mod tests {
         let Some(gpu) = crate::test_gpu() else { return };
         for scheme in crate::kernels::qtest::schemes() {
             for (m, n, k) in [(1, 5, 67), (3, 67, 256), (8, 3, 96)] {
-                check(&gpu, scheme, (m, n, k), Plan::Auto);
+                check(
+                    &gpu,
+                    scheme,
+                    (m, n, k),
+                    Plan::Auto(crate::MatmulPrecision::F32),
+                );
             }
         }
     }

@@ -150,70 +150,107 @@ fn values8(w: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>((v & vec4<u32>(MAGIC8_MASK)) ^ vec4<u32>(ONE_BITS | 0x00400000u));
 }
 
-fn accumulate(first: u32, lane: u32, width: u32, units: u32) -> array<array<f32, MT>, RPS> {
+// x of SPAN chunks at a time, staged in workgroup memory by the whole workgroup. A lane's chunk
+// is a different block from its neighbours', so reading x straight from global memory made
+// every vec4 load of a subgroup touch 32 cache lines (32 times the L1 work of a coalesced one):
+// that, not the arithmetic, held the kernel to a third of the bandwidth. Here x is read from
+// global memory coalesced, once per workgroup, and each chunk's x sits CV vec4s apart, one
+// more than its length, so the 8 lanes of a 16-byte access phase hit 8 distinct groups of 4
+// banks.
+// x floats of a chunk: a block for 4 bits, half a block for 8.
+const CX: u32 = select(16u, 32u, BITS == 4u);
+const CV: u32 = CX / 4u + 1u;
+var<workgroup> x_stage: array<vec4<f32>, MT * SPAN * CV>;
+
+// Stages x[mi, c0 * CX..(c0 + SPAN) * CX] for every row of x (zero past m and past K).
+fn stage_x(li: u32, c0: u32) {
+    for (var v = li; v < MT * SPAN * (CX / 4u); v += T) {
+        let mi = v / (SPAN * (CX / 4u));
+        let cl = (v / (CX / 4u)) % SPAN;
+        let kk = (c0 + cl) * CX + 4u * (v % (CX / 4u));
+        var xv = vec4<f32>(0.0);
+        if (mi < params.m && kk < params.blocks * 32u) {
+            xv = load_x4(mi, kk);
+        }
+        x_stage[(mi * SPAN + cl) * CV + v % (CX / 4u)] = xv;
+    }
+}
+
+// Every thread of the workgroup calls this the same number of times (it has barriers); `live`
+// is false for a team past TEAMS, which then multiplies nothing.
+fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<array<f32, MT>, RPS> {
     var acc: array<array<f32, MT>, RPS>;
     let row_chunks = params.blocks * WPB / 4u;
     let off = grid_off();
-    for (var c = lane; c < units / 4u; c += width) {
-        var words: array<vec4<u32>, RPS>;
-        for (var r = 0u; r < RPS; r++) {
-            words[r] = codes[min(first + r, params.n - 1u) * row_chunks + c];
-        }
-        let b = 4u * c / UPB;
-        // Scales times the grid step, and biases, of the chunk's lo and hi 16 weights (8 bits:
-        // both of the half the chunk is in).
-        var sb = scales_of(first, b);
-        let upper = BITS == 8u && SPLIT16 && (c & 1u) == 1u;
-        for (var r = 0u; r < RPS; r++) {
-            if (SPLIT16) {
-                let s_hi = sb.s_hi[r] * grid_step();
-                let b_hi = sb.b_hi[r];
-                sb.s_lo[r] = select(sb.s_lo[r] * grid_step(), s_hi, upper);
-                sb.b_lo[r] = select(sb.b_lo[r], b_hi, upper);
-                sb.s_hi[r] = s_hi;
-            } else {
-                sb.s_lo[r] *= grid_step();
+    for (var c0 = 0u; c0 < row_chunks; c0 += SPAN) {
+        workgroupBarrier();
+        stage_x(li, c0);
+        workgroupBarrier();
+        for (var cl = lane; cl < SPAN; cl += width) {
+            let c = c0 + cl;
+            if (c >= row_chunks || !live) {
+                break;
             }
-        }
-        // Where x of word j's first vec4 starts: 4 bits, 4j in the block (the second vec4 is
-        // 16 further); 8 bits, 4j in the chunk's half.
-        let k0 = b * 32u + select(16u * (c & 1u), 0u, BITS == 4u);
-        for (var j = 0u; j < 4u; j++) {
-            var lo: array<vec4<f32>, RPS>;
-            var hi: array<vec4<f32>, RPS>;
+            var words: array<vec4<u32>, RPS>;
             for (var r = 0u; r < RPS; r++) {
-                if (BITS == 4u) {
-                    let v = values4(words[r][j]);
-                    lo[r] = v[0];
-                    hi[r] = v[1];
+                words[r] = codes[min(first + r, params.n - 1u) * row_chunks + c];
+            }
+            let b = 4u * c / UPB;
+            // Scales times the grid step, and biases, of the chunk's lo and hi 16 weights (8
+            // bits: both of the half the chunk is in).
+            var sb = scales_of(first, b);
+            let upper = BITS == 8u && SPLIT16 && (c & 1u) == 1u;
+            for (var r = 0u; r < RPS; r++) {
+                if (SPLIT16) {
+                    let s_hi = sb.s_hi[r] * grid_step();
+                    let b_hi = sb.b_hi[r];
+                    sb.s_lo[r] = select(sb.s_lo[r] * grid_step(), s_hi, upper);
+                    sb.b_lo[r] = select(sb.b_lo[r], b_hi, upper);
+                    sb.s_hi[r] = s_hi;
                 } else {
-                    lo[r] = values8(words[r][j]);
+                    sb.s_lo[r] *= grid_step();
                 }
             }
-            for (var mi = 0u; mi < MT; mi++) {
-                // m is uniform: rows of x past it (m = 3 on the MT = 4 pipeline) cost nothing.
-                if (mi >= params.m) {
-                    break;
-                }
-                let xl = load_x4(mi, k0 + 4u * j);
-                var xh = vec4<f32>(0.0);
-                if (BITS == 4u) {
-                    xh = load_x4(mi, k0 + 4u * j + 16u);
-                }
-                let sum_l = dot(xl, vec4<f32>(1.0));
-                let sum_h = dot(xh, vec4<f32>(1.0));
+            for (var j = 0u; j < 4u; j++) {
+                var lo: array<vec4<f32>, RPS>;
+                var hi: array<vec4<f32>, RPS>;
                 for (var r = 0u; r < RPS; r++) {
-                    let dl = dot(lo[r], xl) - off * sum_l;
-                    if (BITS == 8u) {
-                        acc[r][mi] += sb.s_lo[r] * dl + sb.b_lo[r] * sum_l;
-                        continue;
-                    }
-                    let dh = dot(hi[r], xh) - off * sum_h;
-                    if (SPLIT16) {
-                        acc[r][mi] += sb.s_lo[r] * dl + sb.s_hi[r] * dh + sb.b_lo[r] * sum_l
-                            + sb.b_hi[r] * sum_h;
+                    if (BITS == 4u) {
+                        let v = values4(words[r][j]);
+                        lo[r] = v[0];
+                        hi[r] = v[1];
                     } else {
-                        acc[r][mi] += sb.s_lo[r] * (dl + dh) + sb.b_lo[r] * (sum_l + sum_h);
+                        lo[r] = values8(words[r][j]);
+                    }
+                }
+                for (var mi = 0u; mi < MT; mi++) {
+                    // m is uniform: rows of x past it (m = 3 on the MT = 4 pipeline) cost
+                    // nothing.
+                    if (mi >= params.m) {
+                        break;
+                    }
+                    // Word j's x: 4j in the chunk (4 bits: and 16 further for the high nibbles).
+                    let at = (mi * SPAN + cl) * CV + j;
+                    let xl = x_stage[at];
+                    var xh = vec4<f32>(0.0);
+                    if (BITS == 4u) {
+                        xh = x_stage[at + 4u];
+                    }
+                    let sum_l = dot(xl, vec4<f32>(1.0));
+                    let sum_h = dot(xh, vec4<f32>(1.0));
+                    for (var r = 0u; r < RPS; r++) {
+                        let dl = dot(lo[r], xl) - off * sum_l;
+                        if (BITS == 8u) {
+                            acc[r][mi] += sb.s_lo[r] * dl + sb.b_lo[r] * sum_l;
+                            continue;
+                        }
+                        let dh = dot(hi[r], xh) - off * sum_h;
+                        if (SPLIT16) {
+                            acc[r][mi] += sb.s_lo[r] * dl + sb.s_hi[r] * dh + sb.b_lo[r] * sum_l
+                                + sb.b_hi[r] * sum_h;
+                        } else {
+                            acc[r][mi] += sb.s_lo[r] * (dl + dh) + sb.b_lo[r] * (sum_l + sum_h);
+                        }
                     }
                 }
             }
@@ -222,9 +259,10 @@ fn accumulate(first: u32, lane: u32, width: u32, units: u32) -> array<array<f32,
     return acc;
 }
 //#else
-fn accumulate(first: u32, lane: u32, width: u32, units: u32) -> array<array<f32, MT>, RPS> {
+fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<array<f32, MT>, RPS> {
     var acc: array<array<f32, MT>, RPS>;
     let row_words = params.blocks * WPB;
+    let units = select(0u, params.blocks * UPB, live);
     for (var u = lane; u < units; u += width) {
         let b = u / UPB;
         let q = u % UPB;
@@ -328,7 +366,6 @@ fn main(
     workgroupBarrier();
 //#endif
     let tile = wg.x + wg.y * nwg.x;
-    let units = params.blocks * UPB;
 //#if SUBGROUPS
     // Counting active invocations (rather than trusting subgroup_size) keeps a partial subgroup
     // right too.
@@ -342,7 +379,7 @@ fn main(
         let team = sid + p * nsg;
         let live = team < TEAMS;
         let first = tile * R + team * RPS;
-        let acc = accumulate(first, lane, width, select(0u, units, live));
+        let acc = accumulate(li, first, lane, width, live);
         for (var r = 0u; r < RPS; r++) {
             for (var mi = 0u; mi < MT; mi++) {
                 let total = subgroupAdd(acc[r][mi]);
@@ -356,7 +393,7 @@ fn main(
     let team = li / TK;
     let lane = li % TK;
     let first = tile * R + team * RPS;
-    let acc = accumulate(first, lane, TK, units);
+    let acc = accumulate(li, first, lane, TK, true);
     for (var r = 0u; r < RPS; r++) {
         for (var mi = 0u; mi < MT; mi++) {
             partial[li * MT + mi] = acc[r][mi];

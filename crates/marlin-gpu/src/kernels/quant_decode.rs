@@ -69,6 +69,11 @@ impl SchemeConsts {
         }
     }
 
+    /// Bits per code.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
     /// FP4, MXFP4 or NVFP4: codes on the E2M1 grid.
     pub fn e2m1(&self) -> bool {
         self.format <= 2

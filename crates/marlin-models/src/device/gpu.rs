@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use marlin_gpu::kernels::{DenseWeight, Heads, View, WeightDtype};
 use marlin_gpu::{
     AttentionConfig, Gpu, GpuBuffer, GpuError, GpuKvCache, GpuQuantMatrix, KvBatch, KvShape,
-    Recorder,
+    MatmulPrecision, Recorder,
 };
 
 use super::{AttentionParts, Device, Part};
@@ -20,13 +20,15 @@ use crate::{DenseTensor, KvCache, ModelConfig, ModelError, SeqId, Weight};
 pub struct GpuDevice {
     gpu: Gpu,
     pool: Pool,
+    precision: MatmulPrecision,
 }
 
 impl GpuDevice {
-    pub fn new(gpu: Gpu) -> Self {
+    pub fn new(gpu: Gpu, precision: MatmulPrecision) -> Self {
         GpuDevice {
             gpu,
             pool: Pool::default(),
+            precision,
         }
     }
 
@@ -404,7 +406,11 @@ impl Device for GpuDevice {
         let y = self.act(m, n);
         let enc = &mut pass.encoder;
         match &w.weight {
-            GpuWeight::Quant(q) => self.gpu.record_quant_matmul(enc, x.buf(), m, q, y.buf())?,
+            GpuWeight::Quant(q) => {
+                let precision = self.precision;
+                self.gpu
+                    .record_quant_matmul(enc, x.buf(), m, q, y.buf(), precision)?
+            }
             GpuWeight::Dense(d) => {
                 let dense = DenseWeight {
                     buffer: d,

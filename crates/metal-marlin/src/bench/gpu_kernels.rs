@@ -125,6 +125,21 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
             caps.max_storage_binding >> 20
         ),
         format!(
+            "# products: {} ({})",
+            match args.gpu_precision {
+                super::kernels::GpuPrecisionArg::Mixed => "mixed",
+                super::kernels::GpuPrecisionArg::F32 => "f32",
+            },
+            match (args.gpu_precision, caps.coop) {
+                (super::kernels::GpuPrecisionArg::Mixed, Some(c)) => format!(
+                    "M > 8 on {0}x{0} cooperative matrices, {1} inputs, f32 sums",
+                    c.size,
+                    if c.f16 { "f16" } else { "f32" }
+                ),
+                _ => "f32 throughout".to_string(),
+            }
+        ),
+        format!(
             "# timer: {timer} ({}), median of {BATCHES} batches of many calls in one submit",
             if timer == "wall-clock" {
                 "host clock around submit + wait, nothing subtracted"
@@ -151,6 +166,7 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         }
     }
 
+    let precision = args.gpu_precision.into();
     let ms = sorted_ms(&args.m);
     let copy_bytes = args.copy_mib << 20;
     let src = gpu.zeros("copy src", copy_bytes);
@@ -187,7 +203,7 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         let mut m1 = None;
         for ((&m, x), y) in ms.iter().zip(&xs).zip(&ys) {
             let (time, wall, calls) = measure(&gpu, args.iters, |enc, i| {
-                gpu.record_quant_matmul(enc, x, m, &mats[i % copies], y)
+                gpu.record_quant_matmul(enc, x, m, &mats[i % copies], y, precision)
             })
             .with_context(|| format!("{scheme} matmul at M={m}"))?;
             if m == 1 {

@@ -23,6 +23,22 @@ const MAX_WEIGHTS: usize = 1 << 28;
 /// N and K on the CPU unless given.
 const CPU_DIM: usize = 4096;
 
+/// `--gpu-precision`: the arithmetic of the GPU's products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GpuPrecisionArg {
+    Mixed,
+    F32,
+}
+
+impl From<GpuPrecisionArg> for marlin_gpu::MatmulPrecision {
+    fn from(p: GpuPrecisionArg) -> Self {
+        match p {
+            GpuPrecisionArg::Mixed => marlin_gpu::MatmulPrecision::Mixed,
+            GpuPrecisionArg::F32 => marlin_gpu::MatmulPrecision::F32,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct KernelsArgs {
     /// Where the kernels run: the CPU (this module) or the GPU (bench/gpu_kernels.rs).
@@ -72,6 +88,10 @@ pub struct KernelsArgs {
     /// Precision of activations inside the quantized matmul.
     #[arg(long, value_enum, default_value_t = ActivationsArg::Int8)]
     activations: ActivationsArg,
+    /// GPU only: `mixed` lets products past M = 8 run on cooperative matrices in f16 (f32 sums)
+    /// where the device has them, as models do by default; `f32` keeps every product in f32.
+    #[arg(long, value_enum, default_value_t = GpuPrecisionArg::Mixed)]
+    pub(super) gpu_precision: GpuPrecisionArg,
     /// Timed calls per measurement (default: enough to last about 0.2 s, at least 5); on the
     /// GPU, calls per submitted batch (default: enough for about 50 ms).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]

@@ -1,0 +1,148 @@
+// Quantized tiled GEMM on cooperative matrices (tensor cores through VK_KHR_cooperative_matrix
+// on NVIDIA, simdgroup matrices on Apple): y (m, n) = x (m, k) · W (n, k)^T, for prefill.
+//
+// A workgroup of 4 subgroups owns a BM x BN tile of y; subgroup (wy, wx) of a 2 x 2 grid owns
+// its (BM / 2) x (BN / 2) quarter as FM x FN accumulator fragments of TS x TS (f32). Per
+// 32-weight block of K the workgroup stages the x tile (BM x 32) and the W tile (BN x 32,
+// decoded once from the stored bytes with its scales) in workgroup memory as AB (f16 where the
+// device takes it), then each subgroup multiplies its fragments over the block's 32 / TS steps.
+// While the fragments multiply, every thread already has the next block's codes and x in
+// flight (loaded into registers before the multiply, stored after the barrier): one block of
+// prefetch, so the loads' latency hides behind the matrix work.
+//
+// Prepended by qmm_coop.rs: the `enable` lines, BM, BN, TS, FM, FN, the aliases AB, CA, CB, CC
+// of the fragment types, and quant_decode.wgsl with its format constants. The lines
+// `//{ACC}`, `//{MMA}` and `//{STORE}` are replaced by qmm_coop.rs with the declarations,
+// multiply-adds and stores of the FM x FN accumulators (a fragment cannot live in an array).
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(1) @binding(0) var<storage, read> codes: array<u32>;
+@group(1) @binding(1) var<storage, read> scales: array<u32>;
+@group(1) @binding(2) var<storage, read> biases: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+// Threads: 4 subgroups of 32 (the variant is chosen only where subgroups are 32 wide).
+const T: u32 = 128u;
+// K per step: one block, so a unit never straddles two steps.
+const BK: u32 = 32u;
+// Row strides of the staged tiles, in elements: BK plus 8 (16 bytes, which the fragment loads
+// want), so consecutive rows start in different banks.
+const XS: u32 = BK + 8u;
+const WS: u32 = BK + 8u;
+// x elements each thread stages per block; units of W (one code word each) per thread.
+const XPT: u32 = BM * BK / T;
+const UPT: u32 = BN * UPB / T;
+
+// x tile [m][k], row-major: fragment A (m x k) loads it with coopLoadT.
+var<workgroup> xs: array<AB, BM * XS>;
+// W tile [n][k]: fragment B (k x n) loads it column-major with coopLoad.
+var<workgroup> ws: array<AB, BN * WS>;
+// One TS x TS fragment per subgroup on its way to y (row-major).
+var<workgroup> cs: array<f32, 4u * TS * TS>;
+
+// A thread's share of one block: its x elements and its units' code words (and, for INT3, the
+// block's word of high bits).
+struct Staged {
+    xv: array<f32, XPT>,
+    words: array<vec2<u32>, UPT>,
+}
+
+// Loads block b's share of thread li (x zero past m and K; rows of W past n repeat the last).
+fn fetch(li: u32, m0: u32, n0: u32, b: u32) -> Staged {
+    var s: Staged;
+    for (var i = 0u; i < XPT; i++) {
+        let e = li + i * T;
+        let mm = m0 + e / BK;
+        let kk = b * BK + e % BK;
+        let live = mm < params.m && kk < params.k;
+        s.xv[i] = select(0.0, x[min(mm, params.m - 1u) * params.k + min(kk, params.k - 1u)], live);
+    }
+    let row_words = params.blocks * WPB;
+    for (var i = 0u; i < UPT; i++) {
+        let v = li + i * T;
+        let row = min(n0 + v / UPB, params.n - 1u);
+        let base = row * row_words + b * WPB;
+        var high = 0u;
+        if (BITS == 3u) {
+            high = codes[base + 2u];
+        }
+        s.words[i] = vec2<u32>(codes[base + v % UPB], high);
+    }
+    return s;
+}
+
+// Writes a fetched share of block b into the tiles: x as AB, W decoded with its scales.
+fn stage(li: u32, n0: u32, b: u32, s: Staged) {
+    for (var i = 0u; i < XPT; i++) {
+        let e = li + i * T;
+        xs[(e / BK) * XS + e % BK] = AB(s.xv[i]);
+    }
+    for (var i = 0u; i < UPT; i++) {
+        let v = li + i * T;
+        let nl = v / UPB;
+        let q = v % UPB;
+        let row = min(n0 + nl, params.n - 1u);
+        let vals = word_values(s.words[i].x, s.words[i].y, q);
+        let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
+        for (var j = 0u; j < NV; j++) {
+            let off = unit_offset(q, j);
+            // At group 16 the second half of the block has the next group's scale and bias.
+            let gi = g + select(0u, off >> 4u, SPLIT16);
+            let w = vals[j] * scale_at(gi) + bias_at(gi);
+            let at = nl * WS + off;
+            ws[at] = AB(w.x);
+            ws[at + 1u] = AB(w.y);
+            ws[at + 2u] = AB(w.z);
+            ws[at + 3u] = AB(w.w);
+        }
+    }
+}
+
+@compute @workgroup_size(T)
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(subgroup_id) sid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) width: u32,
+) {
+    let n0 = wg.x * BN;
+    let m0 = wg.y * BM;
+    // This subgroup's quarter: rows wy * BM / 2.. of the tile, columns wx * BN / 2.. .
+    let wy = sid / 2u;
+    let wx = sid % 2u;
+    let a0 = wy * (BM / 2u) * XS;
+    let b0 = wx * (BN / 2u) * WS;
+//{ACC}
+    var next = fetch(li, m0, n0, 0u);
+    for (var b = 0u; b < params.blocks; b++) {
+        stage(li, n0, b, next);
+        workgroupBarrier();
+        if (b + 1u < params.blocks) {
+            next = fetch(li, m0, n0, b + 1u);
+        }
+        for (var kk = 0u; kk < BK; kk += TS) {
+//{MMA}
+        }
+        workgroupBarrier();
+    }
+    // Fragment (i, j) covers rows ri.. and columns cj.. of the tile; it goes to y through cs,
+    // which keeps the stores inside m and n.
+    let c0 = sid * TS * TS;
+//{STORE}
+}
+
+// Writes this subgroup's fragment staged at cs[c0..] to y at tile rows r0.., columns c1..,
+// inside m and n; the barriers around it let every subgroup see its own coopStore.
+fn store_fragment(c0: u32, lane: u32, width: u32, r0: u32, c1: u32) {
+    workgroupBarrier();
+    for (var e = lane; e < TS * TS; e += width) {
+        let mm = r0 + e / TS;
+        let nn = c1 + e % TS;
+        if (mm < params.m && nn < params.n) {
+            y[mm * params.y_stride + params.row0 + nn] = cs[c0 + e];
+        }
+    }
+    workgroupBarrier();
+}
