@@ -211,9 +211,9 @@ impl Gpu {
         &self.inner.queue
     }
 
-    /// Blocks until the device has finished all submitted work; an error wgpu reported since
-    /// the device opened (see [`Gpu::check`]) fails it.
-    pub(crate) fn wait(&self) -> Result<(), GpuError> {
+    /// Blocks until the device has finished all submitted work (uploads included); an error
+    /// wgpu reported since the device opened (see [`Gpu::check`]) fails it.
+    pub fn wait(&self) -> Result<(), GpuError> {
         self.inner
             .device
             .poll(wgpu::PollType::Wait {

@@ -58,7 +58,7 @@ pub struct KernelsArgs {
         long,
         value_delimiter = ',',
         default_value = "1,8,16,32",
-        value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from)
+        value_parser = clap::value_parser!(u16).range(1..=4096).map(usize::from)
     )]
     pub(super) m: Vec<usize>,
     /// Formats to measure, repeated or comma-separated (default: every format).
@@ -374,7 +374,7 @@ mod tests {
             (&["--group", "48"], "128"),
             (&["--isa", "neon"], "avx512vnni"),
             (&["--activations", "f16"], "int8"),
-            (&["--m", "0"], "1..=1024"),
+            (&["--m", "0"], "1..=4096"),
             (&["--n", "abc"], "invalid digit"),
             (&["--iters", "0"], "1..=1000000"),
         ] {
