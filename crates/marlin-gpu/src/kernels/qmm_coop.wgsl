@@ -3,11 +3,11 @@
 //
 // A workgroup of 4 subgroups owns a BM x BN tile of y; subgroup (wy, wx) of a 2 x 2 grid owns
 // its (BM / 2) x (BN / 2) quarter as FM x FN accumulator fragments of TS x TS (f32). Per
-// two 32-weight blocks of K the workgroup stages the x tile (BM x 64) and the W tile (BN x 64,
+// 32-weight block of K the workgroup stages the x tile (BM x 32) and the W tile (BN x 32,
 // decoded once from the stored bytes with its scales) in workgroup memory as AB (f16 where the
-// device takes it), then each subgroup multiplies its fragments over the step's 64 / TS slices.
-// While the fragments multiply, every thread already has the next step's codes and x in
-// flight (loaded into registers before the multiply, stored after the barrier): one step of
+// device takes it), then each subgroup multiplies its fragments over the block's 32 / TS steps.
+// While the fragments multiply, every thread already has the next block's codes and x in
+// flight (loaded into registers before the multiply, stored after the barrier): one block of
 // prefetch, so the loads' latency hides behind the matrix work.
 //
 // Prepended by qmm_coop.rs: the `enable` lines, BM, BN, TS, FM, FN, the aliases AB, CA, CB, CC
@@ -24,16 +24,15 @@
 
 // Threads: 4 subgroups of 32 (the variant is chosen only where subgroups are 32 wide).
 const T: u32 = 128u;
-// Blocks of K per step (two: half the barriers per multiply of one), and K per step.
-const KB: u32 = 2u;
-const BK: u32 = 32u * KB;
+// K per step: one block, so a unit never straddles two steps.
+const BK: u32 = 32u;
 // Row strides of the staged tiles, in elements: BK plus 8 (16 bytes, which the fragment loads
 // want), so consecutive rows start in different banks.
 const XS: u32 = BK + 8u;
 const WS: u32 = BK + 8u;
-// x elements each thread stages per step; units of W (one code word each) per thread.
+// x elements each thread stages per block; units of W (one code word each) per thread.
 const XPT: u32 = BM * BK / T;
-const UPT: u32 = BN * UPB * KB / T;
+const UPT: u32 = BN * UPB / T;
 
 // x tile [m][k], row-major: fragment A (m x k) loads it with coopLoadT.
 var<workgroup> xs: array<AB, BM * XS>;
@@ -42,29 +41,27 @@ var<workgroup> ws: array<AB, BN * WS>;
 // One TS x TS fragment per subgroup on its way to y (row-major).
 var<workgroup> cs: array<f32, 4u * TS * TS>;
 
-// A thread's share of one step: its x elements and its units' code words (and, for INT3, the
+// A thread's share of one block: its x elements and its units' code words (and, for INT3, the
 // block's word of high bits).
 struct Staged {
     xv: array<f32, XPT>,
     words: array<vec2<u32>, UPT>,
 }
 
-// Loads step t's share of thread li: blocks KB t.. (x zero past m and K; rows of W past n
-// repeat the last; blocks past the row's end are read as its last and zeroed by `stage`).
-fn fetch(li: u32, m0: u32, n0: u32, t: u32) -> Staged {
+// Loads block b's share of thread li (x zero past m and K; rows of W past n repeat the last).
+fn fetch(li: u32, m0: u32, n0: u32, b: u32) -> Staged {
     var s: Staged;
     for (var i = 0u; i < XPT; i++) {
         let e = li + i * T;
         let mm = m0 + e / BK;
-        let kk = t * BK + e % BK;
+        let kk = b * BK + e % BK;
         let live = mm < params.m && kk < params.k;
         s.xv[i] = select(0.0, x[min(mm, params.m - 1u) * params.k + min(kk, params.k - 1u)], live);
     }
     let row_words = params.blocks * WPB;
     for (var i = 0u; i < UPT; i++) {
         let v = li + i * T;
-        let row = min(n0 + (v / UPB) % BN, params.n - 1u);
-        let b = min(t * KB + v / (UPB * BN), params.blocks - 1u);
+        let row = min(n0 + v / UPB, params.n - 1u);
         let base = row * row_words + b * WPB;
         var high = 0u;
         if (BITS == 3u) {
@@ -75,31 +72,25 @@ fn fetch(li: u32, m0: u32, n0: u32, t: u32) -> Staged {
     return s;
 }
 
-// Writes a fetched share of step t into the tiles: x as AB, W decoded with its scales.
-fn stage(li: u32, n0: u32, t: u32, s: Staged) {
+// Writes a fetched share of block b into the tiles: x as AB, W decoded with its scales.
+fn stage(li: u32, n0: u32, b: u32, s: Staged) {
     for (var i = 0u; i < XPT; i++) {
         let e = li + i * T;
         xs[(e / BK) * XS + e % BK] = AB(s.xv[i]);
     }
     for (var i = 0u; i < UPT; i++) {
         let v = li + i * T;
-        let nl = (v / UPB) % BN;
-        let kb = v / (UPB * BN);
-        let b = t * KB + kb;
+        let nl = v / UPB;
         let q = v % UPB;
         let row = min(n0 + nl, params.n - 1u);
-        let inside = b < params.blocks;
         let vals = word_values(s.words[i].x, s.words[i].y, q);
-        // Scales of the last block stand in past the end (in bounds; the weights are zeroed).
-        let bc = min(b, params.blocks - 1u);
-        let g = row * params.groups + select(bc >> params.group_shift, 2u * bc, SPLIT16);
+        let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
         for (var j = 0u; j < NV; j++) {
             let off = unit_offset(q, j);
             // At group 16 the second half of the block has the next group's scale and bias.
             let gi = g + select(0u, off >> 4u, SPLIT16);
-            // A block past the row's end is zero (its x is zero too, but 0 * NaN is not).
-            let w = select(vec4<f32>(0.0), vals[j] * scale_at(gi) + bias_at(gi), inside);
-            let at = nl * WS + kb * 32u + off;
+            let w = vals[j] * scale_at(gi) + bias_at(gi);
+            let at = nl * WS + off;
             ws[at] = AB(w.x);
             ws[at + 1u] = AB(w.y);
             ws[at + 2u] = AB(w.z);
@@ -124,13 +115,12 @@ fn main(
     let a0 = wy * (BM / 2u) * XS;
     let b0 = wx * (BN / 2u) * WS;
 //{ACC}
-    let steps = (params.blocks + KB - 1u) / KB;
     var next = fetch(li, m0, n0, 0u);
-    for (var t = 0u; t < steps; t++) {
-        stage(li, n0, t, next);
+    for (var b = 0u; b < params.blocks; b++) {
+        stage(li, n0, b, next);
         workgroupBarrier();
-        if (t + 1u < steps) {
-            next = fetch(li, m0, n0, t + 1u);
+        if (b + 1u < params.blocks) {
+            next = fetch(li, m0, n0, b + 1u);
         }
         for (var kk = 0u; kk < BK; kk += TS) {
 //{MMA}

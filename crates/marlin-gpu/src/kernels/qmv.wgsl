@@ -181,103 +181,82 @@ fn stage_x(li: u32, c0: u32) {
 fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<array<f32, MT>, RPS> {
     var acc: array<array<f32, MT>, RPS>;
     let row_chunks = params.blocks * WPB / 4u;
+    let off = grid_off();
     for (var c0 = 0u; c0 < row_chunks; c0 += SPAN) {
         workgroupBarrier();
         stage_x(li, c0);
         workgroupBarrier();
-        // Two chunks per lane per trip, their codes loaded before either is used: twice the
-        // bytes in flight per thread.
-        for (var cl = lane; cl < SPAN; cl += 2u * width) {
+        for (var cl = lane; cl < SPAN; cl += width) {
             let c = c0 + cl;
             if (c >= row_chunks || !live) {
                 break;
             }
-            let c_next = c + width;
-            let more = cl + width < SPAN && c_next < row_chunks;
             var words: array<vec4<u32>, RPS>;
-            var words_next: array<vec4<u32>, RPS>;
             for (var r = 0u; r < RPS; r++) {
-                let row = min(first + r, params.n - 1u) * row_chunks;
-                words[r] = codes[row + c];
-                words_next[r] = codes[row + select(c, c_next, more)];
+                words[r] = codes[min(first + r, params.n - 1u) * row_chunks + c];
             }
-            add_chunk(&acc, first, c, cl, words);
-            if (more) {
-                add_chunk(&acc, first, c_next, cl + width, words_next);
+            let b = 4u * c / UPB;
+            // Scales times the grid step, and biases, of the chunk's lo and hi 16 weights (8
+            // bits: both of the half the chunk is in).
+            var sb = scales_of(first, b);
+            let upper = BITS == 8u && SPLIT16 && (c & 1u) == 1u;
+            for (var r = 0u; r < RPS; r++) {
+                if (SPLIT16) {
+                    let s_hi = sb.s_hi[r] * grid_step();
+                    let b_hi = sb.b_hi[r];
+                    sb.s_lo[r] = select(sb.s_lo[r] * grid_step(), s_hi, upper);
+                    sb.b_lo[r] = select(sb.b_lo[r], b_hi, upper);
+                    sb.s_hi[r] = s_hi;
+                } else {
+                    sb.s_lo[r] *= grid_step();
+                }
+            }
+            for (var j = 0u; j < 4u; j++) {
+                var lo: array<vec4<f32>, RPS>;
+                var hi: array<vec4<f32>, RPS>;
+                for (var r = 0u; r < RPS; r++) {
+                    if (BITS == 4u) {
+                        let v = values4(words[r][j]);
+                        lo[r] = v[0];
+                        hi[r] = v[1];
+                    } else {
+                        lo[r] = values8(words[r][j]);
+                    }
+                }
+                for (var mi = 0u; mi < MT; mi++) {
+                    // m is uniform: rows of x past it (m = 3 on the MT = 4 pipeline) cost
+                    // nothing.
+                    if (mi >= params.m) {
+                        break;
+                    }
+                    // Word j's x: 4j in the chunk (4 bits: and 16 further for the high nibbles).
+                    let at = (mi * SPAN + cl) * CV + j;
+                    let xl = x_stage[at];
+                    var xh = vec4<f32>(0.0);
+                    if (BITS == 4u) {
+                        xh = x_stage[at + 4u];
+                    }
+                    let sum_l = dot(xl, vec4<f32>(1.0));
+                    let sum_h = dot(xh, vec4<f32>(1.0));
+                    for (var r = 0u; r < RPS; r++) {
+                        let dl = dot(lo[r], xl) - off * sum_l;
+                        if (BITS == 8u) {
+                            acc[r][mi] += sb.s_lo[r] * dl + sb.b_lo[r] * sum_l;
+                            continue;
+                        }
+                        let dh = dot(hi[r], xh) - off * sum_h;
+                        if (SPLIT16) {
+                            acc[r][mi] += sb.s_lo[r] * dl + sb.s_hi[r] * dh + sb.b_lo[r] * sum_l
+                                + sb.b_hi[r] * sum_h;
+                        } else {
+                            acc[r][mi] += sb.s_lo[r] * (dl + dh) + sb.b_lo[r] * (sum_l + sum_h);
+                        }
+                    }
+                }
             }
         }
     }
     return acc;
-}
-
-// Adds chunk c (staged at cl) of rows first..first + RPS, whose codes are `words`, to acc.
-fn add_chunk(
-    acc: ptr<function, array<array<f32, MT>, RPS>>,
-    first: u32,
-    c: u32,
-    cl: u32,
-    words: array<vec4<u32>, RPS>,
-) {
-    let off = grid_off();
-    let b = 4u * c / UPB;
-    // Scales times the grid step, and biases, of the chunk's lo and hi 16 weights (8
-    // bits: both of the half the chunk is in).
-    var sb = scales_of(first, b);
-    let upper = BITS == 8u && SPLIT16 && (c & 1u) == 1u;
-    for (var r = 0u; r < RPS; r++) {
-        if (SPLIT16) {
-            let s_hi = sb.s_hi[r] * grid_step();
-            let b_hi = sb.b_hi[r];
-            sb.s_lo[r] = select(sb.s_lo[r] * grid_step(), s_hi, upper);
-            sb.b_lo[r] = select(sb.b_lo[r], b_hi, upper);
-            sb.s_hi[r] = s_hi;
-        } else {
-            sb.s_lo[r] *= grid_step();
-        }
-    }
-    for (var j = 0u; j < 4u; j++) {
-        var lo: array<vec4<f32>, RPS>;
-        var hi: array<vec4<f32>, RPS>;
-        for (var r = 0u; r < RPS; r++) {
-            if (BITS == 4u) {
-                let v = values4(words[r][j]);
-                lo[r] = v[0];
-                hi[r] = v[1];
-            } else {
-                lo[r] = values8(words[r][j]);
-            }
-        }
-        for (var mi = 0u; mi < MT; mi++) {
-            // m is uniform: rows of x past it (m = 3 on the MT = 4 pipeline) cost
-            // nothing.
-            if (mi >= params.m) {
-                break;
-            }
-            // Word j's x: 4j in the chunk (4 bits: and 16 further for the high nibbles).
-            let at = (mi * SPAN + cl) * CV + j;
-            let xl = x_stage[at];
-            var xh = vec4<f32>(0.0);
-            if (BITS == 4u) {
-                xh = x_stage[at + 4u];
-            }
-            let sum_l = dot(xl, vec4<f32>(1.0));
-            let sum_h = dot(xh, vec4<f32>(1.0));
-            for (var r = 0u; r < RPS; r++) {
-                let dl = dot(lo[r], xl) - off * sum_l;
-                if (BITS == 8u) {
-                    (*acc)[r][mi] += sb.s_lo[r] * dl + sb.b_lo[r] * sum_l;
-                    continue;
-                }
-                let dh = dot(hi[r], xh) - off * sum_h;
-                if (SPLIT16) {
-                    (*acc)[r][mi] += sb.s_lo[r] * dl + sb.s_hi[r] * dh + sb.b_lo[r] * sum_l
-                        + sb.b_hi[r] * sum_h;
-                } else {
-                    (*acc)[r][mi] += sb.s_lo[r] * (dl + dh) + sb.b_lo[r] * (sum_l + sum_h);
-                }
-            }
-        }
-    }
 }
 //#else
 fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<array<f32, MT>, RPS> {
