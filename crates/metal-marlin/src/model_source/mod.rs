@@ -23,7 +23,9 @@ pub struct ModelArgs {
     /// into the cache).
     #[arg(long, short)]
     pub model: Option<PathBuf>,
-    /// Precision of activations inside the CPU's quantized matmuls (the GPU's are f32).
+    /// Precision of activations inside the quantized matmuls. On the GPU: f32 keeps every product
+    /// in f32; the others let prefill run on cooperative matrices in f16 with f32 sums where the
+    /// device has them (decode stays f32).
     #[arg(long, value_enum, default_value_t = ActivationsArg::Int8x2)]
     pub activations: ActivationsArg,
     #[command(flatten)]
