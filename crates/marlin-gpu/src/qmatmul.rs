@@ -279,15 +279,22 @@ impl Gpu {
                 n,
                 w.global_scale,
             );
-            let xy = (x, y);
-            match plan {
-                Plan::Qmv(v) => self.record_qmv(encoder, v, w.scheme, &params, xy, &part.bind),
-                Plan::Qmm(v) => self.record_qmm(encoder, v, w.scheme, &params, xy, &part.bind),
-                Plan::QmmCoop(v) => {
-                    self.record_qmm_coop(encoder, v, w.scheme, &params, xy, &part.bind)
-                }
+            let consts = quant_decode::SchemeConsts::of(w.scheme);
+            let (key, groups) = match plan {
+                Plan::Qmv(v) => (v.key(consts), v.groups(params.n)),
+                Plan::Qmm(v) => (v.key(consts), v.groups(params.m, params.n)),
+                Plan::QmmCoop(v) => (v.key(consts), v.groups(params.m, params.n)),
                 Plan::Auto(_) => unreachable!("resolved above"),
-            }
+            };
+            let groups = groups.expect("checked above, before recording anything");
+            // The source is assembled only the first time a key is seen.
+            let pipe = self.quant_pipeline(&key, || match plan {
+                Plan::Qmv(v) => v.source(consts),
+                Plan::Qmm(v) => v.source(consts),
+                Plan::QmmCoop(v) => v.source(consts),
+                Plan::Auto(_) => unreachable!("resolved above"),
+            });
+            self.dispatch_with(encoder, &pipe, &params, &[x, y], Some(&part.bind), groups);
         }
         Ok(())
     }

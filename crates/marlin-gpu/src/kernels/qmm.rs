@@ -1,8 +1,7 @@
 //! Quantized tiled GEMM (qmm.wgsl): `y (m, n) = x (m, k) · W (n, k)^T` for prefill, m past
 //! [`super::qmv::MAX_M`].
 
-use super::quant_decode::{self, QuantParams, SchemeConsts};
-use crate::{Gpu, GpuBuffer};
+use super::quant_decode::{self, SchemeConsts};
 use marlin_quant::Scheme;
 
 pub const SOURCE: &str = include_str!("qmm.wgsl");
@@ -41,29 +40,7 @@ impl QmmVariant {
 
     /// Workgroups for `m` rows of x and `n` rows of W, or `None` past the 65535 per dimension.
     pub fn groups(&self, m: u32, n: u32) -> Option<[u32; 3]> {
-        let (gx, gy) = (n.div_ceil(BN), m.div_ceil(self.bm));
-        (gx <= 65535 && gy <= 65535).then_some([gx, gy, 1])
-    }
-}
-
-impl Gpu {
-    /// Records qmm over one part of W: `weights` is the part's bind group (codes, scales,
-    /// biases); the caller has checked that [`QmmVariant::groups`] is `Some`.
-    pub(crate) fn record_qmm(
-        &self,
-        encoder: &mut crate::Recorder,
-        variant: QmmVariant,
-        scheme: Scheme,
-        params: &QuantParams,
-        (x, y): (&GpuBuffer, &GpuBuffer),
-        weights: &wgpu::BindGroup,
-    ) {
-        let groups = variant
-            .groups(params.m, params.n)
-            .expect("the caller checked the grid (QmmVariant::groups)");
-        let consts = SchemeConsts::of(scheme);
-        let pipe = self.quant_pipeline(&variant.key(consts), || variant.source(consts));
-        self.dispatch_with(encoder, &pipe, params, &[x, y], Some(weights), groups);
+        tile_grid(m, n, self.bm, BN)
     }
 }
 
@@ -76,6 +53,13 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
             (v.key(consts), v.source(consts))
         })
         .to_vec()
+}
+
+/// Workgroups for tiles of `bm` rows of x by `bn` rows of W (x along n, y along m), or `None`
+/// past the 65535 per dimension.
+pub(crate) fn tile_grid(m: u32, n: u32, bm: u32, bn: u32) -> Option<[u32; 3]> {
+    let (gx, gy) = (n.div_ceil(bn), m.div_ceil(bm));
+    (gx <= 65535 && gy <= 65535).then_some([gx, gy, 1])
 }
 
 #[cfg(test)]

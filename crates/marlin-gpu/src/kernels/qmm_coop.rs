@@ -1,8 +1,8 @@
 //! Quantized tiled GEMM on cooperative matrices (qmm_coop.wgsl): `y (m, n) = x (m, k) · W (n,
 //! k)^T` for prefill where the device has them; [`super::qmm`] is the plain fallback.
 
-use super::quant_decode::{self, QuantParams, SchemeConsts};
-use crate::{Capabilities, Gpu, GpuBuffer};
+use super::quant_decode::{self, SchemeConsts};
+use crate::Capabilities;
 use marlin_quant::Scheme;
 use std::fmt::Write;
 
@@ -151,29 +151,7 @@ impl QmmCoopVariant {
 
     /// Workgroups for `m` rows of x and `n` rows of W, or `None` past the 65535 per dimension.
     pub fn groups(&self, m: u32, n: u32) -> Option<[u32; 3]> {
-        let (gx, gy) = (n.div_ceil(self.bn), m.div_ceil(self.bm));
-        (gx <= 65535 && gy <= 65535).then_some([gx, gy, 1])
-    }
-}
-
-impl Gpu {
-    /// Records qmm_coop over one part of W: `weights` is the part's bind group (codes, scales,
-    /// biases); the caller has checked that [`QmmCoopVariant::groups`] is `Some`.
-    pub(crate) fn record_qmm_coop(
-        &self,
-        encoder: &mut crate::Recorder,
-        variant: QmmCoopVariant,
-        scheme: Scheme,
-        params: &QuantParams,
-        (x, y): (&GpuBuffer, &GpuBuffer),
-        weights: &wgpu::BindGroup,
-    ) {
-        let groups = variant
-            .groups(params.m, params.n)
-            .expect("the caller checked the grid (QmmCoopVariant::groups)");
-        let consts = SchemeConsts::of(scheme);
-        let pipe = self.quant_pipeline(&variant.key(consts), || variant.source(consts));
-        self.dispatch_with(encoder, &pipe, params, &[x, y], Some(weights), groups);
+        super::qmm::tile_grid(m, n, self.bm, self.bn)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Quantized small-batch product (qmv.wgsl): `y (m, n) = x (m, k) · W (n, k)^T` for m up to
 //! [`MAX_M`], every weight byte read once for all rows of x.
 
-use super::quant_decode::{self, QuantParams, SchemeConsts};
-use crate::{Capabilities, Gpu, GpuBuffer};
+use super::quant_decode::{self, SchemeConsts};
+use crate::Capabilities;
 use marlin_quant::Scheme;
 
 pub const SOURCE: &str = include_str!("qmv.wgsl");
@@ -88,6 +88,11 @@ impl QmvVariant {
         self.teams() * self.rps
     }
 
+    /// Workgroups for `n` rows of W (laid out in 2D past 65535).
+    pub fn groups(&self, n: u32) -> Option<[u32; 3]> {
+        Some(super::grid(n.div_ceil(self.rows_per_workgroup()) as u64, 1))
+    }
+
     /// Chunks of x staged per step where codes are read 16 bytes at a time: as many as fit
     /// [`STAGE_BYTES`] for MT rows of x (each chunk padded by one vec4), at most 64.
     fn span(&self, scheme: SchemeConsts) -> u32 {
@@ -127,26 +132,6 @@ impl QmvVariant {
             ("E2M1_TABLE", self.codes_vec4 && scheme.e2m1()),
         ];
         quant_decode::assemble(&consts, scheme, SOURCE, &flags)
-    }
-}
-
-impl Gpu {
-    /// Records qmv over one part of W: `weights` is the part's bind group (codes, scales,
-    /// biases).
-    pub(crate) fn record_qmv(
-        &self,
-        encoder: &mut crate::Recorder,
-        variant: QmvVariant,
-        scheme: Scheme,
-        params: &QuantParams,
-        (x, y): (&GpuBuffer, &GpuBuffer),
-        weights: &wgpu::BindGroup,
-    ) {
-        let consts = SchemeConsts::of(scheme);
-        let pipe = self.quant_pipeline(&variant.key(consts), || variant.source(consts));
-        let rows = variant.rows_per_workgroup();
-        let groups = super::grid(params.n.div_ceil(rows) as u64, 1);
-        self.dispatch_with(encoder, &pipe, params, &[x, y], Some(weights), groups);
     }
 }
 
