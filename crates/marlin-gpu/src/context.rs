@@ -150,7 +150,9 @@ impl Gpu {
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
             cooperative_matrix: features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
-            coop: if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            coop: if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+                && std::env::var(crate::kernels::qmm_coop::COOP_ENV).map_or(true, |v| v != "0")
+            {
                 crate::kernels::qmm_coop::CoopShape::choose(
                     &adapter.cooperative_matrix_properties(),
                     features.contains(wgpu::Features::SHADER_F16),

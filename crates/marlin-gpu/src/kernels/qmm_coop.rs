@@ -8,8 +8,9 @@ use std::fmt::Write;
 
 pub const SOURCE: &str = include_str!("qmm_coop.wgsl");
 
-/// Set to 0, products that would use cooperative matrices use the plain qmm instead (to compare
-/// the two, or to step around a driver's bug).
+/// Set to 0, the device is opened as if it had no cooperative-matrix shape (`Capabilities::coop`
+/// is None), so products that would use them use the plain qmm (to compare the two, or to step
+/// around a driver's bug).
 pub const COOP_ENV: &str = "MARLIN_GPU_COOP";
 
 /// The fragment shape the kernel uses: `size` x `size` x `size`, inputs f16 (or f32) and an
@@ -62,8 +63,7 @@ impl QmmCoopVariant {
     /// the tile).
     pub fn new(caps: &Capabilities, m: usize) -> Option<Self> {
         let shape = caps.coop?;
-        let off = std::env::var(COOP_ENV).is_ok_and(|v| v == "0");
-        if off || !caps.subgroup || caps.subgroup_min_size != 32 || caps.subgroup_max_size != 32 {
+        if !caps.subgroup || caps.subgroup_min_size != 32 || caps.subgroup_max_size != 32 {
             return None;
         }
         let bm = if m <= 32 { 32 } else { 64 };

@@ -19,10 +19,14 @@ const T: u32 = 128;
 /// (N = K = 8192, INT4: 44 µs against 49 at four); more rows of x reuse each weight load more.
 /// `MARLIN_QMV_RPS` (1, 2, 4 or 8) overrides it, for tuning on a new GPU.
 fn rps(mt: u32) -> u32 {
-    let tuned = std::env::var("MARLIN_QMV_RPS")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok());
-    match tuned {
+    // Read once: variants are chosen on every product.
+    static TUNED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let tuned = TUNED.get_or_init(|| {
+        std::env::var("MARLIN_QMV_RPS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+    });
+    match *tuned {
         Some(r @ (1 | 2 | 4 | 8)) => r,
         _ if mt == 1 => 2,
         _ => 4,
