@@ -62,6 +62,37 @@ impl Gpu {
         self.upload(label, bytemuck::cast_slice(values))
     }
 
+    /// A device buffer of at least `len` bytes for intermediate results that live within one
+    /// recorded operation (the slabs of a split-K product), shared by every such operation on
+    /// this device: operations run in the order they are recorded and submitted, so one never
+    /// sees another's contents. Grows when asked for more; never zeroed.
+    pub(crate) fn scratch(&self, len: u64) -> GpuBuffer {
+        let mut held = self
+            .inner
+            .scratch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let buffer = match held.as_ref() {
+            Some(b) if b.size() >= len => b.clone(),
+            _ => {
+                // Whole MiBs, so that slightly larger requests reuse it, within one binding.
+                let limit = self.capabilities().max_storage_binding & !3;
+                let size = (len.max(1).div_ceil(1 << 20) << 20)
+                    .min(limit)
+                    .max(len.div_ceil(4) * 4);
+                let b = self.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("scratch"),
+                    size,
+                    usage: USAGE,
+                    mapped_at_creation: false,
+                });
+                *held = Some(b.clone());
+                b
+            }
+        };
+        GpuBuffer { buffer, len }
+    }
+
     /// A buffer of `len` zero bytes (rounded up to whole words).
     pub fn zeros(&self, label: &str, len: u64) -> GpuBuffer {
         let buffer = self.device().create_buffer(&wgpu::BufferDescriptor {

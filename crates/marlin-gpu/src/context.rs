@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub caps: Capabilities,
     pub pipelines: crate::kernels::PipelineCache,
     pub quant_layouts: std::sync::OnceLock<crate::kernels::QuantLayouts>,
+    /// The buffer split-K products write their partial sums to ([`Gpu::scratch`]).
+    pub scratch: std::sync::Mutex<Option<wgpu::Buffer>>,
     /// Uniform blocks of submitted recorders, for the next ones.
     pub uniform_blocks: std::sync::Mutex<Vec<wgpu::Buffer>>,
     /// Where kernel parameters may start in a uniform block (the device's offset alignment,
@@ -169,6 +171,7 @@ impl Gpu {
                 info,
                 caps,
                 pipelines: Default::default(),
+                scratch: Default::default(),
                 quant_layouts: Default::default(),
                 uniform_blocks: Default::default(),
                 uniform_align: u64::from(adapter_limits.min_uniform_buffer_offset_alignment)

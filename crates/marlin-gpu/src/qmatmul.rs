@@ -239,12 +239,24 @@ impl Gpu {
             }
         }
         let plan = match plan {
-            Plan::Auto(_) if m <= qmv::MAX_M => {
+            Plan::Auto(MatmulPrecision::F32) if m <= qmv::MAX_M => {
+                Plan::Qmv(QmvVariant::new(&self.capabilities(), w.scheme, m, k))
+            }
+            Plan::Auto(MatmulPrecision::Mixed)
+                if m <= qmv::MAX_M
+                    && (m <= qmv::mixed_max_m()
+                        || QmmCoopVariant::new(&self.capabilities(), m).is_none()) =>
+            {
                 Plan::Qmv(QmvVariant::new(&self.capabilities(), w.scheme, m, k))
             }
             Plan::Auto(MatmulPrecision::Mixed) => {
                 match QmmCoopVariant::new(&self.capabilities(), m) {
-                    Some(v) => Plan::QmmCoop(v),
+                    Some(v) => Plan::QmmCoop(v.split_for(
+                        m as u32,
+                        n as u32,
+                        (w.scheme.padded_cols(k) / marlin_quant::BLOCK) as u32,
+                        limit,
+                    )),
                     None => Plan::Qmm(QmmVariant::new(m)),
                 }
             }
@@ -271,14 +283,25 @@ impl Gpu {
                 part.rows
             ));
         }
+        // A split-K product writes one slab of sums per split to the scratch buffer, then adds
+        // them into y.
+        let splits = match plan {
+            Plan::QmmCoop(v) if v.splits > 1 => v.splits,
+            _ => 1,
+        };
+        let slabs = (splits > 1).then(|| self.scratch((splits as usize * m * n * 4) as u64));
+        let target = slabs.as_ref().unwrap_or(y);
         for part in &w.parts {
-            let params = quant_decode::params(
+            let mut params = quant_decode::params(
                 w.scheme,
                 (m, part.rows, k),
                 part.first_row,
                 n,
                 w.global_scale,
             );
+            if let Plan::QmmCoop(v) = plan {
+                params.split_blocks = v.split_blocks(params.blocks);
+            }
             let consts = quant_decode::SchemeConsts::of(w.scheme);
             let (key, groups) = match plan {
                 Plan::Qmv(v) => (v.key(consts), v.groups(params.n)),
@@ -294,7 +317,17 @@ impl Gpu {
                 Plan::QmmCoop(v) => v.source(consts),
                 Plan::Auto(_) => unreachable!("resolved above"),
             });
-            self.dispatch_with(encoder, &pipe, &params, &[x, y], Some(&part.bind), groups);
+            self.dispatch_with(
+                encoder,
+                &pipe,
+                &params,
+                &[x, target],
+                Some(&part.bind),
+                groups,
+            );
+        }
+        if let Some(slabs) = &slabs {
+            self.record_split_sum(encoder, y, slabs, m * n, splits);
         }
         Ok(())
     }
@@ -328,6 +361,22 @@ mod tests {
                 gpu.read_f32(&y).unwrap()
             };
             assert_eq!(run(&whole), run(&split), "m = {m}");
+        }
+        // Split K over parts of W: every part writes its columns of each slab.
+        if let Some(v) = QmmCoopVariant::new(&gpu.capabilities(), 20) {
+            let m = 20;
+            let x = gpu.upload_f32("x", &qtest::gaussian(2, m * k, 1.0));
+            let run = |w: &GpuQuantMatrix, splits| {
+                let y = gpu.zeros("y", (m * n * 4) as u64);
+                let plan = Plan::QmmCoop(QmmCoopVariant { splits, ..v });
+                gpu.quant_matmul_with(&x, m, w, &y, plan).unwrap();
+                gpu.read_f32(&y).unwrap()
+            };
+            assert_eq!(run(&whole, 2), run(&split, 2));
+            let (one, two) = (run(&whole, 1), run(&whole, 2));
+            for (a, b) in one.iter().zip(&two) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
+            }
         }
         let err = gpu.upload_quant_split(&w, 40).unwrap_err().to_string();
         assert!(err.contains("48 bytes"), "{err}");

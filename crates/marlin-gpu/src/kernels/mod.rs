@@ -25,6 +25,7 @@ pub mod matmul_dense;
 pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
+pub mod split_sum;
 pub mod swiglu;
 #[cfg(test)]
 mod testing;
@@ -68,6 +69,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("rope.wgsl", rope::SOURCE),
     ("softmax.wgsl (subgroup)", softmax::SOURCES.subgroup),
     ("softmax.wgsl (shared)", softmax::SOURCES.shared),
+    ("split_sum.wgsl", split_sum::SOURCE),
     ("swiglu.wgsl", swiglu::SOURCE),
     ("attention/kv_write.wgsl", attention::kv_write::SOURCE),
     (

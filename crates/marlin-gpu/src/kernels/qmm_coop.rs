@@ -47,34 +47,97 @@ impl CoopShape {
     }
 }
 
-/// One compiled form of qmm_coop.wgsl.
+/// One compiled form of qmm_coop.wgsl, and how many splits of K a product runs it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QmmCoopVariant {
-    /// Rows of x per tile.
+    /// Rows of x per tile: 16, 32 or 64.
     pub bm: u32,
     /// Rows of W per tile.
     pub bn: u32,
     pub shape: CoopShape,
+    /// Parts K is split into (workgroups along z; their slabs of y are added by split_sum).
+    /// Not part of the compiled form: one pipeline runs every split.
+    pub splits: u32,
 }
+
+/// Workgroups a product should offer the device before K is split: enough to keep every
+/// compute unit of a large GPU busy with several (an H100 has 132). `MARLIN_QMM_SPLIT_TARGET`
+/// overrides it (1 turns splitting off), for tuning.
+fn split_target() -> u32 {
+    static TUNED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let tuned = TUNED.get_or_init(|| {
+        std::env::var("MARLIN_QMM_SPLIT_TARGET")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+    });
+    tuned.unwrap_or(512).max(1)
+}
+
+/// Fewest blocks of K a split takes: a shorter one spends more on the slabs than it saves.
+const MIN_SPLIT_BLOCKS: u32 = 8;
 
 impl QmmCoopVariant {
     /// The variant for `m` rows of x, where the device can run one: cooperative matrices, and
     /// subgroups of exactly 32 (the kernel's 128 threads are 4 subgroups, one per quarter of
-    /// the tile).
+    /// the tile). K is not split; see [`QmmCoopVariant::split_for`].
     pub fn new(caps: &Capabilities, m: usize) -> Option<Self> {
         let shape = caps.coop?;
         if !caps.subgroup || caps.subgroup_min_size != 32 || caps.subgroup_max_size != 32 {
             return None;
         }
-        let bm = if m <= 32 { 32 } else { 64 };
+        let bm = match m {
+            ..=16 => 16,
+            17..=32 => 32,
+            _ => 64,
+        };
         // 8 x 8 fragments: half the columns, so a subgroup keeps at most 16 accumulators.
         let bn = if shape.size == 16 { 128 } else { 64 };
-        Some(QmmCoopVariant { bm, bn, shape })
+        Some(QmmCoopVariant {
+            bm,
+            bn,
+            shape,
+            splits: 1,
+        })
     }
 
-    /// Accumulator fragments per subgroup along m and n (each subgroup owns a quarter).
+    /// This variant with K split so that `m` x `n` with `blocks` blocks of K offers the
+    /// device about [`split_target`] workgroups (each split at least [`MIN_SPLIT_BLOCKS`]
+    /// blocks long), and `m * n * splits` f32 slabs fit in `max_binding` bytes.
+    pub fn split_for(self, m: u32, n: u32, blocks: u32, max_binding: u64) -> Self {
+        let tiles = n.div_ceil(self.bn) * m.div_ceil(self.bm);
+        let mut splits = split_target()
+            .div_ceil(tiles)
+            .min(blocks / MIN_SPLIT_BLOCKS)
+            .max(1);
+        let slab = m as u64 * n as u64 * 4;
+        while splits > 1 && slab * splits as u64 > max_binding {
+            splits -= 1;
+        }
+        // Even splits: the last one is not left with a sliver.
+        let per = blocks.div_ceil(splits).max(1);
+        QmmCoopVariant {
+            splits: blocks.div_ceil(per).max(1),
+            ..self
+        }
+    }
+
+    /// Blocks of K per split.
+    pub fn split_blocks(&self, blocks: u32) -> u32 {
+        blocks.div_ceil(self.splits).max(1)
+    }
+
+    /// The subgroup grid over the tile: 2 x 2, or 1 x 4 for 16-row tiles.
+    fn subgroup_grid(&self) -> (u32, u32) {
+        if self.bm == 16 { (1, 4) } else { (2, 2) }
+    }
+
+    /// Accumulator fragments per subgroup along m and n.
     fn fragments(&self) -> (u32, u32) {
-        (self.bm / 2 / self.shape.size, self.bn / 2 / self.shape.size)
+        let (gy, gx) = self.subgroup_grid();
+        (
+            self.bm / gy / self.shape.size,
+            self.bn / gx / self.shape.size,
+        )
     }
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
@@ -96,10 +159,12 @@ impl QmmCoopVariant {
         if self.shape.f16 {
             head.push_str("enable f16;\n");
         }
+        let (gy, gx) = self.subgroup_grid();
         let _ = write!(
             head,
             "enable wgpu_cooperative_matrix;\nconst BM: u32 = {}u;\nconst BN: u32 = {}u;\n\
-             const TS: u32 = {ts}u;\nalias AB = {ab};\nalias CA = coop_mat{ts}x{ts}<{ab}, A>;\n\
+             const TS: u32 = {ts}u;\nconst GY: u32 = {gy}u;\nconst GX: u32 = {gx}u;\n\
+             alias AB = {ab};\nalias CA = coop_mat{ts}x{ts}<{ab}, A>;\n\
              alias CB = coop_mat{ts}x{ts}<{ab}, B>;\nalias CC = coop_mat{ts}x{ts}<f32, C>;\n",
             self.bm, self.bn
         );
@@ -136,7 +201,7 @@ impl QmmCoopVariant {
                 let _ = writeln!(
                     store,
                     "    coopStoreT(acc_{i}_{j}, &cs[c0], TS);\n    store_fragment(c0, lane, \
-                     width, m0 + wy * (BM / 2u) + {}u, n0 + wx * (BN / 2u) + {}u);",
+                     width, slab, m0 + wy * (BM / GY) + {}u, n0 + wx * (BN / GX) + {}u);",
                     i * ts,
                     j * ts
                 );
@@ -149,9 +214,11 @@ impl QmmCoopVariant {
         quant_decode::assemble(&head, scheme, &kernel, &[])
     }
 
-    /// Workgroups for `m` rows of x and `n` rows of W, or `None` past the 65535 per dimension.
+    /// Workgroups for `m` rows of x and `n` rows of W (z: the splits of K), or `None` past the
+    /// 65535 per dimension.
     pub fn groups(&self, m: u32, n: u32) -> Option<[u32; 3]> {
-        super::qmm::tile_grid(m, n, self.bm, self.bn)
+        let [x, y, _] = super::qmm::tile_grid(m, n, self.bm, self.bn)?;
+        (self.splits <= 65535).then_some([x, y, self.splits])
     }
 }
 
@@ -162,11 +229,12 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
     let shapes = [(8, false, 64), (8, true, 64), (16, true, 128)];
     let mut all = Vec::new();
     for (size, f16, bn) in shapes {
-        for bm in [32, 64] {
+        for bm in [16, 32, 64] {
             let v = QmmCoopVariant {
                 bm,
                 bn,
                 shape: CoopShape { size, f16 },
+                splits: 1,
             };
             all.push((v.key(consts), v.source(consts)));
         }
@@ -197,6 +265,38 @@ mod tests {
                 check_within(&gpu, scheme, (m, n, k), Plan::QmmCoop(v), tol);
             }
         }
+    }
+
+    /// K split into 2, 3 and 7 parts (slabs added by split_sum) gives the unsplit answer, at
+    /// tiles of 16, 32 and 64 rows; and the split chosen for a small batch on a wide matrix
+    /// covers every block of K.
+    #[test]
+    fn split_k_gives_the_unsplit_result() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let int4 = Scheme::of(marlin_quant::Format::Int4);
+        for (m, n, k) in [(16, 130, 32 * 24), (20, 67, 32 * 17 + 5), (40, 200, 32 * 9)] {
+            let Some(v) = QmmCoopVariant::new(&gpu.capabilities(), m) else {
+                return;
+            };
+            let tol = if v.shape.f16 { F16_TOL } else { 2.4e-5 };
+            for splits in [2, 3, 7] {
+                let plan = Plan::QmmCoop(QmmCoopVariant { splits, ..v });
+                check_within(&gpu, int4, (m, n, k), plan, tol);
+            }
+        }
+        let v = QmmCoopVariant::new(&gpu.capabilities(), 16).unwrap();
+        let split = v.split_for(16, 8192, 256, 1 << 30);
+        assert!(split.splits > 1, "{split:?}");
+        assert!(split.split_blocks(256) * split.splits >= 256);
+        assert!(
+            split.split_blocks(256) * (split.splits - 1) < 256,
+            "no empty split"
+        );
+        assert_eq!(
+            v.split_for(16, 8192, 256, 16 * 8192 * 4).splits,
+            1,
+            "slabs fit a binding"
+        );
     }
 
     /// The device's fragment choice: the best shape WGSL can spell, f16 only with SHADER_F16.

@@ -1,16 +1,24 @@
 // Quantized tiled GEMM on cooperative matrices (tensor cores through VK_KHR_cooperative_matrix
 // on NVIDIA, simdgroup matrices on Apple): y (m, n) = x (m, k) · W (n, k)^T, for prefill.
 //
-// A workgroup of 4 subgroups owns a BM x BN tile of y; subgroup (wy, wx) of a 2 x 2 grid owns
-// its (BM / 2) x (BN / 2) quarter as FM x FN accumulator fragments of TS x TS (f32). Per
+// A workgroup of 4 subgroups owns a BM x BN tile of y; subgroup (wy, wx) of a GY x GX grid (2 x 2,
+// or 1 x 4 for a 16-row tile) owns its (BM / GY) x (BN / GX) part as FM x FN accumulator
+// fragments of TS x TS (f32). Per
 // 32-weight block of K the workgroup stages the x tile (BM x 32) and the W tile (BN x 32,
 // decoded once from the stored bytes with its scales) in workgroup memory as AB (f16 where the
 // device takes it), then each subgroup multiplies its fragments over the block's 32 / TS steps.
 // While the fragments multiply, every thread already has the next block's codes and x in
 // flight (loaded into registers before the multiply, stored after the barrier): one block of
-// prefetch, so the loads' latency hides behind the matrix work.
+// prefetch, so the loads' latency hides behind the matrix work. (Two to four blocks in flight
+// measured the same on the H100, at M = 16 and 32 with K split: there the decoding into the
+// tiles is the cost, not the loads' latency.)
 //
-// Prepended by qmm_coop.rs: the `enable` lines, BM, BN, TS, FM, FN, the aliases AB, CA, CB, CC
+// Split K: where the tiles alone are too few workgroups to fill the device (a small batch, or a
+// short prefill), qmm_coop.rs gives the grid a z dimension. Workgroup z multiplies only blocks
+// z * split_blocks.. of K and writes its sums to slab z of y (rows z * m..); split_sum.wgsl then
+// adds the slabs. Without a split, z is 0 and split_blocks is every block.
+//
+// Prepended by qmm_coop.rs: the `enable` lines, BM, BN, TS, GY, GX, the aliases AB, CA, CB, CC
 // of the fragment types, and quant_decode.wgsl with its format constants. The lines
 // `//{ACC}`, `//{MMA}` and `//{STORE}` are replaced by qmm_coop.rs with the declarations,
 // multiply-adds and stores of the FM x FN accumulators (a fragment cannot live in an array).
@@ -109,17 +117,21 @@ fn main(
 ) {
     let n0 = wg.x * BN;
     let m0 = wg.y * BM;
-    // This subgroup's quarter: rows wy * BM / 2.. of the tile, columns wx * BN / 2.. .
-    let wy = sid / 2u;
-    let wx = sid % 2u;
-    let a0 = wy * (BM / 2u) * XS;
-    let b0 = wx * (BN / 2u) * WS;
+    // This subgroup's part: rows wy * BM / GY.. of the tile, columns wx * BN / GX.. .
+    let wy = sid / GX;
+    let wx = sid % GX;
+    let a0 = wy * (BM / GY) * XS;
+    let b0 = wx * (BN / GX) * WS;
+    // This workgroup's blocks of K, and the slab of y its sums go to.
+    let b_first = wg.z * params.split_blocks;
+    let b_end = min(b_first + params.split_blocks, params.blocks);
+    let slab = wg.z * params.m;
 //{ACC}
-    var next = fetch(li, m0, n0, 0u);
-    for (var b = 0u; b < params.blocks; b++) {
+    var next = fetch(li, m0, n0, b_first);
+    for (var b = b_first; b < b_end; b++) {
         stage(li, n0, b, next);
         workgroupBarrier();
-        if (b + 1u < params.blocks) {
+        if (b + 1u < b_end) {
             next = fetch(li, m0, n0, b + 1u);
         }
         for (var kk = 0u; kk < BK; kk += TS) {
@@ -133,15 +145,16 @@ fn main(
 //{STORE}
 }
 
-// Writes this subgroup's fragment staged at cs[c0..] to y at tile rows r0.., columns c1..,
-// inside m and n; the barriers around it let every subgroup see its own coopStore.
-fn store_fragment(c0: u32, lane: u32, width: u32, r0: u32, c1: u32) {
+// Writes this subgroup's fragment staged at cs[c0..] to slab `slab` of y at tile rows r0..,
+// columns c1.., inside m and n; the barriers around it let every subgroup see its own
+// coopStore.
+fn store_fragment(c0: u32, lane: u32, width: u32, slab: u32, r0: u32, c1: u32) {
     workgroupBarrier();
     for (var e = lane; e < TS * TS; e += width) {
         let mm = r0 + e / TS;
         let nn = c1 + e % TS;
         if (mm < params.m && nn < params.n) {
-            y[mm * params.y_stride + params.row0 + nn] = cs[c0 + e];
+            y[(slab + mm) * params.y_stride + params.row0 + nn] = cs[c0 + e];
         }
     }
     workgroupBarrier();

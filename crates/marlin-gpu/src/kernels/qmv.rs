@@ -12,8 +12,36 @@ pub const SOURCE: &str = include_str!("qmv.wgsl");
 /// 4 x 4 register tile, does fewer loads per multiply-add. (To be tuned on real GPUs.)
 pub const MAX_M: usize = 8;
 
+/// The most rows of x qmv takes under `MatmulPrecision::Mixed` on a device with cooperative
+/// matrices (beyond it, qmm_coop with K split): [`MAX_M`] unless `MARLIN_QMV_MAX_M` (1 to 8)
+/// says otherwise, for tuning.
+pub fn mixed_max_m() -> usize {
+    static TUNED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let tuned = TUNED.get_or_init(|| {
+        std::env::var("MARLIN_QMV_MAX_M")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    });
+    tuned.unwrap_or(MAX_M).clamp(1, MAX_M)
+}
+
 /// Threads per workgroup.
 const T: u32 = 128;
+
+/// Threads per workgroup, by rows of x: at m = 1, 256 (8 teams of 32 sharing one staged x)
+/// measured faster on the H100 than 128 (N = K = 8192: INT4 28.6 µs against 34.5, FP4 26.5
+/// against 36.4; 512 took 35). `MARLIN_QMV_THREADS` (64 to 512) overrides it, for tuning.
+fn threads(mt: u32) -> u32 {
+    static TUNED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let tuned = TUNED.get_or_init(|| {
+        std::env::var("MARLIN_QMV_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|t| [64, 128, 256, 512].contains(t))
+    });
+    tuned.unwrap_or(if mt == 1 { 256 } else { T })
+}
+
 /// Rows of W a thread works on at once (each x vec4 it loads serves RPS rows), by rows of x:
 /// at m = 1 two rows leave more threads for the same work, which measured faster on the H100
 /// (N = K = 8192, INT4: 44 µs against 49 at four); more rows of x reuse each weight load more.
@@ -50,6 +78,8 @@ pub(crate) struct QmvVariant {
     pub teams: u32,
     /// Teams are subgroups, reduced with subgroupAdd; otherwise TK threads and workgroup memory.
     pub subgroups: bool,
+    /// Threads per workgroup.
+    pub threads: u32,
     /// x bound as vec4s (K a multiple of 4).
     pub x_vec4: bool,
     /// K needs no padding (a multiple of 32 and of the group, so `x_vec4` too): every block of
@@ -64,18 +94,20 @@ impl QmvVariant {
     /// The variant for `m` rows of x of length `k` in `scheme` on a device with `caps`.
     pub fn new(caps: &Capabilities, scheme: Scheme, m: usize, k: usize) -> Self {
         let subgroups = caps.subgroup;
+        let mt = (m.max(1) as u32).next_power_of_two();
+        let threads = threads(mt);
         // One team per subgroup of the smallest size: a larger one covers several teams.
         let teams = if subgroups {
-            (T / caps.subgroup_min_size.clamp(1, T)).max(1)
+            (threads / caps.subgroup_min_size.clamp(1, threads)).max(1)
         } else {
-            T / TK
+            threads / TK
         };
-        let mt = (m.max(1) as u32).next_power_of_two();
         QmvVariant {
             mt,
             rps: rps(mt),
             teams,
             subgroups,
+            threads,
             x_vec4: k.is_multiple_of(4),
             x_whole: scheme.padded_cols(k) == k,
             codes_vec4: matches!(scheme.format().bits(), 4 | 8),
@@ -84,7 +116,11 @@ impl QmvVariant {
 
     /// Teams per workgroup.
     fn teams(&self) -> u32 {
-        if self.subgroups { self.teams } else { T / TK }
+        if self.subgroups {
+            self.teams
+        } else {
+            self.threads / TK
+        }
     }
 
     /// Rows of W per workgroup.
@@ -107,11 +143,12 @@ impl QmvVariant {
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
-            "qmv.{}.mt{}.r{}.t{}{}{}{}{}",
+            "qmv.{}.mt{}.r{}.t{}.th{}{}{}{}{}",
             scheme.key(),
             self.mt,
             self.rps,
             self.teams(),
+            self.threads,
             if self.subgroups { ".sg" } else { "" },
             if self.x_vec4 { ".xv4" } else { "" },
             if self.x_whole { ".xw" } else { "" },
@@ -123,10 +160,11 @@ impl QmvVariant {
         let teams = self.teams();
         let consts = format!(
             "const MT: u32 = {}u;\nconst RPS: u32 = {}u;\nconst TEAMS: u32 = {teams}u;\n\
-             const TK: u32 = {TK}u;\nconst T: u32 = {T}u;\nconst SPAN: u32 = {}u;\n",
+             const TK: u32 = {TK}u;\nconst T: u32 = {}u;\nconst SPAN: u32 = {}u;\n",
             self.mt,
             self.rps,
-            self.span(scheme)
+            self.threads,
+            self.span(scheme),
         );
         let flags = [
             ("SUBGROUPS", self.subgroups),
@@ -151,6 +189,7 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
                     rps: 2,
                     teams: 4,
                     subgroups,
+                    threads: T,
                     x_vec4,
                     x_whole,
                     codes_vec4: matches!(scheme.format().bits(), 4 | 8),
@@ -210,6 +249,13 @@ mod tests {
                     ..base
                 },
             ];
+            // Workgroups of 128 and 256 threads.
+            let other = if base.threads == T { 256 } else { T };
+            layouts.push(QmvVariant {
+                threads: other,
+                teams: base.teams * other / base.threads,
+                ..base
+            });
             // Every number of rows of W per thread that MARLIN_QMV_RPS allows.
             for rps in [1, 2, 4, 8] {
                 layouts.push(QmvVariant { rps, ..base });

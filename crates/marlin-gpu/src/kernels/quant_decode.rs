@@ -27,7 +27,10 @@ pub(crate) struct QuantParams {
     pub y_stride: u32,
     pub row0: u32,
     pub global_scale: f32,
-    pub _pad: [u32; 3],
+    /// Blocks of K per split of a split-K product (qmm_coop's workgroups along z each take
+    /// one split and write their own slab of y); `blocks` where K is not split.
+    pub split_blocks: u32,
+    pub _pad: [u32; 2],
 }
 
 /// The constants of one scheme that quant_decode.wgsl reads.
@@ -121,7 +124,8 @@ pub(crate) fn params(
         y_stride: y_stride as u32,
         row0: row0 as u32,
         global_scale,
-        _pad: [0; 3],
+        split_blocks: blocks as u32,
+        _pad: [0; 2],
     }
 }
 

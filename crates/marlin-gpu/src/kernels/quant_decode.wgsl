@@ -55,7 +55,9 @@ struct Params {
     row0: u32,
     // NVFP4's per-tensor scale.
     global_scale: f32,
-    _pad0: u32,
+    // Blocks of K per split where qmm_coop splits K (workgroup z takes blocks z * split_blocks..
+    // and writes slab z of y, rows z * m..); `blocks` otherwise.
+    split_blocks: u32,
     _pad1: u32,
     _pad2: u32,
 }
