@@ -73,9 +73,10 @@ pub enum MatmulPrecision {
     /// f32 throughout: the CPU's f32 answer to rounding (what the tests against transformers
     /// need).
     F32,
-    /// Where the device has cooperative matrices, products past the small-batch kernel (m > 8:
-    /// prefill) run on them with x and W rounded to f16 and f32 accumulation, as llama.cpp and
-    /// cuBLAS do; elsewhere f32. Decode (m <= 8) is f32 either way.
+    /// Where the device has cooperative matrices, products of more than 8 rows of x
+    /// (prefill; `MARLIN_QMV_MAX_M` lowers it) run on them, K split where the tiles alone
+    /// would leave the device idle, with x and W rounded to f16 and f32 accumulation, as
+    /// llama.cpp and cuBLAS do; elsewhere f32. Decode (m <= 8) is f32 either way.
     #[default]
     Mixed,
 }

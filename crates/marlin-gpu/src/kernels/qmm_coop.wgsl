@@ -80,24 +80,49 @@ fn fetch(li: u32, m0: u32, n0: u32, b: u32) -> Staged {
     return s;
 }
 
-// Writes a fetched share of block b into the tiles: x as AB, W decoded with its scales.
+// Writes a fetched share of block b into the tiles: x as AB, W decoded with its scales. At a
+// small batch this decoding is most of the kernel's work (the tile's multiplies are few), so
+// each unit's scales and biases are decoded once (twice at group 16), and the integer formats
+// take the conversion-free `magic4`/`magic8` values with the grid folded into one multiply-add.
 fn stage(li: u32, n0: u32, b: u32, s: Staged) {
     for (var i = 0u; i < XPT; i++) {
         let e = li + i * T;
         xs[(e / BK) * XS + e % BK] = AB(s.xv[i]);
     }
+    let magic = FORMAT == FMT_INT4 || FORMAT == FMT_INT4_AFFINE || FORMAT == FMT_INT8;
     for (var i = 0u; i < UPT; i++) {
         let v = li + i * T;
         let nl = v / UPB;
         let q = v % UPB;
         let row = min(n0 + nl, params.n - 1u);
-        let vals = word_values(s.words[i].x, s.words[i].y, q);
         let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
+        // Scale and bias of the block's first 16 weights and, at group 16, of its last 16.
+        var sc = vec2<f32>(scale_at(g));
+        var bi = vec2<f32>(bias_at(g));
+        if (SPLIT16) {
+            sc.y = scale_at(g + 1u);
+            bi.y = bias_at(g + 1u);
+        }
+        var vals: array<vec4<f32>, 4>;
+        if (magic) {
+            // weight = scale * GRID_STEP * v + (bias - scale * GRID_STEP * GRID_OFF).
+            sc *= grid_step();
+            bi -= sc * grid_off();
+            if (BITS == 4u) {
+                let m4 = magic4(s.words[i].x);
+                vals[0] = m4[0];
+                vals[1] = m4[1];
+            } else {
+                vals[0] = values8(s.words[i].x);
+            }
+        } else {
+            vals = word_values(s.words[i].x, s.words[i].y, q);
+        }
         for (var j = 0u; j < NV; j++) {
             let off = unit_offset(q, j);
             // At group 16 the second half of the block has the next group's scale and bias.
-            let gi = g + select(0u, off >> 4u, SPLIT16);
-            let w = vals[j] * scale_at(gi) + bias_at(gi);
+            let hi = SPLIT16 && off >= 16u;
+            let w = vals[j] * select(sc.x, sc.y, hi) + select(bi.x, bi.y, hi);
             let at = nl * WS + off;
             ws[at] = AB(w.x);
             ws[at + 1u] = AB(w.y);

@@ -13,8 +13,14 @@ pub const SOURCE: &str = include_str!("qmv.wgsl");
 pub const MAX_M: usize = 8;
 
 /// The most rows of x qmv takes under `MatmulPrecision::Mixed` on a device with cooperative
-/// matrices (beyond it, qmm_coop with K split): [`MAX_M`] unless `MARLIN_QMV_MAX_M` (1 to 8)
-/// says otherwise, for tuning.
+/// matrices, where qmm_coop with K split takes the rest. All of them: decode stays f32 (f16
+/// inputs lose the relative precision of tiny activations, which the conformance suite's
+/// special values catch), though on the H100 (N = K = 8192, INT4) qmv costs 28 / 41 / 96 / 267
+/// µs at m = 1 / 2 / 4 / 8 and the split qmm_coop 84 / 86 / 88 µs at m = 2 / 4 / 8.
+/// `MARLIN_QMV_MAX_M` (1 to 8) lowers it, for batched decode where f16 inputs are acceptable.
+const MIXED_MAX_M: usize = MAX_M;
+
+/// [`MIXED_MAX_M`], or `MARLIN_QMV_MAX_M`.
 pub fn mixed_max_m() -> usize {
     static TUNED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let tuned = TUNED.get_or_init(|| {
@@ -22,7 +28,7 @@ pub fn mixed_max_m() -> usize {
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
     });
-    tuned.unwrap_or(MAX_M).clamp(1, MAX_M)
+    tuned.unwrap_or(MIXED_MAX_M).clamp(1, MAX_M)
 }
 
 /// Threads per workgroup.

@@ -79,39 +79,12 @@ fn load_x4(mi: u32, kk: u32) -> vec4<f32> {
 // The codes are decoded with as few instructions as possible, since at m = 1 a weight's share
 // of the work is only a multiply-add: with int-to-float conversions (a quarter-rate instruction
 // on NVIDIA) and per-vec4 selects the kernel was instruction-bound at a third of the bandwidth.
-// Integer codes are put in the mantissa of 1.0 (`magic4`, `magic8`): v = 1 + code / 2^BITS,
-// exactly, in two bit operations and no conversion; the grid value is GRID_STEP * (v - GRID_OFF)
-// (INT4: 16 (v - 1.5) = code - 8; INT4 affine: 16 (v - 1) = code; INT8, whose byte's sign bit
-// is flipped: 256 (v - 1.5) = the signed byte), so a row's dot product over a vec4 is
+// Integer codes are decoded without conversions (quant_decode.wgsl, `magic4`): the grid value is
+// GRID_STEP * (v - GRID_OFF), so a row's dot product over a vec4 is
 // GRID_STEP * (dot(v, x) - GRID_OFF * sum(x)), and sum(x) serves every row. The subtraction loses
 // at most a few bits of the f32 sum (v and the offset are within a factor 2 of each other). E2M1
 // codes are looked up in a 16-entry table in workgroup memory (`e2m1_table`: one word per bank,
 // so a subgroup's lookups never conflict); FP8 keeps `e4m3_units`.
-
-// Mantissa bits 19..22 (4-bit codes) and 15..22 (8-bit codes) of 1.0.
-const MAGIC4_MASK: u32 = 0x00780000u;
-const MAGIC8_MASK: u32 = 0x007f8000u;
-const ONE_BITS: u32 = 0x3f800000u;
-
-fn grid_step() -> f32 {
-    if (FORMAT == FMT_INT4 || FORMAT == FMT_INT4_AFFINE) {
-        return 16.0;
-    }
-    if (FORMAT == FMT_INT8) {
-        return 256.0;
-    }
-    return 1.0;
-}
-
-fn grid_off() -> f32 {
-    if (FORMAT == FMT_INT4 || FORMAT == FMT_INT8) {
-        return 1.5;
-    }
-    if (FORMAT == FMT_INT4_AFFINE) {
-        return 1.0;
-    }
-    return 0.0;
-}
 
 //#if E2M1_TABLE
 // Twice the E2M1 value of each code (the 1/2 is in the scale), filled by `main`.
@@ -129,25 +102,8 @@ fn values4(w: u32) -> array<vec4<f32>, 2> {
         vec4<f32>(e2m1_table[hi.x], e2m1_table[hi.y], e2m1_table[hi.z], e2m1_table[hi.w]),
     );
 //#else
-    // Nibble 2j of the word (bits 8j..8j + 3) and nibble 2j + 1 moved to bits 19..22.
-    let lo = vec4<u32>(w << 19u, w << 11u, w << 3u, w >> 5u);
-    let hi = vec4<u32>(w << 15u, w << 7u, w >> 1u, w >> 9u);
-    let mask = vec4<u32>(MAGIC4_MASK);
-    let one = vec4<u32>(ONE_BITS);
-    return array(bitcast<vec4<f32>>((lo & mask) | one), bitcast<vec4<f32>>((hi & mask) | one));
+    return magic4(w);
 //#endif
-}
-
-// The 4 weights of an 8-bit word: 1 + (byte ^ 0x80) / 256 for INT8, E4M3 units for FP8.
-fn values8(w: u32) -> vec4<f32> {
-    if (FORMAT == FMT_FP8) {
-        let bytes = vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xffu);
-        return vec4<f32>(e4m3_units(bytes.x), e4m3_units(bytes.y), e4m3_units(bytes.z),
-                         e4m3_units(bytes.w));
-    }
-    // Byte j moved to bits 15..22 with its sign bit flipped (0x00400000), on 1.0.
-    let v = vec4<u32>(w << 15u, w << 7u, w >> 1u, w >> 9u);
-    return bitcast<vec4<f32>>((v & vec4<u32>(MAGIC8_MASK)) ^ vec4<u32>(ONE_BITS | 0x00400000u));
 }
 
 // x of SPAN chunks at a time, staged in workgroup memory by the whole workgroup. A lane's chunk

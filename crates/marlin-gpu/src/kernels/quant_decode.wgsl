@@ -179,6 +179,60 @@ fn bias_at(i: u32) -> f32 {
     return f16_to_f32((biases[i >> 1u] >> (16u * (i & 1u))) & 0xffffu);
 }
 
+// Integer codes without int-to-float conversions (a quarter-rate instruction on NVIDIA): a code
+// is put in the mantissa of 1.0, v = 1 + code / 2^BITS, exactly, in two bit operations; the
+// grid value is GRID_STEP * (v - GRID_OFF) (INT4: 16 (v - 1.5) = code - 8; INT4 affine:
+// 16 (v - 1) = code; INT8, whose byte's sign bit is flipped: 256 (v - 1.5) = the signed byte).
+// A weight is then scale * GRID_STEP * v + (bias - scale * GRID_STEP * GRID_OFF): one
+// multiply-add whose product is exact in f32 (v has at most 9 significant bits, an f16 scale 11).
+// Mantissa bits 19..22 (4-bit codes) and 15..22 (8-bit codes) of 1.0.
+const MAGIC4_MASK: u32 = 0x00780000u;
+const MAGIC8_MASK: u32 = 0x007f8000u;
+const ONE_BITS: u32 = 0x3f800000u;
+
+fn grid_step() -> f32 {
+    if (FORMAT == FMT_INT4 || FORMAT == FMT_INT4_AFFINE) {
+        return 16.0;
+    }
+    if (FORMAT == FMT_INT8) {
+        return 256.0;
+    }
+    return 1.0;
+}
+
+fn grid_off() -> f32 {
+    if (FORMAT == FMT_INT4 || FORMAT == FMT_INT8) {
+        return 1.5;
+    }
+    if (FORMAT == FMT_INT4_AFFINE) {
+        return 1.0;
+    }
+    return 0.0;
+}
+
+// The 8 weights of a 4-bit word of an integer format as [vec4 at offset 4q, vec4 at offset
+// 4q + 16] (byte j holds weights j and j + 16): 1 + code / 16 each.
+fn magic4(w: u32) -> array<vec4<f32>, 2> {
+    // Nibble 2j of the word (bits 8j..8j + 3) and nibble 2j + 1 moved to bits 19..22.
+    let lo = vec4<u32>(w << 19u, w << 11u, w << 3u, w >> 5u);
+    let hi = vec4<u32>(w << 15u, w << 7u, w >> 1u, w >> 9u);
+    let mask = vec4<u32>(MAGIC4_MASK);
+    let one = vec4<u32>(ONE_BITS);
+    return array(bitcast<vec4<f32>>((lo & mask) | one), bitcast<vec4<f32>>((hi & mask) | one));
+}
+
+// The 4 weights of an 8-bit word: 1 + (byte ^ 0x80) / 256 for INT8, E4M3 units for FP8.
+fn values8(w: u32) -> vec4<f32> {
+    if (FORMAT == FMT_FP8) {
+        let bytes = vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xffu);
+        return vec4<f32>(e4m3_units(bytes.x), e4m3_units(bytes.y), e4m3_units(bytes.z),
+                         e4m3_units(bytes.w));
+    }
+    // Byte j moved to bits 15..22 with its sign bit flipped (0x00400000), on 1.0.
+    let v = vec4<u32>(w << 15u, w << 7u, w >> 1u, w >> 9u);
+    return bitcast<vec4<f32>>((v & vec4<u32>(MAGIC8_MASK)) ^ vec4<u32>(ONE_BITS | 0x00400000u));
+}
+
 //#if CODES_VEC4
 //#else
 // Grid values of unit `q` of block `b` of the row whose codes start at word `row_word`, as NV

@@ -132,9 +132,11 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
             },
             match (args.gpu_precision, caps.coop) {
                 (super::kernels::GpuPrecisionArg::Mixed, Some(c)) => format!(
-                    "M > 8 on {0}x{0} cooperative matrices, {1} inputs, f32 sums",
+                    "M > {2} on {0}x{0} cooperative matrices, {1} inputs, f32 sums, K split for \
+                     few tiles",
                     c.size,
-                    if c.f16 { "f16" } else { "f32" }
+                    if c.f16 { "f16" } else { "f32" },
+                    marlin_gpu::kernels::qmv::mixed_max_m()
                 ),
                 _ => "f32 throughout".to_string(),
             }
