@@ -31,11 +31,6 @@ pub struct Capabilities {
     pub coop: Option<crate::kernels::qmm_coop::CoopShape>,
     /// The largest storage buffer one binding may cover, in bytes.
     pub max_storage_binding: u64,
-    /// Packed 4 x int8 dot products (`dot4I8Packed`) are worth using: on Vulkan, where wgpu
-    /// emits them as SPIR-V integer dot products (one instruction on NVIDIA, AMD and Intel
-    /// GPUs that have them); elsewhere naga spells them out in a dozen instructions. Off with
-    /// `MARLIN_GPU_INT_DOT=0`.
-    pub int_dot: bool,
 }
 
 /// A GPU device and its queue, shared by every buffer and kernel made on it.
@@ -168,8 +163,6 @@ impl Gpu {
                 None
             },
             max_storage_binding: adapter_limits.max_storage_buffer_binding_size,
-            int_dot: info.backend == wgpu::Backend::Vulkan
-                && std::env::var("MARLIN_GPU_INT_DOT").map_or(true, |v| v != "0"),
         };
         Ok(Gpu {
             inner: Arc::new(Inner {

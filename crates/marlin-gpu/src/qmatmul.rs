@@ -248,8 +248,7 @@ impl Gpu {
                     && (m <= qmv::mixed_max_m()
                         || QmmCoopVariant::new(&self.capabilities(), m).is_none()) =>
             {
-                let caps = self.capabilities();
-                Plan::Qmv(QmvVariant::new(&caps, w.scheme, m, k).with_int8x2(&caps, w.scheme))
+                Plan::Qmv(QmvVariant::new(&self.capabilities(), w.scheme, m, k))
             }
             Plan::Auto(MatmulPrecision::Mixed) => {
                 match QmmCoopVariant::new(&self.capabilities(), m) {

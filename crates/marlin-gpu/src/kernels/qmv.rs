@@ -91,9 +91,6 @@ pub(crate) struct QmvVariant {
     /// K needs no padding (a multiple of 32 and of the group, so `x_vec4` too): every block of
     /// W lies inside K, and x loads need no clamping.
     pub x_whole: bool,
-    /// x staged as int8x2 and multiplied by integer dot products (qmv.wgsl `X_Q8`; see
-    /// [`QmvVariant::with_int8x2`]).
-    pub q8: bool,
     /// Codes read 16 bytes at a time (4- and 8-bit formats, whose rows are whole 16-byte
     /// chunks); a word at a time otherwise.
     pub codes_vec4: bool,
@@ -120,23 +117,7 @@ impl QmvVariant {
             x_vec4: k.is_multiple_of(4),
             x_whole: scheme.padded_cols(k) == k,
             codes_vec4: matches!(scheme.format().bits(), 4 | 8),
-            q8: false,
         }
-    }
-
-    /// This variant with x as int8x2 (`MatmulPrecision::Mixed` at decode) where that is the
-    /// faster form: integer formats whose 32-weight block has one scale (INT4, INT4 affine,
-    /// INT8 at group 32 or more) read 16 bytes at a time, on a device with integer dot
-    /// products. Int8x2 is the CPU's default activation precision (docs/models.md): relative
-    /// error 2.1e-5 of a product's scale.
-    pub fn with_int8x2(self, caps: &Capabilities, scheme: Scheme) -> Self {
-        use marlin_quant::{Format, Group};
-        let format = matches!(
-            scheme.format(),
-            Format::Int4 | Format::Int4Affine | Format::Int8
-        );
-        let q8 = caps.int_dot && self.codes_vec4 && format && scheme.group() != Group::Size(16);
-        QmvVariant { q8, ..self }
     }
 
     /// Teams per workgroup.
@@ -161,20 +142,14 @@ impl QmvVariant {
     /// Chunks of x staged per step where codes are read 16 bytes at a time: as many as fit
     /// [`STAGE_BYTES`] for MT rows of x (each chunk padded by one vec4), at most 64.
     fn span(&self, scheme: SchemeConsts) -> u32 {
-        let chunk_vec4s = match (scheme.bits(), self.q8) {
-            (4, false) => 9,
-            (_, false) => 5,
-            // An int8x2 record (qmv.wgsl RV).
-            (4, true) => 5,
-            (_, true) => 3,
-        };
+        let chunk_vec4s = if scheme.bits() == 4 { 9 } else { 5 };
         let fit = STAGE_BYTES / (self.mt * chunk_vec4s * 16);
         1 << fit.clamp(1, 64).ilog2()
     }
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
-            "qmv.{}.mt{}.r{}.t{}.th{}{}{}{}{}{}",
+            "qmv.{}.mt{}.r{}.t{}.th{}{}{}{}{}",
             scheme.key(),
             self.mt,
             self.rps,
@@ -183,8 +158,7 @@ impl QmvVariant {
             if self.subgroups { ".sg" } else { "" },
             if self.x_vec4 { ".xv4" } else { "" },
             if self.x_whole { ".xw" } else { "" },
-            if self.codes_vec4 { ".cv4" } else { "" },
-            if self.q8 { ".q8" } else { "" }
+            if self.codes_vec4 { ".cv4" } else { "" }
         )
     }
 
@@ -204,7 +178,6 @@ impl QmvVariant {
             ("X_WHOLE", self.x_whole),
             ("CODES_VEC4", self.codes_vec4),
             ("E2M1_TABLE", self.codes_vec4 && scheme.e2m1()),
-            ("X_Q8", self.q8),
         ];
         quant_decode::assemble(&consts, scheme, SOURCE, &flags)
     }
@@ -226,7 +199,6 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
                     x_vec4,
                     x_whole,
                     codes_vec4: matches!(scheme.format().bits(), 4 | 8),
-                    q8: false,
                 };
                 all.push((v.key(consts), v.source(consts)));
             }
@@ -238,7 +210,7 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::qtest::{Plan, check, check_within};
+    use crate::kernels::qtest::{Plan, check};
     use marlin_quant::{Format, Group};
 
     /// Every format through qmv at m = 1, 3, 8 on this device's own variant.
@@ -253,54 +225,6 @@ mod tests {
                     (m, n, k),
                     Plan::Auto(crate::MatmulPrecision::F32),
                 );
-            }
-        }
-    }
-
-    /// x as int8x2 with integer dot products, for every format and group that takes it, at
-    /// several m and odd K, and across team layouts: every output within 2.5e-4 of its scale
-    /// (marlin-testkit's TAIL x INT8X2_ACTIVATIONS with margin, the CPU's int8x2 budget).
-    #[test]
-    fn int8x2_activations_match_the_reference() {
-        let Some(gpu) = crate::test_gpu() else { return };
-        let caps = gpu.capabilities();
-        let forced = QmvVariant {
-            q8: true,
-            ..QmvVariant::new(&caps, Scheme::of(marlin_quant::Format::Int4), 1, 64)
-        };
-        for scheme in crate::kernels::qtest::schemes() {
-            let probe = QmvVariant {
-                q8: false,
-                ..forced
-            };
-            let takes = QmvVariant {
-                codes_vec4: true,
-                ..probe
-            }
-            .with_int8x2(
-                &Capabilities {
-                    int_dot: true,
-                    ..caps
-                },
-                scheme,
-            )
-            .q8;
-            if !takes {
-                continue;
-            }
-            for (m, n, k) in [(1, 67, 4097), (3, 33, 256), (8, 9, 96)] {
-                let base = QmvVariant::new(&caps, scheme, m, k);
-                for v in [
-                    QmvVariant { q8: true, ..base },
-                    QmvVariant {
-                        q8: true,
-                        rps: 4,
-                        subgroups: false,
-                        ..base
-                    },
-                ] {
-                    check_within(&gpu, scheme, (m, n, k), Plan::Qmv(v), 2.5e-4);
-                }
             }
         }
     }

@@ -116,76 +116,6 @@ fn values4(w: u32) -> array<vec4<f32>, 2> {
 // x floats of a chunk: a block for 4 bits, half a block for 8.
 const CX: u32 = select(16u, 32u, BITS == 4u);
 const CV: u32 = CX / 4u + 1u;
-//#if X_Q8
-// x as int8x2 (docs/models.md, "Precision"): each chunk of x on the int8 grid of its own scale
-// d1 = amax / 127, plus what that rounding lost on a grid of its own (d2), as the CPU's int8x2
-// does per block of 32; then a chunk of weights times x is a few 4-way integer dot products
-// (dot4I8Packed: one instruction on GPUs with integer dot products) instead of a multiply-add
-// and two bit operations per weight, which held the f32 form to half the bandwidth (INT4 at
-// N = K = 8192 on the H100: 28.6 µs, 17.8 with the arithmetic taken out). A chunk's record is
-// QV vec4s of int8 values on each grid, then [d1, d2, sum of q1, sum of q2] (sums as i32 bits);
-// records are RV = 2 QV + 1 vec4s apart, an odd count, so the lanes of a 16-byte access phase
-// hit distinct banks.
-const QV: u32 = CX / 16u;
-const RV: u32 = 2u * QV + 1u;
-var<workgroup> xq_stage: array<vec4<u32>, MT * SPAN * RV>;
-
-// Four values rounded to the grid `inv` (1 / scale; 0 for an all-zero chunk) as packed int8s.
-fn pack_q8(v: vec4<f32>, inv: f32) -> u32 {
-    let q = vec4<i32>(round(v * inv)) & vec4<i32>(0xff);
-    return u32(q.x) | (u32(q.y) << 8u) | (u32(q.z) << 16u) | (u32(q.w) << 24u);
-}
-
-// The sum of the four int8s of a packed word.
-fn sum_q8(w: u32) -> i32 {
-    return dot4I8Packed(w, 0x01010101u);
-}
-
-// Stages x[mi, c0 * CX..(c0 + SPAN) * CX] for every row of x as int8x2 records, one thread per
-// (row of x, chunk).
-fn stage_x(li: u32, c0: u32) {
-    for (var v = li; v < MT * SPAN; v += T) {
-        let mi = v / SPAN;
-        let cl = v % SPAN;
-        let k0 = (c0 + cl) * CX;
-        var xv: array<vec4<f32>, CX / 4u>;
-        var amax = 0.0;
-        for (var i = 0u; i < CX / 4u; i++) {
-            xv[i] = vec4<f32>(0.0);
-            if (mi < params.m && k0 + 4u * i < params.blocks * 32u) {
-                xv[i] = load_x4(mi, k0 + 4u * i);
-            }
-            let a = abs(xv[i]);
-            amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
-        }
-        let d1 = amax / 127.0;
-        let inv1 = select(0.0, 1.0 / d1, d1 != 0.0);
-        var r: array<vec4<f32>, CX / 4u>;
-        var rmax = 0.0;
-        let at = (mi * SPAN + cl) * RV;
-        var s1 = 0;
-        for (var i = 0u; i < CX / 4u; i++) {
-            let w = pack_q8(xv[i], inv1);
-            xq_stage[at + i / 4u][i % 4u] = w;
-            s1 += sum_q8(w);
-            let q = vec4<f32>(round(xv[i] * inv1));
-            r[i] = xv[i] - d1 * q;
-            let a = abs(r[i]);
-            rmax = max(rmax, max(max(a.x, a.y), max(a.z, a.w)));
-        }
-        let d2 = rmax / 127.0;
-        let inv2 = select(0.0, 1.0 / d2, d2 != 0.0);
-        var s2 = 0;
-        for (var i = 0u; i < CX / 4u; i++) {
-            let w = pack_q8(r[i], inv2);
-            xq_stage[at + QV + i / 4u][i % 4u] = w;
-            s2 += sum_q8(w);
-        }
-        xq_stage[at + 2u * QV] = vec4<u32>(bitcast<u32>(d1), bitcast<u32>(d2), bitcast<u32>(s1),
-                                           bitcast<u32>(s2));
-    }
-}
-//#else
 var<workgroup> x_stage: array<vec4<f32>, MT * SPAN * CV>;
 
 // Stages x[mi, c0 * CX..(c0 + SPAN) * CX] for every row of x (zero past m and past K).
@@ -201,7 +131,6 @@ fn stage_x(li: u32, c0: u32) {
         x_stage[(mi * SPAN + cl) * CV + v % (CX / 4u)] = xv;
     }
 }
-//#endif
 
 // Every thread of the workgroup calls this the same number of times (it has barriers); `live`
 // is false for a team past TEAMS, which then multiplies nothing.
@@ -238,49 +167,6 @@ fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<a
                     sb.s_lo[r] *= grid_step();
                 }
             }
-//#if X_Q8
-            // Integer dot products of the chunk's codes with both grids of its x. 4 bits: word j
-            // holds weights 4j..4j + 3 in its low nibbles (x words j) and 4j + 16.. in its high
-            // ones (x words j + 4); 8 bits: word j holds weights 4j..4j + 3.
-            for (var mi = 0u; mi < MT; mi++) {
-                if (mi >= params.m) {
-                    break;
-                }
-                let at = (mi * SPAN + cl) * RV;
-                let rec = xq_stage[at + 2u * QV];
-                let d1 = bitcast<f32>(rec.x);
-                let d2 = bitcast<f32>(rec.y);
-                let q1 = array<vec4<u32>, 2>(xq_stage[at], xq_stage[at + QV - 1u]);
-                let q2 = array<vec4<u32>, 2>(xq_stage[at + QV], xq_stage[at + 2u * QV - 1u]);
-                // The codes' offset (INT4: 8) times the sums of the grids' values.
-                let zero = select(0, 8, FORMAT == FMT_INT4);
-                let o1 = zero * bitcast<i32>(rec.z);
-                let o2 = zero * bitcast<i32>(rec.w);
-                // sum of x on the grids, for the biases of INT4 affine.
-                let xs = d1 * f32(bitcast<i32>(rec.z)) + d2 * f32(bitcast<i32>(rec.w));
-                for (var r = 0u; r < RPS; r++) {
-                    var i1 = 0;
-                    var i2 = 0;
-                    if (BITS == 4u) {
-                        let lo = words[r] & vec4<u32>(0x0f0f0f0fu);
-                        let hi = (words[r] >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
-                        for (var j = 0u; j < 4u; j++) {
-                            i1 += dot4I8Packed(lo[j], q1[0][j]) + dot4I8Packed(hi[j], q1[1][j]);
-                            i2 += dot4I8Packed(lo[j], q2[0][j]) + dot4I8Packed(hi[j], q2[1][j]);
-                        }
-                    } else {
-                        for (var j = 0u; j < 4u; j++) {
-                            i1 += dot4I8Packed(words[r][j], q1[0][j]);
-                            i2 += dot4I8Packed(words[r][j], q2[0][j]);
-                        }
-                    }
-                    // sb.s_lo was multiplied by the grid step of the f32 form: undo it.
-                    let scale = sb.s_lo[r] / grid_step();
-                    acc[r][mi] += scale * (d1 * f32(i1 - o1) + d2 * f32(i2 - o2))
-                        + sb.b_lo[r] * xs;
-                }
-            }
-//#else
             for (var j = 0u; j < 4u; j++) {
                 var lo: array<vec4<f32>, RPS>;
                 var hi: array<vec4<f32>, RPS>;
@@ -324,7 +210,6 @@ fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<a
                     }
                 }
             }
-//#endif
         }
     }
     return acc;
