@@ -94,8 +94,15 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
     let record = Record {
         device,
         model: args.model.describe(),
-        // The GPU's kernels take f32 activations whatever --activations says.
+        // On the GPU decode is f32 whatever --activations says; prefill runs on f16
+        // cooperative matrices unless it says f32 (marlin_gpu::MatmulPrecision).
         activations: match model.gpu() {
+            Some(gpu)
+                if gpu.capabilities().coop.is_some()
+                    && args.model.activations != crate::model_source::ActivationsArg::F32 =>
+            {
+                "f32 decode, f16 prefill".into()
+            }
             Some(_) => "f32".into(),
             None => format!("{:?}", args.model.activations).to_lowercase(),
         },
