@@ -47,6 +47,12 @@ use bytemuck::Pod;
 
 use crate::{Gpu, GpuBuffer, Recorder};
 
+/// A tuning override from the environment variable `name` (a number), read once per process
+/// into `cell`: kernels are chosen on every product, too often to read the environment.
+pub(crate) fn tuned(cell: &'static std::sync::OnceLock<Option<u32>>, name: &str) -> Option<u32> {
+    *cell.get_or_init(|| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok()))
+}
+
 /// Every kernel's WGSL source by file name, for the MSL translation test. The quantized matmul
 /// kernels are not complete on their own (quant_decode.rs assembles them): see
 /// [`generated_sources`].

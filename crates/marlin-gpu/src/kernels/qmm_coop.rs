@@ -65,12 +65,9 @@ pub(crate) struct QmmCoopVariant {
 /// overrides it (1 turns splitting off), for tuning.
 fn split_target() -> u32 {
     static TUNED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    let tuned = TUNED.get_or_init(|| {
-        std::env::var("MARLIN_QMM_SPLIT_TARGET")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-    });
-    tuned.unwrap_or(512).max(1)
+    super::tuned(&TUNED, "MARLIN_QMM_SPLIT_TARGET")
+        .unwrap_or(512)
+        .max(1)
 }
 
 /// Fewest blocks of K a split takes: a shorter one spends more on the slabs than it saves.

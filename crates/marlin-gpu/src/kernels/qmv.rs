@@ -4,6 +4,7 @@
 use super::quant_decode::{self, SchemeConsts};
 use crate::Capabilities;
 use marlin_quant::Scheme;
+use std::sync::OnceLock;
 
 pub const SOURCE: &str = include_str!("qmv.wgsl");
 
@@ -22,13 +23,10 @@ const MIXED_MAX_M: usize = MAX_M;
 
 /// [`MIXED_MAX_M`], or `MARLIN_QMV_MAX_M`.
 pub fn mixed_max_m() -> usize {
-    static TUNED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let tuned = TUNED.get_or_init(|| {
-        std::env::var("MARLIN_QMV_MAX_M")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-    });
-    tuned.unwrap_or(MIXED_MAX_M).clamp(1, MAX_M)
+    static TUNED: OnceLock<Option<u32>> = OnceLock::new();
+    super::tuned(&TUNED, "MARLIN_QMV_MAX_M")
+        .map_or(MIXED_MAX_M, |m| m as usize)
+        .clamp(1, MAX_M)
 }
 
 /// Threads per workgroup.
@@ -38,14 +36,12 @@ const T: u32 = 128;
 /// measured faster on the H100 than 128 (N = K = 8192: INT4 28.6 µs against 34.5, FP4 26.5
 /// against 36.4; 512 took 35). `MARLIN_QMV_THREADS` (64 to 512) overrides it, for tuning.
 fn threads(mt: u32) -> u32 {
-    static TUNED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    let tuned = TUNED.get_or_init(|| {
-        std::env::var("MARLIN_QMV_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .filter(|t| [64, 128, 256, 512].contains(t))
-    });
-    tuned.unwrap_or(if mt == 1 { 256 } else { T })
+    static TUNED: OnceLock<Option<u32>> = OnceLock::new();
+    match super::tuned(&TUNED, "MARLIN_QMV_THREADS") {
+        Some(t @ (64 | 128 | 256 | 512)) => t,
+        _ if mt == 1 => 256,
+        _ => T,
+    }
 }
 
 /// Rows of W a thread works on at once (each x vec4 it loads serves RPS rows), by rows of x:
@@ -53,14 +49,8 @@ fn threads(mt: u32) -> u32 {
 /// (N = K = 8192, INT4: 44 µs against 49 at four); more rows of x reuse each weight load more.
 /// `MARLIN_QMV_RPS` (1, 2, 4 or 8) overrides it, for tuning on a new GPU.
 fn rps(mt: u32) -> u32 {
-    // Read once: variants are chosen on every product.
-    static TUNED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    let tuned = TUNED.get_or_init(|| {
-        std::env::var("MARLIN_QMV_RPS")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-    });
-    match *tuned {
+    static TUNED: OnceLock<Option<u32>> = OnceLock::new();
+    match super::tuned(&TUNED, "MARLIN_QMV_RPS") {
         Some(r @ (1 | 2 | 4 | 8)) => r,
         _ if mt == 1 => 2,
         _ => 4,
