@@ -57,7 +57,10 @@ fn rps(mt: u32) -> u32 {
     }
 }
 /// Workgroup memory for staged x (qmv.wgsl `x_stage`): WebGPU's guaranteed 16 KiB, less the
-/// E2M1 table and the reduction's partial sums.
+/// E2M1 table and the reduction's partial sums. Also the fastest on the H100 at M = 1 (INT4
+/// N = K = 8192 with 256 threads: 6 KiB 26.4 µs, 12 KiB 25.8, 20 KiB 28.3, 40 KiB 40.3: a
+/// larger stage leaves fewer workgroups resident). `MARLIN_QMV_STAGE_KIB` overrides it (up
+/// to what the device allows), for tuning.
 const STAGE_BYTES: u32 = 12 << 10;
 /// Threads per team (one team per RPS rows) where subgroups are off.
 const TK: u32 = 16;
@@ -130,11 +133,13 @@ impl QmvVariant {
     }
 
     /// Chunks of x staged per step where codes are read 16 bytes at a time: as many as fit
-    /// [`STAGE_BYTES`] for MT rows of x (each chunk padded by one vec4), at most 64.
+    /// [`STAGE_BYTES`] for MT rows of x (each chunk padded by one vec4), at most 256.
     fn span(&self, scheme: SchemeConsts) -> u32 {
         let chunk_vec4s = if scheme.bits() == 4 { 9 } else { 5 };
-        let fit = STAGE_BYTES / (self.mt * chunk_vec4s * 16);
-        1 << fit.clamp(1, 64).ilog2()
+        static TUNED: OnceLock<Option<u32>> = OnceLock::new();
+        let stage = super::tuned(&TUNED, "MARLIN_QMV_STAGE_KIB").map_or(STAGE_BYTES, |k| k << 10);
+        let fit = stage / (self.mt * chunk_vec4s * 16);
+        1 << fit.clamp(1, 256).ilog2()
     }
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
