@@ -221,7 +221,8 @@ impl Gpu {
         if m == 0 {
             return shape_err("m must be at least 1".into());
         }
-        let limit = self.capabilities().max_storage_binding;
+        let caps = self.capabilities();
+        let limit = caps.max_storage_binding;
         for (name, buf, values) in [("x", x, m * k), ("y", y, m * n)] {
             let need = values as u64 * 4;
             if buf.len() < need {
@@ -240,18 +241,20 @@ impl Gpu {
             }
         }
         let plan = match plan {
-            Plan::Auto(MatmulPrecision::F32) if m <= qmv::MAX_M => {
-                Plan::Qmv(QmvVariant::new(&self.capabilities(), w.scheme, m, k))
-            }
-            Plan::Auto(MatmulPrecision::Mixed)
-                if m <= qmv::MAX_M
-                    && (m <= qmv::mixed_max_m()
-                        || QmmCoopVariant::new(&self.capabilities(), m).is_none()) =>
-            {
-                Plan::Qmv(QmvVariant::new(&self.capabilities(), w.scheme, m, k))
-            }
-            Plan::Auto(MatmulPrecision::Mixed) => {
-                match QmmCoopVariant::new(&self.capabilities(), m) {
+            Plan::Auto(precision) => {
+                // Cooperative matrices where the precision allows them and the device has
+                // them; qmv below its cut (lower with them: `qmv::mixed_max_m`).
+                let coop = match precision {
+                    MatmulPrecision::Mixed => QmmCoopVariant::new(&caps, m),
+                    MatmulPrecision::F32 => None,
+                };
+                let qmv_max = if coop.is_some() {
+                    qmv::mixed_max_m()
+                } else {
+                    qmv::MAX_M
+                };
+                match coop {
+                    _ if m <= qmv_max => Plan::Qmv(QmvVariant::new(&caps, w.scheme, m, k)),
                     Some(v) => Plan::QmmCoop(v.split_for(
                         m as u32,
                         n as u32,
@@ -261,7 +264,6 @@ impl Gpu {
                     None => Plan::Qmm(QmmVariant::new(m)),
                 }
             }
-            Plan::Auto(MatmulPrecision::F32) => Plan::Qmm(QmmVariant::new(m)),
             Plan::Qmv(v)
                 if m > v.mt as usize
                     || (v.x_vec4 && !k.is_multiple_of(4))
@@ -292,6 +294,7 @@ impl Gpu {
         };
         let slabs = (splits > 1).then(|| self.scratch((splits as usize * m * n * 4) as u64));
         let target = slabs.as_ref().unwrap_or(y);
+        let consts = quant_decode::SchemeConsts::of(w.scheme);
         for part in &w.parts {
             let mut params = quant_decode::params(
                 w.scheme,
@@ -303,7 +306,6 @@ impl Gpu {
             if let Plan::QmmCoop(v) = plan {
                 params.split_blocks = v.split_blocks(params.blocks);
             }
-            let consts = quant_decode::SchemeConsts::of(w.scheme);
             let (key, groups) = match plan {
                 Plan::Qmv(v) => (v.key(consts), v.groups(params.n)),
                 Plan::Qmm(v) => (v.key(consts), v.groups(params.m, params.n)),

@@ -55,7 +55,8 @@ impl Precision {
         }
     }
 
-    fn gpu_matmul(self) -> marlin_gpu::MatmulPrecision {
+    /// The arithmetic of the GPU's quantized products under this precision.
+    pub fn gpu_matmul(self) -> marlin_gpu::MatmulPrecision {
         match self {
             Precision::F32 => marlin_gpu::MatmulPrecision::F32,
             Precision::Int8x2 | Precision::Int8 => marlin_gpu::MatmulPrecision::Mixed,
@@ -80,7 +81,8 @@ enum On {
 impl Model {
     /// Builds the model from `src` on `hardware` (a `CpuBackend` or a `Gpu`), uploading or
     /// preparing every weight once. `precision` sets the CPU's activations (overriding the
-    /// backend's own setting); the GPU computes in f32.
+    /// backend's own setting), and on the GPU the products' arithmetic
+    /// ([`Precision::gpu_matmul`]).
     pub fn load(
         src: &dyn WeightSource,
         hardware: impl Into<Hardware>,

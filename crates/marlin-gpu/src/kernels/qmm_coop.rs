@@ -102,14 +102,12 @@ impl QmmCoopVariant {
     /// blocks long), and `m * n * splits` f32 slabs fit in `max_binding` bytes.
     pub fn split_for(self, m: u32, n: u32, blocks: u32, max_binding: u64) -> Self {
         let tiles = n.div_ceil(self.bn) * m.div_ceil(self.bm);
-        let mut splits = split_target()
+        let slabs_that_fit = max_binding / (m as u64 * n as u64 * 4).max(1);
+        let splits = split_target()
             .div_ceil(tiles)
             .min(blocks / MIN_SPLIT_BLOCKS)
+            .min(slabs_that_fit.min(u32::MAX as u64) as u32)
             .max(1);
-        let slab = m as u64 * n as u64 * 4;
-        while splits > 1 && slab * splits as u64 > max_binding {
-            splits -= 1;
-        }
         // Even splits: the last one is not left with a sliver.
         let per = blocks.div_ceil(splits).max(1);
         QmmCoopVariant {

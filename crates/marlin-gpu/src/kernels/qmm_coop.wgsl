@@ -83,13 +83,13 @@ fn fetch(li: u32, m0: u32, n0: u32, b: u32) -> Staged {
 // Writes a fetched share of block b into the tiles: x as AB, W decoded with its scales. At a
 // small batch this decoding is most of the kernel's work (the tile's multiplies are few), so
 // each unit's scales and biases are decoded once (twice at group 16), and the integer formats
-// take the conversion-free `magic4`/`magic8` values with the grid folded into one multiply-add.
+// take the conversion-free `magic4` / `values8` values with the grid folded into one
+// multiply-add.
 fn stage(li: u32, n0: u32, b: u32, s: Staged) {
     for (var i = 0u; i < XPT; i++) {
         let e = li + i * T;
         xs[(e / BK) * XS + e % BK] = AB(s.xv[i]);
     }
-    let magic = FORMAT == FMT_INT4 || FORMAT == FMT_INT4_AFFINE || FORMAT == FMT_INT8;
     for (var i = 0u; i < UPT; i++) {
         let v = li + i * T;
         let nl = v / UPB;
@@ -104,7 +104,7 @@ fn stage(li: u32, n0: u32, b: u32, s: Staged) {
             bi.y = bias_at(g + 1u);
         }
         var vals: array<vec4<f32>, 4>;
-        if (magic) {
+        if (MAGIC_CODES) {
             // weight = scale * GRID_STEP * v + (bias - scale * GRID_STEP * GRID_OFF).
             sc *= grid_step();
             bi -= sc * grid_off();

@@ -180,6 +180,10 @@ fn bias_at(i: u32) -> f32 {
 // 16 (v - 1) = code; INT8, whose byte's sign bit is flipped: 256 (v - 1.5) = the signed byte).
 // A weight is then scale * GRID_STEP * v + (bias - scale * GRID_STEP * GRID_OFF): one
 // multiply-add whose product is exact in f32 (v has at most 9 significant bits, an f16 scale 11).
+
+// The formats decoded this way (by `magic4` and `values8`).
+const MAGIC_CODES: bool = FORMAT == FMT_INT4 || FORMAT == FMT_INT4_AFFINE || FORMAT == FMT_INT8;
+
 // Mantissa bits 19..22 (4-bit codes) and 15..22 (8-bit codes) of 1.0.
 const MAGIC4_MASK: u32 = 0x00780000u;
 const MAGIC8_MASK: u32 = 0x007f8000u;

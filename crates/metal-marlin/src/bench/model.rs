@@ -99,7 +99,8 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
         activations: match model.gpu() {
             Some(gpu)
                 if gpu.capabilities().coop.is_some()
-                    && args.model.activations != crate::model_source::ActivationsArg::F32 =>
+                    && args.model.precision().gpu_matmul()
+                        == marlin_gpu::MatmulPrecision::Mixed =>
             {
                 "f32 decode, f16 prefill".into()
             }
