@@ -57,6 +57,13 @@ pub enum ModelError {
     TokenOutOfRange { id: u32, vocab: usize },
     #[error(transparent)]
     Quant(#[from] marlin_quant::QuantError),
+    /// A weight that could not be quantized (non-finite values, a scale out of range).
+    #[error("{path}: quantizing '{name}': {source}")]
+    Quantize {
+        path: PathBuf,
+        name: String,
+        source: marlin_quant::QuantError,
+    },
     #[error(transparent)]
     Core(#[from] marlin_core::CoreError),
     /// The GPU device failed or refused an operation (its message says what to do).

@@ -4,6 +4,7 @@
 //! Data flows one way (DESIGN.md): file (mmap) → named weights ([`WeightSource`], Hugging Face
 //! names) → an architecture builds its layers → the engine runs them.
 
+pub mod checkpoint;
 mod config;
 pub mod default_model;
 pub mod device;
@@ -29,11 +30,14 @@ pub use summary::{InMemory, ModelSummary, TypeSummary, summarize};
 pub use vocab::FileVocab;
 pub use weights::{DenseTensor, StoredTensor, Weight, WeightSource};
 
-/// Opens a model's weights: a GGUF file, or a Hugging Face folder (`config.json` and
-/// safetensors).
+/// Opens a model's weights: a GGUF file, a Hugging Face folder (`config.json` and
+/// safetensors), or a Metal Marlin checkpoint folder (its config.json says so).
 pub fn open(path: impl AsRef<std::path::Path>) -> Result<Box<dyn WeightSource>, ModelError> {
     let path = path.as_ref();
     if path.is_dir() {
+        if checkpoint::is_checkpoint(path) {
+            return Ok(Box::new(checkpoint::Checkpoint::open(path)?));
+        }
         return Ok(Box::new(hf::HfModel::open(path)?));
     }
     Ok(Box::new(gguf::GgufModel::open(path)?))

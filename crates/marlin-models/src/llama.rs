@@ -84,6 +84,13 @@ pub fn tensor_shapes(c: &ModelConfig, layers: Range<usize>) -> Option<Vec<(Strin
     Some(out)
 }
 
+/// Which tokens of a pass get logits.
+#[derive(Clone, Copy)]
+enum Logits {
+    Last,
+    All,
+}
+
 /// What building a layer needs: the weights, the configuration and the device.
 struct Loader<'a, D> {
     src: &'a dyn WeightSource,
@@ -245,7 +252,18 @@ impl<D: Device> Llama<D> {
         batch: &[SeqTokens<'_>],
         cache: &mut D::Cache,
     ) -> Result<Vec<f32>, ModelError> {
-        let (pass, logits) = self.record(batch, cache)?;
+        let (pass, logits) = self.record(batch, cache, Logits::Last)?;
+        self.device.finish(pass, cache, logits)
+    }
+
+    /// [`Llama::forward`] with the logits of every new token, in batch order (perplexity).
+    // batch (total tokens) -> logits (total tokens, vocab)
+    pub(crate) fn forward_all(
+        &self,
+        batch: &[SeqTokens<'_>],
+        cache: &mut D::Cache,
+    ) -> Result<Vec<f32>, ModelError> {
+        let (pass, logits) = self.record(batch, cache, Logits::All)?;
         self.device.finish(pass, cache, logits)
     }
 
@@ -256,15 +274,16 @@ impl<D: Device> Llama<D> {
         batch: &[SeqTokens<'_>],
         cache: &mut D::Cache,
     ) -> Result<Vec<u32>, ModelError> {
-        let (pass, logits) = self.record(batch, cache)?;
+        let (pass, logits) = self.record(batch, cache, Logits::Last)?;
         self.device.finish_argmax(pass, cache, logits, self.vocab)
     }
 
-    /// The pass up to the logits.
+    /// The pass up to the logits of each sequence's last token, or of every token.
     fn record(
         &self,
         batch: &[SeqTokens<'_>],
         cache: &mut D::Cache,
+        which: Logits,
     ) -> Result<(D::Pass, D::Act), ModelError> {
         let dev = &self.device;
         let mut tokens = Vec::new();
@@ -297,8 +316,12 @@ impl<D: Device> Llama<D> {
         if let Some(r) = residual {
             dev.add(&mut pass, &mut h, &r)?;
         }
-        // Only each sequence's last token needs logits.
-        let h = dev.rows(&mut pass, &h, &last)?;
+        // Generation needs only each sequence's last token's logits.
+        let rows = match which {
+            Logits::Last => last,
+            Logits::All => (0..tokens.len()).collect(),
+        };
+        let h = dev.rows(&mut pass, &h, &rows)?;
         let x = dev.rms_norm(&mut pass, &h, &self.norm, self.config.rms_norm_eps)?;
         let logits = dev.matmul(&mut pass, &x, &self.lm_head)?;
         Ok((pass, logits))

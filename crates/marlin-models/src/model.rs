@@ -160,6 +160,21 @@ impl Model {
         }
     }
 
+    /// [`Model::forward`] with the logits of every new token, the sequences' tokens one after
+    /// another in batch order (scoring text: perplexity).
+    // batch (total tokens) -> logits (total tokens, vocab)
+    pub fn forward_all(
+        &self,
+        batch: &[SeqTokens<'_>],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, ModelError> {
+        match (&self.0, &mut cache.0) {
+            (On::Cpu(m), Store::Cpu(c)) => m.forward_all(batch, c),
+            (On::Gpu(m), Store::Gpu(c)) => m.forward_all(batch, c),
+            _ => Err(other_device()),
+        }
+    }
+
     /// [`Model::forward`] for greedy decoding: each sequence's most likely next token (the
     /// first on ties), computed where the model runs: a GPU reads back token ids, not logits.
     // batch (total tokens) -> (batch.len())

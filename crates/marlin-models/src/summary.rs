@@ -36,7 +36,11 @@ impl InMemory {
                 _ => InMemory::Unsupported,
             };
         }
+        // Our checkpoints name a scheme: `int4 g128`.
         stored_as
+            .split(' ')
+            .next()
+            .unwrap_or_default()
             .parse::<Format>()
             .map_or(InMemory::Unsupported, InMemory::Packed)
     }

@@ -142,8 +142,8 @@ fn refuse_unsupported(f: &Fields, architecture: Architecture) -> Result<(), Mode
         return Err(f.unsupported(
             format!("quantized checkpoint (quantization_config, quant_method '{method}')"),
             "GPTQ, AWQ, bitsandbytes and other tools' quantized folders are not read; load the \
-             original BF16/F16/F32 checkpoint (Metal Marlin's own quantized format comes later) \
-             or a GGUF file",
+             original BF16/F16/F32 checkpoint or a GGUF file (`metal-marlin quantize` makes \
+             Metal Marlin's own quantized checkpoint from either)",
         ));
     }
     let act = f.string("hidden_act")?.unwrap_or("silu");

@@ -18,5 +18,7 @@ mod model;
 mod safetensors;
 
 pub use config::{parse_config, read_config};
+pub(crate) use json::read_json_file;
 pub use model::HfModel;
+pub(crate) use model::open_weights;
 pub use safetensors::{SafetensorsFile, SafetensorsTensor};

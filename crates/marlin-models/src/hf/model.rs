@@ -117,11 +117,11 @@ impl WeightSource for HfModel {
     }
 }
 
-type Weights = (Vec<SafetensorsFile>, HashMap<String, usize>);
+pub(crate) type Weights = (Vec<SafetensorsFile>, HashMap<String, usize>);
 
 /// `model.safetensors` when present (transformers looks for it first), else the shards of
 /// `model.safetensors.index.json`.
-fn open_weights(dir: &Path) -> Result<Weights, ModelError> {
+pub(crate) fn open_weights(dir: &Path) -> Result<Weights, ModelError> {
     let single = dir.join(SINGLE);
     if single.is_file() {
         let file = SafetensorsFile::open(&single)?;

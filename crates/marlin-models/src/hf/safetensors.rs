@@ -75,6 +75,8 @@ pub struct SafetensorsFile {
     /// In file order (by offset).
     tensors: Vec<SafetensorsTensor>,
     names: HashMap<String, usize>,
+    /// The header's `__metadata__`: string keys to string values (other entries are ignored).
+    metadata: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for SafetensorsFile {
@@ -102,7 +104,7 @@ impl SafetensorsFile {
     }
 
     fn parse(path: PathBuf, bytes: Bytes) -> Result<SafetensorsFile, ModelError> {
-        let (data_start, tensors) =
+        let (data_start, tensors, metadata) =
             parse_header(bytes.as_slice()).map_err(|fault| match fault {
                 Fault::Malformed(what) => ModelError::Malformed {
                     path: path.clone(),
@@ -124,6 +126,7 @@ impl SafetensorsFile {
             data_start,
             tensors,
             names,
+            metadata,
         })
     }
 
@@ -134,6 +137,11 @@ impl SafetensorsFile {
     /// The header's tensors, in file order (by offset).
     pub fn tensors(&self) -> &[SafetensorsTensor] {
         &self.tensors
+    }
+
+    /// A string of the header's `__metadata__`.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     pub fn tensor(&self, name: &str) -> Option<&SafetensorsTensor> {
@@ -213,8 +221,11 @@ fn malformed(what: impl Into<String>) -> Fault {
     Fault::Malformed(what.into())
 }
 
-/// The data section's start and the tensors, every extent checked against `bytes`.
-fn parse_header(bytes: &[u8]) -> Result<(u64, Vec<SafetensorsTensor>), Fault> {
+type Header = (u64, Vec<SafetensorsTensor>, HashMap<String, String>);
+
+/// The data section's start, the tensors (every extent checked against `bytes`) and the
+/// metadata's strings.
+fn parse_header(bytes: &[u8]) -> Result<Header, Fault> {
     let Some(len) = bytes.first_chunk::<8>() else {
         return Err(malformed(format!(
             "{} bytes is too short for the 8-byte header length",
@@ -237,14 +248,22 @@ fn parse_header(bytes: &[u8]) -> Result<(u64, Vec<SafetensorsTensor>), Fault> {
     let json: Map<String, Value> = serde_json::from_str(text)
         .map_err(|e| malformed(format!("the header is not a JSON object: {e}")))?;
     let mut tensors = Vec::with_capacity(json.len());
+    let mut metadata = HashMap::new();
     for (name, entry) in &json {
         if name == "__metadata__" {
+            // The format says string to string; other values are no business of ours.
+            if let Some(map) = entry.as_object() {
+                metadata.extend(
+                    map.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))),
+                );
+            }
             continue;
         }
         tensors.push(tensor_entry(name, entry)?);
     }
     check_tiling(&mut tensors, file_len - 8 - n)?;
-    Ok((8 + n, tensors))
+    Ok((8 + n, tensors, metadata))
 }
 
 /// One header entry: its dtype known, its shape and offsets non-negative integers, and its

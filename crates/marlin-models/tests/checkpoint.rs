@@ -1,0 +1,300 @@
+//! Our checkpoint: written from the tiny Hugging Face fixtures in every format, read back bit
+//! for bit, loaded into a model that computes what quantizing in memory computes, and written
+//! atomically (a failure leaves no output, a re-run succeeds).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use marlin_cpu::CpuBackend;
+use marlin_models::checkpoint::{
+    Checkpoint, DenseType, Entry, Recipe, Target, quantize_model, quantize_parallel,
+};
+use marlin_models::hf::HfModel;
+use marlin_models::{
+    DenseTensor, Model, ModelConfig, ModelError, Precision, SeqTokens, StoredTensor, Weight,
+    WeightSource,
+};
+use marlin_quant::{Format, Group, Scheme, quantize};
+
+fn fixture(family: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/tiny/{family}"))
+}
+
+fn write(src: &dyn WeightSource, recipe: &Recipe, out: &Path) {
+    quantize_model(src, recipe, out, &[], &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The source's weights as the recipe wants them, quantized in memory by the reference
+/// (serial) quantizer: what a checkpoint must hold and compute.
+struct InMemory<'a> {
+    src: &'a dyn WeightSource,
+    recipe: Recipe,
+}
+
+impl WeightSource for InMemory<'_> {
+    fn config(&self) -> &ModelConfig {
+        self.src.config()
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.src.contains(name)
+    }
+    fn tensors(&self) -> Vec<StoredTensor> {
+        let mut out = self.src.tensors();
+        for t in &mut out {
+            if let Target::Quant(s) = self.recipe.target(&t.name, &t.shape) {
+                t.stored_as = s.to_string();
+            }
+        }
+        out
+    }
+    fn weight(&self, name: &str) -> Result<Weight, ModelError> {
+        let w = self.src.weight(name)?;
+        match (self.recipe.target(name, &w.shape()), w) {
+            (Target::Quant(s), Weight::Dense(t)) => {
+                let (rows, cols) = (t.shape[0], t.shape[1]);
+                Ok(Weight::Quant(quantize(&t.data, rows, cols, s)?))
+            }
+            (_, w) => Ok(w),
+        }
+    }
+}
+
+fn schemes() -> Vec<Scheme> {
+    let mut out: Vec<Scheme> = Format::ALL.iter().map(|&f| Scheme::of(f)).collect();
+    out.push(Scheme::new(Format::Int4, Group::Size(128)).unwrap());
+    out.push(Scheme::new(Format::Int2, Group::Size(16)).unwrap());
+    out.push(Scheme::new(Format::Fp8, Group::Size(64)).unwrap());
+    out
+}
+
+#[test]
+fn every_format_round_trips_bit_for_bit() {
+    let src = HfModel::open(fixture("llama")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for scheme in schemes() {
+        let out = dir.path().join(scheme.to_string().replace(' ', "-"));
+        let recipe = Recipe::new(scheme);
+        write(&src, &recipe, &out);
+        let ckpt = Checkpoint::open(&out).unwrap_or_else(|e| panic!("{scheme}: {e}"));
+        let reference = InMemory {
+            src: &src,
+            recipe: recipe.clone(),
+        };
+        let mut quantized = 0;
+        for t in src.tensors() {
+            let (got, want) = (
+                ckpt.weight(&t.name).unwrap(),
+                reference.weight(&t.name).unwrap(),
+            );
+            match (&got, &want) {
+                (Weight::Quant(g), Weight::Quant(w)) => {
+                    assert_eq!(g, w, "{scheme}: {}", t.name);
+                    quantized += 1;
+                }
+                (Weight::Dense(g), Weight::Dense(w)) => assert_eq!(g, w, "{scheme}: {}", t.name),
+                _ => panic!("{scheme}: {} stored as another kind", t.name),
+            }
+        }
+        // 7 matrices in each of 2 layers; embedding and untied head kept.
+        assert_eq!(quantized, 14, "{scheme}");
+        assert_eq!(
+            ckpt.entry("lm_head.weight"),
+            Some(&Entry::Dense {
+                dtype: DenseType::F32,
+                shape: vec![300, 64]
+            })
+        );
+    }
+}
+
+#[test]
+fn parallel_quantization_is_the_reference_bit_for_bit() {
+    let w = marlin_testkit::rng::gaussian(3, 300 * 96, 0.02);
+    for scheme in schemes() {
+        let serial = quantize(&w, 300, 96, scheme).unwrap();
+        assert_eq!(
+            quantize_parallel(&w, 300, 96, scheme).unwrap(),
+            serial,
+            "{scheme}"
+        );
+    }
+}
+
+/// Each family's own path (F32, BF16, F16 with biases, two BF16 shards with q/k norms): dense
+/// tensors keep their dtype, and the model computes exactly what the in-memory weights give.
+#[test]
+fn every_family_loads_and_matches_quantizing_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let dtypes = [
+        ("llama", DenseType::F32),
+        ("mistral", DenseType::BF16),
+        ("qwen2", DenseType::F16),
+        ("qwen3", DenseType::BF16),
+    ];
+    for (family, dtype) in dtypes {
+        let src = HfModel::open(fixture(family)).unwrap();
+        let mut recipe = Recipe::new(Scheme::of(Format::Int4));
+        recipe
+            .rules
+            .push("model.layers.1.mlp.*=int8:64".parse().unwrap());
+        let out = dir.path().join(family);
+        write(&src, &recipe, &out);
+        let ckpt = marlin_models::open(&out).unwrap();
+        assert_eq!(ckpt.config(), src.config(), "{family}");
+        let norm = ckpt
+            .tensors()
+            .into_iter()
+            .find(|t| t.name == "model.norm.weight")
+            .unwrap();
+        assert_eq!(norm.stored_as, dtype.name(), "{family}");
+        let stored: HashMap<String, String> = ckpt
+            .tensors()
+            .into_iter()
+            .map(|t| (t.name, t.stored_as))
+            .collect();
+        assert_eq!(stored["model.layers.1.mlp.up_proj.weight"], "int8 g64");
+        assert_eq!(stored["model.layers.0.mlp.up_proj.weight"], "int4 g32");
+        let reference = InMemory { src: &src, recipe };
+        let prompt: Vec<u32> = (0..11).map(|i| (i * 37 + 5) % 300).collect();
+        let (a, b) = (logits(ckpt.as_ref(), &prompt), logits(&reference, &prompt));
+        assert_eq!(a, b, "{family}");
+    }
+}
+
+/// Every position's logits of `prompt` on the CPU.
+// prompt (t) -> (t, vocab)
+fn logits(src: &dyn WeightSource, prompt: &[u32]) -> Vec<f32> {
+    let model = Model::load(src, CpuBackend::detect(), Precision::F32).unwrap();
+    let mut cache = model.new_cache(16, 64).unwrap();
+    let seq = cache.add_sequence();
+    model
+        .forward_all(
+            &[SeqTokens {
+                seq,
+                tokens: prompt,
+            }],
+            &mut cache,
+        )
+        .unwrap()
+}
+
+/// The source with one weight poisoned by a NaN: quantizing fails at that weight, mid-write.
+struct Poisoned<'a>(&'a dyn WeightSource, &'a str);
+
+impl WeightSource for Poisoned<'_> {
+    fn config(&self) -> &ModelConfig {
+        self.0.config()
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+    fn tensors(&self) -> Vec<StoredTensor> {
+        self.0.tensors()
+    }
+    fn weight(&self, name: &str) -> Result<Weight, ModelError> {
+        match self.0.weight(name)? {
+            Weight::Dense(DenseTensor { shape, mut data }) if name == self.1 => {
+                data[5] = f32::NAN;
+                Ok(Weight::Dense(DenseTensor { shape, data }))
+            }
+            w => Ok(w),
+        }
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_failure_mid_write_leaves_no_output_and_a_rerun_succeeds() {
+    let src = HfModel::open(fixture("llama")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let recipe = Recipe::new(Scheme::of(Format::Int4));
+    let bad = Poisoned(&src, "model.layers.1.mlp.down_proj.weight");
+    let mut seen = 0;
+    let e = quantize_model(&bad, &recipe, &out, &[], &mut |s| seen = s.done).unwrap_err();
+    assert!(matches!(e, ModelError::Quantize { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("model.layers.1.mlp.down_proj.weight"),
+        "{e}"
+    );
+    assert!(seen > 5, "it failed mid-write, after {seen} weights");
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+
+    // A killed run leaves its partial folder; the next run replaces it.
+    std::fs::create_dir(dir.path().join(".out.partial")).unwrap();
+    std::fs::write(dir.path().join(".out.partial/model.safetensors"), b"half").unwrap();
+    write(&src, &recipe, &out);
+    assert_eq!(entries(dir.path()), ["out"]);
+    assert_eq!(entries(&out), ["config.json", "model.safetensors"]);
+    Checkpoint::open(&out).unwrap();
+
+    // An existing output is never written over.
+    let e = quantize_model(&src, &recipe, &out, &[], &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    Checkpoint::open(&out).unwrap();
+}
+
+#[test]
+fn kept_and_requantized_weights_of_a_quantized_source() {
+    // A source holding int8 g32 matrices (as GGUF Q8_0 would): kept ones stay packed bit for
+    // bit, and a target of the same scheme copies rather than re-rounds.
+    let src = HfModel::open(fixture("llama")).unwrap();
+    let int8 = Recipe::new(Scheme::of(Format::Int8));
+    let packed = InMemory {
+        src: &src,
+        recipe: int8.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut recipe = Recipe::new(Scheme::of(Format::Int8));
+    recipe.rules.push("model.layers.0.*=keep".parse().unwrap());
+    recipe
+        .rules
+        .push("model.layers.1.mlp.*=fp4".parse().unwrap());
+    write(&packed, &recipe, &out);
+    let ckpt = Checkpoint::open(&out).unwrap();
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.q_proj.weight",
+    ] {
+        let (Weight::Quant(a), Weight::Quant(b)) =
+            (ckpt.weight(name).unwrap(), packed.weight(name).unwrap())
+        else {
+            panic!("{name} not quantized")
+        };
+        assert_eq!(a, b, "{name}");
+    }
+    let Weight::Quant(fp4) = ckpt.weight("model.layers.1.mlp.up_proj.weight").unwrap() else {
+        panic!("not quantized")
+    };
+    assert_eq!(fp4.format(), Format::Fp4);
+}
+
+/// A GGUF source has no config.json: the one written from its configuration must read back to
+/// the same configuration.
+#[test]
+fn a_written_config_reads_back_the_same() {
+    for family in ["llama", "mistral", "qwen2", "qwen3"] {
+        let src = HfModel::open(fixture(family)).unwrap();
+        let mut c = src.config().clone();
+        let json = marlin_models::checkpoint::config_json(&c);
+        let bytes = serde_json::to_vec(&json).unwrap();
+        let back = marlin_models::hf::parse_config(Path::new("x"), &bytes, None).unwrap();
+        assert_eq!(back, c, "{family}");
+        c.sliding_window = Some(7);
+        if family == "mistral" {
+            let bytes = serde_json::to_vec(&marlin_models::checkpoint::config_json(&c)).unwrap();
+            let back = marlin_models::hf::parse_config(Path::new("x"), &bytes, None).unwrap();
+            assert_eq!(back.sliding_window, Some(7), "{family}");
+        }
+    }
+}
