@@ -18,7 +18,7 @@ pub use context::{AdapterChoice, CHECKED_ENV, Capabilities, Gpu};
 pub use error::GpuError;
 pub use kernels::attention::{AttentionConfig, MAX_HEAD_DIM};
 pub use kv_cache::{GpuKvCache, KvBatch, KvShape, SeqId};
-pub use qmatmul::{GpuQuantMatrix, MatmulPrecision};
+pub use qmatmul::{FusedInput, Fusion, GpuQuantMatrix, MatmulPrecision};
 pub use recorder::Recorder;
 pub use timing::BatchTime;
 /// The wgpu version the GPU types come from; callers name its types (adapters, features) from here.

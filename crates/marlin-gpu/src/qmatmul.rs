@@ -11,8 +11,9 @@ use marlin_quant::{QuantMatrix, Scheme};
 
 use crate::kernels::qmm::QmmVariant;
 use crate::kernels::qmm_coop::QmmCoopVariant;
-use crate::kernels::qmv::{self, QmvVariant};
+use crate::kernels::qmv::{self, QmvInput, QmvVariant};
 use crate::kernels::quant_decode;
+use crate::kernels::view::{apart, need};
 use crate::{Gpu, GpuBuffer, GpuError};
 
 const OP: &str = "quant_matmul";
@@ -82,6 +83,38 @@ pub enum MatmulPrecision {
 }
 
 /// Which kernel runs a product: chosen from m, or forced by tests.
+/// What a quantized product does around its multiply, in the same dispatch, where it runs as
+/// the small-batch kernel ([`Gpu::fuses_quant_matmul`]): a decode step's layer norm, SwiGLU and
+/// residual adds then cost no dispatch of their own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fusion<'a> {
+    pub input: FusedInput<'a>,
+    /// `y += x W^T` (the residual connection) instead of `y = x W^T`.
+    pub add_to_y: bool,
+}
+
+/// What the product multiplies.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum FusedInput<'a> {
+    /// x as given.
+    #[default]
+    Plain,
+    /// `x / sqrt(mean(x^2) + eps) * weight` over each row (`weight` has K values).
+    RmsNorm { weight: &'a GpuBuffer, eps: f32 },
+    /// `silu(gate) * up` of rows of 2K values: gate the first K, up the next K.
+    SwiGlu,
+}
+
+impl FusedInput<'_> {
+    fn kind(&self) -> QmvInput {
+        match self {
+            FusedInput::Plain => QmvInput::Plain,
+            FusedInput::RmsNorm { .. } => QmvInput::RmsNorm,
+            FusedInput::SwiGlu => QmvInput::SwiGlu,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Plan {
     Auto(MatmulPrecision),
@@ -190,7 +223,72 @@ impl Gpu {
         y: &GpuBuffer,
         precision: MatmulPrecision,
     ) -> Result<(), GpuError> {
-        self.record_quant_matmul_with(encoder, x, m, w, y, Plan::Auto(precision))
+        self.record_quant_matmul_with(
+            encoder,
+            x,
+            m,
+            w,
+            y,
+            Plan::Auto(precision),
+            Fusion::default(),
+        )
+    }
+
+    /// Whether a product of `m` rows of x by `w` at `precision` runs as the small-batch kernel,
+    /// which can fuse an input norm or SwiGLU and a residual add
+    /// ([`Gpu::record_quant_matmul_fused`]).
+    pub fn fuses_quant_matmul(
+        &self,
+        m: usize,
+        w: &GpuQuantMatrix,
+        precision: MatmulPrecision,
+    ) -> bool {
+        m > 0 && matches!(self.resolve(Plan::Auto(precision), m, w), Plan::Qmv(_))
+    }
+
+    /// [`Gpu::record_quant_matmul`] with `fusion` done in the same dispatch: for
+    /// [`FusedInput::SwiGlu`] x holds rows of 2K values. Only where
+    /// [`Gpu::fuses_quant_matmul`] holds; an error otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_quant_matmul_fused(
+        &self,
+        encoder: &mut crate::Recorder,
+        x: &GpuBuffer,
+        m: usize,
+        w: &GpuQuantMatrix,
+        y: &GpuBuffer,
+        precision: MatmulPrecision,
+        fusion: Fusion<'_>,
+    ) -> Result<(), GpuError> {
+        self.record_quant_matmul_with(encoder, x, m, w, y, Plan::Auto(precision), fusion)
+    }
+
+    /// The kernel a product runs on: `plan` itself unless it is `Auto`.
+    fn resolve(&self, plan: Plan, m: usize, w: &GpuQuantMatrix) -> Plan {
+        let Plan::Auto(precision) = plan else {
+            return plan;
+        };
+        let (n, k) = (w.rows, w.cols);
+        let caps = self.capabilities();
+        let coop = match precision {
+            MatmulPrecision::Mixed => QmmCoopVariant::new(&caps, m),
+            MatmulPrecision::F32 => None,
+        };
+        let qmv_max = if coop.is_some() {
+            qmv::mixed_max_m()
+        } else {
+            qmv::MAX_M
+        };
+        match coop {
+            _ if m <= qmv_max => Plan::Qmv(QmvVariant::new(&caps, w.scheme, m, k)),
+            Some(v) => Plan::QmmCoop(v.split_for(
+                m as u32,
+                n as u32,
+                (w.scheme.padded_cols(k) / marlin_quant::BLOCK) as u32,
+                caps.max_storage_binding,
+            )),
+            None => Plan::Qmm(QmmVariant::new(m)),
+        }
     }
 
     pub(crate) fn quant_matmul_with(
@@ -202,11 +300,12 @@ impl Gpu {
         plan: Plan,
     ) -> Result<(), GpuError> {
         let mut encoder = self.encoder();
-        self.record_quant_matmul_with(&mut encoder, x, m, w, y, plan)?;
+        self.record_quant_matmul_with(&mut encoder, x, m, w, y, plan, Fusion::default())?;
         self.submit(encoder);
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn record_quant_matmul_with(
         &self,
         encoder: &mut crate::Recorder,
@@ -215,6 +314,7 @@ impl Gpu {
         w: &GpuQuantMatrix,
         y: &GpuBuffer,
         plan: Plan,
+        fusion: Fusion<'_>,
     ) -> Result<(), GpuError> {
         let (n, k) = (w.rows, w.cols);
         let shape_err = |what: String| Err(GpuError::Shape { op: OP, what });
@@ -223,7 +323,11 @@ impl Gpu {
         }
         let caps = self.capabilities();
         let limit = caps.max_storage_binding;
-        for (name, buf, values) in [("x", x, m * k), ("y", y, m * n)] {
+        let x_stride = match fusion.input {
+            FusedInput::SwiGlu => 2 * k,
+            _ => k,
+        };
+        for (name, buf, values) in [("x", x, m * x_stride), ("y", y, m * n)] {
             let need = values as u64 * 4;
             if buf.len() < need {
                 return shape_err(format!(
@@ -240,30 +344,7 @@ impl Gpu {
                 ));
             }
         }
-        let plan = match plan {
-            Plan::Auto(precision) => {
-                // Cooperative matrices where the precision allows them and the device has
-                // them; qmv below its cut (lower with them: `qmv::mixed_max_m`).
-                let coop = match precision {
-                    MatmulPrecision::Mixed => QmmCoopVariant::new(&caps, m),
-                    MatmulPrecision::F32 => None,
-                };
-                let qmv_max = if coop.is_some() {
-                    qmv::mixed_max_m()
-                } else {
-                    qmv::MAX_M
-                };
-                match coop {
-                    _ if m <= qmv_max => Plan::Qmv(QmvVariant::new(&caps, w.scheme, m, k)),
-                    Some(v) => Plan::QmmCoop(v.split_for(
-                        m as u32,
-                        n as u32,
-                        (w.scheme.padded_cols(k) / marlin_quant::BLOCK) as u32,
-                        limit,
-                    )),
-                    None => Plan::Qmm(QmmVariant::new(m)),
-                }
-            }
+        let plan = match self.resolve(plan, m, w) {
             Plan::Qmv(v)
                 if m > v.mt as usize
                     || (v.x_vec4 && !k.is_multiple_of(4))
@@ -271,8 +352,38 @@ impl Gpu {
             {
                 return shape_err(format!("{v:?} cannot take m = {m}, k = {k}"));
             }
-            forced => forced,
+            Plan::Qmv(v) => Plan::Qmv(QmvVariant {
+                input: fusion.input.kind(),
+                add_to_y: fusion.add_to_y,
+                ..v
+            }),
+            _ if fusion.input.kind() != QmvInput::Plain || fusion.add_to_y => {
+                return shape_err(format!(
+                    "{m} rows of x run on the tiled kernel, which fuses no norm, SwiGLU or \
+                     add; check Gpu::fuses_quant_matmul first"
+                ));
+            }
+            other => other,
         };
+        apart(OP, ("y", y), &[("x", x)])?;
+        let norm = match fusion.input {
+            FusedInput::RmsNorm { weight, eps } => {
+                need(OP, "norm weight", weight, k as u64)?;
+                apart(OP, ("y", y), &[("norm weight", weight)])?;
+                if !(eps.is_finite() && eps >= 0.0) {
+                    return shape_err(format!("eps {eps} is not a finite value >= 0"));
+                }
+                self.bindable(OP, &[("norm weight", weight)])?;
+                Some((weight, eps))
+            }
+            _ => None,
+        };
+        if let Plan::Qmv(v) = plan
+            && v.x_vec4
+            && !x_stride.is_multiple_of(4)
+        {
+            return shape_err(format!("{v:?} cannot take a row stride of {x_stride}"));
+        }
         // Check every part before recording any, so an error records nothing.
         let grid_fits = |part: &WeightPart| match plan {
             Plan::Qmm(v) => v.groups(m as u32, part.rows as u32).is_some(),
@@ -306,6 +417,8 @@ impl Gpu {
             if let Plan::QmmCoop(v) = plan {
                 params.split_blocks = v.split_blocks(params.blocks);
             }
+            params.x_stride = x_stride as u32;
+            params.eps = norm.map_or(0.0, |(_, eps)| eps);
             let (key, groups) = match plan {
                 Plan::Qmv(v) => (v.key(consts), v.groups(params.n)),
                 Plan::Qmm(v) => (v.key(consts), v.groups(params.m, params.n)),
@@ -324,7 +437,8 @@ impl Gpu {
                 encoder,
                 &pipe,
                 &params,
-                &[x, target],
+                // Binding 3 is the norm's weight, or x again where the kernel reads none.
+                &[x, target, norm.map_or(x, |(w, _)| w)],
                 Some(&part.bind),
                 groups,
             );
@@ -450,5 +564,130 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("y holds 20 bytes"), "{e}");
+    }
+
+    /// The fused forms give what the separate ops give: the norm (its sum in another order:
+    /// within rounding), SwiGLU and the residual add (bit for bit), at m = 1, 3 and 8, for K
+    /// with and without vec4 loads, and for a matrix in several parts.
+    #[test]
+    fn fused_products_equal_the_separate_ops() {
+        use crate::kernels::{Heads, View};
+        let Some(gpu) = crate::test_gpu() else { return };
+        let read = |b: &GpuBuffer| gpu.read_f32(b).unwrap();
+        let record = |op: &mut dyn FnMut(&mut crate::Recorder)| {
+            let mut enc = gpu.encoder();
+            op(&mut enc);
+            gpu.submit(enc);
+        };
+        let schemes = [
+            Scheme::new(Format::Int4, Group::Size(32)).unwrap(),
+            Scheme::new(Format::Fp4, Group::Size(16)).unwrap(),
+            Scheme::new(Format::Int8, Group::Size(128)).unwrap(),
+            Scheme::new(Format::Int3, Group::Size(64)).unwrap(),
+        ];
+        for (i, scheme) in schemes.into_iter().enumerate() {
+            for (m, n, k) in [(1, 37, 256), (3, 9, 67), (8, 70, 128)] {
+                let wq = quantize(&qtest::gaussian(i as u64, n * k, 0.02), n, k, scheme).unwrap();
+                for w in [
+                    gpu.upload_quant(&wq).unwrap(),
+                    gpu.upload_quant_split(&wq, 600).unwrap(),
+                ] {
+                    let what = format!("{scheme} m {m} n {n} k {k}, {} parts", w.parts());
+                    let p = MatmulPrecision::F32;
+                    assert!(gpu.fuses_quant_matmul(m, &w, p), "{what}");
+                    let plain = |x: &GpuBuffer| {
+                        let y = gpu.zeros("y", (m * n * 4) as u64);
+                        gpu.quant_matmul(x, m, &w, &y, p).unwrap();
+                        read(&y)
+                    };
+                    let fused = |x: &GpuBuffer, y: &GpuBuffer, fusion| {
+                        record(&mut |enc| {
+                            gpu.record_quant_matmul_fused(enc, x, m, &w, y, p, fusion)
+                                .unwrap()
+                        });
+                        read(y)
+                    };
+
+                    // Norm.
+                    let h = gpu.upload_f32("h", &qtest::gaussian(7, m * k, 3.0));
+                    let nw = gpu.upload_f32("norm", &qtest::gaussian(8, k, 1.0));
+                    let normed = gpu.zeros("normed", (m * k * 4) as u64);
+                    let dims = Heads {
+                        tokens: m,
+                        heads: 1,
+                        head_dim: k,
+                    };
+                    record(&mut |enc| {
+                        let (hv, nv) = (View::rows(&h, k), View::rows(&normed, k));
+                        gpu.rms_norm(enc, hv, nv, &nw, dims, 1e-5).unwrap()
+                    });
+                    let want = plain(&normed);
+                    let y = gpu.zeros("y", (m * n * 4) as u64);
+                    let input = FusedInput::RmsNorm {
+                        weight: &nw,
+                        eps: 1e-5,
+                    };
+                    let got = fused(
+                        &h,
+                        &y,
+                        Fusion {
+                            input,
+                            add_to_y: false,
+                        },
+                    );
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                            "norm {what}: {g} vs {w}"
+                        );
+                    }
+
+                    // SwiGLU, and the residual add.
+                    let gate_up = gpu.upload_f32("gate_up", &qtest::gaussian(9, m * 2 * k, 2.0));
+                    let act = gpu.zeros("act", (m * k * 4) as u64);
+                    record(&mut |enc| {
+                        let gate = View::part(&gate_up, 0, 2 * k);
+                        let up = View::part(&gate_up, k, 2 * k);
+                        gpu.swiglu(enc, gate, up, &act, m, k).unwrap()
+                    });
+                    let residual = qtest::gaussian(10, m * n, 1.0);
+                    let want: Vec<f32> = plain(&act)
+                        .iter()
+                        .zip(&residual)
+                        .map(|(a, r)| r + a)
+                        .collect();
+                    let y = gpu.upload_f32("y", &residual);
+                    let input = FusedInput::SwiGlu;
+                    let got = fused(
+                        &gate_up,
+                        &y,
+                        Fusion {
+                            input,
+                            add_to_y: true,
+                        },
+                    );
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                            "swiglu {what}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+        // Past qmv's rows the tiled kernels fuse nothing: an error, not a wrong result.
+        let w = quantize(&qtest::gaussian(1, 8 * 64, 0.02), 8, 64, schemes[0]).unwrap();
+        let w = gpu.upload_quant(&w).unwrap();
+        let (x, y) = (gpu.zeros("x", 40 * 128 * 4), gpu.zeros("y", 40 * 8 * 4));
+        assert!(!gpu.fuses_quant_matmul(40, &w, MatmulPrecision::F32));
+        let mut enc = gpu.encoder();
+        let fusion = Fusion {
+            input: FusedInput::SwiGlu,
+            add_to_y: true,
+        };
+        let e = gpu
+            .record_quant_matmul_fused(&mut enc, &x, 40, &w, &y, MatmulPrecision::F32, fusion)
+            .unwrap_err();
+        assert!(e.to_string().contains("fuses no norm"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use crate::device::{AttentionParts, Device, Part};
+use crate::device::{AttentionParts, Device, Input, Part};
 use crate::model::SeqTokens;
 use crate::rope::Rope;
 use crate::{Architecture, ModelConfig, ModelError, Weight, WeightSource};
@@ -307,29 +307,25 @@ impl<D: Device> Llama<D> {
         let counts: Vec<_> = batch.iter().map(|s| (s.seq, s.tokens.len())).collect();
         let mut pass = dev.begin(cache, &counts)?;
         let mut h = dev.embed(&mut pass, &self.embed_tokens, &tokens)?;
-        // Each layer's last residual (its MLP's output) is added by the next layer's first
-        // norm, in one op; the last one here.
-        let mut residual = None;
         for (l, layer) in self.layers.iter().enumerate() {
-            residual = Some(self.layer(&mut pass, cache, l, layer, &mut h, residual)?);
+            self.layer(&mut pass, cache, l, layer, &mut h)?;
         }
-        if let Some(r) = residual {
-            dev.add(&mut pass, &mut h, &r)?;
-        }
-        // Generation needs only each sequence's last token's logits.
-        let rows = match which {
-            Logits::Last => last,
-            Logits::All => (0..tokens.len()).collect(),
+        // Unless every token's are asked for, only each sequence's last token needs logits (at
+        // decode, every token is one).
+        let h = match which {
+            Logits::Last if !last.iter().copied().eq(0..tokens.len()) => {
+                dev.rows(&mut pass, &h, &last)?
+            }
+            _ => h,
         };
-        let h = dev.rows(&mut pass, &h, &rows)?;
-        let x = dev.rms_norm(&mut pass, &h, &self.norm, self.config.rms_norm_eps)?;
-        let logits = dev.matmul(&mut pass, &x, &self.lm_head)?;
+        let x = Input::RmsNorm(&h, &self.norm, self.config.rms_norm_eps);
+        let logits = dev.project(&mut pass, x, &self.lm_head)?;
         Ok((pass, logits))
     }
 
-    /// One decoder layer on h (with the previous layer's residual, not yet added); returns
-    /// this layer's own last residual, for the caller to add.
-    // h (tokens, hidden) -> h, updated in place; -> (tokens, hidden)
+    /// One decoder layer on the residual stream h, which it updates in place (its attention's
+    /// and its MLP's outputs are added to it).
+    // h (tokens, hidden) -> h, updated in place
     fn layer(
         &self,
         pass: &mut D::Pass,
@@ -337,8 +333,7 @@ impl<D: Device> Llama<D> {
         l: usize,
         layer: &DecoderLayer<D>,
         h: &mut D::Act,
-        residual: Option<D::Act>,
-    ) -> Result<D::Act, ModelError> {
+    ) -> Result<(), ModelError> {
         let (dev, c) = (&self.device, &self.config);
         let eps = c.rms_norm_eps;
         let (hd, ff) = (c.head_dim, c.intermediate_size);
@@ -352,11 +347,8 @@ impl<D: Device> Llama<D> {
         let k = part(heads * hd, kv_heads);
         let v = part((heads + kv_heads) * hd, kv_heads);
 
-        let x = match residual {
-            Some(r) => dev.add_rms_norm(pass, h, &r, &layer.input_layernorm, eps)?,
-            None => dev.rms_norm(pass, h, &layer.input_layernorm, eps)?,
-        };
-        let mut qkv = dev.matmul(pass, &x, &layer.qkv)?;
+        let x = Input::RmsNorm(h, &layer.input_layernorm, eps);
+        let mut qkv = dev.project(pass, x, &layer.qkv)?;
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             dev.rms_norm_heads(pass, &mut qkv, q, qn, eps)?;
             dev.rms_norm_heads(pass, &mut qkv, k, kn, eps)?;
@@ -372,11 +364,10 @@ impl<D: Device> Llama<D> {
             window,
         };
         let attn = dev.attention(pass, cache, &qkv, parts)?;
-        let o = dev.matmul(pass, &attn, &layer.o_proj)?;
+        dev.project_add(pass, Input::Plain(&attn), &layer.o_proj, h)?;
 
-        let x = dev.add_rms_norm(pass, h, &o, &layer.post_attention_layernorm, eps)?;
-        let gate_up = dev.matmul(pass, &x, &layer.gate_up)?;
-        let act = dev.swiglu(pass, &gate_up, ff)?;
-        dev.matmul(pass, &act, &layer.down_proj)
+        let x = Input::RmsNorm(h, &layer.post_attention_layernorm, eps);
+        let gate_up = dev.project(pass, x, &layer.gate_up)?;
+        dev.project_add(pass, Input::SwiGlu(&gate_up, ff), &layer.down_proj, h)
     }
 }

@@ -15,7 +15,6 @@
 //! (`matmul_dense_f32.wgsl` or `matmul_dense_f16.wgsl`).
 
 pub mod add;
-pub mod add_rms_norm;
 pub mod argmax;
 pub mod attention;
 pub mod bias;
@@ -29,7 +28,7 @@ pub mod split_sum;
 pub mod swiglu;
 #[cfg(test)]
 mod testing;
-mod view;
+pub(crate) mod view;
 
 pub use matmul_dense::{DenseWeight, WeightDtype};
 pub use view::{Heads, View};
@@ -58,11 +57,6 @@ pub(crate) fn tuned(cell: &'static std::sync::OnceLock<Option<u32>>, name: &str)
 /// [`generated_sources`].
 pub const SOURCES: &[(&str, &str)] = &[
     ("add.wgsl", add::SOURCE),
-    (
-        "add_rms_norm.wgsl (subgroup)",
-        add_rms_norm::SOURCES.subgroup,
-    ),
-    ("add_rms_norm.wgsl (shared)", add_rms_norm::SOURCES.shared),
     ("argmax.wgsl (subgroup)", argmax::SOURCES.subgroup),
     ("argmax.wgsl (shared)", argmax::SOURCES.shared),
     ("bias.wgsl", bias::SOURCE),
@@ -162,7 +156,7 @@ pub(crate) struct PipelineCache(Mutex<HashMap<String, Arc<Pipeline>>>);
 /// these lets a quantized matrix make its weights' bind group once, at upload, for every
 /// kernel and every m.
 pub(crate) struct QuantLayouts {
-    /// Group 0, per call: params (uniform), x (read), y (read-write).
+    /// Group 0, per call: params (uniform), x (read), y (read-write), norm weight (read).
     pub call: wgpu::BindGroupLayout,
     /// Group 1, per part of a matrix: codes, scales, biases (read).
     pub weights: wgpu::BindGroupLayout,
@@ -188,6 +182,8 @@ impl QuantLayouts {
                 entry(0, wgpu::BufferBindingType::Uniform),
                 entry(1, read),
                 entry(2, wgpu::BufferBindingType::Storage { read_only: false }),
+                // qmv's norm weight where it norms x (x again otherwise).
+                entry(3, read),
             ],
         });
         let weights = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {

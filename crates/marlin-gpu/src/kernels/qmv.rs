@@ -65,6 +65,18 @@ const STAGE_BYTES: u32 = 12 << 10;
 /// Threads per team (one team per RPS rows) where subgroups are off.
 const TK: u32 = 16;
 
+/// What qmv multiplies: x as given, or fused into the product (decode runs a layer's norms and
+/// SwiGLU this way, a dispatch each fewer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QmvInput {
+    #[default]
+    Plain,
+    /// RMSNorm of each row of x (the norm's weight at binding 3).
+    RmsNorm,
+    /// `silu(gate) * up` of rows of 2K: gate the first K columns, up the next K.
+    SwiGlu,
+}
+
 /// One compiled form of qmv.wgsl.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QmvVariant {
@@ -87,6 +99,10 @@ pub(crate) struct QmvVariant {
     /// Codes read 16 bytes at a time (4- and 8-bit formats, whose rows are whole 16-byte
     /// chunks); a word at a time otherwise.
     pub codes_vec4: bool,
+    /// What is multiplied (x, or its norm, or the SwiGLU of its halves).
+    pub input: QmvInput,
+    /// `y += x W^T` (the residual connection) instead of `y = x W^T`.
+    pub add_to_y: bool,
 }
 
 impl QmvVariant {
@@ -110,6 +126,8 @@ impl QmvVariant {
             x_vec4: k.is_multiple_of(4),
             x_whole: scheme.padded_cols(k) == k,
             codes_vec4: matches!(scheme.format().bits(), 4 | 8),
+            input: QmvInput::Plain,
+            add_to_y: false,
         }
     }
 
@@ -144,7 +162,7 @@ impl QmvVariant {
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
-            "qmv.{}.mt{}.r{}.t{}.th{}{}{}{}{}",
+            "qmv.{}.mt{}.r{}.t{}.th{}{}{}{}{}{}{}",
             scheme.key(),
             self.mt,
             self.rps,
@@ -153,7 +171,13 @@ impl QmvVariant {
             if self.subgroups { ".sg" } else { "" },
             if self.x_vec4 { ".xv4" } else { "" },
             if self.x_whole { ".xw" } else { "" },
-            if self.codes_vec4 { ".cv4" } else { "" }
+            if self.codes_vec4 { ".cv4" } else { "" },
+            match self.input {
+                QmvInput::Plain => "",
+                QmvInput::RmsNorm => ".norm",
+                QmvInput::SwiGlu => ".swiglu",
+            },
+            if self.add_to_y { ".add" } else { "" },
         )
     }
 
@@ -173,6 +197,9 @@ impl QmvVariant {
             ("X_WHOLE", self.x_whole),
             ("CODES_VEC4", self.codes_vec4),
             ("E2M1_TABLE", self.codes_vec4 && scheme.e2m1()),
+            ("IN_NORM", self.input == QmvInput::RmsNorm),
+            ("IN_SWIGLU", self.input == QmvInput::SwiGlu),
+            ("ADD_TO_Y", self.add_to_y),
         ];
         quant_decode::assemble(&consts, scheme, SOURCE, &flags)
     }
@@ -194,8 +221,18 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
                     x_vec4,
                     x_whole,
                     codes_vec4: matches!(scheme.format().bits(), 4 | 8),
+                    input: QmvInput::Plain,
+                    add_to_y: false,
                 };
                 all.push((v.key(consts), v.source(consts)));
+                for (input, add_to_y) in [(QmvInput::RmsNorm, false), (QmvInput::SwiGlu, true)] {
+                    let fused = QmvVariant {
+                        input,
+                        add_to_y,
+                        ..v
+                    };
+                    all.push((fused.key(consts), fused.source(consts)));
+                }
             }
         }
     }

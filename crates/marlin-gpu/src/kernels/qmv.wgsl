@@ -36,6 +36,8 @@
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 //#endif
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// IN_NORM: the RMSNorm weight (k values); other variants bind x here again, unused.
+@group(0) @binding(3) var<storage, read> norm_w: array<f32>;
 
 // Rows of W per workgroup.
 const R: u32 = TEAMS * RPS;
@@ -46,16 +48,18 @@ const R: u32 = TEAMS * RPS;
 var<workgroup> partial: array<f32, T * MT>;
 //#endif
 
-// x[mi, kk..kk + 4], zero past K and past the m rows of x.
-fn load_x4(mi: u32, kk: u32) -> vec4<f32> {
+// x[mi, col0 + kk..col0 + kk + 4], zero past K and past the m rows of x (rows params.x_stride
+// apart: wider than K where x is a fused gate|up activation).
+fn load_x4(mi: u32, kk: u32, col0: u32) -> vec4<f32> {
 //#if X_WHOLE
     // K needs no padding (K = blocks * 32), and callers stop at mi = m.
-    return x[(mi * params.k + kk) >> 2u];
+    return x[(mi * params.x_stride + col0 + kk) >> 2u];
 //#else
-    let row = min(mi, params.m - 1u) * params.k;
+    let row = min(mi, params.m - 1u) * params.x_stride + col0;
     let live = mi < params.m;
 //#if X_VEC4
-    // K is a multiple of 4 here (qmv.rs checks), so a vec4 lies wholly inside or past K.
+    // K, the stride and col0 are multiples of 4 here (qmv.rs checks), so a vec4 lies wholly
+    // inside or past K.
     return select(vec4<f32>(0.0), x[(row + min(kk, params.k - 4u)) >> 2u], live && kk < params.k);
 //#else
     var v: vec4<f32>;
@@ -63,6 +67,63 @@ fn load_x4(mi: u32, kk: u32) -> vec4<f32> {
         v[e] = select(0.0, x[row + min(kk + e, params.k - 1u)], live && kk + e < params.k);
     }
     return v;
+//#endif
+//#endif
+}
+
+//#if IN_NORM
+// 1 / rms of each row of x, for IN_NORM (`row_norms`), and the reduction's partial sums.
+var<workgroup> norm_inv: array<f32, MT>;
+var<workgroup> norm_red: array<f32, T>;
+
+// norm_inv[mi] = 1 / sqrt(mean(x[mi]^2) + eps) for every row of x: each workgroup reads the
+// rows whole (K values, from the cache: the dispatch before wrote them) rather than waiting for
+// a dispatch of its own to compute them, which cost more on the H100. A tree in workgroup
+// memory sums the threads' parts (T is a power of two). Call from uniform control flow: it has
+// barriers.
+fn row_norms(li: u32) {
+    for (var mi = 0u; mi < MT; mi++) {
+        if (mi >= params.m) {
+            break;
+        }
+        var s = 0.0;
+        for (var kk = 4u * li; kk < params.k; kk += 4u * T) {
+            let v = load_x4(mi, kk, 0u);
+            s += dot(v, v);
+        }
+        norm_red[li] = s;
+        for (var span = T / 2u; span > 0u; span >>= 1u) {
+            workgroupBarrier();
+            if (li < span) {
+                norm_red[li] += norm_red[li + span];
+            }
+        }
+        workgroupBarrier();
+        if (li == 0u) {
+            norm_inv[mi] = 1.0 / sqrt(norm_red[0] / f32(params.k) + params.eps);
+        }
+        workgroupBarrier();
+    }
+}
+//#endif
+
+// What the product multiplies: x[mi, kk..kk + 4] as given, or RMS-normed (IN_NORM: x * 1/rms *
+// norm weight, the CPU's order), or silu(gate) * up of a fused gate|up row (IN_SWIGLU: gate at
+// column kk, up K further; the CPU's order u * (g / (1 + exp(-g)))).
+fn input_x4(mi: u32, kk: u32) -> vec4<f32> {
+//#if IN_SWIGLU
+    let g = load_x4(mi, kk, 0u);
+    let u = load_x4(mi, kk, params.k);
+    return u * (g / (vec4<f32>(1.0) + exp(-g)));
+//#else
+//#if IN_NORM
+    var w: vec4<f32>;
+    for (var e = 0u; e < 4u; e++) {
+        w[e] = select(0.0, norm_w[min(kk + e, params.k - 1u)], kk + e < params.k);
+    }
+    return load_x4(mi, kk, 0u) * norm_inv[min(mi, MT - 1u)] * w;
+//#else
+    return load_x4(mi, kk, 0u);
 //#endif
 //#endif
 }
@@ -126,7 +187,7 @@ fn stage_x(li: u32, c0: u32) {
         let kk = (c0 + cl) * CX + 4u * (v % (CX / 4u));
         var xv = vec4<f32>(0.0);
         if (mi < params.m && kk < params.blocks * 32u) {
-            xv = load_x4(mi, kk);
+            xv = input_x4(mi, kk);
         }
         x_stage[(mi * SPAN + cl) * CV + v % (CX / 4u)] = xv;
     }
@@ -277,7 +338,7 @@ fn add_unit(
         var xs = vec2<f32>(0.0);
         for (var i = 0u; i < NV; i++) {
             let off = unit_offset(q, i);
-            xv[i] = load_x4(mi, b * 32u + off);
+            xv[i] = input_x4(mi, b * 32u + off);
             if (HAS_BIAS) {
                 let sum = dot(xv[i], vec4<f32>(1.0));
                 xs += select(vec2<f32>(sum, 0.0), vec2<f32>(0.0, sum), off >= 16u);
@@ -301,7 +362,13 @@ fn add_unit(
 
 fn store(row: u32, mi: u32, v: f32) {
     if (row < params.n && mi < params.m) {
-        y[mi * params.y_stride + params.row0 + row] = v;
+        let at = mi * params.y_stride + params.row0 + row;
+//#if ADD_TO_Y
+        // The residual connection: y += x W^T (the CPU's h + o).
+        y[at] = y[at] + v;
+//#else
+        y[at] = v;
+//#endif
     }
 }
 
@@ -322,6 +389,9 @@ fn main(
     workgroupBarrier();
 //#endif
     let tile = wg.x + wg.y * nwg.x;
+//#if IN_NORM
+    row_norms(li);
+//#endif
 //#if SUBGROUPS
     // Counting active invocations (rather than trusting subgroup_size) keeps a partial subgroup
     // right too.

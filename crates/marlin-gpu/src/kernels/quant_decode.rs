@@ -30,7 +30,10 @@ pub(crate) struct QuantParams {
     /// Blocks of K per split of a split-K product (qmm_coop's workgroups along z each take
     /// one split and write their own slab of y); `blocks` where K is not split.
     pub split_blocks: u32,
-    pub _pad: [u32; 2],
+    /// Elements from one row of x to the next: K, or 2K for a fused gate|up input (qmv).
+    pub x_stride: u32,
+    /// The RMSNorm's epsilon where qmv norms its input.
+    pub eps: f32,
 }
 
 /// The constants of one scheme that quant_decode.wgsl reads.
@@ -125,7 +128,8 @@ pub(crate) fn params(
         row0: row0 as u32,
         global_scale,
         split_blocks: blocks as u32,
-        _pad: [0; 2],
+        x_stride: k as u32,
+        eps: 0.0,
     }
 }
 

@@ -58,8 +58,10 @@ struct Params {
     // Blocks of K per split where qmm_coop splits K (workgroup z takes blocks z * split_blocks..
     // and writes slab z of y, rows z * m..); `blocks` otherwise.
     split_blocks: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Elements from one row of x to the next: K, or 2K for qmv's IN_SWIGLU (gate|up rows).
+    x_stride: u32,
+    // qmv's IN_NORM: the RMSNorm's epsilon.
+    eps: f32,
 }
 
 const FMT_FP4: u32 = 0u;

@@ -114,7 +114,14 @@ mod tests {
     #[test]
     fn normalizes_rows_of_odd_widths() {
         let Some(gpu) = crate::test_gpu() else { return };
-        for (tokens, dim) in [(1usize, 1usize), (3, 67), (2, 4097), (67, 3), (5, 256)] {
+        for (tokens, dim) in [
+            (1usize, 1usize),
+            (3, 67),
+            (2, 4097),
+            (67, 3),
+            (5, 256),
+            (1, 9000),
+        ] {
             let x = values(dim as u64, tokens * dim, 3.0);
             let w = values(7, dim, 1.5);
             let (xb, wb) = (gpu.upload_f32("x", &x), gpu.upload_f32("w", &w));

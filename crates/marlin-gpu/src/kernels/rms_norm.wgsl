@@ -19,6 +19,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// Values of a row each thread holds in registers, and the row length they cover.
+const E: u32 = 16u;
+const CHUNK: u32 = GROUP_SIZE * E;
 // Both read_write: in place binds one buffer twice, which wgpu allows only for read_write.
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -39,20 +42,67 @@ fn main(
     let src = params.x_offset + token * params.x_stride + head * params.dim;
     let dst = params.out_offset + token * params.out_stride + head * params.dim;
 
+    // Loads first, all of a thread's E values, then the arithmetic: each value read in a loop
+    // of its own (and, in place, written between reads, which the compiler cannot reorder)
+    // cost one memory latency each, 16 of them for a 4096-wide row: on the H100 the norm took
+    // 17 µs where its data takes under one. Values past the registers (rows over
+    // GROUP_SIZE * E) are read again for the output, E at a time. The per-thread order of the
+    // sums is still j = lane, lane + GROUP_SIZE, ...
+    let n = select(0u, params.dim, live);
+    var v: array<f32, E>;
+    for (var e = 0u; e < E; e++) {
+        let j = e * GROUP_SIZE + lane.index;
+        if (j < n) {
+            v[e] = x[src + j];
+        }
+    }
     var sum_sq = 0.0;
-    if (live) {
-        for (var j = lane.index; j < params.dim; j += GROUP_SIZE) {
-            let v = x[src + j];
-            sum_sq += v * v;
+    for (var e = 0u; e < E; e++) {
+        sum_sq += v[e] * v[e];
+    }
+    for (var c0 = CHUNK; c0 < n; c0 += CHUNK) {
+        var w: array<f32, E>;
+        for (var e = 0u; e < E; e++) {
+            let j = c0 + e * GROUP_SIZE + lane.index;
+            if (j < n) {
+                w[e] = x[src + j];
+            }
+        }
+        for (var e = 0u; e < E; e++) {
+            sum_sq += w[e] * w[e];
         }
     }
     let total = group_sum(sum_sq, lane);
     let inv = 1.0 / sqrt(total / f32(params.dim) + params.eps);
     // In place is safe: every thread has read its values (the reduction's barriers) and
     // writes only the values it read itself.
-    if (live) {
-        for (var j = lane.index; j < params.dim; j += GROUP_SIZE) {
-            out[dst + j] = x[src + j] * inv * weight[j];
+    normed_out(v, 0u, n, inv, dst, lane);
+    for (var c0 = CHUNK; c0 < n; c0 += CHUNK) {
+        var w: array<f32, E>;
+        for (var e = 0u; e < E; e++) {
+            let j = c0 + e * GROUP_SIZE + lane.index;
+            if (j < n) {
+                w[e] = x[src + j];
+            }
+        }
+        normed_out(w, c0, n, inv, dst, lane);
+    }
+}
+
+// out[dst + j] = v * inv * weight[j] for this thread's E values of the chunk at c0, the
+// weights' loads issued together before the stores.
+fn normed_out(v: array<f32, E>, c0: u32, n: u32, inv: f32, dst: u32, lane: Lane) {
+    var g: array<f32, E>;
+    for (var e = 0u; e < E; e++) {
+        let j = c0 + e * GROUP_SIZE + lane.index;
+        if (j < n) {
+            g[e] = weight[j];
+        }
+    }
+    for (var e = 0u; e < E; e++) {
+        let j = c0 + e * GROUP_SIZE + lane.index;
+        if (j < n) {
+            out[dst + j] = v[e] * inv * g[e];
         }
     }
 }

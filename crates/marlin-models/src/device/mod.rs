@@ -41,6 +41,57 @@ pub struct AttentionParts {
     pub window: Option<usize>,
 }
 
+/// What a product multiplies: an activation as it is, or the RMSNorm of its rows, or the
+/// SwiGLU of its gate and up halves. A device may fuse the function into the product (the GPU
+/// does at decode: a dispatch fewer each).
+pub enum Input<'a, D: Device> {
+    Plain(&'a D::Act),
+    /// RMSNorm of every row with this weight and epsilon (as [`Device::rms_norm`]).
+    RmsNorm(&'a D::Act, &'a D::Vector, f32),
+    /// `silu(gate) * up` of a fused gate|up activation of `2 * ff` columns (as
+    /// [`Device::swiglu`]).
+    SwiGlu(&'a D::Act, usize),
+}
+
+impl<D: Device> Clone for Input<'_, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D: Device> Copy for Input<'_, D> {}
+
+impl<'a, D: Device> Input<'a, D> {
+    /// The activation the input is computed from.
+    pub fn source(&self) -> &'a D::Act {
+        match *self {
+            Input::Plain(x) | Input::RmsNorm(x, ..) | Input::SwiGlu(x, _) => x,
+        }
+    }
+}
+
+/// `f(x) W^T` op by op: the norm or SwiGLU, then the product. What [`Device::project`] does
+/// unless a device fuses it.
+// x (t, in) or gate|up (t, 2 * in) -> (t, out)
+pub fn project_unfused<D: Device>(
+    dev: &D,
+    pass: &mut D::Pass,
+    x: Input<'_, D>,
+    w: &D::Linear,
+) -> Result<D::Act, ModelError> {
+    match x {
+        Input::Plain(x) => dev.matmul(pass, x, w),
+        Input::RmsNorm(x, weight, eps) => {
+            let normed = dev.rms_norm(pass, x, weight, eps)?;
+            dev.matmul(pass, &normed, w)
+        }
+        Input::SwiGlu(gate_up, ff) => {
+            let act = dev.swiglu(pass, gate_up, ff)?;
+            dev.matmul(pass, &act, w)
+        }
+    }
+}
+
 /// A device a model runs on. Weights are prepared for it once at load; a forward pass is
 /// [`Device::begin`], the ops in order, then [`Device::finish`].
 pub trait Device: Send + Sync + Sized {
@@ -165,19 +216,28 @@ pub trait Device: Send + Sync + Sized {
         x: &Self::Act,
     ) -> Result<(), ModelError>;
 
-    /// `h += x`, then RMSNorm of every row of h: the residual connection and the norm after
-    /// it, as [`Device::add`] then [`Device::rms_norm`] (a GPU does both in one dispatch).
-    // h (t, d), x (t, d) -> h, and (t, d)
-    fn add_rms_norm(
+    /// `f(x) W^T + b`, f the input's function ([`project_unfused`] unless the device fuses it).
+    // x (t, in) or gate|up (t, 2 * in) -> (t, out)
+    fn project(
         &self,
         pass: &mut Self::Pass,
-        h: &mut Self::Act,
-        x: &Self::Act,
-        weight: &Self::Vector,
-        eps: f32,
+        x: Input<'_, Self>,
+        w: &Self::Linear,
     ) -> Result<Self::Act, ModelError> {
-        self.add(pass, h, x)?;
-        self.rms_norm(pass, h, weight, eps)
+        project_unfused(self, pass, x, w)
+    }
+
+    /// `h += f(x) W^T + b`: a product and the residual connection after it.
+    // x (t, in) or gate|up (t, 2 * in), h (t, out) -> h
+    fn project_add(
+        &self,
+        pass: &mut Self::Pass,
+        x: Input<'_, Self>,
+        w: &Self::Linear,
+        h: &mut Self::Act,
+    ) -> Result<(), ModelError> {
+        let y = self.project(pass, x, w)?;
+        self.add(pass, h, &y)
     }
 
     /// The rows `rows` of `x`, in that order (each sequence's last token, for the logits).
