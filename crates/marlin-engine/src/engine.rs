@@ -47,6 +47,17 @@ pub enum EngineError {
     },
     #[error("{path}: {what}")]
     Invalid { path: PathBuf, what: String },
+    #[error(
+        "--context {context} --stride {stride}: the context must be 2 to {max} tokens (the \
+         model's limit) and the stride 1 to the context"
+    )]
+    Window {
+        context: usize,
+        stride: usize,
+        max: usize,
+    },
+    #[error("the text is {tokens} token(s): perplexity needs at least 2; give a longer text")]
+    TooFewTokens { tokens: usize },
 }
 
 /// Generation settings beyond tokens: [`GenerateParams`] plus stop strings.

@@ -6,6 +6,7 @@
 mod engine;
 pub mod generate;
 mod load;
+pub mod perplexity;
 pub mod sampler;
 
 /// The embedded default model (lives with the model files in `marlin-models`).
@@ -19,5 +20,6 @@ mod tokenizer;
 pub use chat::{ChatTemplate, ChatTemplateError, Message};
 pub use detokenize::Detokenizer;
 pub use engine::{Completion, Engine, EngineError, TextParams};
+pub use load::tokenizer_files;
 pub use session::Session;
 pub use tokenizer::{Tokenizer, TokenizerError};

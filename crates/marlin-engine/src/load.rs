@@ -5,8 +5,7 @@ use std::path::Path;
 
 use marlin_models::WeightSource;
 use marlin_models::gguf::GgufModel;
-use marlin_models::hf::HfModel;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::EngineError;
 use crate::tokenizer::Tokenizer;
@@ -38,10 +37,11 @@ fn gguf(path: &Path) -> Result<Parts, EngineError> {
     })
 }
 
-/// A folder: config.json and safetensors (marlin-models), tokenizer.json with the special
-/// tokens of tokenizer_config.json, and the chat template.
+/// A folder (a Hugging Face model or our checkpoint): config.json and safetensors
+/// (marlin-models), tokenizer.json with the special tokens of tokenizer_config.json, and the
+/// chat template.
 fn folder(dir: &Path) -> Result<Parts, EngineError> {
-    let source = HfModel::open(dir)?;
+    let source = marlin_models::open(dir)?;
     let tokenizer_json = dir.join("tokenizer.json");
     if !tokenizer_json.is_file() {
         return Err(EngineError::MissingFile {
@@ -54,8 +54,67 @@ fn folder(dir: &Path) -> Result<Parts, EngineError> {
     Ok(Parts {
         tokenizer: Tokenizer::from_file(&tokenizer_json)?,
         chat_template: chat_template(dir)?,
-        source: Box::new(source),
+        source,
     })
+}
+
+/// The files of a folder a converted checkpoint carries over: the tokenizer's, the chat
+/// template and the generation defaults. Others (weights, config.json, README) are not.
+const CARRIED_FILES: [&str; 9] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+];
+
+/// The tokenizer files (name, bytes) a checkpoint made from the model at `path` needs beside
+/// it, so it loads with the same tokenizer and chat template: a folder's own files, copied; for
+/// a GGUF file, a `tokenizer.json` built from its vocabulary and a `tokenizer_config.json` with
+/// its special tokens and chat template.
+pub fn tokenizer_files(path: &Path) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
+    if path.is_dir() {
+        let mut out = Vec::new();
+        for name in CARRIED_FILES {
+            let file = path.join(name);
+            if file.is_file() {
+                let bytes = std::fs::read(&file).map_err(|e| EngineError::Invalid {
+                    path: file.clone(),
+                    what: format!("cannot read it: {e}"),
+                })?;
+                out.push((name.to_string(), bytes));
+            }
+        }
+        return Ok(out);
+    }
+    let Parts {
+        tokenizer,
+        chat_template,
+        ..
+    } = gguf(path)?;
+    let mut config = serde_json::Map::new();
+    let entries = [
+        ("bos_token", tokenizer.bos_token()),
+        ("eos_token", tokenizer.eos_token()),
+        ("chat_template", chat_template),
+    ];
+    // Absent rather than null: readers take a missing key as "none".
+    for (key, value) in entries {
+        if let Some(v) = value {
+            config.insert(key.into(), json!(v));
+        }
+    }
+    Ok(vec![
+        ("tokenizer.json".into(), tokenizer.to_json()?.into_bytes()),
+        (
+            "tokenizer_config.json".into(),
+            serde_json::to_vec_pretty(&config).expect("JSON values serialize"),
+        ),
+    ])
 }
 
 /// `chat_template.jinja` (transformers 4.5x and later write it), else tokenizer_config.json's

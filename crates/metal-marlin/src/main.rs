@@ -4,9 +4,11 @@
 
 mod bench;
 mod chat;
+mod eval;
 mod generate;
 mod inspect;
 mod model_source;
+mod quantize;
 mod sampling;
 
 use std::process::ExitCode;
@@ -34,6 +36,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure speed: a model's prefill and decode (default), or the kernels (`bench kernels`).
     Bench(bench::BenchArgs),
+    /// Quantize a model (GGUF file, Hugging Face folder or id) into a Metal Marlin checkpoint.
+    Quantize(quantize::QuantizeArgs),
+    /// Measure a model's quality: `eval perplexity --text FILE`.
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,8 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Bench(args) => bench::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,10 +66,12 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
         "need --prompt-tokens >= 1 and --gen-tokens >= 2"
     );
     let engine = args.model.load()?;
-    // A fixed prompt of ordinary tokens (ids past the special ones), the same on every run.
+    // A fixed prompt of ordinary tokens (ids past the special ones), the same on every run;
+    // tiny test vocabularies have fewer than 1000 ids.
     let vocab = engine.model().config().vocab_size as u32;
+    let first = 1000.min(vocab / 2);
     let prompt: Vec<u32> = (0..args.prompt_tokens as u32)
-        .map(|i| 1000 + (i * 7919) % (vocab - 1000))
+        .map(|i| first + (i * 7919) % (vocab - first))
         .collect();
     let params = TextParams {
         generate: GenerateParams {

@@ -1,0 +1,173 @@
+//! `metal-marlin quantize`: a GGUF file, a Hugging Face folder or id into our checkpoint
+//! (docs/quantization.md), one weight at a time, with a progress bar on stderr.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use indicatif::{ProgressBar, ProgressStyle};
+use marlin_models::checkpoint::{Method, PRESETS, Recipe, Rule, quantize_model};
+use marlin_quant::{Format, Group, Scheme};
+
+use crate::model_source;
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// The model to quantize: a GGUF file, a Hugging Face folder (F32/F16/BF16 safetensors), a
+    /// Hugging Face id (org/name[@revision]), or one of our checkpoints.
+    input: PathBuf,
+    /// The checkpoint folder to create; it must not exist.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Weight format of the quantized layers (default int4, or the preset's).
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(Format::NAMES)
+            .map(|s| s.parse::<Format>().expect("a listed format name parses"))
+    )]
+    format: Option<Format>,
+    /// Weights per scale along the input dimension: 16, 32, 64, 128, or channel (fp8 only).
+    /// Default: the format's own (32; fp8 per channel; nvfp4 16).
+    #[arg(long)]
+    group_size: Option<String>,
+    /// How weights are rounded: rtn (round to nearest). gptq and awq are not implemented yet.
+    #[arg(long, default_value = "rtn")]
+    method: String,
+    /// A per-layer override, GLOB=FORMAT[:GROUP] or GLOB=keep, matched against tensor names
+    /// with or without `.weight` (`*` any run of characters, `?` one); repeatable, the last
+    /// match wins. Example: --layer 'model.layers.*.self_attn.*=int8'.
+    #[arg(long = "layer", value_name = "GLOB=FORMAT[:GROUP]")]
+    layers: Vec<String>,
+    /// A mixed-precision recipe: int4-mixed (MLP int4, attention and the first and last layers
+    /// int8) or int2-mixed (MLP int2, attention int4, first and last layers int8).
+    #[arg(long, value_parser = PossibleValuesParser::new(PRESETS))]
+    preset: Option<String>,
+    /// Calibration text for GPTQ/AWQ (not implemented yet: refused).
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Calibration samples for GPTQ/AWQ (not implemented yet: refused).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Structured sparsity, e.g. 2:4 (not implemented yet: refused).
+    #[arg(long)]
+    sparsity: Option<String>,
+}
+
+pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    refuse_unimplemented(&args)?;
+    let input = model_source::resolve(Some(&args.input))?;
+    let src =
+        marlin_models::open(&input).with_context(|| format!("opening {}", input.display()))?;
+    let recipe = recipe(&args, src.config().num_hidden_layers)?;
+    let files = marlin_engine::tokenizer_files(&input)
+        .with_context(|| format!("reading the tokenizer of {}", input.display()))?;
+    eprintln!(
+        "quantizing {} to {} ({}{} override(s)): {}",
+        input.display(),
+        recipe.default,
+        recipe
+            .preset
+            .as_ref()
+            .map_or(String::new(), |p| format!("preset {p}, ")),
+        recipe.rules.len(),
+        args.output.display()
+    );
+    let bar = progress_bar(src.config().num_hidden_layers);
+    let start = Instant::now();
+    let report = quantize_model(src.as_ref(), &recipe, &args.output, &files, &mut |step| {
+        bar.set_position(step.layers_done as u64);
+        bar.set_message(format!("{}  {}", memory(), step.name));
+    });
+    bar.finish_and_clear();
+    let report = report.with_context(|| format!("quantizing into {}", args.output.display()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {}: {} matrices quantized, {} tensors kept as stored, {:.1} MiB of weights, in \
+         {seconds:.1} s (peak memory {})",
+        args.output.display(),
+        report.quantized,
+        report.kept,
+        report.weight_bytes as f64 / (1 << 20) as f64,
+        peak_memory().unwrap_or_else(|| "unknown".into()),
+    );
+    Ok(())
+}
+
+/// GPTQ, AWQ, calibration and sparsity are parsed so the command line is stable, and refused
+/// so nobody believes they ran.
+fn refuse_unimplemented(args: &QuantizeArgs) -> anyhow::Result<()> {
+    args.method
+        .parse::<Method>()
+        .map_err(anyhow::Error::from)
+        .context("--method")?;
+    let later = [
+        ("--calibration", args.calibration.is_some()),
+        ("--samples", args.samples.is_some()),
+        ("--sparsity", args.sparsity.is_some()),
+    ];
+    if let Some((flag, _)) = later.iter().find(|(_, given)| *given) {
+        bail!(
+            "{flag} is not supported yet: calibration (GPTQ, AWQ) and 2:4 sparsity come in a \
+             later release; only --method rtn runs now, and it needs no calibration"
+        );
+    }
+    Ok(())
+}
+
+/// The preset or the plain scheme, `--format` and `--group-size` over the preset's default,
+/// then the `--layer` rules.
+fn recipe(args: &QuantizeArgs, layers: usize) -> anyhow::Result<Recipe> {
+    let mut recipe = match &args.preset {
+        Some(p) => Recipe::preset(p, layers)?,
+        None => Recipe::new(Scheme::of(Format::Int4)),
+    };
+    let format = args.format.unwrap_or(recipe.default.format());
+    let group = match &args.group_size {
+        Some(g) => g.parse::<Group>().context("--group-size")?,
+        None if args.format.is_some() => format.default_group(),
+        None => recipe.default.group(),
+    };
+    recipe.default = Scheme::new(format, group).context("--format with --group-size")?;
+    for rule in &args.layers {
+        recipe.rules.push(rule.parse::<Rule>()?);
+    }
+    Ok(recipe)
+}
+
+fn progress_bar(layers: usize) -> ProgressBar {
+    let bar = ProgressBar::new(layers as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} layers, ETA {eta}  {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Resident memory now, from /proc (Linux); empty elsewhere.
+fn memory() -> String {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+    // statm counts 4 KiB pages on every Linux target we build for.
+    pages.map_or(String::new(), |p| format!("RSS {} MiB", (p * 4096) >> 20))
+}
+
+/// The process's peak resident memory (VmHWM), from /proc (Linux).
+fn peak_memory() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(format!("{} MiB", kib >> 10))
+}

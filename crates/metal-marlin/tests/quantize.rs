@@ -1,0 +1,319 @@
+//! `metal-marlin quantize` and `eval perplexity` end to end on the tiny Hugging Face fixtures:
+//! the checkpoint written by the command computes what quantizing in memory computes, the other
+//! commands load it, what is not implemented is refused, and perplexity is what a direct
+//! computation over the same windows gives.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use marlin_cpu::CpuBackend;
+use marlin_engine::Engine;
+use marlin_models::checkpoint::{Recipe, Target};
+use marlin_models::hf::HfModel;
+use marlin_models::{Model, Precision, SeqTokens, Weight, WeightSource};
+use support::{Scratch, run};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn fixture(family: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../marlin-models/tests/fixtures/tiny")
+        .join(family)
+}
+
+/// Every position's logits of `prompt`, f32 activations on the CPU.
+// prompt (t) -> (t, vocab)
+fn logits(model: &Model, prompt: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache(16, 64).unwrap();
+    let seq = cache.add_sequence();
+    model
+        .forward_all(
+            &[SeqTokens {
+                seq,
+                tokens: prompt,
+            }],
+            &mut cache,
+        )
+        .unwrap()
+}
+
+/// The fixture's weights quantized in memory by the reference quantizer, as `recipe` says.
+struct InMemory {
+    src: HfModel,
+    recipe: Recipe,
+}
+
+impl WeightSource for InMemory {
+    fn config(&self) -> &marlin_models::ModelConfig {
+        self.src.config()
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.src.contains(name)
+    }
+    fn tensors(&self) -> Vec<marlin_models::StoredTensor> {
+        self.src.tensors()
+    }
+    fn weight(&self, name: &str) -> Result<Weight, marlin_models::ModelError> {
+        match (
+            self.recipe.target(name, &self.src.weight(name)?.shape()),
+            self.src.weight(name)?,
+        ) {
+            (Target::Quant(s), Weight::Dense(t)) => Ok(Weight::Quant(marlin_quant::quantize(
+                &t.data, t.shape[0], t.shape[1], s,
+            )?)),
+            (_, w) => Ok(w),
+        }
+    }
+}
+
+#[test]
+fn a_quantized_checkpoint_loads_everywhere_and_computes_what_memory_does() {
+    let scratch = Scratch::new("quantize");
+    let out = scratch.0.join("qwen2-int4");
+    let (input, out_s) = (fixture("qwen2"), out.to_str().unwrap().to_string());
+    let args = [
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        &out_s,
+        "--format",
+        "fp4",
+        "--layer",
+        "model.layers.1.mlp.*=int8:64",
+        "--layer",
+        "model.embed_tokens=int4",
+    ];
+    let o = run(&args, "", &scratch.0, LIMIT);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stderr.contains("wrote"), "{}", o.stderr);
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    for file in ["chat_template.jinja", "generation_config.json"] {
+        assert!(out.join(file).is_file(), "{file} carried over");
+    }
+
+    let mut recipe = Recipe::new(marlin_quant::Scheme::of(marlin_quant::Format::Fp4));
+    recipe
+        .rules
+        .push("model.layers.1.mlp.*=int8:64".parse().unwrap());
+    recipe
+        .rules
+        .push("model.embed_tokens=int4".parse().unwrap());
+    let memory = InMemory {
+        src: HfModel::open(&input).unwrap(),
+        recipe,
+    };
+    let ckpt = marlin_models::open(&out).unwrap();
+    let load = |src: &dyn WeightSource| Model::load(src, CpuBackend::detect(), Precision::F32);
+    let prompt: Vec<u32> = (0..9).map(|i| (i * 41 + 3) % 300).collect();
+    let (a, b) = (
+        logits(&load(ckpt.as_ref()).unwrap(), &prompt),
+        logits(&load(&memory).unwrap(), &prompt),
+    );
+    assert_eq!(a.len(), prompt.len() * 300);
+    assert_eq!(a, b);
+
+    let o = run(
+        &["inspect", &out_s, "--device", "cpu", "--json"],
+        "",
+        &scratch.0,
+        LIMIT,
+    );
+    assert!(o.ok, "{}", o.stderr);
+    for needle in ["\"fp4 g32\"", "\"int8 g64\"", "\"int4 g32\"", "packed"] {
+        assert!(o.stdout.contains(needle), "{needle} in {}", o.stdout);
+    }
+    let generate = [
+        "generate",
+        "--model",
+        &out_s,
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "4",
+        "--json",
+        "hi",
+    ];
+    let o = run(&generate, "", &scratch.0, LIMIT);
+    assert!(o.ok, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["token_ids"].as_array().unwrap().len(), 4, "{v}");
+    let bench = [
+        "bench",
+        "--model",
+        &out_s,
+        "--device",
+        "cpu",
+        "--prompt-tokens",
+        "8",
+        "--gen-tokens",
+        "4",
+        "--runs",
+        "1",
+    ];
+    let o = run(&bench, "", &scratch.0, LIMIT);
+    assert!(o.ok, "{}", o.stderr);
+    let o = run(
+        &[
+            "chat",
+            "--model",
+            &out_s,
+            "--device",
+            "cpu",
+            "--max-tokens",
+            "3",
+        ],
+        "hello\n",
+        &scratch.0,
+        LIMIT,
+    );
+    assert!(o.ok, "{}", o.stderr);
+
+    // A second run to the same output is refused, and the checkpoint is untouched.
+    let o = run(&args, "", &scratch.0, LIMIT);
+    assert!(!o.ok && o.stderr.contains("already exists"), "{}", o.stderr);
+    assert!(marlin_models::open(&out).is_ok());
+}
+
+#[test]
+fn what_is_not_implemented_is_refused_and_a_stale_partial_is_replaced() {
+    let scratch = Scratch::new("quantize-refuse");
+    let input = fixture("llama");
+    let out = scratch.0.join("out");
+    let base = [
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let cases: [(&[&str], &str); 6] = [
+        (&["--method", "gptq"], "not supported yet"),
+        (&["--method", "awq"], "not supported yet"),
+        (
+            &["--calibration", "x.txt"],
+            "--calibration is not supported yet",
+        ),
+        (&["--samples", "8"], "--samples is not supported yet"),
+        (&["--sparsity", "2:4"], "--sparsity is not supported yet"),
+        (&["--layer", "nothing"], "is not GLOB=FORMAT"),
+    ];
+    for (extra, needle) in cases {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = run(&args, "", &scratch.0, LIMIT);
+        assert!(
+            !o.ok && o.stderr.contains(needle),
+            "{extra:?}: {}",
+            o.stderr
+        );
+        assert!(!out.exists());
+    }
+    // What a killed run leaves behind does not stop the next one.
+    let partial = scratch.0.join(".out.partial");
+    std::fs::create_dir(&partial).unwrap();
+    std::fs::write(partial.join("model.safetensors"), b"cut short").unwrap();
+    let o = run(&base, "", &scratch.0, LIMIT);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(!partial.exists());
+    assert!(marlin_models::open(&out).is_ok());
+}
+
+#[test]
+fn perplexity_is_the_direct_computation() {
+    let scratch = Scratch::new("perplexity");
+    let text_path = scratch.0.join("text.txt");
+    let text = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor \
+                jugs. How vexingly quick daft zebras jump!";
+    std::fs::write(&text_path, text).unwrap();
+    let model = fixture("llama");
+    let (context, stride) = (16, 5);
+    let args = [
+        "eval",
+        "perplexity",
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        text_path.to_str().unwrap(),
+        "--context",
+        "16",
+        "--stride",
+        "5",
+        "--json",
+        "--device",
+        "cpu",
+        "--activations",
+        "f32",
+    ];
+    let o = run(&args, "", &scratch.0, LIMIT);
+    assert!(o.ok, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let got = v["perplexity"].as_f64().unwrap();
+    assert!(v["seconds"].as_f64().unwrap() >= 0.0);
+
+    // Each token t >= 1, predicted from its first window that reaches it, one forward pass of
+    // that window's tokens before t (last-token logits only: no forward_all involved).
+    let engine = Engine::load_on(&model, CpuBackend::detect(), Precision::F32).unwrap();
+    let ids = engine.encode(text).unwrap();
+    assert!(
+        ids.len() > 2 * context,
+        "{} tokens: windows must slide",
+        ids.len()
+    );
+    assert_eq!(v["tokens"].as_u64().unwrap() as usize, ids.len() - 1);
+    let m = engine.model();
+    let mut nll = 0f64;
+    for t in 1..ids.len() {
+        let k = (0..)
+            .find(|k| (k * stride + context).min(ids.len()) > t)
+            .unwrap();
+        let begin = k * stride;
+        let mut cache = m.new_cache(16, 64).unwrap();
+        let seq = cache.add_sequence();
+        let logits = m
+            .forward(
+                &[SeqTokens {
+                    seq,
+                    tokens: &ids[begin..t],
+                }],
+                &mut cache,
+            )
+            .unwrap();
+        let max = logits.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+        let lse = max
+            + logits
+                .iter()
+                .map(|&l| (l as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        nll += lse - logits[ids[t] as usize] as f64;
+    }
+    let want = (nll / (ids.len() - 1) as f64).exp();
+    assert!(
+        (got - want).abs() <= 1e-4 * want,
+        "eval {got} vs direct {want}"
+    );
+
+    let bad = [
+        "eval",
+        "perplexity",
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        text_path.to_str().unwrap(),
+        "--context",
+        "8",
+        "--stride",
+        "9",
+        "--device",
+        "cpu",
+    ];
+    let o = run(&bad, "", &scratch.0, LIMIT);
+    assert!(!o.ok && o.stderr.contains("stride"), "{}", o.stderr);
+}
