@@ -76,21 +76,29 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     );
     let bar = progress_bar(src.config().num_hidden_layers);
     let start = Instant::now();
+    let mut peak_working = 0;
     let report = quantize_model(src.as_ref(), &recipe, &args.output, &files, &mut |step| {
+        let memory = Memory::now();
+        peak_working = peak_working.max(memory.as_ref().map_or(0, |m| m.working_kib));
         bar.set_position(step.layers_done as u64);
-        bar.set_message(format!("{}  {}", memory(), step.name));
+        bar.set_message(format!(
+            "{}  {}",
+            memory.map_or(String::new(), |m| m.to_string()),
+            step.name
+        ));
     });
     bar.finish_and_clear();
     let report = report.with_context(|| format!("quantizing into {}", args.output.display()))?;
     let seconds = start.elapsed().as_secs_f64();
     eprintln!(
         "wrote {}: {} matrices quantized, {} tensors kept as stored, {:.1} MiB of weights, in \
-         {seconds:.1} s (peak memory {})",
+         {seconds:.1} s (peak working memory {} MiB; peak resident {}, mapped input included)",
         args.output.display(),
         report.quantized,
         report.kept,
         report.weight_bytes as f64 / (1 << 20) as f64,
-        peak_memory().unwrap_or_else(|| "unknown".into()),
+        peak_working >> 10,
+        peak_resident().unwrap_or_else(|| "unknown".into()),
     );
     Ok(())
 }
@@ -149,25 +157,48 @@ fn progress_bar(layers: usize) -> ProgressBar {
     bar
 }
 
-/// Resident memory now, from /proc (Linux); empty elsewhere.
-fn memory() -> String {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
-    // statm counts 4 KiB pages on every Linux target we build for.
-    pages.map_or(String::new(), |p| format!("RSS {} MiB", (p * 4096) >> 20))
+/// Memory now, from /proc (Linux): what the process itself allocated (RssAnon) and the mapped
+/// files' pages in memory (RssFile: the input's weights, which the OS can drop at will).
+struct Memory {
+    working_kib: u64,
+    mapped_kib: u64,
 }
 
-/// The process's peak resident memory (VmHWM), from /proc (Linux).
-fn peak_memory() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: u64 = status
+impl Memory {
+    fn now() -> Option<Memory> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        Some(Memory {
+            working_kib: status_kib(&status, "RssAnon:")?,
+            mapped_kib: status_kib(&status, "RssFile:")?,
+        })
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "memory {} MiB (+{} MiB of mapped input)",
+            self.working_kib >> 10,
+            self.mapped_kib >> 10
+        )
+    }
+}
+
+/// A `kB` line of /proc/self/status.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .ok()?;
-    Some(format!("{} MiB", kib >> 10))
+        .ok()
+}
+
+/// The process's peak resident memory (VmHWM), from /proc (Linux).
+fn peak_resident() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some(format!("{} MiB", status_kib(&status, "VmHWM:")? >> 10))
 }
