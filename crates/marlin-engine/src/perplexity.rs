@@ -13,6 +13,11 @@ use marlin_models::{Model, SeqTokens};
 
 use crate::EngineError;
 
+/// Tokens per forward pass within a window: a window is prefilled in chunks through the KV
+/// cache, so the logits held at once stay `CHUNK x vocab` (63 MiB at Llama 3's vocabulary of 128,256)
+/// whatever the context, within a GPU's binding limits.
+const CHUNK: usize = 128;
+
 /// The outcome of [`perplexity`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Perplexity {
@@ -65,25 +70,13 @@ pub fn perplexity(
     }
     let windows = windows(ids.len(), context, stride);
     let mut cache = model.new_cache(16, context)?;
-    let vocab = model.config().vocab_size;
     let (mut nll, mut tokens) = (0f64, 0usize);
     for (i, &(begin, end, first)) in windows.iter().enumerate() {
         let seq = cache.add_sequence();
-        let batch = [SeqTokens {
-            seq,
-            tokens: &ids[begin..end],
-        }];
-        let logits = model.forward_all(&batch, &mut cache);
+        let scored = score_window(model, &mut cache, seq, ids, (begin, end, first));
         cache.remove_sequence(seq);
-        let logits = logits?;
-        let width = logits.len() / (end - begin);
-        debug_assert_eq!(width, vocab);
-        // The logits at position p predict token p + 1.
-        for target in first..end {
-            let row = &logits[(target - 1 - begin) * width..][..width];
-            nll += negative_log_likelihood(row, ids[target] as usize);
-            tokens += 1;
-        }
+        nll += scored?;
+        tokens += end - first;
         progress(i + 1, windows.len());
     }
     Ok(Perplexity {
@@ -91,6 +84,33 @@ pub fn perplexity(
         tokens,
         nll,
     })
+}
+
+/// The summed negative log-likelihood of tokens `first..end`, running `begin..end` in chunks.
+// ids[begin..end] -> scalar
+fn score_window(
+    model: &Model,
+    cache: &mut marlin_models::KvCache,
+    seq: marlin_models::SeqId,
+    ids: &[u32],
+    (begin, end, first): (usize, usize, usize),
+) -> Result<f64, EngineError> {
+    let mut nll = 0f64;
+    for start in (begin..end).step_by(CHUNK) {
+        let stop = (start + CHUNK).min(end);
+        let batch = [SeqTokens {
+            seq,
+            tokens: &ids[start..stop],
+        }];
+        let logits = model.forward_all(&batch, cache)?;
+        let vocab = logits.len() / (stop - start);
+        // The logits at position p predict token p + 1.
+        for p in start.max(first - 1)..stop.min(end - 1) {
+            let row = &logits[(p - start) * vocab..][..vocab];
+            nll += negative_log_likelihood(row, ids[p + 1] as usize);
+        }
+    }
+    Ok(nll)
 }
 
 /// `-log softmax(logits)[target]`, in f64 (a sum over tens of thousands of terms).

@@ -229,11 +229,13 @@ fn what_is_not_implemented_is_refused_and_a_stale_partial_is_replaced() {
 fn perplexity_is_the_direct_computation() {
     let scratch = Scratch::new("perplexity");
     let text_path = scratch.0.join("text.txt");
+    // Long enough for windows of 160 tokens (prefilled in chunks of 128) to slide.
     let text = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor \
-                jugs. How vexingly quick daft zebras jump!";
-    std::fs::write(&text_path, text).unwrap();
+                jugs. How vexingly quick daft zebras jump! "
+        .repeat(6);
+    std::fs::write(&text_path, &text).unwrap();
     let model = fixture("llama");
-    let (context, stride) = (16, 5);
+    let (context, stride) = (160, 100);
     let args = [
         "eval",
         "perplexity",
@@ -242,9 +244,9 @@ fn perplexity_is_the_direct_computation() {
         "--text",
         text_path.to_str().unwrap(),
         "--context",
-        "16",
+        "160",
         "--stride",
-        "5",
+        "100",
         "--json",
         "--device",
         "cpu",
@@ -260,7 +262,7 @@ fn perplexity_is_the_direct_computation() {
     // Each token t >= 1, predicted from its first window that reaches it, one forward pass of
     // that window's tokens before t (last-token logits only: no forward_all involved).
     let engine = Engine::load_on(&model, CpuBackend::detect(), Precision::F32).unwrap();
-    let ids = engine.encode(text).unwrap();
+    let ids = engine.encode(&text).unwrap();
     assert!(
         ids.len() > 2 * context,
         "{} tokens: windows must slide",
@@ -274,7 +276,7 @@ fn perplexity_is_the_direct_computation() {
             .find(|k| (k * stride + context).min(ids.len()) > t)
             .unwrap();
         let begin = k * stride;
-        let mut cache = m.new_cache(16, 64).unwrap();
+        let mut cache = m.new_cache(16, 256).unwrap();
         let seq = cache.add_sequence();
         let logits = m
             .forward(
