@@ -18,6 +18,9 @@ pub const SOURCE_SHARED: &str = concat!(
     include_str!("decode.wgsl")
 );
 
+/// decode_subgroup.wgsl, after its constants (SG, ACC).
+pub const SOURCE_SUBGROUP_SPLIT: &str = include_str!("decode_subgroup.wgsl");
+
 /// Keys per workgroup step (`WG` in decode.wgsl).
 const TILE: usize = 128;
 /// The smallest chunk, and the step of chunk lengths. Each invocation scores a whole key, a
@@ -25,6 +28,27 @@ const TILE: usize = 128;
 /// share the keys: on the H100 a Llama-3.1-8B layer's decode attention over 130 keys took
 /// 86 µs as one 256-key chunk per head (32 workgroups in all).
 const MIN_CHUNK: usize = 32;
+/// The step of chunk lengths for decode_subgroup.wgsl: its 4 subgroups take 16 keys each at a
+/// time. A context of up to this many keys is one split, attended without combine.wgsl.
+/// `MARLIN_DECODE_CHUNK` (a multiple of 64) overrides it, for tuning.
+const SUBGROUP_CHUNK: usize = 64;
+
+/// decode_subgroup.wgsl for a smallest subgroup size `min` and `acc` vec4s per lane: its
+/// pipeline key and source.
+pub(crate) fn subgroup_source(min: u32, acc: usize) -> (String, String) {
+    (
+        format!("attention decode sg{min} acc{acc}"),
+        format!("const SG: u32 = {min}u;\nconst ACC: u32 = {acc}u;\n{SOURCE_SUBGROUP_SPLIT}"),
+    )
+}
+
+fn subgroup_chunk() -> usize {
+    static TUNED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    crate::kernels::tuned(&TUNED, "MARLIN_DECODE_CHUNK").map_or(SUBGROUP_CHUNK, |c| {
+        (c as usize).next_multiple_of(64).max(64)
+    })
+}
+
 /// Splits per (token, head) at most: 32 heads x 32 splits is ~1000 workgroups, enough to fill
 /// the largest GPUs for a single sequence; longer contexts get longer chunks instead.
 const MAX_SPLITS: usize = 32;
@@ -48,11 +72,17 @@ struct Params {
 }
 
 /// Keys per split for a longest key range of `keys`.
-fn chunk_for(keys: usize) -> usize {
-    MIN_CHUNK.max(keys.div_ceil(MAX_SPLITS).next_multiple_of(MIN_CHUNK))
+fn chunk_for(keys: usize, grain: usize) -> usize {
+    grain.max(keys.div_ceil(MAX_SPLITS).next_multiple_of(grain))
 }
 
 impl GpuKvCache {
+    /// Whether decode runs decode_subgroup.wgsl: subgroups on and head_dim a multiple of 4
+    /// (its rows are read as vec4s).
+    fn subgroup_kernel(&self) -> bool {
+        self.gpu.capabilities().subgroup && self.shape.head_dim.is_multiple_of(4)
+    }
+
     /// Attention of `batch`'s tokens over `layer`'s cache, each token with its own sequence
     /// and position (any mix: decode steps of many sequences, or prefill tokens). Best where
     /// tokens are few and contexts long; [`GpuKvCache::prefill_attention`] is faster for
@@ -86,13 +116,18 @@ impl GpuKvCache {
         let checked = self.check_attention("decode attention", layer, batch, cfg, q, out)?;
         let keys = (batch.max_pos + 1).min(cfg.window.unwrap_or(usize::MAX));
         let heads = cfg.heads;
+        let grain = if self.subgroup_kernel() {
+            subgroup_chunk()
+        } else {
+            MIN_CHUNK
+        };
         self.decode_with_chunk(
             encoder,
             layer,
             batch,
             (q, out),
             (heads, checked),
-            chunk_for(keys),
+            chunk_for(keys, grain),
         )
     }
 
@@ -134,13 +169,18 @@ impl GpuKvCache {
         }
         let part = batch.scratch(gpu, splits as u64 * per_split);
 
-        let (source, key) = if gpu.capabilities().subgroup {
-            (SOURCE_SUBGROUP, "attention decode (subgroup)")
+        let sg = self.subgroup_kernel();
+        let pipe = if sg {
+            let caps = gpu.capabilities();
+            let min = caps.subgroup_min_size.max(1);
+            let acc = (hd / 4).div_ceil(min as usize);
+            let (key, source) = subgroup_source(min, acc);
+            gpu.pipeline_with(&key, || source)
+        } else if gpu.capabilities().subgroup {
+            gpu.pipeline("attention decode (subgroup)", SOURCE_SUBGROUP)
         } else {
-            (SOURCE_SHARED, "attention decode (shared)")
+            gpu.pipeline("attention decode (shared)", SOURCE_SHARED)
         };
-        let pipe = gpu.pipeline(key, source);
-        // One dispatch per buffer of the layer, over the query heads that read its kv heads.
         let shard_q_heads = heads / self.shape.kv_heads * self.shard_heads;
         for shard in 0..self.buffers_per_layer() {
             let params = Params {
@@ -158,9 +198,16 @@ impl GpuKvCache {
                 q_stride,
             };
             let (keys, values) = self.shard(layer, shard);
-            let buffers = [q.buffer, keys, values, &batch.info, &batch.tables, &*part];
             let groups = [splits as u32, shard_q_heads as u32, batch.tokens as u32];
+            let mut buffers = vec![q.buffer, keys, values, &batch.info, &batch.tables, &*part];
+            if sg {
+                buffers.push(out);
+            }
             gpu.dispatch(encoder, &pipe, &params, &buffers, groups);
+        }
+        if sg && splits == 1 {
+            // decode_subgroup.wgsl wrote the output itself.
+            return Ok(());
         }
 
         let pipe = gpu.pipeline("attention combine", combine::SOURCE);
@@ -182,12 +229,14 @@ mod tests {
 
     #[test]
     fn chunks_are_whole_grains_and_splits_stay_few() {
-        assert_eq!(chunk_for(1), MIN_CHUNK);
-        assert_eq!(chunk_for(300), MIN_CHUNK);
-        for keys in [1000, 8191, 131_072, 1_000_003] {
-            let chunk = chunk_for(keys);
-            assert_eq!(chunk % MIN_CHUNK, 0);
-            assert!(keys.div_ceil(chunk) <= MAX_SPLITS, "{keys}");
+        for grain in [MIN_CHUNK, SUBGROUP_CHUNK] {
+            assert_eq!(chunk_for(1, grain), grain);
+            assert_eq!(chunk_for(300, grain), grain);
+            for keys in [1000, 8191, 131_072, 1_000_003] {
+                let chunk = chunk_for(keys, grain);
+                assert_eq!(chunk % grain, 0);
+                assert!(keys.div_ceil(chunk) <= MAX_SPLITS, "{keys}");
+            }
         }
     }
 }

@@ -1,0 +1,189 @@
+// Decode attention, step 1 of 2, on devices with subgroups (decode.wgsl serves the others, and
+// head dimensions that are not a multiple of 4): the same partials for combine.wgsl, one
+// workgroup per (split, head, token), with few memory latencies one after another.
+//
+// decode.wgsl gives each thread a key and walks its row alone, then reduces the tile over the
+// workgroup, barrier after barrier: on the H100 a decode step's attention took 20 µs a layer
+// for a context of under 200 keys, nearly all of it waiting on memory in turn. Here each of the
+// workgroup's 4 subgroups runs an online softmax of its own over keys BATCH at a time: its
+// lanes split the head dimension (one vec4 of every key per lane at head_dim = 4 * subgroup
+// size), so a key's row is one coalesced read; the BATCH keys' loads are issued together, their
+// dot products summed by subgroupAdd. Nothing is shared until the end, where the subgroups'
+// (max, sum, output) are merged in workgroup memory as combine.wgsl merges splits. A split of
+// a single chunk (the whole context) writes the final output itself, and no combine runs.
+//
+// Prepended by decode.rs: SG (the device's smallest subgroup size: the workgroup is 4 of them,
+// so at most 4 subgroups) and ACC (vec4s of the output each lane keeps: head_dim / 4 / SG,
+// rounded up).
+
+const WG: u32 = 4u * SG;
+// Keys a subgroup takes at once.
+const BATCH: u32 = 16u;
+// Largest head dimension, in vec4s.
+const HD4_MAX: u32 = 64u;
+// Stands for -infinity: exp(NEG - m) is 0 for any real m, and NEG - NEG is 0, not NaN.
+const NEG: f32 = -3.0e38;
+
+// As in decode.wgsl.
+struct Params {
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    block_size: u32,
+    chunk: u32,
+    splits: u32,
+    window: u32,
+    scale: f32,
+    head0: u32,
+    shard_heads: u32,
+    q_offset: u32,
+    q_stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+// One layer's cache: [blocks][shard_heads][block_size][head_dim], head_dim a multiple of 4.
+@group(0) @binding(2) var<storage, read> k_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> v_cache: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> info: array<u32>;
+@group(0) @binding(5) var<storage, read> tables: array<u32>;
+// (tokens, heads, splits, 2 + head_dim): m, l, then the output scaled by exp(-m), unnormalised.
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
+// (tokens, heads, head_dim): written here instead when there is one split.
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+
+// The query, pre-scaled.
+var<workgroup> qs: array<vec4<f32>, HD4_MAX>;
+// Each subgroup's running max, sum and output, for the merge.
+var<workgroup> sub_m: array<f32, 4>;
+var<workgroup> sub_l: array<f32, 4>;
+var<workgroup> sub_acc: array<vec4<f32>, 4 * HD4_MAX>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(subgroup_id) sid: u32,
+    @builtin(num_subgroups) nsg: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    // Counting active invocations (not trusting subgroup_size) keeps a partial subgroup right.
+    let lane = subgroupExclusiveAdd(1u);
+    let width = subgroupAdd(1u);
+    let split = wg.x;
+    let head = params.head0 + wg.y;
+    let t = wg.z;
+    let hd = params.head_dim;
+    let hd4 = hd / 4u;
+    let pos = info[2u * t];
+    let table = info[2u * t + 1u];
+    var first = 0u;
+    if (params.window > 0u && pos + 1u > params.window) {
+        first = pos + 1u - params.window;
+    }
+    let start = first + split * params.chunk;
+    let end = min(start + params.chunk, pos + 1u);
+    let group = params.heads / params.kv_heads;
+    // The kv head's index within the buffer.
+    let kvh = head / group - params.head0 / group;
+
+    let q_row = params.q_offset + t * params.q_stride + head * hd;
+    for (var i = li; i < hd4; i += WG) {
+        let at = q_row + 4u * i;
+        qs[i] = vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]) * params.scale;
+    }
+    workgroupBarrier();
+
+    var m = NEG;
+    var l = 0.0;
+    // Output vec4s lane, lane + width, ...
+    var acc: array<vec4<f32>, ACC>;
+    // Subgroup sid takes keys start + sid * BATCH.., then every nsg * BATCH further.
+    for (var k0 = start + sid * BATCH; k0 < end; k0 += nsg * BATCH) {
+        var rows: array<u32, BATCH>;
+        for (var b = 0u; b < BATCH; b++) {
+            // Keys past the end read the last key again and weigh nothing.
+            let key = min(k0 + b, end - 1u);
+            let block = tables[table + key / params.block_size];
+            rows[b] = ((block * params.shard_heads + kvh) * params.block_size
+                + key % params.block_size) * hd4;
+        }
+        var dots: array<f32, BATCH>;
+        for (var j = 0u; j < ACC; j++) {
+            let i = lane + j * width;
+            if (i < hd4) {
+                let qv = qs[i];
+                for (var b = 0u; b < BATCH; b++) {
+                    dots[b] += dot(qv, k_cache[rows[b] + i]);
+                }
+            }
+        }
+        var s: array<f32, BATCH>;
+        var m_new = m;
+        for (var b = 0u; b < BATCH; b++) {
+            s[b] = select(NEG, subgroupAdd(dots[b]), k0 + b < end);
+            m_new = max(m_new, s[b]);
+        }
+        // Key k0 is real, so m_new is.
+        let alpha = exp(m - m_new);
+        var p: array<f32, BATCH>;
+        var p_sum = 0.0;
+        for (var b = 0u; b < BATCH; b++) {
+            p[b] = select(0.0, exp(s[b] - m_new), k0 + b < end);
+            p_sum += p[b];
+        }
+        l = l * alpha + p_sum;
+        for (var j = 0u; j < ACC; j++) {
+            let i = lane + j * width;
+            if (i < hd4) {
+                var a = acc[j] * alpha;
+                for (var b = 0u; b < BATCH; b++) {
+                    a += p[b] * v_cache[rows[b] + i];
+                }
+                acc[j] = a;
+            }
+        }
+        m = m_new;
+    }
+
+    // A subgroup with no keys left m = NEG, l = 0, acc = 0: it weighs nothing below.
+    if (lane == 0u) {
+        sub_m[sid] = m;
+        sub_l[sid] = l;
+    }
+    for (var j = 0u; j < ACC; j++) {
+        let i = lane + j * width;
+        if (i < hd4) {
+            sub_acc[sid * HD4_MAX + i] = acc[j];
+        }
+    }
+    workgroupBarrier();
+    var m_all = NEG;
+    for (var g = 0u; g < nsg; g++) {
+        m_all = max(m_all, sub_m[g]);
+    }
+    var l_all = 0.0;
+    for (var g = 0u; g < nsg; g++) {
+        l_all += sub_l[g] * exp(sub_m[g] - m_all);
+    }
+    let at = ((t * params.heads + head) * params.splits + split) * (hd + 2u);
+    let o_row = (t * params.heads + head) * hd;
+    for (var i = li; i < hd4; i += WG) {
+        var o = vec4<f32>(0.0);
+        for (var g = 0u; g < nsg; g++) {
+            o += sub_acc[g * HD4_MAX + i] * exp(sub_m[g] - m_all);
+        }
+        for (var e = 0u; e < 4u; e++) {
+            if (params.splits == 1u) {
+                // One split holds every key of the token, its own at least: l_all > 0.
+                out[o_row + 4u * i + e] = o[e] / l_all;
+            } else {
+                part[at + 2u + 4u * i + e] = o[e];
+            }
+        }
+    }
+    // A split past the token's keys leaves m = NEG, l = 0: it weighs nothing in the merge.
+    if (li == 0u && params.splits > 1u) {
+        part[at] = m_all;
+        part[at + 1u] = l_all;
+    }
+}
