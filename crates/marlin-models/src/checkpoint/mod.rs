@@ -18,7 +18,9 @@ mod writer;
 pub use hf_config::{base_config, config_json};
 pub use quantize::{QuantizeReport, Step, quantize_model, quantize_parallel};
 pub use reader::{Checkpoint, is_checkpoint};
-pub use recipe::{Method, PRESETS, Recipe, RecipeError, Rule, Target, glob_match, matches_name};
+pub use recipe::{
+    KEPT_BY_DEFAULT, Method, PRESETS, Recipe, RecipeError, Rule, Target, glob_match, matches_name,
+};
 pub use spec::{DenseType, Entry};
 pub use writer::{CheckpointWriter, WEIGHTS_FILE};
 

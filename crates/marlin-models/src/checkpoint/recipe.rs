@@ -117,6 +117,15 @@ fn parse_target(s: &str) -> Result<Target, QuantError> {
     Ok(Target::Quant(scheme))
 }
 
+/// Tensors that stay as stored unless a rule names them: the token embedding and the output
+/// head (quantizing them costs the most quality per byte saved), and MoE router gates (tiny, and
+/// a wrong expert choice is costly). Norms and biases are 1-D and never quantized.
+pub const KEPT_BY_DEFAULT: [&str; 3] = [
+    "model.embed_tokens.weight",
+    "lm_head.weight",
+    "*.mlp.gate.weight",
+];
+
 /// The presets `--preset` knows (docs/quantization.md describes each).
 pub const PRESETS: [&str; 2] = ["int4-mixed", "int2-mixed"];
 
@@ -173,13 +182,9 @@ impl Recipe {
         })
     }
 
-    /// Tensors that stay as stored unless a rule names them: the token embedding and the
-    /// output head (quantizing them costs the most quality per byte saved), and MoE router
-    /// gates (tiny, and a wrong expert choice is costly). Norms and biases are 1-D and never
-    /// quantized.
+    /// Whether `name` is one of [`KEPT_BY_DEFAULT`].
     pub fn kept_by_default(name: &str) -> bool {
-        matches!(name, "model.embed_tokens.weight" | "lm_head.weight")
-            || name.ends_with(".mlp.gate.weight")
+        KEPT_BY_DEFAULT.iter().any(|p| glob_match(p, name))
     }
 
     /// What becomes of tensor `name` of `shape`: only matrices (2-D) are ever quantized.
@@ -221,7 +226,7 @@ impl Recipe {
             "format": self.default.format().name(),
             "group_size": group_json(self.default.group()),
             "preset": self.preset,
-            "kept_by_default": ["model.embed_tokens.weight", "lm_head.weight", "*.mlp.gate.weight"],
+            "kept_by_default": KEPT_BY_DEFAULT,
             "overrides": rules,
         })
     }
@@ -326,6 +331,11 @@ mod tests {
             Target::Quant(fp8)
         );
         assert_eq!(t("model.embed_tokens.weight"), Target::Keep);
+        assert_eq!(t("model.layers.3.mlp.gate.weight"), Target::Keep);
+        assert_eq!(
+            t("model.layers.3.mlp.gate_proj.weight"),
+            Target::Quant(Scheme::of(Format::Int4))
+        );
         let int8_128 = Scheme::new(Format::Int8, Group::Size(128)).unwrap();
         assert_eq!(t("lm_head.weight"), Target::Quant(int8_128));
         assert_eq!(r.target("model.norm.weight", &[8]), Target::Keep);
