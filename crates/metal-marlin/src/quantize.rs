@@ -2,6 +2,8 @@
 //! (docs/quantization.md), one weight at a time, with a progress bar on stderr.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -76,10 +78,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     );
     let bar = progress_bar(src.config().num_hidden_layers);
     let start = Instant::now();
-    let mut peak_working = 0;
+    let sampler = PeakSampler::start();
     let report = quantize_model(src.as_ref(), &recipe, &args.output, &files, &mut |step| {
         let memory = Memory::now();
-        peak_working = peak_working.max(memory.as_ref().map_or(0, |m| m.working_kib));
         bar.set_position(step.layers_done as u64);
         bar.set_message(format!(
             "{}  {}",
@@ -88,6 +89,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         ));
     });
     bar.finish_and_clear();
+    let peak_working = sampler.stop();
     let report = report.with_context(|| format!("quantizing into {}", args.output.display()))?;
     let seconds = start.elapsed().as_secs_f64();
     eprintln!(
@@ -182,6 +184,36 @@ impl std::fmt::Display for Memory {
             self.working_kib >> 10,
             self.mapped_kib >> 10
         )
+    }
+}
+
+/// The peak of the process's own memory (RssAnon), polled every few milliseconds on a thread:
+/// the kernel records a peak only for the resident size, which counts the mapped input too.
+struct PeakSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PeakSampler {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(Memory::now().map_or(0, |m| m.working_kib));
+                // Short enough to catch one weight's f32 buffer, which lives tens of ms.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        });
+        PeakSampler { stop, thread }
+    }
+
+    /// The peak in KiB (0 where /proc is missing).
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
     }
 }
 
