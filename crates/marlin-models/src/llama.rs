@@ -353,8 +353,6 @@ impl<D: Device> Llama<D> {
             dev.rms_norm_heads(pass, &mut qkv, q, qn, eps)?;
             dev.rms_norm_heads(pass, &mut qkv, k, kn, eps)?;
         }
-        // q and k lie side by side: one rotation covers both.
-        dev.rope(pass, &mut qkv, part(0, heads + kv_heads), &self.inv_freq)?;
         let window = c.sliding_window;
         let parts = AttentionParts {
             layer: l,
@@ -363,7 +361,7 @@ impl<D: Device> Llama<D> {
             v,
             window,
         };
-        let attn = dev.attention(pass, cache, &qkv, parts)?;
+        let attn = dev.attention(pass, cache, &mut qkv, parts, &self.inv_freq)?;
         dev.project_add(pass, Input::Plain(&attn), &layer.o_proj, h)?;
 
         let x = Input::RmsNorm(h, &layer.post_attention_layernorm, eps);

@@ -67,6 +67,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("rms_norm.wgsl (subgroup)", rms_norm::SOURCES.subgroup),
     ("rms_norm.wgsl (shared)", rms_norm::SOURCES.shared),
     ("rope.wgsl", rope::SOURCE),
+    ("attention/rope_write.wgsl", attention::rope_write::SOURCE),
     ("softmax.wgsl (subgroup)", softmax::SOURCES.subgroup),
     ("softmax.wgsl (shared)", softmax::SOURCES.shared),
     ("split_sum.wgsl", split_sum::SOURCE),

@@ -6,7 +6,7 @@ use super::view::{apart, need, product, shape_error};
 use super::{Heads, View, WG, grid};
 use crate::{Gpu, GpuBuffer, GpuError};
 
-pub const SOURCE: &str = include_str!("rope.wgsl");
+pub const SOURCE: &str = concat!(include_str!("rope_angle.wgsl"), include_str!("rope.wgsl"));
 
 /// Mirrors `Params` in rope.wgsl.
 #[repr(C)]

@@ -144,31 +144,24 @@ impl Device for CpuDevice {
         })
     }
 
-    fn rope(
-        &self,
-        pass: &mut CpuPass,
-        x: &mut CpuAct,
-        part: Part,
-        inv_freq: &Vec<f32>,
-    ) -> Result<(), ModelError> {
-        for (row, &(_, pos)) in x.data.chunks_exact_mut(x.width).zip(&pass.places) {
-            rotate(
-                &mut row[part.offset..part.offset + part.width()],
-                pos,
-                inv_freq,
-            );
-        }
-        Ok(())
-    }
-
     fn attention(
         &self,
         pass: &mut CpuPass,
         cache: &mut CpuKvCache,
-        qkv: &CpuAct,
+        qkv: &mut CpuAct,
         parts: AttentionParts,
+        inv_freq: &Vec<f32>,
     ) -> Result<CpuAct, ModelError> {
-        let AttentionParts { layer, k, v, .. } = parts;
+        let AttentionParts { layer, q, k, v, .. } = parts;
+        // q and k lie side by side: one rotation covers both.
+        let qk = Part {
+            offset: q.offset,
+            heads: q.heads + k.heads,
+            head_dim: q.head_dim,
+        };
+        for (row, &(_, pos)) in qkv.data.chunks_exact_mut(qkv.width).zip(&pass.places) {
+            rotate(&mut row[qk.offset..qk.offset + qk.width()], pos, inv_freq);
+        }
         for (row, &(seq, pos)) in qkv.data.chunks_exact(qkv.width).zip(&pass.places) {
             let (keys, values) = (
                 &row[k.offset..k.offset + k.width()],

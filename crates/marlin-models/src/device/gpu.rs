@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use marlin_gpu::kernels::{DenseWeight, Heads, View, WeightDtype};
 use marlin_gpu::{
     AttentionConfig, FusedInput, Fusion, Gpu, GpuBuffer, GpuError, GpuKvCache, GpuQuantMatrix,
-    KvBatch, KvShape, MatmulPrecision, Recorder,
+    KvBatch, KvShape, MatmulPrecision, QkvLayout, Recorder,
 };
 
 use super::{AttentionParts, Device, Input, Part, project_unfused};
@@ -174,8 +174,6 @@ impl GpuCache {
 pub struct GpuPass {
     encoder: Recorder,
     batch: KvBatch,
-    /// Each token's position (u32), for rope.
-    positions: GpuBuffer,
     /// Every sequence adds one token: split-K decode attention; else the tiled prefill kernel.
     decode: bool,
     counts: Vec<(marlin_gpu::SeqId, usize)>,
@@ -328,13 +326,9 @@ impl Device for GpuDevice {
             places.extend((start..start + n).map(|p| (g, p)));
             gpu_counts.push((g, n));
         }
-        let positions: Vec<u32> = places.iter().map(|&(_, p)| p as u32).collect();
         Ok(GpuPass {
             encoder: self.gpu.encoder(),
             batch: cache.cache.batch(&places)?,
-            positions: self
-                .gpu
-                .upload("positions", bytemuck::cast_slice(&positions)),
             decode: counts.iter().all(|&(_, n)| n == 1),
             counts: gpu_counts,
             started: std::time::Instant::now(),
@@ -427,34 +421,13 @@ impl Device for GpuDevice {
         Ok(y)
     }
 
-    fn rope(
-        &self,
-        pass: &mut GpuPass,
-        x: &mut GpuAct,
-        part: Part,
-        inv_freq: &GpuBuffer,
-    ) -> Result<(), ModelError> {
-        let dims = Heads {
-            tokens: x.tokens,
-            heads: part.heads,
-            head_dim: part.head_dim,
-        };
-        self.gpu.rope(
-            &mut pass.encoder,
-            x.part(part),
-            dims,
-            &pass.positions,
-            inv_freq,
-        )?;
-        Ok(())
-    }
-
     fn attention(
         &self,
         pass: &mut GpuPass,
         cache: &mut GpuCache,
-        qkv: &GpuAct,
+        qkv: &mut GpuAct,
         parts: AttentionParts,
+        inv_freq: &GpuBuffer,
     ) -> Result<GpuAct, ModelError> {
         let AttentionParts {
             layer,
@@ -465,7 +438,14 @@ impl Device for GpuDevice {
         } = parts;
         let cache = &cache.cache;
         let (enc, batch) = (&mut pass.encoder, &pass.batch);
-        cache.record_write(enc, layer, batch, qkv.part(k), qkv.part(v))?;
+        let at = QkvLayout {
+            stride: qkv.width,
+            heads: q.heads,
+            q_offset: q.offset,
+            k_offset: k.offset,
+            v_offset: v.offset,
+        };
+        cache.record_rope_write(enc, layer, batch, qkv.buf(), at, inv_freq)?;
         let out = self.act(qkv.tokens, q.width());
         let cfg = AttentionConfig {
             heads: q.heads,

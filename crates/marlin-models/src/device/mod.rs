@@ -176,26 +176,18 @@ pub trait Device: Send + Sync + Sized {
         w: &Self::Linear,
     ) -> Result<Self::Act, ModelError>;
 
-    /// Rotary embeddings of each head of `part`, in place, at each token's position
-    /// (Hugging Face's rotate_half; `inv_freq` has head_dim / 2 values).
-    // x (t, width) -> same
-    fn rope(
-        &self,
-        pass: &mut Self::Pass,
-        x: &mut Self::Act,
-        part: Part,
-        inv_freq: &Self::Vector,
-    ) -> Result<(), ModelError>;
-
-    /// Writes the tokens' keys and values into `layer` of the cache, then computes causal
-    /// attention of their queries over their sequences' positions, GQA included.
+    /// Turns q and k of `qkv` by rotary embeddings at each token's position (Hugging Face's
+    /// rotate_half; `inv_freq` has head_dim / 2 values), writes the tokens' keys and values
+    /// into `layer` of the cache, then computes causal attention of their queries over their
+    /// sequences' positions, GQA included. q is turned in place; k may be left as it was.
     // qkv (t, q|k|v) -> (t, heads * head_dim)
     fn attention(
         &self,
         pass: &mut Self::Pass,
         cache: &mut Self::Cache,
-        qkv: &Self::Act,
+        qkv: &mut Self::Act,
         parts: AttentionParts,
+        inv_freq: &Self::Vector,
     ) -> Result<Self::Act, ModelError>;
 
     /// `silu(gate) * up` for a fused gate|up activation of `2 * ff` columns.

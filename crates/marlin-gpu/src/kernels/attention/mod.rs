@@ -1,5 +1,5 @@
 //! Attention over the paged KV cache ([`crate::GpuKvCache`]): writing new keys and values
-//! (`kv_write`), decode attention (split-K flash-decoding: `decode`, then `combine`) and
+//! (`kv_write`; `rope_write` turns q and k by rope on the way), decode attention (split-K flash-decoding: `decode`, then `combine`) and
 //! prefill attention (tiled causal flash-attention: `prefill`). Causal, grouped-query (query
 //! head `h` reads kv head `h / (heads / kv_heads)`), scale `1 / sqrt(head_dim)`, optional
 //! sliding window (a token sees itself and the `window - 1` positions before it), f32
@@ -10,6 +10,7 @@ pub mod combine;
 pub mod decode;
 pub mod kv_write;
 pub mod prefill;
+pub mod rope_write;
 #[cfg(test)]
 mod tests;
 
