@@ -45,4 +45,16 @@ pub enum QuantError {
     },
     #[error("global scale {0} is invalid: it must be finite and non-zero")]
     GlobalScale(f32),
+    #[error(
+        "Hessian has {got} values but a layer of {cols} input columns needs {cols}x{cols} = {expected}"
+    )]
+    HessianShape {
+        cols: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error(
+        "the Hessian is not positive definite even with dampening {damp} (fraction of its mean diagonal): the calibration activations are degenerate (NaN, or too few tokens); use more calibration samples or a larger --damp"
+    )]
+    HessianNotPositiveDefinite { damp: f64 },
 }

@@ -10,12 +10,14 @@
 pub mod codec;
 mod error;
 mod format;
+mod gptq;
 pub mod layout;
 mod matrix;
 mod quantize;
 
 pub use error::QuantError;
 pub use format::{Format, Group, ScaleType, Scheme};
+pub use gptq::{GptqOptions, gptq};
 pub use matrix::QuantMatrix;
 pub use quantize::{quantize, quantize_bf16, quantize_f16};
 

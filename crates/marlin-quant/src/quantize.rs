@@ -88,7 +88,7 @@ pub fn quantize_bf16(
     quantize(&w, rows, cols, scheme)
 }
 
-fn check_input(weights: &[f32], rows: usize, cols: usize) -> Result<(), QuantError> {
+pub(crate) fn check_input(weights: &[f32], rows: usize, cols: usize) -> Result<(), QuantError> {
     if rows == 0 || cols == 0 {
         return Err(QuantError::EmptyShape { rows, cols });
     }
@@ -115,7 +115,7 @@ fn check_input(weights: &[f32], rows: usize, cols: usize) -> Result<(), QuantErr
 
 /// NVFP4's per-tensor scale maps the largest weight onto the largest E4M3 block scale times the
 /// largest E2M1 value, so block scales use the whole E4M3 range.
-fn nvfp4_global_scale(weights: &[f32]) -> f32 {
+pub(crate) fn nvfp4_global_scale(weights: &[f32]) -> f32 {
     let amax = weights.iter().fold(0f32, |m, v| m.max(v.abs()));
     if amax == 0.0 {
         1.0
@@ -125,17 +125,17 @@ fn nvfp4_global_scale(weights: &[f32]) -> f32 {
 }
 
 /// Scale and bias of one group, as stored and as used for encoding.
-struct GroupParams {
+pub(crate) struct GroupParams {
     /// The decoded scale the codes are computed against (after rounding to its storage type).
-    scale: f32,
-    bias: f32,
+    pub(crate) scale: f32,
+    pub(crate) bias: f32,
     /// The stored scale, little-endian; the first `ScaleType::bytes()` bytes are used.
-    scale_bytes: [u8; 4],
+    pub(crate) scale_bytes: [u8; 4],
 }
 
 impl GroupParams {
     /// Fits a group to its weights; `None` when the scale overflows its f16 storage.
-    fn fit(format: Format, xs: &[f32], global: f32) -> Option<Self> {
+    pub(crate) fn fit(format: Format, xs: &[f32], global: f32) -> Option<Self> {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let f16_scale = |s: f32| {
             let h = f16::from_f32(s);
@@ -197,7 +197,7 @@ impl GroupParams {
     }
 
     /// The code of weight `x` in this group.
-    fn encode(&self, format: Format, x: f32) -> u8 {
+    pub(crate) fn encode(&self, format: Format, x: f32) -> u8 {
         let s = self.scale;
         let ratio = if s == 0.0 { 0.0 } else { x / s };
         match format {
