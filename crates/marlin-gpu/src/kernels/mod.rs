@@ -133,13 +133,10 @@ pub fn generated_sources() -> Vec<(String, String)> {
             }
         }
     }
-    // Decode attention on subgroups at sizes 8 (lavapipe), 32 and 64, head_dim 128 and 256,
-    // with and without rope folded in.
+    // Decode attention on subgroups at sizes 8 (lavapipe), 32 and 64, head_dim 16 to 256.
     for min in [8, 32, 64] {
         for acc in [1, 4, 8, 16] {
-            for rope in [false, true] {
-                all.push(attention::decode::subgroup_source(min, acc, rope));
-            }
+            all.push(attention::decode::subgroup_source(min, acc));
         }
     }
     all

@@ -453,12 +453,6 @@ impl Device for GpuDevice {
             heads: q.heads,
             window,
         };
-        if pass.decode && cache.decode_takes_rope() {
-            // Rope and the cache write inside the decode kernel: a dispatch fewer a layer.
-            let (qkv, o) = (qkv.buf(), out.buf());
-            cache.record_decode_attention_rope(enc, layer, batch, qkv, at, o, cfg, inv_freq)?;
-            return Ok(out);
-        }
         cache.record_rope_write(enc, layer, batch, qkv.buf(), at, inv_freq)?;
         if pass.decode {
             cache.record_decode_attention(enc, layer, batch, qkv.part(q), out.buf(), cfg)?;

@@ -35,18 +35,10 @@ const SUBGROUP_CHUNK: usize = 64;
 
 /// decode_subgroup.wgsl for a smallest subgroup size `min` and `acc` vec4s per lane: its
 /// pipeline key and source.
-/// With `rope`, the form that turns q and the new key itself and stores the new key and value.
-pub(crate) fn subgroup_source(min: u32, acc: usize, rope: bool) -> (String, String) {
-    let header =
-        format!("const SG: u32 = {min}u;\nconst ACC: u32 = {acc}u;\nconst ROPE: bool = {rope};\n");
-    let angle = if rope { super::rope_write::ANGLE } else { "" };
-    let body = crate::kernels::quant_decode::preprocess(SOURCE_SUBGROUP_SPLIT, &[("ROPE", rope)]);
+pub(crate) fn subgroup_source(min: u32, acc: usize) -> (String, String) {
     (
-        format!(
-            "attention decode sg{min} acc{acc}{}",
-            if rope { " rope" } else { "" }
-        ),
-        format!("{header}{angle}{body}"),
+        format!("attention decode sg{min} acc{acc}"),
+        format!("const SG: u32 = {min}u;\nconst ACC: u32 = {acc}u;\n{SOURCE_SUBGROUP_SPLIT}"),
     )
 }
 
@@ -77,22 +69,11 @@ struct Params {
     shard_heads: u32,
     q_offset: u32,
     q_stride: u32,
-    k_offset: u32,
-    v_offset: u32,
-    _pad: [u32; 2],
 }
 
 /// Keys per split for a longest key range of `keys`.
 fn chunk_for(keys: usize, grain: usize) -> usize {
     grain.max(keys.div_ceil(MAX_SPLITS).next_multiple_of(grain))
-}
-
-/// What decode_subgroup.wgsl's ROPE form reads beyond q: the rope table and where the new
-/// token's k and v lie in its q|k|v row.
-struct DecodeRope<'a> {
-    inv_freq: &'a GpuBuffer,
-    k_offset: u32,
-    v_offset: u32,
 }
 
 impl GpuKvCache {
@@ -101,62 +82,6 @@ impl GpuKvCache {
     fn subgroup_kernel(&self) -> bool {
         let caps = self.gpu.capabilities();
         caps.subgroup && caps.subgroup_min_size >= 4 && self.shape.head_dim.is_multiple_of(4)
-    }
-
-    /// Whether [`GpuKvCache::record_decode_attention_rope`] can run here (decode on subgroups).
-    pub fn decode_takes_rope(&self) -> bool {
-        self.subgroup_kernel() && self.shape.head_dim.is_multiple_of(2)
-    }
-
-    /// A decode step's attention with rope and the cache write folded in: what
-    /// [`GpuKvCache::record_rope_write`] then [`GpuKvCache::record_decode_attention`] do, in one
-    /// dispatch per buffer of the layer (plus combine for long contexts). q|k|v is left as it
-    /// was. Only where [`GpuKvCache::decode_takes_rope`] holds; an error otherwise.
-    // qkv (tokens, stride) -> out (tokens, heads, head_dim); the cache's slots of the tokens
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_decode_attention_rope(
-        &self,
-        encoder: &mut crate::Recorder,
-        layer: usize,
-        batch: &KvBatch,
-        qkv: &GpuBuffer,
-        at: super::rope_write::QkvLayout,
-        out: &GpuBuffer,
-        cfg: AttentionConfig,
-        inv_freq: &GpuBuffer,
-    ) -> Result<(), GpuError> {
-        const OP: &str = "decode attention with rope";
-        if !self.decode_takes_rope() {
-            return Err(GpuError::Shape {
-                op: OP,
-                what: "needs subgroups and a head_dim that is a multiple of 4".into(),
-            });
-        }
-        if cfg.heads != at.heads {
-            return Err(GpuError::Shape {
-                op: OP,
-                what: format!("{} query heads in the row, {} asked", at.heads, cfg.heads),
-            });
-        }
-        self.check_rope_layout(OP, batch, qkv, at, inv_freq)?;
-        let q = View::part(qkv, at.q_offset, at.stride);
-        let checked = self.check_attention(OP, layer, batch, cfg, q, out)?;
-        let keys = (batch.max_pos + 1).min(cfg.window.unwrap_or(usize::MAX));
-        let rope = DecodeRope {
-            inv_freq,
-            k_offset: at.k_offset as u32,
-            v_offset: at.v_offset as u32,
-        };
-        let chunk = chunk_for(keys, subgroup_chunk());
-        self.decode_split(
-            encoder,
-            layer,
-            batch,
-            (q, out),
-            (cfg.heads, checked),
-            chunk,
-            Some(rope),
-        )
     }
 
     /// Attention of `batch`'s tokens over `layer`'s cache, each token with its own sequence
@@ -213,24 +138,9 @@ impl GpuKvCache {
         encoder: &mut crate::Recorder,
         layer: usize,
         batch: &KvBatch,
-        q_out: (View<'_>, &GpuBuffer),
-        heads_checked: (usize, (u32, u32, u32)),
-        chunk: usize,
-    ) -> Result<(), GpuError> {
-        self.decode_split(encoder, layer, batch, q_out, heads_checked, chunk, None)
-    }
-
-    /// The split-K decode, with rope folded in where `rope` is given (subgroup kernel only).
-    #[allow(clippy::too_many_arguments)]
-    fn decode_split(
-        &self,
-        encoder: &mut crate::Recorder,
-        layer: usize,
-        batch: &KvBatch,
         (q, out): (View<'_>, &GpuBuffer),
         (heads, (window, q_offset, q_stride)): (usize, (u32, u32, u32)),
         chunk: usize,
-        rope: Option<DecodeRope<'_>>,
     ) -> Result<(), GpuError> {
         if batch.tokens == 0 {
             return Ok(());
@@ -266,7 +176,7 @@ impl GpuKvCache {
             let min = caps.subgroup_min_size.max(1);
             // Lanes cover the head's vec4s for any subgroup of 4 or more (see the kernel).
             let acc = (hd / 4).div_ceil(4);
-            let (key, source) = subgroup_source(min, acc, rope.is_some());
+            let (key, source) = subgroup_source(min, acc);
             gpu.pipeline_with(&key, || source)
         } else if gpu.capabilities().subgroup {
             gpu.pipeline("attention decode (subgroup)", SOURCE_SUBGROUP)
@@ -288,18 +198,12 @@ impl GpuKvCache {
                 shard_heads: self.shard_heads as u32,
                 q_offset,
                 q_stride,
-                k_offset: rope.as_ref().map_or(0, |r| r.k_offset),
-                v_offset: rope.as_ref().map_or(0, |r| r.v_offset),
-                _pad: [0; 2],
             };
             let (keys, values) = self.shard(layer, shard);
             let groups = [splits as u32, shard_q_heads as u32, batch.tokens as u32];
             let mut buffers = vec![q.buffer, keys, values, &batch.info, &batch.tables, &*part];
             if sg {
                 buffers.push(out);
-            }
-            if let Some(r) = &rope {
-                buffers.push(r.inv_freq);
             }
             gpu.dispatch(encoder, &pipe, &params, &buffers, groups);
         }

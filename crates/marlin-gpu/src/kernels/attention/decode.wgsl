@@ -37,11 +37,6 @@ struct Params {
     // stacked q|k|v output.
     q_offset: u32,
     q_stride: u32,
-    // Read by decode_subgroup.wgsl's ROPE form only.
-    k_offset: u32,
-    v_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

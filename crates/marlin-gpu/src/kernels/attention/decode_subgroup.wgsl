@@ -14,12 +14,7 @@
 //
 // Prepended by decode.rs: SG (the device's smallest subgroup size: the workgroup is 4 of them)
 // and ACC (vec4s of the output each lane keeps: head_dim / 16 rounded up, so that subgroups of
-// any size from 4 up cover the head); with ROPE, rope_angle.wgsl too.
-//
-// ROPE (a decode step of a model): q and the new token's k come from the q|k|v row unturned and
-// are turned here (rope_write.wgsl's math), the new key and value are used from workgroup
-// memory and stored in the cache by one workgroup per kv head, so rope_write's dispatch is not
-// needed. No workgroup reads the new token's slot from the cache, so that store races nothing.
+// any size from 4 up cover the head).
 
 const WG: u32 = 4u * SG;
 // Keys a subgroup takes at once.
@@ -43,52 +38,19 @@ struct Params {
     shard_heads: u32,
     q_offset: u32,
     q_stride: u32,
-    // ROPE: the new token's k and v in its q|k|v row (q_stride long).
-    k_offset: u32,
-    v_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 // One layer's cache: [blocks][shard_heads][block_size][head_dim], head_dim a multiple of 4.
-//#if ROPE
-@group(0) @binding(2) var<storage, read_write> k_cache: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<f32>>;
-//#else
 @group(0) @binding(2) var<storage, read> k_cache: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> v_cache: array<vec4<f32>>;
-//#endif
 @group(0) @binding(4) var<storage, read> info: array<u32>;
 @group(0) @binding(5) var<storage, read> tables: array<u32>;
 // (tokens, heads, splits, 2 + head_dim): m, l, then the output scaled by exp(-m), unnormalised.
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
 // (tokens, heads, head_dim): written here instead when there is one split.
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
-
-//#if ROPE
-// head_dim / 2 inverse frequencies.
-@group(0) @binding(8) var<storage, read> inv_freq: array<f32>;
-// The new token's key (turned) and value, where this workgroup's keys end at it.
-var<workgroup> k_new: array<vec4<f32>, HD4_MAX>;
-var<workgroup> v_new: array<vec4<f32>, HD4_MAX>;
-
-// Values d..d + 4 of the head starting at `at` in q (the q|k|v rows), turned by rope at `pos`:
-// rope_write.wgsl's arithmetic (value i pairs with i + head_dim / 2).
-fn turned4(at: u32, d: u32, pos: u32) -> vec4<f32> {
-    let half = params.head_dim / 2u;
-    var out: vec4<f32>;
-    for (var e = 0u; e < 4u; e++) {
-        let i = (d + e) % half;
-        let sc = sin_cos(f32(pos) * inv_freq[i]);
-        let a = q[at + i];
-        let b = q[at + i + half];
-        out[e] = select(b * sc.y + a * sc.x, a * sc.y - b * sc.x, d + e < half);
-    }
-    return out;
-}
-//#endif
 
 // The query, pre-scaled.
 var<workgroup> qs: array<vec4<f32>, HD4_MAX>;
@@ -125,26 +87,10 @@ fn main(
     let kvh = head / group - params.head0 / group;
 
     let q_row = params.q_offset + t * params.q_stride + head * hd;
-    // Whether this workgroup's keys end at the token's own (its last split).
-    let own = start <= pos && end == pos + 1u;
     for (var i = li; i < hd4; i += WG) {
-//#if ROPE
-        qs[i] = turned4(q_row, 4u * i, pos) * params.scale;
-//#else
         let at = q_row + 4u * i;
         qs[i] = vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]) * params.scale;
-//#endif
     }
-//#if ROPE
-    if (own) {
-        let kv_row = t * params.q_stride + (head / group) * hd;
-        for (var i = li; i < hd4; i += WG) {
-            k_new[i] = turned4(kv_row + params.k_offset, 4u * i, pos);
-            let at = kv_row + params.v_offset + 4u * i;
-            v_new[i] = vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]);
-        }
-    }
-//#endif
     workgroupBarrier();
 
     var m = NEG;
@@ -154,12 +100,9 @@ fn main(
     // Subgroup sid takes keys start + sid * BATCH.., then every nsg * BATCH further.
     for (var k0 = start + sid * BATCH; k0 < end; k0 += nsg * BATCH) {
         var rows: array<u32, BATCH>;
-        // ROPE: which keys are the new token's, read from workgroup memory.
-        var is_new: array<bool, BATCH>;
         for (var b = 0u; b < BATCH; b++) {
             // Keys past the end read the last key again and weigh nothing.
             let key = min(k0 + b, end - 1u);
-            is_new[b] = ROPE && key == pos;
             let block = tables[table + key / params.block_size];
             rows[b] = ((block * params.shard_heads + kvh) * params.block_size
                 + key % params.block_size) * hd4;
@@ -170,17 +113,7 @@ fn main(
             if (i < hd4) {
                 let qv = qs[i];
                 for (var b = 0u; b < BATCH; b++) {
-//#if ROPE
-                    var kv: vec4<f32>;
-                    if (is_new[b]) {
-                        kv = k_new[i];
-                    } else {
-                        kv = k_cache[rows[b] + i];
-                    }
-                    dots[b] += dot(qv, kv);
-//#else
                     dots[b] += dot(qv, k_cache[rows[b] + i]);
-//#endif
                 }
             }
         }
@@ -204,36 +137,13 @@ fn main(
             if (i < hd4) {
                 var a = acc[j] * alpha;
                 for (var b = 0u; b < BATCH; b++) {
-//#if ROPE
-                    var vv: vec4<f32>;
-                    if (is_new[b]) {
-                        vv = v_new[i];
-                    } else {
-                        vv = v_cache[rows[b] + i];
-                    }
-                    a += p[b] * vv;
-//#else
                     a += p[b] * v_cache[rows[b] + i];
-//#endif
                 }
                 acc[j] = a;
             }
         }
         m = m_new;
     }
-
-//#if ROPE
-    // The first query head of each kv head stores the new key and value.
-    if (own && head % group == 0u) {
-        let block = tables[table + pos / params.block_size];
-        let row = ((block * params.shard_heads + kvh) * params.block_size
-            + pos % params.block_size) * hd4;
-        for (var i = li; i < hd4; i += WG) {
-            k_cache[row + i] = k_new[i];
-            v_cache[row + i] = v_new[i];
-        }
-    }
-//#endif
 
     // A subgroup with no keys left m = NEG, l = 0, acc = 0: it weighs nothing below. Subgroups
     // fold into 4 slots, 4 at a time: a device may run smaller subgroups than it reports (lavapipe

@@ -7,10 +7,6 @@ use crate::kernels::view::{apart, need, shape_error};
 use crate::kernels::{WG, grid};
 use crate::{GpuBuffer, GpuError, GpuKvCache, KvBatch};
 
-/// rope_angle.wgsl: sin and cos of rope's angles, the start of this kernel and of
-/// decode_subgroup.wgsl's ROPE form.
-pub(crate) const ANGLE: &str = include_str!("../rope_angle.wgsl");
-
 pub const SOURCE: &str = concat!(
     include_str!("../rope_angle.wgsl"),
     include_str!("rope_write.wgsl")
@@ -97,7 +93,7 @@ impl GpuKvCache {
 
     /// The checks on a q|k|v row that rope with the cache write needs: an even head_dim, the
     /// parts inside the row and apart, the buffers large enough and bindable.
-    pub(crate) fn check_rope_layout(
+    fn check_rope_layout(
         &self,
         op: &'static str,
         batch: &KvBatch,
@@ -306,115 +302,5 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("qkv"), "{e}");
-    }
-
-    /// A decode step with rope folded into decode_subgroup.wgsl gives what rope_write then
-    /// decode give: the outputs and both layers' caches, for contexts of one key (the new one
-    /// alone), a few, and past one split (so combine runs), with a layer over two buffers.
-    #[test]
-    fn decode_with_rope_equals_rope_write_then_decode() {
-        let Some(gpu) = crate::test_gpu() else { return };
-        for ((heads, kv_heads, hd), buffers) in [((6, 2, 64), 1), ((4, 4, 128), 2)] {
-            let shape = KvShape {
-                layers: 2,
-                kv_heads,
-                head_dim: hd,
-                block_size: 16,
-            };
-            let capacity = 512;
-            let limit = (kv_heads / buffers * capacity * hd * 4) as u64;
-            let make = || {
-                let mut cache =
-                    GpuKvCache::with_binding_limit(&gpu, shape, capacity, limit).unwrap();
-                let seqs: Vec<_> = (0..4).map(|_| cache.add_sequence()).collect();
-                (cache, seqs)
-            };
-            let ((mut a, seqs), (mut b, _)) = (make(), make());
-            if !a.decode_takes_rope() {
-                return;
-            }
-            // History: 0, 4, 69 and 150 positions already written (the same in both caches).
-            let history = [0usize, 4, 69, 150];
-            let kv_w = kv_heads * hd;
-            for cache in [&mut a, &mut b] {
-                let mut places = Vec::new();
-                for (&s, &n) in seqs.iter().zip(&history) {
-                    cache.reserve(s, n + 1).unwrap();
-                    places.extend((0..n).map(|p| (s, p)));
-                }
-                let batch = cache.batch(&places).unwrap();
-                let kv = gpu.upload_f32("k|v", &values(5, places.len() * 2 * kv_w, 1.0));
-                let (k, v) = (
-                    View::part(&kv, 0, 2 * kv_w),
-                    View::part(&kv, kv_w, 2 * kv_w),
-                );
-                let mut enc = gpu.encoder();
-                cache.record_write(&mut enc, 1, &batch, k, v).unwrap();
-                gpu.submit(enc);
-                for (&s, &n) in seqs.iter().zip(&history) {
-                    cache.advance(s, n).unwrap();
-                }
-            }
-            let step: Vec<_> = seqs.iter().zip(&history).map(|(&s, &n)| (s, n)).collect();
-            let q_w = heads * hd;
-            let at = QkvLayout {
-                stride: q_w + 2 * kv_w + 1,
-                heads,
-                q_offset: 1,
-                k_offset: 1 + q_w,
-                v_offset: 1 + q_w + kv_w,
-            };
-            let rows = values(6, step.len() * at.stride, 1.0);
-            let inv_freq: Vec<f32> = (0..hd / 2)
-                .map(|i| 1.0 / 1e4f32.powf(2.0 * i as f32 / hd as f32))
-                .collect();
-            let freq = gpu.upload_f32("inv_freq", &inv_freq);
-            let cfg = super::super::AttentionConfig {
-                heads,
-                window: None,
-            };
-            let out_bytes = (step.len() * q_w * 4) as u64;
-            let run = |cache: &GpuKvCache, fused: bool| {
-                let batch = cache.batch(&step).unwrap();
-                let qkv = gpu.upload_f32("qkv", &rows);
-                let out = gpu.zeros("out", out_bytes);
-                let mut enc = gpu.encoder();
-                if fused {
-                    cache
-                        .record_decode_attention_rope(
-                            &mut enc, 1, &batch, &qkv, at, &out, cfg, &freq,
-                        )
-                        .unwrap();
-                } else {
-                    cache
-                        .record_rope_write(&mut enc, 1, &batch, &qkv, at, &freq)
-                        .unwrap();
-                    let q = View::part(&qkv, at.q_offset, at.stride);
-                    cache
-                        .record_decode_attention(&mut enc, 1, &batch, q, &out, cfg)
-                        .unwrap();
-                }
-                gpu.submit(enc);
-                gpu.read_f32(&out).unwrap()
-            };
-            let what = format!("heads {heads}, kv heads {kv_heads}, head_dim {hd}");
-            let (want, got) = (run(&a, false), run(&b, true));
-            let close = |x: &[f32], y: &[f32], what: &str| {
-                for (i, (g, w)) in x.iter().zip(y).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
-                        "{what} [{i}]: {g} vs {w}"
-                    );
-                }
-            };
-            close(&got, &want, &format!("outputs, {what}"));
-            for shard in 0..buffers {
-                let (ka, va) = a.shard(1, shard);
-                let (kb, vb) = b.shard(1, shard);
-                let read = |buf| gpu.read_f32(buf).unwrap();
-                close(&read(kb), &read(ka), &format!("keys, {what}"));
-                assert_eq!(read(vb), read(va), "values, {what}");
-            }
-        }
     }
 }
