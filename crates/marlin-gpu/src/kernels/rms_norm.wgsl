@@ -49,25 +49,13 @@ fn main(
     // GROUP_SIZE * E) are read again for the output, E at a time. The per-thread order of the
     // sums is still j = lane, lane + GROUP_SIZE, ...
     let n = select(0u, params.dim, live);
-    var v: array<f32, E>;
-    for (var e = 0u; e < E; e++) {
-        let j = e * GROUP_SIZE + lane.index;
-        if (j < n) {
-            v[e] = x[src + j];
-        }
-    }
+    let v = chunk_of(src, 0u, n, lane);
     var sum_sq = 0.0;
     for (var e = 0u; e < E; e++) {
         sum_sq += v[e] * v[e];
     }
     for (var c0 = CHUNK; c0 < n; c0 += CHUNK) {
-        var w: array<f32, E>;
-        for (var e = 0u; e < E; e++) {
-            let j = c0 + e * GROUP_SIZE + lane.index;
-            if (j < n) {
-                w[e] = x[src + j];
-            }
-        }
+        let w = chunk_of(src, c0, n, lane);
         for (var e = 0u; e < E; e++) {
             sum_sq += w[e] * w[e];
         }
@@ -78,15 +66,20 @@ fn main(
     // writes only the values it read itself.
     normed_out(v, 0u, n, inv, dst, lane);
     for (var c0 = CHUNK; c0 < n; c0 += CHUNK) {
-        var w: array<f32, E>;
-        for (var e = 0u; e < E; e++) {
-            let j = c0 + e * GROUP_SIZE + lane.index;
-            if (j < n) {
-                w[e] = x[src + j];
-            }
-        }
-        normed_out(w, c0, n, inv, dst, lane);
+        normed_out(chunk_of(src, c0, n, lane), c0, n, inv, dst, lane);
     }
+}
+
+// This thread's E values of the row at src in the chunk at c0 (zero past n), loaded together.
+fn chunk_of(src: u32, c0: u32, n: u32, lane: Lane) -> array<f32, E> {
+    var v: array<f32, E>;
+    for (var e = 0u; e < E; e++) {
+        let j = c0 + e * GROUP_SIZE + lane.index;
+        if (j < n) {
+            v[e] = x[src + j];
+        }
+    }
+    return v;
 }
 
 // out[dst + j] = v * inv * weight[j] for this thread's E values of the chunk at c0, the

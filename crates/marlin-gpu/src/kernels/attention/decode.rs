@@ -7,19 +7,24 @@ use super::{AttentionConfig, combine};
 use crate::kernels::View;
 use crate::{GpuBuffer, GpuError, GpuKvCache, KvBatch};
 
-/// decode.wgsl after the reductions through subgroup operations.
+/// decode.wgsl after the reductions through subgroup operations and decode_keys.wgsl.
 pub const SOURCE_SUBGROUP: &str = concat!(
     include_str!("reduce_subgroup.wgsl"),
+    include_str!("decode_keys.wgsl"),
     include_str!("decode.wgsl")
 );
-/// decode.wgsl after the reductions through workgroup memory.
+/// decode.wgsl after the reductions through workgroup memory and decode_keys.wgsl.
 pub const SOURCE_SHARED: &str = concat!(
     include_str!("reduce_shared.wgsl"),
+    include_str!("decode_keys.wgsl"),
     include_str!("decode.wgsl")
 );
 
-/// decode_subgroup.wgsl, after its constants (SG, ACC).
-pub const SOURCE_SUBGROUP_SPLIT: &str = include_str!("decode_subgroup.wgsl");
+/// decode_subgroup.wgsl after decode_keys.wgsl, for its constants (SG, ACC) to precede.
+pub const SOURCE_SUBGROUP_SPLIT: &str = concat!(
+    include_str!("decode_keys.wgsl"),
+    include_str!("decode_subgroup.wgsl")
+);
 
 /// Keys per workgroup step (`WG` in decode.wgsl).
 const TILE: usize = 128;
@@ -53,7 +58,7 @@ fn subgroup_chunk() -> usize {
 /// the largest GPUs for a single sequence; longer contexts get longer chunks instead.
 const MAX_SPLITS: usize = 32;
 
-/// Mirrors `Params` in decode.wgsl.
+/// Mirrors `Params` in decode_keys.wgsl.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 struct Params {

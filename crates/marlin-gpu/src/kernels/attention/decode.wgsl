@@ -9,7 +9,8 @@
 // operations or workgroup memory, whichever file precedes this one), then each invocation
 // accumulates the tile's values for the output dimensions it owns (d = lid and lid + WG).
 // Keys of the chunk beyond the token's own position (causality) or before its window are not
-// visited at all: the host splits the range [window start, position] of each token.
+// visited at all: the host splits the range [window start, position] of each token. Comes
+// after decode_keys.wgsl (Params, the shared bindings, split_keys).
 
 const WG: u32 = 128u;
 // Largest head dimension: each invocation owns 2 output dimensions.
@@ -17,39 +18,10 @@ const HD_MAX: u32 = 256u;
 // Stands for -infinity: exp(NEG - m) is 0 for any real m, and NEG - NEG is 0, not NaN.
 const NEG: f32 = -3.0e38;
 
-struct Params {
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    block_size: u32,
-    // Keys per split, and splits per (token, head).
-    chunk: u32,
-    splits: u32,
-    // Sliding window (a token sees itself and the window - 1 before it); 0: none.
-    window: u32,
-    // 1 / sqrt(head_dim)
-    scale: f32,
-    // This dispatch's query heads start at head0; the cache buffer holds the shard_heads kv
-    // heads they read (all of them unless a layer is split, kv_cache.rs says why).
-    head0: u32,
-    shard_heads: u32,
-    // Token t's query heads start at q_offset + t * q_stride (elements): q may be one part of a
-    // stacked q|k|v output.
-    q_offset: u32,
-    q_stride: u32,
-}
 
-@group(0) @binding(0) var<uniform> params: Params;
-// (tokens, heads, head_dim), at q_offset with a row stride of q_stride
-@group(0) @binding(1) var<storage, read> q: array<f32>;
 // One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>;
-// Per token [position, offset of its block table in tables].
-@group(0) @binding(4) var<storage, read> info: array<u32>;
-@group(0) @binding(5) var<storage, read> tables: array<u32>;
-// (tokens, heads, splits, 2 + head_dim): m, l, then the output scaled by exp(-m), unnormalised.
-@group(0) @binding(6) var<storage, read_write> part: array<f32>;
 
 // The query, pre-scaled.
 var<workgroup> qs: array<f32, HD_MAX>;
@@ -80,21 +52,13 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     let head = params.head0 + wg.y;
     let t = wg.z;
     let hd = params.head_dim;
-    let pos = info[2u * t];
-    let table = info[2u * t + 1u];
-    var first = 0u;
-    if (params.window > 0u && pos + 1u > params.window) {
-        first = pos + 1u - params.window;
-    }
-    let start = first + split * params.chunk;
-    let end = min(start + params.chunk, pos + 1u);
-    let group = params.heads / params.kv_heads;
-    // The kv head's index within the buffer.
-    let kvh = head / group - params.head0 / group;
-
-    let q_row = params.q_offset + t * params.q_stride + head * hd;
+    let keys = split_keys(split, head, t);
+    let start = keys.start;
+    let end = keys.end;
+    let kvh = keys.kvh;
+    let table = keys.table;
     for (var d = lid; d < hd; d += WG) {
-        qs[d] = q[q_row + d] * params.scale;
+        qs[d] = q[keys.q_row + d] * params.scale;
     }
     workgroupBarrier();
 

@@ -12,7 +12,8 @@
 // (max, sum, output) are merged in workgroup memory as combine.wgsl merges splits. A split of
 // a single chunk (the whole context) writes the final output itself, and no combine runs.
 //
-// Prepended by decode.rs: SG (the device's smallest subgroup size: the workgroup is 4 of them)
+// Comes after decode_keys.wgsl (Params, the shared bindings, split_keys). Prepended by
+// decode.rs: SG (the device's smallest subgroup size: the workgroup is 4 of them)
 // and ACC (vec4s of the output each lane keeps: head_dim / 16 rounded up, so that subgroups of
 // any size from 4 up cover the head).
 
@@ -24,31 +25,10 @@ const HD4_MAX: u32 = 64u;
 // Stands for -infinity: exp(NEG - m) is 0 for any real m, and NEG - NEG is 0, not NaN.
 const NEG: f32 = -3.0e38;
 
-// As in decode.wgsl.
-struct Params {
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    block_size: u32,
-    chunk: u32,
-    splits: u32,
-    window: u32,
-    scale: f32,
-    head0: u32,
-    shard_heads: u32,
-    q_offset: u32,
-    q_stride: u32,
-}
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
 // One layer's cache: [blocks][shard_heads][block_size][head_dim], head_dim a multiple of 4.
 @group(0) @binding(2) var<storage, read> k_cache: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> v_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> info: array<u32>;
-@group(0) @binding(5) var<storage, read> tables: array<u32>;
-// (tokens, heads, splits, 2 + head_dim): m, l, then the output scaled by exp(-m), unnormalised.
-@group(0) @binding(6) var<storage, read_write> part: array<f32>;
 // (tokens, heads, head_dim): written here instead when there is one split.
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
 
@@ -74,19 +54,12 @@ fn main(
     let t = wg.z;
     let hd = params.head_dim;
     let hd4 = hd / 4u;
-    let pos = info[2u * t];
-    let table = info[2u * t + 1u];
-    var first = 0u;
-    if (params.window > 0u && pos + 1u > params.window) {
-        first = pos + 1u - params.window;
-    }
-    let start = first + split * params.chunk;
-    let end = min(start + params.chunk, pos + 1u);
-    let group = params.heads / params.kv_heads;
-    // The kv head's index within the buffer.
-    let kvh = head / group - params.head0 / group;
-
-    let q_row = params.q_offset + t * params.q_stride + head * hd;
+    let keys = split_keys(split, head, t);
+    let start = keys.start;
+    let end = keys.end;
+    let kvh = keys.kvh;
+    let table = keys.table;
+    let q_row = keys.q_row;
     for (var i = li; i < hd4; i += WG) {
         let at = q_row + 4u * i;
         qs[i] = vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]) * params.scale;
