@@ -20,6 +20,6 @@ mod tokenizer;
 pub use chat::{ChatTemplate, ChatTemplateError, Message};
 pub use detokenize::Detokenizer;
 pub use engine::{Completion, Engine, EngineError, TextParams};
-pub use load::tokenizer_files;
+pub use load::{load_tokenizer, tokenizer_files};
 pub use session::Session;
 pub use tokenizer::{Tokenizer, TokenizerError};

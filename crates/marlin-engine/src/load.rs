@@ -58,6 +58,13 @@ fn folder(dir: &Path) -> Result<Parts, EngineError> {
     })
 }
 
+/// The tokenizer of the model at `path` (a GGUF file, a Hugging Face folder or one of our
+/// checkpoints), as `generate` uses it: for tokenizing text without loading the model (GPTQ's
+/// calibration text).
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, EngineError> {
+    Ok(open(path)?.tokenizer)
+}
+
 /// The files of a folder a converted checkpoint carries over: the tokenizer's, the chat
 /// template and the generation defaults. Others (weights, config.json, README) are not.
 const CARRIED_FILES: [&str; 9] = [

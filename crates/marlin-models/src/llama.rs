@@ -334,7 +334,35 @@ impl<D: Device> Llama<D> {
         layer: &DecoderLayer<D>,
         h: &mut D::Act,
     ) -> Result<(), ModelError> {
-        let (dev, c) = (&self.device, &self.config);
+        let run = LayerRun {
+            dev: &self.device,
+            config: &self.config,
+            inv_freq: &self.inv_freq,
+        };
+        run.layer(pass, cache, l, layer, h)
+    }
+}
+
+/// What running a decoder layer needs besides its weights.
+struct LayerRun<'a, D: Device> {
+    dev: &'a D,
+    config: &'a ModelConfig,
+    inv_freq: &'a D::Vector,
+}
+
+impl<D: Device> LayerRun<'_, D> {
+    /// One decoder layer on the residual stream h, which it updates in place; `l` is the
+    /// layer's place in the cache.
+    // h (tokens, hidden) -> h, updated in place
+    fn layer(
+        &self,
+        pass: &mut D::Pass,
+        cache: &mut D::Cache,
+        l: usize,
+        layer: &DecoderLayer<D>,
+        h: &mut D::Act,
+    ) -> Result<(), ModelError> {
+        let (dev, c, inv_freq) = (self.dev, self.config, self.inv_freq);
         let eps = c.rms_norm_eps;
         let (hd, ff) = (c.head_dim, c.intermediate_size);
         let (heads, kv_heads) = (c.num_attention_heads, c.num_key_value_heads);
@@ -361,11 +389,57 @@ impl<D: Device> Llama<D> {
             v,
             window,
         };
-        let attn = dev.attention(pass, cache, &mut qkv, parts, &self.inv_freq)?;
+        let attn = dev.attention(pass, cache, &mut qkv, parts, inv_freq)?;
         dev.project_add(pass, Input::Plain(&attn), &layer.o_proj, h)?;
 
         let x = Input::RmsNorm(h, &layer.post_attention_layernorm, eps);
         let gate_up = dev.project(pass, x, &layer.gate_up)?;
         dev.project_add(pass, Input::SwiGlu(&gate_up, ff), &layer.down_proj, h)
+    }
+}
+
+/// One decoder layer on its own, holding only its own weights: a model run a layer at a time,
+/// each layer over every calibration token before the next (GPTQ quantizes each layer on the
+/// outputs of the layers before it, already quantized), with memory for one layer.
+pub(crate) struct LayerAlone<D: Device> {
+    config: ModelConfig,
+    layer: DecoderLayer<D>,
+    inv_freq: D::Vector,
+}
+
+impl<D: Device> LayerAlone<D> {
+    /// Layer `l` of `src` (its weights as `src` gives them) on `device`.
+    pub(crate) fn load(src: &dyn WeightSource, device: &D, l: usize) -> Result<Self, ModelError> {
+        let config = src.config().clone();
+        let load = Loader {
+            src,
+            config: &config,
+            device,
+        };
+        let layer = DecoderLayer::load(&load, l).map_err(|e| e.in_file(src.path()))?;
+        let inv_freq = device.vector(Rope::new(&config).inv_freq().to_vec())?;
+        Ok(LayerAlone {
+            config,
+            layer,
+            inv_freq,
+        })
+    }
+
+    /// The layer on the residual stream h of a pass, its keys and values in layer 0 of `cache`
+    /// (a cache for a one-layer model is enough).
+    // h (tokens, hidden) -> h, updated in place
+    pub(crate) fn forward(
+        &self,
+        device: &D,
+        pass: &mut D::Pass,
+        cache: &mut D::Cache,
+        h: &mut D::Act,
+    ) -> Result<(), ModelError> {
+        let run = LayerRun {
+            dev: device,
+            config: &self.config,
+            inv_freq: &self.inv_freq,
+        };
+        run.layer(pass, cache, 0, &self.layer, h)
     }
 }

@@ -91,7 +91,7 @@ impl Model {
         Ok(Model(match hardware.into() {
             Hardware::Cpu(cpu) => {
                 let cpu = cpu.with_activations(precision.activations());
-                On::Cpu(Llama::load(src, CpuDevice { cpu })?)
+                On::Cpu(Llama::load(src, CpuDevice::new(cpu))?)
             }
             Hardware::Gpu(gpu) => {
                 let device = GpuDevice::new(gpu.clone(), precision.gpu_matmul());

@@ -17,7 +17,7 @@ mod quantize;
 
 pub use error::QuantError;
 pub use format::{Format, Group, ScaleType, Scheme};
-pub use gptq::{GptqOptions, gptq};
+pub use gptq::{GptqHessian, GptqOptions, gptq};
 pub use matrix::QuantMatrix;
 pub use quantize::{quantize, quantize_bf16, quantize_f16};
 

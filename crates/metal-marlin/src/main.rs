@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; this file only parses arguments and dispatches.
 
 mod bench;
+mod calibration;
 mod chat;
 mod eval;
 mod generate;

@@ -10,10 +10,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use indicatif::{ProgressBar, ProgressStyle};
-use marlin_models::checkpoint::{Method, PRESETS, Recipe, Rule, quantize_model};
+use marlin_models::checkpoint::{Method, PRESETS, Recipe, Rule, quantize_model_calibrated};
 use marlin_quant::{Format, Group, Scheme};
 
-use crate::model_source;
+use crate::{calibration, model_source};
 
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
@@ -34,7 +34,8 @@ pub struct QuantizeArgs {
     /// Default: the format's own (32; fp8 per channel; nvfp4 16).
     #[arg(long)]
     group_size: Option<String>,
-    /// How weights are rounded: rtn (round to nearest). gptq and awq are not implemented yet.
+    /// How weights are rounded: rtn (round to nearest) or gptq (GPTQ on calibration text,
+    /// decoder layer by decoder layer). awq is not implemented yet.
     #[arg(long, default_value = "rtn")]
     method: String,
     /// A per-layer override, GLOB=FORMAT[:GROUP] or GLOB=keep, matched against tensor names
@@ -46,23 +47,42 @@ pub struct QuantizeArgs {
     /// int8) or int2-mixed (MLP int2, attention int4, first and last layers int8).
     #[arg(long, value_parser = PossibleValuesParser::new(PRESETS))]
     preset: Option<String>,
-    /// Calibration text for GPTQ/AWQ (not implemented yet: refused).
+    /// GPTQ's calibration text (UTF-8), tokenized with the model's tokenizer and cut into
+    /// samples of 512 tokens. Default: the corpus built into metal-marlin
+    /// (docs/quantization.md, "Calibration").
     #[arg(long)]
     calibration: Option<PathBuf>,
-    /// Calibration samples for GPTQ/AWQ (not implemented yet: refused).
+    /// GPTQ: calibration samples of 512 tokens (default 128, or as many as the text holds).
     #[arg(long)]
     samples: Option<usize>,
+    /// GPTQ: dampening added to the Hessian's diagonal, as a fraction of its mean (default 0.01).
+    #[arg(long)]
+    damp: Option<f64>,
+    /// GPTQ: quantize columns in decreasing order of their input's energy (diag of the Hessian).
+    #[arg(long)]
+    act_order: bool,
     /// Structured sparsity, e.g. 2:4 (not implemented yet: refused).
     #[arg(long)]
     sparsity: Option<String>,
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
-    refuse_unimplemented(&args)?;
+    let method = refuse_unimplemented(&args)?;
     let input = model_source::resolve(Some(&args.input))?;
     let src =
         marlin_models::open(&input).with_context(|| format!("opening {}", input.display()))?;
-    let recipe = recipe(&args, src.config().num_hidden_layers)?;
+    let mut recipe = recipe(&args, src.config().num_hidden_layers)?;
+    recipe.method = method;
+    let calibration = match method {
+        Method::Gptq => Some(calibration::load(
+            &input,
+            args.calibration.as_deref(),
+            args.samples,
+            args.damp,
+            args.act_order,
+        )?),
+        _ => None,
+    };
     let files = marlin_engine::tokenizer_files(&input)
         .with_context(|| format!("reading the tokenizer of {}", input.display()))?;
     eprintln!(
@@ -79,15 +99,22 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let bar = progress_bar(src.config().num_hidden_layers);
     let start = Instant::now();
     let sampler = PeakSampler::start();
-    let report = quantize_model(src.as_ref(), &recipe, &args.output, &files, &mut |step| {
-        let memory = Memory::now();
-        bar.set_position(step.layers_done as u64);
-        bar.set_message(format!(
-            "{}  {}",
-            memory.map_or(String::new(), |m| m.to_string()),
-            step.name
-        ));
-    });
+    let report = quantize_model_calibrated(
+        src.as_ref(),
+        &recipe,
+        calibration.as_ref(),
+        &args.output,
+        &files,
+        &mut |step| {
+            let memory = Memory::now();
+            bar.set_position(step.layers_done as u64);
+            bar.set_message(format!(
+                "{}  {}",
+                memory.map_or(String::new(), |m| m.to_string()),
+                step.name
+            ));
+        },
+    );
     bar.finish_and_clear();
     let peak_working = sampler.stop();
     let report = report.with_context(|| format!("quantizing into {}", args.output.display()))?;
@@ -105,25 +132,29 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GPTQ, AWQ, calibration and sparsity are parsed so the command line is stable, and refused
-/// so nobody believes they ran.
-fn refuse_unimplemented(args: &QuantizeArgs) -> anyhow::Result<()> {
-    args.method
+/// AWQ and sparsity are parsed so the command line is stable, and refused so nobody believes
+/// they ran; GPTQ's options are refused without GPTQ, where they would do nothing.
+fn refuse_unimplemented(args: &QuantizeArgs) -> anyhow::Result<Method> {
+    let method = args
+        .method
         .parse::<Method>()
         .map_err(anyhow::Error::from)
         .context("--method")?;
-    let later = [
+    if args.sparsity.is_some() {
+        bail!("--sparsity is not supported yet: 2:4 sparsity comes in a later release");
+    }
+    let gptq_only = [
         ("--calibration", args.calibration.is_some()),
         ("--samples", args.samples.is_some()),
-        ("--sparsity", args.sparsity.is_some()),
+        ("--damp", args.damp.is_some()),
+        ("--act-order", args.act_order),
     ];
-    if let Some((flag, _)) = later.iter().find(|(_, given)| *given) {
-        bail!(
-            "{flag} is not supported yet: calibration (GPTQ, AWQ) and 2:4 sparsity come in a \
-             later release; only --method rtn runs now, and it needs no calibration"
-        );
+    if method != Method::Gptq
+        && let Some((flag, _)) = gptq_only.iter().find(|(_, given)| *given)
+    {
+        bail!("{flag} is a GPTQ option: add --method gptq, or leave it out for round to nearest");
     }
-    Ok(())
+    Ok(method)
 }
 
 /// The preset or the plain scheme, `--format` and `--group-size` over the preset's default,

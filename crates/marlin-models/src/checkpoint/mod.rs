@@ -4,10 +4,12 @@
 //! beside). Specified in docs/checkpoint-format.md.
 //!
 //! - [`quantize_model`]: a [`WeightSource`](crate::WeightSource) into a checkpoint by a
-//!   [`Recipe`], one weight at a time, written atomically ([`CheckpointWriter`]).
+//!   [`Recipe`], one weight at a time, written atomically ([`CheckpointWriter`]);
+//!   [`quantize_model_calibrated`] with GPTQ, one decoder layer at a time on a [`Calibration`].
 //! - [`Checkpoint`]: a checkpoint folder, mapped and checked, as a `WeightSource`; quantized
 //!   weights load as the file's bytes, with no repacking or re-quantization.
 
+mod gptq;
 mod hf_config;
 mod quantize;
 mod reader;
@@ -15,8 +17,11 @@ mod recipe;
 mod spec;
 mod writer;
 
+pub use gptq::Calibration;
 pub use hf_config::{base_config, config_json};
-pub use quantize::{QuantizeReport, Step, quantize_model, quantize_parallel};
+pub use quantize::{
+    QuantizeReport, Step, quantize_model, quantize_model_calibrated, quantize_parallel,
+};
 pub use reader::{Checkpoint, is_checkpoint};
 pub use recipe::{
     KEPT_BY_DEFAULT, Method, PRESETS, Recipe, RecipeError, Rule, Target, glob_match, matches_name,

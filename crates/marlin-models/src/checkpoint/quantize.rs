@@ -2,13 +2,15 @@
 //! quantize it, write it, drop it. Peak memory is about one weight in f32 plus its packed
 //! form, never the whole model.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use marlin_quant::{Format, QuantMatrix, Scheme, quantize};
 use rayon::prelude::*;
 use serde_json::Value;
 
-use super::recipe::{Recipe, Target};
+use super::gptq::{Calibration, Calibrator};
+use super::recipe::{Method, Recipe, Target};
 use super::spec::{DenseType, Entry};
 use super::writer::CheckpointWriter;
 use crate::{ModelError, StoredTensor, Weight, WeightSource};
@@ -46,6 +48,32 @@ pub fn quantize_model(
     extra_files: &[(String, Vec<u8>)],
     progress: &mut dyn FnMut(Step<'_>),
 ) -> Result<QuantizeReport, ModelError> {
+    quantize_model_calibrated(src, recipe, None, output, extra_files, progress)
+}
+
+/// [`quantize_model`] for every method: with `Method::Gptq` the decoder layers' matrices are
+/// quantized by GPTQ on `calibration`, layer by layer (checkpoint/gptq.rs); the matrices outside
+/// the decoder layers that the recipe quantizes (an `lm_head` rule) are rounded to nearest.
+pub fn quantize_model_calibrated(
+    src: &dyn WeightSource,
+    recipe: &Recipe,
+    calibration: Option<&Calibration>,
+    output: &Path,
+    extra_files: &[(String, Vec<u8>)],
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Result<QuantizeReport, ModelError> {
+    let mut calibrator = match (recipe.method, calibration) {
+        (Method::Gptq, Some(c)) => Some(Calibrator::new(src, c)?),
+        (Method::Gptq, None) => {
+            return Err(ModelError::Config {
+                path: src.path().to_owned(),
+                what: "GPTQ needs calibration samples (give a Calibration)".into(),
+            });
+        }
+        (Method::Rtn, _) => None,
+    };
+    let mut calibrated: (Option<usize>, HashMap<String, QuantMatrix<'static>>) =
+        (None, HashMap::new());
     let mut config = super::hf_config::base_config(src)?;
     config.insert("quantization_config".into(), recipe.to_json());
     let tensors = in_layer_order(src.tensors());
@@ -59,6 +87,17 @@ pub fn quantize_model(
     let layers = src.config().num_hidden_layers;
     let mut writer = CheckpointWriter::create(output, plan.clone())?;
     for (i, (name, entry)) in plan.iter().enumerate() {
+        if let (Some(cal), Some(l)) = (calibrator.as_mut(), layer_of(name))
+            && calibrated.0 != Some(l)
+        {
+            calibrated = (Some(l), cal.layer(src, recipe, l)?);
+        }
+        if let Some(q) = calibrated.1.remove(name) {
+            report.quantized += 1;
+            writer.write(name, &Weight::Quant(q))?;
+            progress(step(&plan, i, layers));
+            continue;
+        }
         let weight = src.weight(name)?;
         let out = match (recipe.target(name, &weight.shape()), entry) {
             (Target::Quant(_), Entry::Quant { scheme, .. }) => {
@@ -72,21 +111,22 @@ pub fn quantize_model(
         };
         writer.write(name, &out)?;
         drop(out);
-        let next_layer = plan.get(i + 1).and_then(|(n, _)| layer_of(n));
-        let layers_done = match next_layer {
-            Some(l) => l.min(layers),
-            None => layers,
-        };
-        progress(Step {
-            done: i + 1,
-            total: plan.len(),
-            name,
-            layers_done,
-            layers,
-        });
+        progress(step(&plan, i, layers));
     }
     writer.finish(&Value::Object(config), extra_files)?;
     Ok(report)
+}
+
+/// Where quantizing stands once weight `i` of `plan` is written.
+fn step(plan: &[(String, Entry)], i: usize, layers: usize) -> Step<'_> {
+    let next_layer = plan.get(i + 1).and_then(|(n, _)| layer_of(n));
+    Step {
+        done: i + 1,
+        total: plan.len(),
+        name: &plan[i].0,
+        layers_done: next_layer.map_or(layers, |l| l.min(layers)),
+        layers,
+    }
 }
 
 /// How `t` will be stored. A kept weight keeps the source's dtype (F32, F16, BF16) or packed

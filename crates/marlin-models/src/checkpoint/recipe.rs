@@ -22,8 +22,8 @@ pub enum RecipeError {
     #[error("unknown preset '{0}': known presets are {list}", list = PRESETS.join(", "))]
     UnknownPreset(String),
     #[error(
-        "method '{0}' is not supported yet: only rtn (round to nearest) is implemented; GPTQ \
-         and AWQ come later"
+        "method '{0}' is not supported yet: rtn (round to nearest) and gptq are implemented; \
+         AWQ comes later"
     )]
     MethodNotSupported(String),
     #[error("unknown method '{0}': expected rtn, gptq or awq")]
@@ -35,6 +35,8 @@ pub enum RecipeError {
 pub enum Method {
     /// Round to nearest, each group's scale from its own weights.
     Rtn,
+    /// GPTQ on calibration activations (marlin_quant::gptq), decoder layer by decoder layer.
+    Gptq,
 }
 
 impl FromStr for Method {
@@ -42,7 +44,8 @@ impl FromStr for Method {
     fn from_str(s: &str) -> Result<Self, RecipeError> {
         match s.to_ascii_lowercase().as_str() {
             "rtn" => Ok(Method::Rtn),
-            "gptq" | "awq" => Err(RecipeError::MethodNotSupported(s.to_string())),
+            "gptq" => Ok(Method::Gptq),
+            "awq" => Err(RecipeError::MethodNotSupported(s.to_string())),
             _ => Err(RecipeError::UnknownMethod(s.to_string())),
         }
     }
@@ -52,6 +55,7 @@ impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Method::Rtn => f.write_str("rtn"),
+            Method::Gptq => f.write_str("gptq"),
         }
     }
 }
@@ -358,6 +362,7 @@ mod tests {
         assert_eq!(t("model.layers.0.mlp.down_proj.weight"), int8);
         assert_eq!(t("model.layers.29.mlp.down_proj.weight"), int8);
         assert!(Recipe::preset("nope", 30).is_err());
-        assert!("gptq".parse::<Method>().is_err());
+        assert_eq!("gptq".parse::<Method>().unwrap(), Method::Gptq);
+        assert!("awq".parse::<Method>().is_err());
     }
 }

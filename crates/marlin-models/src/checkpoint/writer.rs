@@ -146,8 +146,11 @@ impl CheckpointWriter {
         }
         sync_dir(&self.partial)?;
         std::fs::rename(&self.partial, &self.output).map_err(io(&self.output))?;
-        if let Some(parent) = self.output.parent() {
-            sync_dir(parent)?;
+        // A bare name (`-o out`) has the empty path as parent: the working directory.
+        match self.output.parent() {
+            Some(p) if p.as_os_str().is_empty() => sync_dir(Path::new("."))?,
+            Some(p) => sync_dir(p)?,
+            None => {}
         }
         self.finished = true;
         Ok(())

@@ -14,6 +14,31 @@ use crate::{ModelConfig, ModelError, SeqId, Weight};
 #[derive(Debug, Clone)]
 pub struct CpuDevice {
     pub cpu: CpuBackend,
+    /// Sees the input of every product before it runs (GPTQ's Hessians); `None` to run plainly.
+    pub observer: Option<Observer>,
+}
+
+impl CpuDevice {
+    pub fn new(cpu: CpuBackend) -> Self {
+        CpuDevice {
+            cpu,
+            observer: None,
+        }
+    }
+}
+
+/// A callback given each product's input `x (tokens, width)` and `width`, in the order the
+/// architecture runs its products (for a Llama layer: q|k|v, o, gate|up, down).
+#[derive(Clone)]
+pub struct Observer(pub std::sync::Arc<ObserveFn>);
+
+/// What an [`Observer`] calls: `(x, width)`.
+pub type ObserveFn = dyn Fn(&[f32], usize) + Send + Sync;
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 /// Rows of `width` f32 values, one per token.
@@ -138,6 +163,9 @@ impl Device for CpuDevice {
         w: &LinearGroup,
     ) -> Result<CpuAct, ModelError> {
         let tokens = x.data.len() / x.width;
+        if let Some(observe) = &self.observer {
+            observe.0(&x.data, x.width);
+        }
         Ok(CpuAct {
             data: w.forward(&self.cpu, &x.data, tokens)?,
             width: w.out_features(),

@@ -1,6 +1,8 @@
 //! The little dense linear algebra GPTQ needs, in f64: a Cholesky factorization and the upper
 //! Cholesky factor of an inverse. Matrices are row-major `n x n` slices.
 
+use rayon::prelude::*;
+
 /// The lower Cholesky factor `L` of a symmetric positive definite `a` (`a = L L^T`), in place
 /// (the upper triangle is left as it was). `false` when `a` is not positive definite.
 // a (n, n) -> L (n, n), lower triangle
@@ -14,11 +16,11 @@ pub(crate) fn cholesky_in_place(a: &mut [f64], n: usize) -> bool {
         }
         let d = d.sqrt();
         a[j * n + j] = d;
-        for i in j + 1..n {
-            let (top, bottom) = a.split_at_mut(i * n);
-            let s = bottom[j] - dot(&bottom[..j], &top[j * n..j * n + j]);
-            bottom[j] = s / d;
-        }
+        // The rows below are independent given row j's head: each core takes whole rows.
+        let head = a[j * n..j * n + j].to_vec();
+        a[(j + 1) * n..].par_chunks_mut(n).for_each(|row| {
+            row[j] = (row[j] - dot(&row[..j], &head)) / d;
+        });
     }
     true
 }
@@ -53,16 +55,19 @@ pub(crate) fn inverse_upper_cholesky(h: &[f64], n: usize) -> Option<Vec<f64>> {
 // l (n, n) -> (n, n)
 fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
     // Column j of the inverse solves L x = e_j by forward substitution; each step is a dot
-    // product of a contiguous row of L with the contiguous solution so far.
-    let mut inv = vec![0f64; n * n];
-    let mut x = vec![0f64; n];
-    for j in 0..n {
+    // product of a contiguous row of L with the contiguous solution so far. Columns are
+    // independent: each core takes whole columns, kept as rows of the transpose.
+    let mut inv_t = vec![0f64; n * n];
+    inv_t.par_chunks_mut(n).enumerate().for_each(|(j, x)| {
         x[j] = 1.0 / l[j * n + j];
         for i in j + 1..n {
             x[i] = -dot(&l[i * n + j..i * n + i], &x[j..i]) / l[i * n + i];
         }
+    });
+    let mut inv = vec![0f64; n * n];
+    for j in 0..n {
         for i in j..n {
-            inv[i * n + j] = x[i];
+            inv[i * n + j] = inv_t[j * n + i];
         }
     }
     inv

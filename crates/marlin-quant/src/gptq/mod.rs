@@ -59,9 +59,8 @@ impl Default for GptqOptions {
 const MAX_DAMP: f64 = 1.0;
 
 /// Quantizes a row-major `rows x cols` matrix with GPTQ under the `cols x cols` Hessian `h`
-/// of its inputs (row-major, symmetric). Each group's scale (and bias) is fitted as RTN fits it,
-/// to the original weights or, with `static_groups` off, to the weights as the error updates
-/// have left them when the algorithm reaches the group's first column.
+/// of its inputs (row-major, symmetric): [`GptqHessian::new`] then
+/// [`GptqHessian::quantize`].
 // weights (rows, cols), h (cols, cols) -> QuantMatrix (rows, cols)
 pub fn gptq(
     weights: &[f32],
@@ -71,63 +70,107 @@ pub fn gptq(
     scheme: Scheme,
     options: GptqOptions,
 ) -> Result<QuantMatrix<'static>, QuantError> {
-    Ok(run(weights, rows, cols, h, scheme, options)?.0)
+    GptqHessian::new(h, cols, options)?.quantize(weights, rows, scheme)
 }
 
-/// [`gptq`], also returning the values the algorithm rounded each weight to (rows x cols).
-// weights (rows, cols), h (cols, cols) -> (QuantMatrix (rows, cols), values (rows, cols))
-pub(crate) fn run(
-    weights: &[f32],
-    rows: usize,
+/// GPTQ's view of one input: the column order and the upper Cholesky factor of the dampened
+/// `H^-1`, computed once for every matrix that reads the input (q, k and v; gate and up).
+#[derive(Debug, Clone)]
+pub struct GptqHessian {
     cols: usize,
-    h: &[f64],
-    scheme: Scheme,
+    /// Original column of each step.
+    order: Vec<usize>,
+    /// Upper Cholesky factor of `H^-1` in the quantization order (cols x cols).
+    u: Vec<f32>,
     options: GptqOptions,
-) -> Result<(QuantMatrix<'static>, Vec<f32>), QuantError> {
-    check_input(weights, rows, cols)?;
-    if h.len() != cols * cols {
-        return Err(QuantError::HessianShape {
+}
+
+impl GptqHessian {
+    /// Prepares the `cols x cols` Hessian `h` (row-major, symmetric; f64 because it sums
+    /// tens of thousands of tokens' products).
+    // h (cols, cols) -> GptqHessian
+    pub fn new(h: &[f64], cols: usize, options: GptqOptions) -> Result<Self, QuantError> {
+        if cols == 0 || h.len() != cols * cols {
+            return Err(QuantError::HessianShape {
+                cols,
+                expected: cols * cols,
+                got: h.len(),
+            });
+        }
+        let mut order: Vec<usize> = (0..cols).collect();
+        if options.act_order {
+            // Stable: equal diagonals keep their original order.
+            order.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]));
+        }
+        let u = inverse_factor(h, cols, &order, options.damp)?;
+        Ok(GptqHessian {
             cols,
-            expected: cols * cols,
-            got: h.len(),
-        });
+            order,
+            u,
+            options,
+        })
     }
-    let format = scheme.format();
-    let global = match format {
-        Format::Nvfp4 => nvfp4_global_scale(weights),
-        _ => 1.0,
-    };
-    let mut order: Vec<usize> = (0..cols).collect();
-    if options.act_order {
-        // Stable: equal diagonals keep their original order.
-        order.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]));
+
+    /// Input columns of the matrices this Hessian quantizes.
+    pub fn cols(&self) -> usize {
+        self.cols
     }
-    let u = inverse_factor(h, cols, &order, options.damp)?;
-    let gl = scheme.group_len(cols);
-    let block = if gl <= options.block {
-        options.block.max(1).div_ceil(gl) * gl
-    } else {
-        options.block.max(1)
-    };
-    let job = RowJob {
-        format,
-        scheme,
-        cols,
-        global,
-        order: &order,
-        u: &u,
-        block,
-        static_groups: options.static_groups || options.act_order,
-    };
-    let mut values = vec![0f32; rows * cols];
-    // Rows are independent given U: each core takes whole rows.
-    let out = weights
-        .par_chunks_exact(cols)
-        .zip(values.par_chunks_exact_mut(cols))
-        .enumerate()
-        .map(|(r, (row, vals))| job.quantize_row(r, row, vals))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((pack(scheme, rows, cols, global, out)?, values))
+
+    /// Quantizes a row-major `rows x cols` matrix. Each group's scale (and bias) is fitted as
+    /// RTN fits it, to the original weights or, with `static_groups` off, to the weights as the
+    /// error updates have left them when the algorithm reaches the group's first column.
+    // weights (rows, cols) -> QuantMatrix (rows, cols)
+    pub fn quantize(
+        &self,
+        weights: &[f32],
+        rows: usize,
+        scheme: Scheme,
+    ) -> Result<QuantMatrix<'static>, QuantError> {
+        Ok(self.run(weights, rows, scheme)?.0)
+    }
+
+    /// [`GptqHessian::quantize`], also returning the values the algorithm rounded each weight
+    /// to.
+    // weights (rows, cols) -> (QuantMatrix (rows, cols), values (rows, cols))
+    pub(crate) fn run(
+        &self,
+        weights: &[f32],
+        rows: usize,
+        scheme: Scheme,
+    ) -> Result<(QuantMatrix<'static>, Vec<f32>), QuantError> {
+        let cols = self.cols;
+        check_input(weights, rows, cols)?;
+        let format = scheme.format();
+        let global = match format {
+            Format::Nvfp4 => nvfp4_global_scale(weights),
+            _ => 1.0,
+        };
+        let gl = scheme.group_len(cols);
+        let block = self.options.block.max(1);
+        let job = RowJob {
+            format,
+            scheme,
+            cols,
+            global,
+            order: &self.order,
+            u: &self.u,
+            block: if gl <= block {
+                block.div_ceil(gl) * gl
+            } else {
+                block
+            },
+            static_groups: self.options.static_groups || self.options.act_order,
+        };
+        let mut values = vec![0f32; rows * cols];
+        // Rows are independent given U: each core takes whole rows.
+        let out = weights
+            .par_chunks_exact(cols)
+            .zip(values.par_chunks_exact_mut(cols))
+            .enumerate()
+            .map(|(r, (row, vals))| job.quantize_row(r, row, vals))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((pack(scheme, rows, cols, global, out)?, values))
+    }
 }
 
 /// The upper Cholesky factor of the dampened `H^-1`, in the quantization order, as f32.

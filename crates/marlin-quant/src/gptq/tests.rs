@@ -153,7 +153,9 @@ fn packed_result_is_what_the_algorithm_assumed() {
                     static_groups,
                     ..options
                 };
-                let (q, values) = run(&w, 5, cols, &h, scheme, options).unwrap();
+                let (q, values) = GptqHessian::new(&h, cols, options)
+                    .and_then(|g| g.run(&w, 5, scheme))
+                    .unwrap();
                 let got = q.dequantize();
                 let same = got
                     .iter()
