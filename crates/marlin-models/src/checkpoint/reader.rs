@@ -129,8 +129,13 @@ impl Checkpoint {
                     });
                 }
                 None => {
+                    // Name the weights file (one of them, when sharded): that is where it is not.
+                    let path = match self.files.as_slice() {
+                        [one] => one.path().to_owned(),
+                        _ => self.dir.join("model.safetensors.index.json"),
+                    };
                     return Err(ModelError::MissingTensor {
-                        path: self.dir.clone(),
+                        path,
                         name: name.clone(),
                     });
                 }
