@@ -82,7 +82,6 @@ pub enum MatmulPrecision {
     Mixed,
 }
 
-/// Which kernel runs a product: chosen from m, or forced by tests.
 /// What a quantized product does around its multiply, in the same dispatch, where it runs as
 /// the small-batch kernel ([`Gpu::fuses_quant_matmul`]): a decode step's layer norm, SwiGLU and
 /// residual adds then cost no dispatch of their own.
@@ -115,6 +114,7 @@ impl FusedInput<'_> {
     }
 }
 
+/// Which kernel runs a product: chosen from m, or forced by tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Plan {
     Auto(MatmulPrecision),
@@ -378,12 +378,6 @@ impl Gpu {
             }
             _ => None,
         };
-        if let Plan::Qmv(v) = plan
-            && v.x_vec4
-            && !x_stride.is_multiple_of(4)
-        {
-            return shape_err(format!("{v:?} cannot take a row stride of {x_stride}"));
-        }
         // Check every part before recording any, so an error records nothing.
         let grid_fits = |part: &WeightPart| match plan {
             Plan::Qmm(v) => v.groups(m as u32, part.rows as u32).is_some(),
@@ -566,8 +560,8 @@ mod tests {
         assert!(e.contains("y holds 20 bytes"), "{e}");
     }
 
-    /// The fused forms give what the separate ops give: the norm (its sum in another order:
-    /// within rounding), SwiGLU and the residual add (bit for bit), at m = 1, 3 and 8, for K
+    /// The fused forms give what the separate ops give: the norm (its sum in another order,
+    /// within 1e-5) and SwiGLU with the residual add (within 1e-6), at m = 1, 3 and 8, for K
     /// with and without vec4 loads, and for a matrix in several parts.
     #[test]
     fn fused_products_equal_the_separate_ops() {

@@ -136,7 +136,8 @@ pub fn generated_sources() -> Vec<(String, String)> {
     // Decode attention on subgroups at sizes 8 (lavapipe), 32 and 64, head_dim 16 to 256.
     for min in [8, 32, 64] {
         for acc in [1, 4, 8, 16] {
-            all.push(attention::decode::subgroup_source(min, acc));
+            use attention::decode::{subgroup_key, subgroup_source};
+            all.push((subgroup_key(min, acc), subgroup_source(min, acc)));
         }
     }
     all

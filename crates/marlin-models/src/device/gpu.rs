@@ -75,6 +75,14 @@ impl Pool {
     }
 }
 
+/// A product that runs as one fused dispatch ([`GpuDevice::fusion`]): the activation it reads,
+/// the quantized weight and what is fused.
+struct Fused<'a> {
+    x: &'a GpuAct,
+    q: &'a GpuQuantMatrix,
+    fusion: Fusion<'a>,
+}
+
 /// Rows of f32 activations in a device buffer, which goes back to the pool when dropped.
 pub struct GpuAct {
     buf: Option<GpuBuffer>,
@@ -488,11 +496,14 @@ impl Device for GpuDevice {
         x: Input<'_, Self>,
         w: &GpuLinear,
     ) -> Result<GpuAct, ModelError> {
-        let y = self.act(x.source().tokens, w.out_features);
-        if self.fused(pass, x, w, &y, false)? {
-            return Ok(y);
+        match self.fusion(x, w, false) {
+            Some(fused) => {
+                let y = self.act(x.source().tokens, w.out_features);
+                self.record_fused(pass, fused, w, &y)?;
+                Ok(y)
+            }
+            None => project_unfused(self, pass, x, w),
         }
-        project_unfused(self, pass, x, w)
     }
 
     fn project_add(
@@ -502,12 +513,17 @@ impl Device for GpuDevice {
         w: &GpuLinear,
         h: &mut GpuAct,
     ) -> Result<(), ModelError> {
-        if self.fused(pass, x, w, h, true)? {
-            self.added(pass);
-            return Ok(());
+        match self.fusion(x, w, true) {
+            Some(fused) => {
+                self.record_fused(pass, fused, w, h)?;
+                self.added(pass);
+                Ok(())
+            }
+            None => {
+                let y = project_unfused(self, pass, x, w)?;
+                self.add(pass, h, &y)
+            }
         }
-        let y = project_unfused(self, pass, x, w)?;
-        self.add(pass, h, &y)
     }
 
     fn rows(&self, pass: &mut GpuPass, x: &GpuAct, rows: &[usize]) -> Result<GpuAct, ModelError> {
@@ -561,40 +577,49 @@ impl Device for GpuDevice {
 }
 
 impl GpuDevice {
-    /// Records `y = f(x) W^T + b` (or `y += f(x) W^T`) as one dispatch where the weight is
-    /// quantized and x has few enough rows for the small-batch kernel, which fuses the input's
-    /// norm or SwiGLU and the add (on the H100 each dispatch saved is ~5 µs of a decode step).
-    /// False, with nothing recorded, where it cannot.
-    fn fused(
+    /// How `f(x) W^T` (added to y where `add_to_y`) runs as one dispatch, where it can: the
+    /// weight quantized and x few enough rows for the small-batch kernel, which fuses the
+    /// input's norm or SwiGLU and the add (on the H100 each dispatch saved is ~5 µs of a decode
+    /// step). None where it cannot.
+    fn fusion<'a>(
         &self,
-        pass: &mut GpuPass,
-        x: Input<'_, Self>,
-        w: &GpuLinear,
-        y: &GpuAct,
+        x: Input<'a, Self>,
+        w: &'a GpuLinear,
         add_to_y: bool,
-    ) -> Result<bool, ModelError> {
+    ) -> Option<Fused<'a>> {
         let GpuWeight::Quant(q) = &w.weight else {
-            return Ok(false);
+            return None;
         };
-        let (src, input) = match x {
+        let (x, input) = match x {
             Input::Plain(a) => (a, FusedInput::Plain),
             Input::RmsNorm(a, weight, eps) => (a, FusedInput::RmsNorm { weight, eps }),
             Input::SwiGlu(a, _) => (a, FusedInput::SwiGlu),
         };
-        let m = src.tokens;
         // A bias after an add would round differently from the CPU's h + (x W^T + b).
-        if (add_to_y && w.bias.is_some()) || !self.gpu.fuses_quant_matmul(m, q, self.precision) {
-            return Ok(false);
-        }
-        let fusion = Fusion { input, add_to_y };
+        let fits = self.gpu.fuses_quant_matmul(x.tokens, q, self.precision);
+        (fits && !(add_to_y && w.bias.is_some())).then_some(Fused {
+            x,
+            q,
+            fusion: Fusion { input, add_to_y },
+        })
+    }
+
+    /// Records a product [`GpuDevice::fusion`] chose into y, then its bias.
+    fn record_fused(
+        &self,
+        pass: &mut GpuPass,
+        Fused { x, q, fusion }: Fused<'_>,
+        w: &GpuLinear,
+        y: &GpuAct,
+    ) -> Result<(), ModelError> {
         let enc = &mut pass.encoder;
-        let precision = self.precision;
+        let (m, precision) = (x.tokens, self.precision);
         self.gpu
-            .record_quant_matmul_fused(enc, src.buf(), m, q, y.buf(), precision, fusion)?;
+            .record_quant_matmul_fused(enc, x.buf(), m, q, y.buf(), precision, fusion)?;
         if let Some(b) = &w.bias {
             self.gpu.add_bias(enc, y.buf(), m, w.out_features, b)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Counts a residual add, submitting what is recorded after [`FIRST_SUBMIT`] and then every

@@ -38,13 +38,15 @@ const MIN_CHUNK: usize = 32;
 /// `MARLIN_DECODE_CHUNK` (a multiple of 64) overrides it, for tuning.
 const SUBGROUP_CHUNK: usize = 64;
 
-/// decode_subgroup.wgsl for a smallest subgroup size `min` and `acc` vec4s per lane: its
-/// pipeline key and source.
-pub(crate) fn subgroup_source(min: u32, acc: usize) -> (String, String) {
-    (
-        format!("attention decode sg{min} acc{acc}"),
-        format!("const SG: u32 = {min}u;\nconst ACC: u32 = {acc}u;\n{SOURCE_SUBGROUP_SPLIT}"),
-    )
+/// decode_subgroup.wgsl's pipeline key for a smallest subgroup size `min` and `acc` vec4s per
+/// lane.
+pub(crate) fn subgroup_key(min: u32, acc: usize) -> String {
+    format!("attention decode sg{min} acc{acc}")
+}
+
+/// decode_subgroup.wgsl's source for those constants (built only when the pipeline is).
+pub(crate) fn subgroup_source(min: u32, acc: usize) -> String {
+    format!("const SG: u32 = {min}u;\nconst ACC: u32 = {acc}u;\n{SOURCE_SUBGROUP_SPLIT}")
 }
 
 fn subgroup_chunk() -> usize {
@@ -181,8 +183,7 @@ impl GpuKvCache {
             let min = caps.subgroup_min_size.max(1);
             // Lanes cover the head's vec4s for any subgroup of 4 or more (see the kernel).
             let acc = (hd / 4).div_ceil(4);
-            let (key, source) = subgroup_source(min, acc);
-            gpu.pipeline_with(&key, || source)
+            gpu.pipeline_with(&subgroup_key(min, acc), || subgroup_source(min, acc))
         } else if gpu.capabilities().subgroup {
             gpu.pipeline("attention decode (subgroup)", SOURCE_SUBGROUP)
         } else {
