@@ -37,7 +37,8 @@ impl GpuBackend {
 
 impl Backend for GpuBackend {
     /// `gpu-sg<n>` with subgroups (of at least n invocations), `gpu-nosg` without; `-mixed`
-    /// where products may run on cooperative matrices in f16.
+    /// where products may run on cooperative matrices in f16, `-int8x2` where decode also
+    /// takes int8 activations.
     fn name(&self) -> String {
         let caps = self.gpu.capabilities();
         let base = if caps.subgroup {
@@ -48,6 +49,7 @@ impl Backend for GpuBackend {
         match self.precision {
             MatmulPrecision::F32 => base,
             MatmulPrecision::Mixed => format!("{base}-mixed"),
+            MatmulPrecision::Int8x2 => format!("{base}-int8x2"),
         }
     }
 }

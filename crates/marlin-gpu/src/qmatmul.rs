@@ -80,6 +80,14 @@ pub enum MatmulPrecision {
     /// llama.cpp and cuBLAS do; elsewhere f32. Decode (m <= 8) is f32 either way.
     #[default]
     Mixed,
+    /// [`MatmulPrecision::Mixed`], and decode (m <= 8) of the integer formats (INT4, INT4
+    /// affine, INT8) with x as the CPU's default activations, `Activations::Int8x2`: each
+    /// block of 32 on an int8 grid plus an int8 residual (about 14 bits), multiplied by the
+    /// codes in integer dot products, as llama.cpp does with its int8 activations. Other
+    /// formats decode in f32. Not the default: each workgroup quantizes all of x itself, which
+    /// on the H100 costs more than the integer products save at a model's shapes
+    /// (docs/benchmarks.md, session 7).
+    Int8x2,
 }
 
 /// What a quantized product does around its multiply, in the same dispatch, where it runs as
@@ -271,7 +279,7 @@ impl Gpu {
         let (n, k) = (w.rows, w.cols);
         let caps = self.capabilities();
         let coop = match precision {
-            MatmulPrecision::Mixed => QmmCoopVariant::new(&caps, m),
+            MatmulPrecision::Mixed | MatmulPrecision::Int8x2 => QmmCoopVariant::new(&caps, m),
             MatmulPrecision::F32 => None,
         };
         let qmv_max = if coop.is_some() {
@@ -280,7 +288,10 @@ impl Gpu {
             qmv::MAX_M
         };
         match coop {
-            _ if m <= qmv_max => Plan::Qmv(QmvVariant::new(&caps, w.scheme, m, k)),
+            _ if m <= qmv_max => Plan::Qmv(QmvVariant {
+                x_q8: precision == MatmulPrecision::Int8x2 && QmvVariant::takes_q8(w.scheme),
+                ..QmvVariant::new(&caps, w.scheme, m, k)
+            }),
             Some(v) => Plan::QmmCoop(v.split_for(
                 m as u32,
                 n as u32,

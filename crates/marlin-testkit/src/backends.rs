@@ -42,7 +42,7 @@ impl Deref for TestBackend {
 }
 
 /// Every backend present: the CPU at every available ISA, each with int8, f32 and int8x2
-/// activations, and the GPU (f32 activations) when [`marlin_gpu::test_gpu`] finds an adapter,
+/// activations, and the GPU (f32, and int8x2 decode) when [`marlin_gpu::test_gpu`] finds an adapter,
 /// lavapipe included. With `MARLIN_REQUIRE_GPU=1` a missing adapter is a failure, not a skip.
 ///
 /// `MARLIN_TEST_BACKEND=<text>` keeps only the backends whose name contains `<text>`, e.g.
@@ -64,8 +64,21 @@ pub fn backends() -> Vec<TestBackend> {
             Box::new(GpuBackend::new(gpu.clone())),
             Precision::F32,
         ));
-        // Where prefill products may run on cooperative matrices, those too.
-        if gpu.capabilities().coop.is_some() {
+        // Int8x2 decode for the integer formats, with prefill on cooperative matrices in f16
+        // where the device has them (whose error bounds both); and Mixed there too.
+        let coop = gpu.capabilities().coop.is_some();
+        all.push(TestBackend::new(
+            Box::new(GpuBackend::with_precision(
+                gpu.clone(),
+                MatmulPrecision::Int8x2,
+            )),
+            if coop {
+                Precision::F16
+            } else {
+                Precision::Int8x2
+            },
+        ));
+        if coop {
             all.push(TestBackend::new(
                 Box::new(GpuBackend::with_precision(gpu, MatmulPrecision::Mixed)),
                 Precision::F16,

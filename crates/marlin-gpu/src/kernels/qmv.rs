@@ -103,6 +103,10 @@ pub(crate) struct QmvVariant {
     pub input: QmvInput,
     /// `y += x W^T` (the residual connection) instead of `y = x W^T`.
     pub add_to_y: bool,
+    /// x as two int8 blocks (the CPU's default activations, `MatmulPrecision::Int8x2`),
+    /// multiplied by the codes in integer dot products: INT4, INT4 affine and INT8 only
+    /// ([`QmvVariant::takes_q8`]).
+    pub x_q8: bool,
 }
 
 impl QmvVariant {
@@ -128,7 +132,18 @@ impl QmvVariant {
             codes_vec4: matches!(scheme.format().bits(), 4 | 8),
             input: QmvInput::Plain,
             add_to_y: false,
+            x_q8: false,
         }
+    }
+
+    /// Whether x can be taken as int8 blocks for `scheme` ([`QmvVariant::x_q8`]): the integer
+    /// formats whose rows are whole 16-byte chunks.
+    pub fn takes_q8(scheme: Scheme) -> bool {
+        use marlin_quant::Format;
+        matches!(
+            scheme.format(),
+            Format::Int4 | Format::Int4Affine | Format::Int8
+        )
     }
 
     /// Teams per workgroup.
@@ -152,17 +167,24 @@ impl QmvVariant {
 
     /// Chunks of x staged per step where codes are read 16 bytes at a time: as many as fit
     /// [`STAGE_BYTES`] for MT rows of x (each chunk padded by one vec4), at most 256.
+    /// With int8 x a block takes 5 vec4s (half of that per 8-bit chunk); at least 2 chunks, so
+    /// that an 8-bit stage holds whole blocks.
     fn span(&self, scheme: SchemeConsts) -> u32 {
-        let chunk_vec4s = if scheme.bits() == 4 { 9 } else { 5 };
+        let chunk_bytes = match (self.x_q8, scheme.bits() == 4) {
+            (false, true) => 9 * 16,
+            (false, false) => 5 * 16,
+            (true, true) => 5 * 16,
+            (true, false) => 5 * 8,
+        };
         static TUNED: OnceLock<Option<u32>> = OnceLock::new();
         let stage = super::tuned(&TUNED, "MARLIN_QMV_STAGE_KIB").map_or(STAGE_BYTES, |k| k << 10);
-        let fit = stage / (self.mt * chunk_vec4s * 16);
-        1 << fit.clamp(1, 256).ilog2()
+        let fit = stage / (self.mt * chunk_bytes);
+        1 << fit.clamp(2, 256).ilog2()
     }
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
-            "qmv.{}.mt{}.r{}.t{}.th{}{}{}{}{}{}{}",
+            "qmv.{}.mt{}.r{}.t{}.th{}{}{}{}{}{}{}{}",
             scheme.key(),
             self.mt,
             self.rps,
@@ -178,6 +200,7 @@ impl QmvVariant {
                 QmvInput::SwiGlu => ".swiglu",
             },
             if self.add_to_y { ".add" } else { "" },
+            if self.x_q8 { ".q8" } else { "" },
         )
     }
 
@@ -200,6 +223,7 @@ impl QmvVariant {
             ("IN_NORM", self.input == QmvInput::RmsNorm),
             ("IN_SWIGLU", self.input == QmvInput::SwiGlu),
             ("ADD_TO_Y", self.add_to_y),
+            ("X_Q8", self.x_q8 && self.codes_vec4),
         ];
         quant_decode::assemble(&consts, scheme, SOURCE, &flags)
     }
@@ -223,8 +247,13 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
                     codes_vec4: matches!(scheme.format().bits(), 4 | 8),
                     input: QmvInput::Plain,
                     add_to_y: false,
+                    x_q8: false,
                 };
                 all.push((v.key(consts), v.source(consts)));
+                if QmvVariant::takes_q8(scheme) {
+                    let q8 = QmvVariant { x_q8: true, ..v };
+                    all.push((q8.key(consts), q8.source(consts)));
+                }
                 for (input, add_to_y) in [(QmvInput::RmsNorm, false), (QmvInput::SwiGlu, true)] {
                     let fused = QmvVariant {
                         input,
@@ -242,7 +271,7 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::qtest::{Plan, check};
+    use crate::kernels::qtest::{Plan, check, check_within};
     use marlin_quant::{Format, Group};
 
     /// Every format through qmv at m = 1, 3, 8 on this device's own variant.
@@ -257,6 +286,42 @@ mod tests {
                     (m, n, k),
                     Plan::Auto(crate::MatmulPrecision::F32),
                 );
+            }
+        }
+    }
+
+    /// Per-output bound of int8x2 activations: the conformance suite's
+    /// `TAIL * matmul_budget(_, Int8x2)` in marlin-testkit, 6 * (4e-6 + 1.25 * 2.07e-5).
+    const INT8X2_TOL: f64 = 1.8e-4;
+
+    /// The integer formats with x as int8 blocks at every group size, m = 1, 3, 8, odd K
+    /// (padded blocks) included, and each team layout: within the int8x2 budget.
+    #[test]
+    fn int8_activations_for_the_integer_formats() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let caps = gpu.capabilities();
+        let schemes = crate::kernels::qtest::schemes();
+        for scheme in schemes.into_iter().filter(|&s| QmvVariant::takes_q8(s)) {
+            for (m, n, k) in [(1, 5, 67), (3, 67, 256), (8, 3, 96), (1, 40, 1024)] {
+                let plan = Plan::Auto(crate::MatmulPrecision::Int8x2);
+                check_within(&gpu, scheme, (m, n, k), plan, INT8X2_TOL);
+                if m != 3 {
+                    continue;
+                }
+                let base = QmvVariant {
+                    x_q8: true,
+                    ..QmvVariant::new(&caps, scheme, m, k)
+                };
+                for v in [
+                    QmvVariant {
+                        subgroups: false,
+                        ..base
+                    },
+                    QmvVariant { rps: 1, ..base },
+                    QmvVariant { rps: 8, ..base },
+                ] {
+                    check_within(&gpu, scheme, (m, n, k), Plan::Qmv(v), INT8X2_TOL);
+                }
             }
         }
     }

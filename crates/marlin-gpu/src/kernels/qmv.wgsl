@@ -150,6 +150,201 @@ fn input_x4(mi: u32, kk: u32) -> vec4<f32> {
 // codes are looked up in a 16-entry table in workgroup memory (`e2m1_table`: one word per bank,
 // so a subgroup's lookups never conflict); FP8 keeps `e4m3_units`.
 
+// x floats of a chunk: a block for 4 bits, half a block for 8.
+const CX: u32 = select(16u, 32u, BITS == 4u);
+
+//#if X_Q8
+// x as the CPU's default activations (Int8x2): each block of 32 values on an int8 grid (scale
+// amax / 127), then what that missed on a second int8 grid of its own. A weight word's 4 or 8
+// codes then meet x in 4-wide integer dot products (dot4I8Packed: one instruction on GPUs with
+// integer dot products), without decoding a code to a float: at m = 1 the float decode (two
+// integer operations and a multiply-add per weight) held INT4 to half the copy bandwidth.
+//
+// Staged per block of 32, for SPAN chunks at a time by the whole workgroup (one thread per
+// block and row of x): [grid words 0..4, 4..8, residual words 0..4, 4..8, (d1, d2, S_lo,
+// S_hi)], 5 vec4s (odd, so the lanes of a 16-byte access phase, on consecutive blocks, hit
+// distinct banks). Word i holds the values 4i..4i + 4; S_lo and S_hi are the sums of the
+// dequantized values of each half (for the biases and INT4's offset).
+const SB: u32 = SPAN * CX / 32u;
+const BV: u32 = 5u;
+var<workgroup> xq_stage: array<vec4<u32>, MT * SB * BV>;
+
+// Puts `v` (32 values) on the int8 grid of its block (scale amax / 127, to nearest even, as the
+// CPU) into `q`, 4 values per word, leaves in `v` what the grid missed, and returns the scale
+// and the sums of the grid values of each half. A rounded value plus 1.5 * 2^23 has its two's
+// complement byte as the low byte of its bits: no float-to-integer conversion (a quarter-rate
+// instruction). (Rounding by that addition itself, as the CPU's `round_small`, is undone by
+// compilers that reassociate (x + M) - M: lavapipe's did.)
+fn q8_block(v: ptr<function, array<vec4<f32>, 8>>, q: ptr<function, array<u32, 8>>) -> vec3<f32> {
+    const MAGIC: f32 = 12582912.0;
+    var amax = vec4<f32>(0.0);
+    for (var i = 0u; i < 8u; i++) {
+        amax = max(amax, abs((*v)[i]));
+    }
+    let d = max(max(amax.x, amax.y), max(amax.z, amax.w)) / 127.0;
+    let inv = select(0.0, 1.0 / d, d != 0.0);
+    var sums = vec2<f32>(0.0);
+    for (var i = 0u; i < 8u; i++) {
+        let c = round((*v)[i] * inv);
+        let b = bitcast<vec4<u32>>(c + vec4<f32>(MAGIC)) & vec4<u32>(0xffu);
+        (*q)[i] = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+        (*v)[i] -= d * c;
+        sums[i / 4u] += dot(c, vec4<f32>(1.0));
+    }
+    return vec3<f32>(d, sums);
+}
+
+// Stages the blocks of x[mi, c0 * CX..(c0 + SPAN) * CX] for every row of x (zero past m and K).
+fn stage_q8(li: u32, c0: u32) {
+    for (var v = li; v < MT * SB; v += T) {
+        let mi = v / SB;
+        let bl = v % SB;
+        let kk = (c0 * CX / 32u + bl) * 32u;
+        var xv: array<vec4<f32>, 8>;
+        for (var i = 0u; i < 8u; i++) {
+            xv[i] = vec4<f32>(0.0);
+            if (mi < params.m && kk + 4u * i < params.blocks * 32u) {
+                xv[i] = input_x4(mi, kk + 4u * i);
+            }
+        }
+        var q1: array<u32, 8>;
+        var q2: array<u32, 8>;
+        let g1 = q8_block(&xv, &q1);
+        let g2 = q8_block(&xv, &q2);
+        let d1 = g1.x;
+        let d2 = g2.x;
+        let s_lo = d1 * g1.y + d2 * g2.y;
+        let s_hi = d1 * g1.z + d2 * g2.z;
+        let at = v * BV;
+        xq_stage[at] = vec4<u32>(q1[0], q1[1], q1[2], q1[3]);
+        xq_stage[at + 1u] = vec4<u32>(q1[4], q1[5], q1[6], q1[7]);
+        xq_stage[at + 2u] = vec4<u32>(q2[0], q2[1], q2[2], q2[3]);
+        xq_stage[at + 3u] = vec4<u32>(q2[4], q2[5], q2[6], q2[7]);
+        xq_stage[at + 4u] = bitcast<vec4<u32>>(vec4<f32>(d1, d2, s_lo, s_hi));
+    }
+}
+
+// Codes of chunk c of rows first..first + RPS (rows past n repeat the last one).
+fn chunk_codes(first: u32, c: u32) -> array<vec4<u32>, RPS> {
+    let row_chunks = params.blocks * WPB / 4u;
+    var words: array<vec4<u32>, RPS>;
+    for (var r = 0u; r < RPS; r++) {
+        words[r] = codes[min(first + r, params.n - 1u) * row_chunks + c];
+    }
+    return words;
+}
+
+// Integer dot product of 16 codes (as signed bytes) with 16 staged values.
+fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
+    return dot4I8Packed(a.x, b.x) + dot4I8Packed(a.y, b.y) + dot4I8Packed(a.z, b.z)
+        + dot4I8Packed(a.w, b.w);
+}
+
+// Chunks whose codes a lane loads before x is staged (PF * RPS vec4s of registers).
+const PF: u32 = max(1u, 8u / RPS);
+
+// Every thread of the workgroup calls this the same number of times (it has barriers); `live`
+// is false for a team past TEAMS, which then multiplies nothing.
+fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<array<f32, MT>, RPS> {
+    var acc: array<array<f32, MT>, RPS>;
+    let row_chunks = params.blocks * WPB / 4u;
+    for (var c0 = 0u; c0 < row_chunks; c0 += SPAN) {
+        // The codes of this lane's first PF chunks of the step (at 32 lanes and 4-bit codes
+        // the whole step) are requested before x is staged: the staging's arithmetic then
+        // overlaps the weight stream instead of holding it up (on the H100, staging x this way
+        // without the prefetch cost INT4 at N = K = 8192 a third of its speed).
+        var pre: array<array<vec4<u32>, RPS>, PF>;
+        for (var i = 0u; i < PF; i++) {
+            pre[i] = chunk_codes(first, min(c0 + lane + i * width, row_chunks - 1u));
+        }
+        workgroupBarrier();
+        stage_q8(li, c0);
+        workgroupBarrier();
+        for (var i = 0u; i < PF; i++) {
+            let cl = lane + i * width;
+            if (cl >= SPAN || c0 + cl >= row_chunks || !live) {
+                break;
+            }
+            multiply_chunk(&acc, pre[i], first, c0 + cl, cl);
+        }
+        for (var cl = lane + PF * width; cl < SPAN; cl += width) {
+            let c = c0 + cl;
+            if (c >= row_chunks || !live) {
+                break;
+            }
+            multiply_chunk(&acc, chunk_codes(first, c), first, c, cl);
+        }
+    }
+    return acc;
+}
+
+// Adds chunk c (cl in the stage) of rows first..first + RPS, whose codes are `words`, times the
+// staged x to acc.
+fn multiply_chunk(
+    acc: ptr<function, array<array<f32, MT>, RPS>>,
+    words: array<vec4<u32>, RPS>,
+    first: u32,
+    c: u32,
+    cl: u32,
+) {
+    // INT4's grid value is code - 8: the dot product with the codes is 8 sum(x) too large.
+    let off = select(0.0, 8.0, FORMAT == FMT_INT4);
+    // 4 bits: the chunk's low nibbles are the block's values 0..16, its high ones 16..32 (byte
+    // j holds weights j and j + 16); 8 bits: the chunk is half c & 1 of its block, one signed
+    // byte per weight.
+    var lo: array<vec4<u32>, RPS>;
+    var hi: array<vec4<u32>, RPS>;
+    for (var r = 0u; r < RPS; r++) {
+        if (BITS == 4u) {
+            lo[r] = words[r] & vec4<u32>(0x0f0f0f0fu);
+            hi[r] = (words[r] >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
+        } else {
+            lo[r] = words[r];
+        }
+    }
+    let sb = scales_of(first, 4u * c / UPB);
+    let half = c & 1u;
+    for (var mi = 0u; mi < MT; mi++) {
+        if (mi >= params.m) {
+            break;
+        }
+        let at = (mi * SB + cl * CX / 32u) * BV;
+        let xm = bitcast<vec4<f32>>(xq_stage[at + 4u]);
+        let d1 = xm.x;
+        let d2 = xm.y;
+        if (BITS == 8u) {
+            let x1 = xq_stage[at + half];
+            let x2 = xq_stage[at + 2u + half];
+            let s = select(xm.z, xm.w, half == 1u);
+            for (var r = 0u; r < RPS; r++) {
+                let t = d1 * f32(dot16(lo[r], x1)) + d2 * f32(dot16(lo[r], x2));
+                let scale = select(sb.s_lo[r], sb.s_hi[r], SPLIT16 && half == 1u);
+                let bias = select(sb.b_lo[r], sb.b_hi[r], SPLIT16 && half == 1u);
+                (*acc)[r][mi] += scale * t + bias * s;
+            }
+            continue;
+        }
+        let x1l = xq_stage[at];
+        let x1h = xq_stage[at + 1u];
+        let x2l = xq_stage[at + 2u];
+        let x2h = xq_stage[at + 3u];
+        for (var r = 0u; r < RPS; r++) {
+            if (SPLIT16) {
+                let tl = d1 * f32(dot16(lo[r], x1l)) + d2 * f32(dot16(lo[r], x2l));
+                let th = d1 * f32(dot16(hi[r], x1h)) + d2 * f32(dot16(hi[r], x2h));
+                (*acc)[r][mi] += sb.s_lo[r] * (tl - off * xm.z) + sb.b_lo[r] * xm.z
+                    + sb.s_hi[r] * (th - off * xm.w) + sb.b_hi[r] * xm.w;
+            } else {
+                let a1 = dot16(lo[r], x1l) + dot16(hi[r], x1h);
+                let a2 = dot16(lo[r], x2l) + dot16(hi[r], x2h);
+                let s = xm.z + xm.w;
+                (*acc)[r][mi] += sb.s_lo[r] * (d1 * f32(a1) + d2 * f32(a2) - off * s)
+                    + sb.b_lo[r] * s;
+            }
+        }
+    }
+}
+//#else
 //#if E2M1_TABLE
 // Twice the E2M1 value of each code (the 1/2 is in the scale), filled by `main`.
 var<workgroup> e2m1_table: array<f32, 16>;
@@ -177,8 +372,6 @@ fn values4(w: u32) -> array<vec4<f32>, 2> {
 // global memory coalesced, once per workgroup, and each chunk's x sits CV vec4s apart, one
 // more than its length, so the 8 lanes of a 16-byte access phase hit 8 distinct groups of 4
 // banks.
-// x floats of a chunk: a block for 4 bits, half a block for 8.
-const CX: u32 = select(16u, 32u, BITS == 4u);
 const CV: u32 = CX / 4u + 1u;
 var<workgroup> x_stage: array<vec4<f32>, MT * SPAN * CV>;
 
@@ -278,6 +471,7 @@ fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<a
     }
     return acc;
 }
+//#endif
 //#else
 fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<array<f32, MT>, RPS> {
     var acc: array<array<f32, MT>, RPS>;

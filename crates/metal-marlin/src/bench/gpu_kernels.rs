@@ -127,18 +127,23 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         format!(
             "# products: {} ({})",
             match args.gpu_precision {
+                super::kernels::GpuPrecisionArg::Int8x2 => {
+                    "int8x2: M <= 8 of INT4/INT8 with x as int8 + int8 residual; mixed"
+                }
                 super::kernels::GpuPrecisionArg::Mixed => "mixed",
                 super::kernels::GpuPrecisionArg::F32 => "f32",
             },
             match (args.gpu_precision, caps.coop) {
-                (super::kernels::GpuPrecisionArg::Mixed, Some(c)) => format!(
+                (super::kernels::GpuPrecisionArg::F32, _) | (_, None) => {
+                    "f32 throughout".to_string()
+                }
+                (_, Some(c)) => format!(
                     "M > {2} on {0}x{0} cooperative matrices, {1} inputs, f32 sums, K split for \
                      few tiles",
                     c.size,
                     if c.f16 { "f16" } else { "f32" },
                     marlin_gpu::kernels::qmv::mixed_max_m()
                 ),
-                _ => "f32 throughout".to_string(),
             }
         ),
         format!(

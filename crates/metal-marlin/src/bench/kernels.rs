@@ -26,6 +26,7 @@ const CPU_DIM: usize = 4096;
 /// `--gpu-precision`: the arithmetic of the GPU's products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GpuPrecisionArg {
+    Int8x2,
     Mixed,
     F32,
 }
@@ -33,6 +34,7 @@ pub enum GpuPrecisionArg {
 impl From<GpuPrecisionArg> for marlin_gpu::MatmulPrecision {
     fn from(p: GpuPrecisionArg) -> Self {
         match p {
+            GpuPrecisionArg::Int8x2 => marlin_gpu::MatmulPrecision::Int8x2,
             GpuPrecisionArg::Mixed => marlin_gpu::MatmulPrecision::Mixed,
             GpuPrecisionArg::F32 => marlin_gpu::MatmulPrecision::F32,
         }
@@ -89,7 +91,9 @@ pub struct KernelsArgs {
     #[arg(long, value_enum, default_value_t = ActivationsArg::Int8)]
     activations: ActivationsArg,
     /// GPU only: `mixed` lets products past M = 8 run on cooperative matrices in f16 (f32 sums)
-    /// where the device has them, as models do by default; `f32` keeps every product in f32.
+    /// where the device has them, as models do by default; `int8x2` also takes x at M <= 8 as
+    /// int8 plus an int8 residual for the integer formats (integer dot products); `f32` keeps
+    /// every product in f32.
     #[arg(long, value_enum, default_value_t = GpuPrecisionArg::Mixed)]
     pub(super) gpu_precision: GpuPrecisionArg,
     /// Timed calls per measurement (default: enough to last about 0.2 s, at least 5); on the
