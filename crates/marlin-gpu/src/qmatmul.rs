@@ -573,7 +573,9 @@ mod tests {
 
     /// The fused forms give what the separate ops give: the norm (its sum in another order,
     /// within 1e-5) and SwiGLU with the residual add (within 1e-6), at m = 1, 3 and 8, for K
-    /// with and without vec4 loads, and for a matrix in several parts.
+    /// with and without vec4 loads, and for a matrix in several parts; with int8x2 x too
+    /// (within 3e-4: x is put on the int8 grids before the norm's 1 / rms in one, after it in
+    /// the other).
     #[test]
     fn fused_products_equal_the_separate_ops() {
         use crate::kernels::{Heads, View};
@@ -593,12 +595,16 @@ mod tests {
         for (i, scheme) in schemes.into_iter().enumerate() {
             for (m, n, k) in [(1, 37, 256), (3, 9, 67), (8, 70, 128)] {
                 let wq = quantize(&qtest::gaussian(i as u64, n * k, 0.02), n, k, scheme).unwrap();
-                for w in [
+                let uploads = [
                     gpu.upload_quant(&wq).unwrap(),
                     gpu.upload_quant_split(&wq, 600).unwrap(),
-                ] {
-                    let what = format!("{scheme} m {m} n {n} k {k}, {} parts", w.parts());
-                    let p = MatmulPrecision::F32;
+                ];
+                let precisions = [
+                    (MatmulPrecision::F32, 1f32),
+                    (MatmulPrecision::Int8x2, 300.0),
+                ];
+                for (w, (p, loose)) in uploads.iter().zip(precisions) {
+                    let what = format!("{scheme} m {m} n {n} k {k}, {} parts, {p:?}", w.parts());
                     assert!(gpu.fuses_quant_matmul(m, &w, p), "{what}");
                     let plain = |x: &GpuBuffer| {
                         let y = gpu.zeros("y", (m * n * 4) as u64);
@@ -642,7 +648,7 @@ mod tests {
                     );
                     for (g, w) in got.iter().zip(&want) {
                         assert!(
-                            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                            (g - w).abs() <= 1e-5 * loose.min(30.0) * (1.0 + w.abs()),
                             "norm {what}: {g} vs {w}"
                         );
                     }
@@ -673,7 +679,7 @@ mod tests {
                     );
                     for (g, w) in got.iter().zip(&want) {
                         assert!(
-                            (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                            (g - w).abs() <= 1e-6 * loose * (1.0 + w.abs()),
                             "swiglu {what}: {g} vs {w}"
                         );
                     }

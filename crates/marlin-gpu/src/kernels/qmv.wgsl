@@ -76,23 +76,33 @@ fn load_x4(mi: u32, kk: u32, col0: u32) -> vec4<f32> {
 var<workgroup> norm_inv: array<f32, MT>;
 var<workgroup> norm_red: array<f32, T>;
 
-// norm_inv[mi] = 1 / sqrt(mean(x[mi]^2) + eps) for every row of x: each workgroup reads the
-// rows whole (K values, from the cache) rather than waiting for a dispatch of its own to compute
-// them. It runs after the product, whose staging has just read the same x, so that it cannot
-// hold back the weight stream (on the H100 moving it there from the start measured the same:
-// the two norm-fused products of a Llama-3.1-8B layer take 69 µs either way). A tree in
-// workgroup memory sums the threads' parts (T is a power of two). Call from uniform control
-// flow: it has barriers.
+//#if CODES_VEC4
+// Each thread's sum of squares of the x it staged, by row of x (`staged_x4`): staging reads every
+// value of x once per workgroup, so the norm costs no second pass over x.
+var<private> sq: array<f32, MT>;
+//#endif
+
+// norm_inv[mi] = 1 / sqrt(mean(x[mi]^2) + eps) for every row of x, computed by each workgroup
+// rather than by a dispatch of its own. Where x is staged, from the sums of squares the staging
+// gathered (reading the rows again here, from the cache, held a Llama-3.1-8B INT4 decode on the
+// H100 to 199-200 tokens/s against 207-208); otherwise each workgroup reads the rows whole. It runs
+// after the product so that it cannot hold back the weight stream. A tree in workgroup memory
+// sums the threads' parts (T is a power of two). Call from uniform control flow: it has
+// barriers.
 fn row_norms(li: u32) {
     for (var mi = 0u; mi < MT; mi++) {
         if (mi >= params.m) {
             break;
         }
+//#if CODES_VEC4
+        let s = sq[mi];
+//#else
         var s = 0.0;
         for (var kk = 4u * li; kk < params.k; kk += 4u * T) {
             let v = load_x4(mi, kk, 0u);
             s += dot(v, v);
         }
+//#endif
         norm_red[li] = s;
         for (var span = T / 2u; span > 0u; span >>= 1u) {
             workgroupBarrier();
@@ -120,16 +130,36 @@ fn input_x4(mi: u32, kk: u32) -> vec4<f32> {
     return u * (g / (vec4<f32>(1.0) + exp(-g)));
 //#else
 //#if IN_NORM
-    var w: vec4<f32>;
-    for (var e = 0u; e < 4u; e++) {
-        w[e] = select(0.0, norm_w[min(kk + e, params.k - 1u)], kk + e < params.k);
-    }
-    return load_x4(mi, kk, 0u) * w;
+    return load_x4(mi, kk, 0u) * norm_w4(kk);
 //#else
     return load_x4(mi, kk, 0u);
 //#endif
 //#endif
 }
+
+//#if IN_NORM
+// The norm's weight at columns kk..kk + 4 (zero past K).
+fn norm_w4(kk: u32) -> vec4<f32> {
+    var w: vec4<f32>;
+    for (var e = 0u; e < 4u; e++) {
+        w[e] = select(0.0, norm_w[min(kk + e, params.k - 1u)], kk + e < params.k);
+    }
+    return w;
+}
+//#endif
+
+//#if CODES_VEC4
+// input_x4 for the staging, which also adds the squares of an IN_NORM row to this thread's `sq`.
+fn staged_x4(mi: u32, kk: u32) -> vec4<f32> {
+//#if IN_NORM
+    let raw = load_x4(mi, kk, 0u);
+    sq[mi] += dot(raw, raw);
+    return raw * norm_w4(kk);
+//#else
+    return input_x4(mi, kk);
+//#endif
+}
+//#endif
 
 // This thread's partial sums for rows first..first + RPS of this part (rows past n repeat the
 // last row and are never stored), over units lane, lane + width, ... < units.
@@ -204,7 +234,7 @@ fn stage_q8(li: u32, c0: u32) {
         for (var i = 0u; i < 8u; i++) {
             xv[i] = vec4<f32>(0.0);
             if (mi < params.m && kk + 4u * i < params.blocks * 32u) {
-                xv[i] = input_x4(mi, kk + 4u * i);
+                xv[i] = staged_x4(mi, kk + 4u * i);
             }
         }
         var q1: array<u32, 8>;
@@ -383,7 +413,7 @@ fn stage_x(li: u32, c0: u32) {
         let kk = (c0 + cl) * CX + 4u * (v % (CX / 4u));
         var xv = vec4<f32>(0.0);
         if (mi < params.m && kk < params.blocks * 32u) {
-            xv = input_x4(mi, kk);
+            xv = staged_x4(mi, kk);
         }
         x_stage[(mi * SPAN + cl) * CV + v % (CX / 4u)] = xv;
     }
