@@ -32,14 +32,16 @@ pub fn mixed_max_m() -> usize {
 /// Threads per workgroup.
 const T: u32 = 128;
 
-/// Threads per workgroup, by rows of x: at m = 1, 256 (8 teams of 32 sharing one staged x)
-/// measured faster on the H100 than 128 (N = K = 8192: INT4 28.6 µs against 34.5, FP4 26.5
-/// against 36.4; 512 took 35). `MARLIN_QMV_THREADS` (64 to 512) overrides it, for tuning.
+/// Threads per workgroup, by rows of x: at m = 1, 512 (16 teams of 32 sharing one staged x,
+/// so each workgroup stages x for 32 rows of W): a Llama-3.1-8B INT4 decode on the H100 ran
+/// 212.8-214.9 tokens/s against 203.3-204.7 at 256 and 171.9-175.2 at 128 (one run). (At
+/// session 5's kernel 256 had measured faster than 128 and 512 at N = K = 8192 alone.)
+/// `MARLIN_QMV_THREADS` (64 to 512) overrides it, for tuning.
 fn threads(mt: u32) -> u32 {
     static TUNED: OnceLock<Option<u32>> = OnceLock::new();
     match super::tuned(&TUNED, "MARLIN_QMV_THREADS") {
         Some(t @ (64 | 128 | 256 | 512)) => t,
-        _ if mt == 1 => 256,
+        _ if mt == 1 => 512,
         _ => T,
     }
 }
@@ -62,6 +64,8 @@ fn rps(mt: u32) -> u32 {
 /// larger stage leaves fewer workgroups resident). `MARLIN_QMV_STAGE_KIB` overrides it (up
 /// to what the device allows), for tuning.
 const STAGE_BYTES: u32 = 12 << 10;
+/// The workgroup memory every WebGPU device offers.
+const WORKGROUP_BYTES: u32 = 16 << 10;
 /// Threads per team (one team per RPS rows) where subgroups are off.
 const TK: u32 = 16;
 
@@ -178,6 +182,10 @@ impl QmvVariant {
         };
         static TUNED: OnceLock<Option<u32>> = OnceLock::new();
         let stage = super::tuned(&TUNED, "MARLIN_QMV_STAGE_KIB").map_or(STAGE_BYTES, |k| k << 10);
+        // What else the kernel keeps in workgroup memory: the norm's partial sums, the partial
+        // sums of the reduction without subgroups, the E2M1 table.
+        let others = 4 * self.threads * (1 + if self.subgroups { 0 } else { self.mt }) + 64;
+        let stage = stage.min(WORKGROUP_BYTES.saturating_sub(others));
         let fit = stage / (self.mt * chunk_bytes);
         1 << fit.clamp(2, 256).ilog2()
     }
