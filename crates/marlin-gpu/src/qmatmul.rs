@@ -603,7 +603,7 @@ mod tests {
                     (MatmulPrecision::F32, 1f32),
                     (MatmulPrecision::Int8x2, 300.0),
                 ];
-                for (w, (p, loose)) in uploads.iter().zip(precisions) {
+                for (w, (p, loose)) in uploads.into_iter().zip(precisions) {
                     let what = format!("{scheme} m {m} n {n} k {k}, {} parts, {p:?}", w.parts());
                     assert!(gpu.fuses_quant_matmul(m, &w, p), "{what}");
                     let plain = |x: &GpuBuffer| {
