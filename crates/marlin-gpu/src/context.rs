@@ -31,6 +31,9 @@ pub struct Capabilities {
     pub coop: Option<crate::kernels::qmm_coop::CoopShape>,
     /// The largest storage buffer one binding may cover, in bytes.
     pub max_storage_binding: u64,
+    /// Workgroup memory a kernel may declare, in bytes (16 KiB on every WebGPU device; 48 KiB
+    /// on the H100, 32 KiB on Apple GPUs).
+    pub max_workgroup_storage: u32,
 }
 
 /// A GPU device and its queue, shared by every buffer and kernel made on it.
@@ -163,6 +166,7 @@ impl Gpu {
                 None
             },
             max_storage_binding: adapter_limits.max_storage_buffer_binding_size,
+            max_workgroup_storage: adapter_limits.max_compute_workgroup_storage_size,
         };
         Ok(Gpu {
             inner: Arc::new(Inner {

@@ -58,14 +58,16 @@ fn rps(mt: u32) -> u32 {
         _ => 4,
     }
 }
-/// Workgroup memory for staged x (qmv.wgsl `x_stage`): WebGPU's guaranteed 16 KiB, less the
-/// E2M1 table and the reduction's partial sums. Also the fastest on the H100 at M = 1 (INT4
-/// N = K = 8192 with 256 threads: 6 KiB 26.4 µs, 12 KiB 25.8, 20 KiB 28.3, 40 KiB 40.3: a
-/// larger stage leaves fewer workgroups resident). `MARLIN_QMV_STAGE_KIB` overrides it (up
-/// to what the device allows), for tuning.
+/// Workgroup memory for staged x (qmv.wgsl `x_stage`) at m = 1: WebGPU's guaranteed 16 KiB,
+/// less the E2M1 table and the reduction's partial sums. Also the fastest on the H100 at M = 1
+/// (INT4 N = K = 8192 with 256 threads: 6 KiB 26.4 µs, 12 KiB 25.8, 20 KiB 28.3, 40 KiB 40.3:
+/// a larger stage leaves fewer workgroups resident). More rows of x take more (see
+/// [`QmvVariant::new`]). `MARLIN_QMV_STAGE_KIB` overrides it (up to what the device allows),
+/// for tuning.
 const STAGE_BYTES: u32 = 12 << 10;
-/// The workgroup memory every WebGPU device offers.
-const WORKGROUP_BYTES: u32 = 16 << 10;
+/// Chunks of x a stage should hold at least, so that every lane of a subgroup of 32 has one: at
+/// m = 8 a 12 KiB stage holds 8, leaving three lanes in four idle.
+const FULL_SPAN: u32 = 32;
 /// Threads per team (one team per RPS rows) where subgroups are off.
 const TK: u32 = 16;
 
@@ -103,6 +105,11 @@ pub(crate) struct QmvVariant {
     /// Codes read 16 bytes at a time (4- and 8-bit formats, whose rows are whole 16-byte
     /// chunks); a word at a time otherwise.
     pub codes_vec4: bool,
+    /// Workgroup memory for staged x, before the other arrays are taken from the device's
+    /// limit.
+    pub stage_bytes: u32,
+    /// Workgroup memory the device allows.
+    pub workgroup_bytes: u32,
     /// What is multiplied (x, or its norm, or the SwiGLU of its halves).
     pub input: QmvInput,
     /// `y += x W^T` (the residual connection) instead of `y = x W^T`.
@@ -125,12 +132,23 @@ impl QmvVariant {
         } else {
             threads / TK
         };
+        // More rows of x than one: a stage large enough for every lane of a subgroup, where
+        // the device allows it (the H100's 48 KiB: INT4 N = K = 8192 at m = 4 59.2 µs against
+        // 85.8 at 12 KiB, at m = 8 188.7 against 259.4).
+        let full = FULL_SPAN * mt * 9 * 16;
+        let stage_bytes = if mt > 1 && full + (8 << 10) <= caps.max_workgroup_storage {
+            full
+        } else {
+            STAGE_BYTES
+        };
         QmvVariant {
             mt,
             rps: rps(mt),
             teams,
             subgroups,
             threads,
+            stage_bytes,
+            workgroup_bytes: caps.max_workgroup_storage,
             x_vec4: k.is_multiple_of(4),
             x_whole: scheme.padded_cols(k) == k,
             codes_vec4: matches!(scheme.format().bits(), 4 | 8),
@@ -181,23 +199,25 @@ impl QmvVariant {
             (true, false) => 5 * 8,
         };
         static TUNED: OnceLock<Option<u32>> = OnceLock::new();
-        let stage = super::tuned(&TUNED, "MARLIN_QMV_STAGE_KIB").map_or(STAGE_BYTES, |k| k << 10);
+        let stage =
+            super::tuned(&TUNED, "MARLIN_QMV_STAGE_KIB").map_or(self.stage_bytes, |k| k << 10);
         // What else the kernel keeps in workgroup memory: the norm's partial sums, the partial
         // sums of the reduction without subgroups, the E2M1 table.
         let others = 4 * self.threads * (1 + if self.subgroups { 0 } else { self.mt }) + 64;
-        let stage = stage.min(WORKGROUP_BYTES.saturating_sub(others));
+        let stage = stage.min(self.workgroup_bytes.saturating_sub(others));
         let fit = stage / (self.mt * chunk_bytes);
         1 << fit.clamp(2, 256).ilog2()
     }
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
-            "qmv.{}.mt{}.r{}.t{}.th{}{}{}{}{}{}{}{}",
+            "qmv.{}.mt{}.r{}.t{}.th{}.s{}{}{}{}{}{}{}{}",
             scheme.key(),
             self.mt,
             self.rps,
             self.teams(),
             self.threads,
+            self.span(scheme),
             if self.subgroups { ".sg" } else { "" },
             if self.x_vec4 { ".xv4" } else { "" },
             if self.x_whole { ".xw" } else { "" },
@@ -250,6 +270,8 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
                     teams: 4,
                     subgroups,
                     threads: T,
+                    stage_bytes: STAGE_BYTES,
+                    workgroup_bytes: 16 << 10,
                     x_vec4,
                     x_whole,
                     codes_vec4: matches!(scheme.format().bits(), 4 | 8),
