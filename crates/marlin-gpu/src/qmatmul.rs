@@ -290,7 +290,7 @@ impl Gpu {
         match coop {
             _ if m <= qmv_max => Plan::Qmv(QmvVariant {
                 x_q8: precision == MatmulPrecision::Int8x2 && QmvVariant::takes_q8(w.scheme),
-                ..QmvVariant::new(&caps, w.scheme, m, k)
+                ..QmvVariant::new(&caps, w.scheme, (m, n, k))
             }),
             Some(v) => Plan::QmmCoop(v.split_for(
                 m as u32,

@@ -32,16 +32,19 @@ pub fn mixed_max_m() -> usize {
 /// Threads per workgroup.
 const T: u32 = 128;
 
-/// Threads per workgroup, by rows of x: at m = 1, 512 (16 teams of 32 sharing one staged x,
-/// so each workgroup stages x for 32 rows of W): a Llama-3.1-8B INT4 decode on the H100 ran
-/// 212.8-214.9 tokens/s against 203.3-204.7 at 256 and 171.9-175.2 at 128 (one run). (At
-/// session 5's kernel 256 had measured faster than 128 and 512 at N = K = 8192 alone.)
-/// `MARLIN_QMV_THREADS` (64 to 512) overrides it, for tuning.
-fn threads(mt: u32) -> u32 {
+/// Threads per workgroup: 512 (16 teams of 32 sharing one staged x, so each workgroup stages x
+/// for 32 rows of W at m = 1, 64 beyond). On the H100 a Llama-3.1-8B INT4 decode ran
+/// 212.8-214.9 tokens/s against 203.3-204.7 at 256 and 171.9-175.2 at 128 (one run), and INT4
+/// N = K = 8192 at m = 2 / 4 / 8 took 35.9 / 48.0 / 76.5 µs against 34.1 / 59.2 / 188.7 at
+/// 128. (At session 5's kernel 256 had measured faster than 128 and 512 at m = 1 alone.)
+/// Without subgroups, past m = 1, 128: the reduction's partial sums (threads x m floats) must
+/// leave room for the stage in 16 KiB. `MARLIN_QMV_THREADS` (64 to 512) overrides it, for
+/// tuning.
+fn threads(mt: u32, subgroups: bool) -> u32 {
     static TUNED: OnceLock<Option<u32>> = OnceLock::new();
     match super::tuned(&TUNED, "MARLIN_QMV_THREADS") {
         Some(t @ (64 | 128 | 256 | 512)) => t,
-        _ if mt == 1 => 512,
+        _ if mt == 1 || subgroups => 512,
         _ => T,
     }
 }
@@ -121,11 +124,22 @@ pub(crate) struct QmvVariant {
 }
 
 impl QmvVariant {
-    /// The variant for `m` rows of x of length `k` in `scheme` on a device with `caps`.
-    pub fn new(caps: &Capabilities, scheme: Scheme, m: usize, k: usize) -> Self {
+    /// The variant for `m` rows of x of length `k` by `n` rows of W in `scheme` on a device
+    /// with `caps`.
+    pub fn new(caps: &Capabilities, scheme: Scheme, (m, n, k): (usize, usize, usize)) -> Self {
         let subgroups = caps.subgroup;
         let mt = (m.max(1) as u32).next_power_of_two();
-        let threads = threads(mt);
+        let mut threads = threads(mt, subgroups);
+        // No more threads than rows of W to give them (a workgroup past them computes the last
+        // row again): small matrices, as tests use, then waste no work.
+        let min_size = if subgroups {
+            caps.subgroup_min_size.max(1)
+        } else {
+            TK
+        };
+        while threads > 64 && (threads / min_size) * rps(mt) / 2 >= n.max(1) as u32 {
+            threads /= 2;
+        }
         // One team per subgroup of the smallest size: a larger one covers several teams.
         let teams = if subgroups {
             (threads / caps.subgroup_min_size.clamp(1, threads)).max(1)
@@ -340,7 +354,7 @@ mod tests {
                 }
                 let base = QmvVariant {
                     x_q8: true,
-                    ..QmvVariant::new(&caps, scheme, m, k)
+                    ..QmvVariant::new(&caps, scheme, (m, n, k))
                 };
                 for v in [
                     QmvVariant {
@@ -365,7 +379,7 @@ mod tests {
         let caps = gpu.capabilities();
         let int4 = Scheme::new(Format::Int4Affine, Group::Size(32)).unwrap();
         for (m, n, k) in [(1, 67, 4097), (5, 33, 320), (2, 9, 512)] {
-            let base = QmvVariant::new(&caps, int4, m, k);
+            let base = QmvVariant::new(&caps, int4, (m, n, k));
             let mut layouts = vec![
                 QmvVariant {
                     subgroups: false,

@@ -278,9 +278,13 @@ mod tests {
             let deq = w.dequantize();
             let gw = gpu.upload_quant(&w).unwrap();
             // Columns c0.. of W through qmv (8 at a time) and all 32 through qmm.
-            let runs = (0..k)
-                .step_by(8)
-                .map(|c0| (c0, 8, Plan::Qmv(QmvVariant::new(&caps, w.scheme(), 8, k))));
+            let runs = (0..k).step_by(8).map(|c0| {
+                (
+                    c0,
+                    8,
+                    Plan::Qmv(QmvVariant::new(&caps, w.scheme(), (8, n, k))),
+                )
+            });
             for (c0, m, plan) in runs.chain([(0, k, Plan::Qmm(QmmVariant::new(k)))]) {
                 let mut x = vec![0f32; m * k];
                 (0..m).for_each(|i| x[i * k + c0 + i] = 1.0);
