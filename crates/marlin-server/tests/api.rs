@@ -342,3 +342,27 @@ fn overload_is_refused_at_once_and_a_disconnect_frees_the_place() {
     );
     server.stop().unwrap();
 }
+
+#[test]
+fn a_client_that_leaves_a_whole_answer_cancels_it() {
+    use std::io::Write;
+    let server = start(config());
+    let addr = server.addr();
+    let body = json!({"model": MODEL, "prompt": "Once", "max_tokens": 4000, "ignore_eos": true})
+        .to_string();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body.as_bytes()).unwrap();
+    // Let it start, then hang up long before 4000 tokens.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(conn);
+    let m = wait_idle(addr);
+    assert!(
+        m.contains("marlin_requests_total{outcome=\"cancelled\"} 1"),
+        "{m}"
+    );
+}
