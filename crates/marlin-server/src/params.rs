@@ -159,17 +159,19 @@ impl Generation {
     }
 
     /// The engine's parameters for a prompt of `prompt_len` tokens under `max_model_len`.
+    /// `prompt_param` names the prompt's field in errors (`messages` or `prompt`).
     pub fn text_params(
         &self,
         prompt_len: usize,
         max_model_len: usize,
+        prompt_param: &str,
     ) -> Result<TextParams, ApiError> {
         if prompt_len >= max_model_len {
             return Err(ApiError::bad_request(format!(
                 "the prompt is {prompt_len} tokens; this server's context is {max_model_len} \
                  (--max-model-len), which must also leave room for one new token: shorten it"
             ))
-            .with_param("messages")
+            .with_param(prompt_param)
             .with_code("context_length_exceeded"));
         }
         let room = max_model_len - prompt_len;

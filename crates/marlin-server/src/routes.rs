@@ -51,7 +51,7 @@ pub async fn chat(State(state): State<AppState>, b: Result<Bytes, BytesRejection
             .engine
             .encode_chat(&messages)
             .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-        let params = g.text_params(prompt.len(), state.max_model_len())?;
+        let params = g.text_params(prompt.len(), state.max_model_len(), "messages")?;
         let job = Job {
             kind: Kind::Chat,
             prompt_tokens: prompt.len(),
@@ -80,7 +80,7 @@ pub async fn completions(
         let mut choices = Vec::with_capacity(prompts.len());
         let mut prompt_tokens = 0;
         for prompt in prompts {
-            let params = g.text_params(prompt.len(), state.max_model_len())?;
+            let params = g.text_params(prompt.len(), state.max_model_len(), "prompt")?;
             prompt_tokens += prompt.len();
             // A refusal drops the receivers made so far, which cancels their prompts.
             choices.push(state.submit(prompt, params, &g)?);
