@@ -213,6 +213,10 @@ pub async fn models(State(state): State<AppState>) -> Response {
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {
+    if !state.scheduler.is_alive() {
+        return ApiError::unavailable("the batching thread stopped: restart the server")
+            .into_response();
+    }
     let load = state.scheduler.load();
     let uptime_s = state.since.elapsed().as_secs();
     let body = json!({"status": "ok", "running": load.running, "waiting": load.waiting, "uptime_s": uptime_s});

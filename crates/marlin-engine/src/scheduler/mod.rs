@@ -261,7 +261,7 @@ impl Scheduler {
             return Err(SubmitError::TooLong { tokens, max });
         }
         let mut queue = self.shared.lock();
-        if queue.stopping {
+        if queue.stopping || !self.is_alive() {
             return Err(SubmitError::Stopped);
         }
         if queue.waiting.len() >= self.shared.config.max_queue {
@@ -273,6 +273,11 @@ impl Scheduler {
         drop(queue);
         self.shared.wake.notify_one();
         Ok(())
+    }
+
+    /// Whether the batching thread still runs (it ends only when dropped, or on a bug).
+    pub fn is_alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     pub fn load(&self) -> Load {
