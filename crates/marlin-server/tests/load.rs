@@ -112,7 +112,17 @@ fn sixty_four_concurrent_streams_match_one_at_a_time() {
         "the prompts should differ: {alone:?}"
     );
 
+    // Bad requests in the middle of the load are refused and disturb nobody.
+    let bad = std::thread::spawn(move || {
+        for _ in 0..20 {
+            assert_error(&post_raw(addr, "/v1/chat/completions", &[], b"{oops"), 400);
+            let unknown = json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]});
+            assert_error(&post(addr, "/v1/chat/completions", &unknown), 404);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
     let together = all_at_once(addr, |_| None);
+    bad.join().unwrap();
     for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
         assert_eq!(Some(a), t.as_ref(), "request {i}");
     }
