@@ -181,6 +181,8 @@ struct SseState {
     events: BoxStream<'static, (usize, Event)>,
     tracker: Tracker,
     finishes: Vec<Option<FinishReason>>,
+    /// Per choice, the text offset of its next token (completions' `text_offset`).
+    offsets: Vec<usize>,
     completion_tokens: usize,
     include_usage: bool,
     done: bool,
@@ -200,6 +202,7 @@ fn sse(shape: Shape, job: Job, tracker: Tracker) -> Response {
         events: merged(job.choices),
         tracker,
         finishes: vec![None; n],
+        offsets: vec![0; n],
         completion_tokens: 0,
         include_usage: job.include_usage,
         done: false,
@@ -236,7 +239,8 @@ async fn next_sse(s: &mut SseState) -> Option<String> {
                 if text.is_empty() && (tokens.is_empty() || !s.shape.logprobs) {
                     continue;
                 }
-                let choice = s.shape.delta_choice(i, &text, &tokens);
+                let choice = s.shape.delta_choice(i, &text, &tokens, s.offsets[i]);
+                s.offsets[i] += s.shape.tokens_text_len(&tokens);
                 return Some(data(&s.shape.chunk(vec![choice], s.include_usage)));
             }
             Event::Done {
@@ -344,12 +348,12 @@ impl Shape {
         })
     }
 
-    fn delta_choice(&self, i: usize, text: &str, tokens: &[TokenOut]) -> Value {
+    fn delta_choice(&self, i: usize, text: &str, tokens: &[TokenOut], offset: usize) -> Value {
         let delta = match self.kind {
             Kind::Chat => json!({"content": text}),
             Kind::Completion => json!(text),
         };
-        let lp = self.logprobs.then(|| self.logprobs_json(tokens, 0));
+        let lp = self.logprobs.then(|| self.logprobs_json(tokens, offset));
         self.chunk_choice(i, delta, lp, None)
     }
 
@@ -370,6 +374,16 @@ impl Shape {
                 "finish_reason": finish,
             }),
         }
+    }
+
+    /// Bytes of the tokens' texts as `logprobs_json` counts them (only with logprobs).
+    fn tokens_text_len(&self, tokens: &[TokenOut]) -> usize {
+        if !self.logprobs {
+            return 0;
+        }
+        let tokenizer = self.state.engine.tokenizer();
+        let text = |id| tokenizer.decode(&[id], false).unwrap_or_default();
+        tokens.iter().map(|t| text(t.id).len()).sum()
     }
 
     /// Log-probabilities in the endpoint's shape (chat: `content` items; completions: the

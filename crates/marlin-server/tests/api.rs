@@ -126,6 +126,21 @@ fn completions_lists_streams_and_logprobs() {
     let mut body = body.clone();
     body["stream"] = json!(true);
     let events = stream(addr, "/v1/completions", &body);
+    // Streamed logprobs carry each token's offset in its choice's whole text.
+    let offsets: Vec<u64> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter(|v| v["choices"][0]["index"] == 0)
+        .flat_map(|v| {
+            v["choices"][0]["logprobs"]["text_offset"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|o| o.as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets.len(), 3, "{events:?}");
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     let (text, finish) = stream_text(&events);
     let whole = format!(
         "{}{}",
