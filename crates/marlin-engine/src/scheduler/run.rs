@@ -143,7 +143,7 @@ impl Batcher {
             }
         };
         let vocab = model.config().vocab_size;
-        let mut done = Vec::new();
+        let (mut done, mut finals) = (Vec::new(), Vec::new());
         for (row, slot) in slots.iter().enumerate() {
             if !sampling[row] {
                 continue;
@@ -158,14 +158,24 @@ impl Batcher {
             };
             match seq.accept(token) {
                 Ok(Outcome::Continue) => {}
-                Ok(Outcome::Finished | Outcome::Cancelled) => done.push(slot.index),
+                Ok(Outcome::Finished(event)) => {
+                    done.push(slot.index);
+                    finals.push((slot.index, event));
+                }
+                Ok(Outcome::Cancelled) => done.push(slot.index),
                 Err(why) => {
                     seq.sink.send(Event::Failed(why));
                     done.push(slot.index);
                 }
             }
         }
-        self.retire(done);
+        let mut retired = self.retire(done);
+        self.publish();
+        for (index, event) in finals {
+            if let Some((_, s)) = retired.iter_mut().find(|(i, _)| *i == index) {
+                s.sink.send(event);
+            }
+        }
     }
 
     /// This step's tokens: every decoding sequence's last token, and prompt chunks of the
@@ -194,16 +204,20 @@ impl Batcher {
         slots
     }
 
-    /// Removes these running sequences (indices, any order) and frees their KV blocks.
-    fn retire(&mut self, mut indices: Vec<usize>) {
+    /// Removes these running sequences (indices, any order) and frees their KV blocks;
+    /// returns them with their former indices.
+    fn retire(&mut self, mut indices: Vec<usize>) -> Vec<(usize, Sequence)> {
         indices.sort_unstable();
         indices.dedup();
+        let mut removed = Vec::with_capacity(indices.len());
         for i in indices.into_iter().rev() {
             // `remove`, not `swap_remove`: the order is the prefill priority (oldest first).
             let s = self.running.remove(i);
             self.cache.remove_sequence(s.seq);
             self.reserved -= s.reserved;
+            removed.push((i, s));
         }
+        removed
     }
 
     fn fail_all(&mut self, why: &str) {

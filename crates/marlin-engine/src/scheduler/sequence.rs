@@ -27,7 +27,9 @@ pub(super) struct Sequence {
 /// What became of a sequence after a token.
 pub(super) enum Outcome {
     Continue,
-    Finished,
+    /// Done: the final event, sent once its KV blocks are free (so that a client that sees
+    /// it also sees the cache without it).
+    Finished(Event),
     /// Its sink closed: the client went away.
     Cancelled,
 }
@@ -95,7 +97,7 @@ impl Sequence {
         Ok(Outcome::Continue)
     }
 
-    /// Sends what text is still held and the final event.
+    /// Sends what text is still held; returns the final event.
     fn finish(&mut self, reason: FinishReason) -> Outcome {
         if !self.text.stopped {
             let tail = self.detok.finish().unwrap_or_default();
@@ -107,16 +109,14 @@ impl Sequence {
                 self.sink.send(Event::Tokens { text: rest, tokens });
             }
         }
-        let done = Event::Done {
+        if self.sink.is_closed() {
+            return Outcome::Cancelled;
+        }
+        Outcome::Finished(Event::Done {
             finish_reason: reason,
             prompt_tokens: self.prompt_len,
             completion_tokens: self.generated(),
-        };
-        if self.sink.send(done) {
-            Outcome::Finished
-        } else {
-            Outcome::Cancelled
-        }
+        })
     }
 }
 
