@@ -272,21 +272,21 @@ fn speeds(prompt: usize, done: &Generated) -> (f64, f64) {
 }
 
 /// Streams text while watching for stop strings: holds back any tail that could still become
-/// one, and cuts the text where one appears.
-struct StopText<'a> {
-    stops: &'a [String],
+/// one, and cuts the text where one appears. (The scheduler keeps one per sequence.)
+pub(crate) struct StopText {
+    stops: Vec<String>,
     /// Everything released so far.
     all: String,
     /// Text not yet released because it may begin a stop string.
     held: String,
-    stopped: bool,
+    pub(crate) stopped: bool,
     released: String,
 }
 
-impl<'a> StopText<'a> {
-    fn new(stops: &'a [String]) -> Self {
+impl StopText {
+    pub(crate) fn new(stops: &[String]) -> Self {
         StopText {
-            stops,
+            stops: stops.to_vec(),
             all: String::new(),
             held: String::new(),
             stopped: false,
@@ -295,7 +295,7 @@ impl<'a> StopText<'a> {
     }
 
     /// Adds `piece`; returns the text now safe to show, and whether a stop string matched.
-    fn push(&mut self, piece: &str) -> (&str, bool) {
+    pub(crate) fn push(&mut self, piece: &str) -> (&str, bool) {
         self.released.clear();
         if self.stopped {
             return (&self.released, true);
@@ -322,7 +322,7 @@ impl<'a> StopText<'a> {
     }
 
     /// What is still held, once no more text comes.
-    fn flush(&mut self) -> String {
+    pub(crate) fn flush(&mut self) -> String {
         let rest = std::mem::take(&mut self.held);
         self.all.push_str(&rest);
         rest

@@ -8,6 +8,7 @@ pub mod generate;
 mod load;
 pub mod perplexity;
 pub mod sampler;
+pub mod scheduler;
 
 /// The embedded default model (lives with the model files in `marlin-models`).
 pub use marlin_models::default_model;

@@ -66,6 +66,10 @@ impl Sampler {
         Sampler { params, rng }
     }
 
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
     /// The next token given the logits (vocab) and the tokens so far (prompt and output).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let mut logits = logits.to_vec();

@@ -11,6 +11,7 @@ mod inspect;
 mod model_source;
 mod quantize;
 mod sampling;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Measure a model's quality: `eval perplexity --text FILE`.
     Eval(eval::EvalArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API (docs/serving.md).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@ mod gpu_kernels;
 mod kernels;
 mod model;
 mod report;
+mod serve;
 mod synthetic;
 mod timing;
 
@@ -23,11 +24,14 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Fused dequantize + matmul of every format against dense f32 and a streaming read.
     Kernels(kernels::KernelsArgs),
+    /// The HTTP server's aggregate tokens/s and time to first token at 1, 4, 16, 64 streams.
+    Serve(serve::ServeBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         Some(BenchCommand::Kernels(args)) => kernels::run(&args),
+        Some(BenchCommand::Serve(args)) => serve::run(&args),
         None => model::run(&args.model),
     }
 }
