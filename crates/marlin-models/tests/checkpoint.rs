@@ -107,6 +107,40 @@ fn every_format_round_trips_bit_for_bit() {
     }
 }
 
+/// `sparse_2_4`: every quantized matrix is stored compressed and reads back as the reference
+/// magnitude pruning gives it, bit for bit, with half the codes of the dense matrix.
+#[test]
+fn sparse_matrices_round_trip_bit_for_bit() {
+    let src = HfModel::open(fixture("llama")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for scheme in schemes() {
+        let out = dir.path().join(scheme.to_string().replace(' ', "-"));
+        let mut recipe = Recipe::new(scheme);
+        recipe.sparse_2_4 = true;
+        write(&src, &recipe, &out);
+        let ckpt = Checkpoint::open(&out).unwrap_or_else(|e| panic!("{scheme}: {e}"));
+        let mut sparse = 0;
+        for t in src.tensors() {
+            let Target::Quant(_) = recipe.target(&t.name, &t.shape) else {
+                continue;
+            };
+            let Weight::Dense(d) = src.weight(&t.name).unwrap() else {
+                panic!("the fixture is dense");
+            };
+            let want =
+                marlin_quant::SparseMatrix::prune_rtn(&d.data, d.shape[0], d.shape[1], scheme)
+                    .unwrap();
+            match ckpt.weight(&t.name).unwrap() {
+                Weight::Sparse(got) => assert_eq!(got, want, "{scheme}: {}", t.name),
+                _ => panic!("{scheme}: {} is not sparse", t.name),
+            }
+            assert_eq!(ckpt.entry(&t.name).unwrap().shape(), d.shape);
+            sparse += 1;
+        }
+        assert_eq!(sparse, 14, "{scheme}");
+    }
+}
+
 #[test]
 fn parallel_quantization_is_the_reference_bit_for_bit() {
     let w = marlin_testkit::rng::gaussian(3, 300 * 96, 0.02);

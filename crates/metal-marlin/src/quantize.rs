@@ -61,7 +61,8 @@ pub struct QuantizeArgs {
     /// GPTQ: quantize columns in decreasing order of their input's energy (diag of the Hessian).
     #[arg(long)]
     act_order: bool,
-    /// Structured sparsity, e.g. 2:4 (not implemented yet: refused).
+    /// Structured sparsity: `2:4` prunes every quantized matrix to two of each four weights
+    /// (by magnitude with RTN, SparseGPT's Hessian-aware mask with GPTQ), stored compressed.
     #[arg(long)]
     sparsity: Option<String>,
 }
@@ -73,6 +74,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         marlin_models::open(&input).with_context(|| format!("opening {}", input.display()))?;
     let mut recipe = recipe(&args, src.config().num_hidden_layers)?;
     recipe.method = method;
+    recipe.sparse_2_4 = sparsity(args.sparsity.as_deref())?;
     let calibration = match method {
         Method::Gptq => Some(calibration::load(
             &input,
@@ -86,8 +88,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let files = marlin_engine::tokenizer_files(&input)
         .with_context(|| format!("reading the tokenizer of {}", input.display()))?;
     eprintln!(
-        "quantizing {} to {} ({}{} override(s)): {}",
+        "quantizing {} to {}{} ({}{} override(s)): {}",
         input.display(),
+        if recipe.sparse_2_4 { "2:4 " } else { "" },
         recipe.default,
         recipe
             .preset
@@ -132,17 +135,25 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// AWQ and sparsity are parsed so the command line is stable, and refused so nobody believes
-/// they ran; GPTQ's options are refused without GPTQ, where they would do nothing.
+/// `--sparsity`: none, or `2:4` (the only pattern the format stores).
+fn sparsity(arg: Option<&str>) -> anyhow::Result<bool> {
+    match arg {
+        None => Ok(false),
+        Some("2:4") => Ok(true),
+        Some(other) => bail!(
+            "--sparsity {other} is not supported: only 2:4 (two of every four weights kept) is"
+        ),
+    }
+}
+
+/// AWQ is parsed so the command line is stable, and refused so nobody believes it ran;
+/// GPTQ's options are refused without GPTQ, where they would do nothing.
 fn refuse_unimplemented(args: &QuantizeArgs) -> anyhow::Result<Method> {
     let method = args
         .method
         .parse::<Method>()
         .map_err(anyhow::Error::from)
         .context("--method")?;
-    if args.sparsity.is_some() {
-        bail!("--sparsity is not supported yet: 2:4 sparsity comes in a later release");
-    }
     let gptq_only = [
         ("--calibration", args.calibration.is_some()),
         ("--samples", args.samples.is_some()),

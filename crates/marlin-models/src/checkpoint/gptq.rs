@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use marlin_cpu::{Activations, CpuBackend, dense};
-use marlin_quant::{GptqHessian, GptqOptions, QuantMatrix};
+use marlin_quant::{GptqHessian, GptqOptions};
 
 use super::recipe::{Recipe, Target};
 use crate::device::Device;
@@ -95,7 +95,7 @@ impl<'a> Calibrator<'a> {
         src: &dyn WeightSource,
         recipe: &Recipe,
         l: usize,
-    ) -> Result<HashMap<String, QuantMatrix<'static>>, ModelError> {
+    ) -> Result<HashMap<String, Weight>, ModelError> {
         let hessians = self.hessians(src, l)?;
         let mut out = HashMap::new();
         for (names, h) in PRODUCTS.iter().zip(&hessians) {
@@ -107,10 +107,8 @@ impl<'a> Calibrator<'a> {
                 let Target::Quant(scheme) = recipe.target(&name, &shape) else {
                     continue;
                 };
-                let (rows, data) = match w {
-                    Weight::Quant(q) => (q.rows(), q.dequantize()),
-                    Weight::Dense(t) => (t.shape[0], t.data),
-                };
+                let t = super::quantize::dense(w);
+                let (rows, data) = (t.shape[0], t.data);
                 let cols = data.len() / rows.max(1);
                 let in_weight = |e| ModelError::Quantize {
                     path: src.path().to_owned(),
@@ -123,7 +121,11 @@ impl<'a> Calibrator<'a> {
                     _ => GptqHessian::new(&h.sum, cols, self.calibration.options)
                         .map_err(in_weight)?,
                 };
-                let q = hessian.quantize(&data, rows, scheme).map_err(in_weight)?;
+                let q = if recipe.sparse_2_4 {
+                    Weight::Sparse(hessian.sparsify(&data, rows, scheme).map_err(in_weight)?)
+                } else {
+                    Weight::Quant(hessian.quantize(&data, rows, scheme).map_err(in_weight)?)
+                };
                 prepared = Some(hessian);
                 out.insert(name, q);
             }
@@ -258,7 +260,7 @@ impl Hessians {
 /// The source with some weights replaced (a layer's GPTQ results).
 struct Overlay<'a> {
     src: &'a dyn WeightSource,
-    weights: &'a HashMap<String, QuantMatrix<'static>>,
+    weights: &'a HashMap<String, Weight>,
 }
 
 impl WeightSource for Overlay<'_> {
@@ -270,7 +272,7 @@ impl WeightSource for Overlay<'_> {
     }
     fn weight(&self, name: &str) -> Result<Weight, ModelError> {
         match self.weights.get(name) {
-            Some(q) => Ok(Weight::Quant(q.clone())),
+            Some(q) => Ok(q.clone()),
             None => self.src.weight(name),
         }
     }

@@ -142,6 +142,9 @@ pub struct Recipe {
     pub rules: Vec<Rule>,
     /// The preset the rules came from, recorded in the checkpoint.
     pub preset: Option<String>,
+    /// Prune every matrix the recipe quantizes to 2:4 (half of each 4 consecutive weights
+    /// along K), stored compressed (docs/formats.md, "2:4 sparsity").
+    pub sparse_2_4: bool,
 }
 
 impl Recipe {
@@ -152,6 +155,7 @@ impl Recipe {
             default,
             rules: Vec::new(),
             preset: None,
+            sparse_2_4: false,
         }
     }
 
@@ -183,6 +187,7 @@ impl Recipe {
             default: mlp,
             rules,
             preset: Some(name.to_string()),
+            sparse_2_4: false,
         })
     }
 
@@ -230,6 +235,7 @@ impl Recipe {
             "format": self.default.format().name(),
             "group_size": group_json(self.default.group()),
             "preset": self.preset,
+            "sparsity": self.sparse_2_4.then_some(super::spec::SPARSITY_2_4),
             "kept_by_default": KEPT_BY_DEFAULT,
             "overrides": rules,
         })
