@@ -91,3 +91,18 @@ fn malformed_parts_are_refused() {
     let e = prune_magnitude(&[f32::NAN; 4], 1, 4).unwrap_err();
     assert!(e.to_string().contains("finite"), "{e}");
 }
+
+/// The worked example of docs/formats.md ("2:4 sparsity"), byte for byte.
+#[test]
+fn worked_example_of_the_docs() {
+    let w = [0.5, -0.3, 1.0, 0.2, 0.1, -0.7, 0.05, 0.4];
+    let scheme = marlin_quant::Scheme::of(marlin_quant::Format::Int8);
+    let s = SparseMatrix::prune_rtn(&w, 1, 8, scheme).unwrap();
+    assert_eq!(s.positions(), [0xd8]);
+    assert_eq!(s.kept().cols(), 4);
+    assert_eq!(&s.kept().codes()[..4], [64, 127, (-89i8) as u8, 51]);
+    assert_eq!(s.kept().scales(), [0x08, 0x20]);
+    let d = s.dequantize();
+    println!("{d:?}");
+    assert_eq!(d, [0.50390625, 0.0, 0.99993896, 0.0, 0.0, -0.70074463, 0.0, 0.40155029]);
+}
