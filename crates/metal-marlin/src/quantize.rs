@@ -61,6 +61,10 @@ pub struct QuantizeArgs {
     /// GPTQ: quantize columns in decreasing order of their input's energy (diag of the Hessian).
     #[arg(long)]
     act_order: bool,
+    /// GPTQ: fit each group's range as min/max instead of searching the clipping that
+    /// minimizes its rounding error weighted by input energy (the search is the default).
+    #[arg(long)]
+    no_clip_search: bool,
     /// Structured sparsity: `2:4` prunes every quantized matrix to two of each four weights
     /// (by magnitude with RTN, SparseGPT's Hessian-aware mask with GPTQ), stored compressed.
     #[arg(long)]
@@ -82,6 +86,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             args.samples,
             args.damp,
             args.act_order,
+            !args.no_clip_search,
         )?),
         _ => None,
     };
@@ -159,6 +164,7 @@ fn refuse_unimplemented(args: &QuantizeArgs) -> anyhow::Result<Method> {
         ("--samples", args.samples.is_some()),
         ("--damp", args.damp.is_some()),
         ("--act-order", args.act_order),
+        ("--no-clip-search", args.no_clip_search),
     ];
     if method != Method::Gptq
         && let Some((flag, _)) = gptq_only.iter().find(|(_, given)| *given)

@@ -197,7 +197,7 @@ fn what_is_not_implemented_is_refused_and_a_stale_partial_is_replaced() {
         "-o",
         out.to_str().unwrap(),
     ];
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--method", "awq"], "not supported yet"),
         (
             &["--calibration", "x.txt"],
@@ -205,6 +205,7 @@ fn what_is_not_implemented_is_refused_and_a_stale_partial_is_replaced() {
         ),
         (&["--samples", "8"], "--samples is a GPTQ option"),
         (&["--act-order"], "--act-order is a GPTQ option"),
+        (&["--no-clip-search"], "--no-clip-search is a GPTQ option"),
         (&["--method", "gptq", "--samples", "0"], "--samples 0"),
         (&["--method", "gptq", "--damp", "2"], "--damp 2"),
         (&["--sparsity", "1:2"], "--sparsity 1:2 is not supported"),
