@@ -18,6 +18,38 @@ pub fn quantize(
     cols: usize,
     scheme: Scheme,
 ) -> Result<QuantMatrix<'static>, QuantError> {
+    quantize_with(weights, rows, cols, scheme, None)
+}
+
+/// [`quantize`] with each group's range searched ([`GroupParams::fit_clipped`]): the clipping
+/// whose rounding error, weighted by `importance` (one value per column, e.g. the mean square
+/// of that input over calibration tokens), is least. AWQ's clip search, without the matmul.
+// weights (rows, cols), importance (cols) -> QuantMatrix (rows, cols)
+pub fn quantize_weighted(
+    weights: &[f32],
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+    importance: &[f32],
+) -> Result<QuantMatrix<'static>, QuantError> {
+    if importance.len() != cols {
+        return Err(QuantError::InputLength {
+            rows: 1,
+            cols,
+            expected: cols,
+            got: importance.len(),
+        });
+    }
+    quantize_with(weights, rows, cols, scheme, Some(importance))
+}
+
+fn quantize_with(
+    weights: &[f32],
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+    importance: Option<&[f32]>,
+) -> Result<QuantMatrix<'static>, QuantError> {
     check_input(weights, rows, cols)?;
     let format = scheme.format();
     let global = match format {
@@ -37,13 +69,16 @@ pub fn quantize(
     for (r, row) in weights.chunks_exact(cols).enumerate() {
         for g in 0..groups {
             let start = g * group_len;
-            let valid = &row[start.min(cols)..(start + group_len).min(cols)];
-            let p = GroupParams::fit(format, valid, global).ok_or_else(|| {
-                QuantError::ScaleOverflow {
-                    row: r,
-                    group: g,
-                    format: format.name(),
-                }
+            let span = start.min(cols)..(start + group_len).min(cols);
+            let valid = &row[span.clone()];
+            let p = match importance {
+                Some(imp) => GroupParams::fit_clipped(format, valid, global, &imp[span]),
+                None => GroupParams::fit(format, valid, global),
+            };
+            let p = p.ok_or_else(|| QuantError::ScaleOverflow {
+                row: r,
+                group: g,
+                format: format.name(),
             })?;
             scales.extend_from_slice(&p.scale_bytes[..format.scale_type().bytes()]);
             if format.has_bias() {

@@ -80,7 +80,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     recipe.method = method;
     recipe.sparse_2_4 = sparsity(args.sparsity.as_deref())?;
     let calibration = match method {
-        Method::Gptq => Some(calibration::load(
+        Method::Gptq | Method::Awq => Some(calibration::load(
             &input,
             args.calibration.as_deref(),
             args.samples,
@@ -151,17 +151,27 @@ fn sparsity(arg: Option<&str>) -> anyhow::Result<bool> {
     }
 }
 
-/// AWQ is parsed so the command line is stable, and refused so nobody believes it ran;
-/// GPTQ's options are refused without GPTQ, where they would do nothing.
+/// Options that would do nothing with the chosen method are refused: calibration needs GPTQ or
+/// AWQ, GPTQ's own options need GPTQ.
 fn refuse_unimplemented(args: &QuantizeArgs) -> anyhow::Result<Method> {
     let method = args
         .method
         .parse::<Method>()
         .map_err(anyhow::Error::from)
         .context("--method")?;
-    let gptq_only = [
+    let calibrated = [
         ("--calibration", args.calibration.is_some()),
         ("--samples", args.samples.is_some()),
+    ];
+    if method == Method::Rtn
+        && let Some((flag, _)) = calibrated.iter().find(|(_, given)| *given)
+    {
+        bail!(
+            "{flag} is a calibration option: add --method gptq or --method awq, or leave it out \
+             for round to nearest"
+        );
+    }
+    let gptq_only = [
         ("--damp", args.damp.is_some()),
         ("--act-order", args.act_order),
         ("--no-clip-search", args.no_clip_search),

@@ -198,12 +198,15 @@ fn what_is_not_implemented_is_refused_and_a_stale_partial_is_replaced() {
         out.to_str().unwrap(),
     ];
     let cases: [(&[&str], &str); 9] = [
-        (&["--method", "awq"], "not supported yet"),
+        (
+            &["--method", "awq", "--act-order"],
+            "--act-order is a GPTQ option",
+        ),
         (
             &["--calibration", "x.txt"],
-            "--calibration is a GPTQ option",
+            "--calibration is a calibration option",
         ),
-        (&["--samples", "8"], "--samples is a GPTQ option"),
+        (&["--samples", "8"], "--samples is a calibration option"),
         (&["--act-order"], "--act-order is a GPTQ option"),
         (&["--no-clip-search"], "--no-clip-search is a GPTQ option"),
         (&["--method", "gptq", "--samples", "0"], "--samples 0"),
@@ -342,9 +345,11 @@ fn gptq_writes_a_checkpoint_that_loads() {
         scratch.0.join("gptq"),
         scratch.0.join("gptq-act"),
     );
-    let runs: [(&Path, &[&str]); 3] = [
+    let awq = scratch.0.join("awq");
+    let runs: [(&Path, &[&str]); 4] = [
         (&rtn, &[]),
         (&gptq, &["--method", "gptq"]),
+        (&awq, &["--method", "awq", "--samples", "2"]),
         (
             &gptq_act,
             &[
@@ -380,7 +385,10 @@ fn gptq_writes_a_checkpoint_that_loads() {
         _ => panic!("{name} is quantized"),
     };
     assert_ne!(weight(&rtn), weight(&gptq));
-    for dir in [&gptq, &gptq_act] {
+    assert_ne!(weight(&rtn), weight(&awq));
+    let config = std::fs::read_to_string(awq.join("config.json")).unwrap();
+    assert!(config.contains("\"method\": \"awq\""), "{config}");
+    for dir in [&gptq, &gptq_act, &awq] {
         let src = marlin_models::open(dir).unwrap();
         let model = Model::load(src.as_ref(), CpuBackend::detect(), Precision::F32).unwrap();
         assert!(logits(&model, &[1, 2, 3]).iter().all(|v| v.is_finite()));

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use marlin_cpu::{Activations, CpuBackend, dense};
 use marlin_quant::{GptqHessian, GptqOptions};
 
-use super::recipe::{Recipe, Target};
+use super::awq::{self, InputStats};
+use super::recipe::{Method, Recipe, Target};
 use crate::device::Device;
 use crate::device::cpu::{CpuAct, CpuDevice, Observer};
 use crate::kv_cache::CpuKvCache;
@@ -98,6 +99,10 @@ impl<'a> Calibrator<'a> {
     ) -> Result<HashMap<String, Weight>, ModelError> {
         let hessians = self.hessians(src, l)?;
         let mut out = HashMap::new();
+        if recipe.method == Method::Awq {
+            self.awq_layer(src, recipe, l, &hessians, &mut out)?;
+            return self.advance(src, l, out);
+        }
         for (names, h) in PRODUCTS.iter().zip(&hessians) {
             let mut prepared: Option<GptqHessian> = None;
             for n in names.iter() {
@@ -130,6 +135,37 @@ impl<'a> Calibrator<'a> {
                 out.insert(name, q);
             }
         }
+        self.advance(src, l, out)
+    }
+
+    /// AWQ on layer `l` (checkpoint/awq.rs) from the Hessians and activation means of its
+    /// source run.
+    fn awq_layer(
+        &self,
+        src: &dyn WeightSource,
+        recipe: &Recipe,
+        l: usize,
+        hessians: &[Hessian],
+        out: &mut HashMap<String, Weight>,
+    ) -> Result<(), ModelError> {
+        let stats: Vec<InputStats<'_>> = hessians
+            .iter()
+            .map(|h| InputStats {
+                h: &h.sum,
+                mean_abs: h.abs.clone(),
+            })
+            .collect();
+        awq::quantize_layer(src, recipe, l, &stats, out)
+    }
+
+    /// The stream moved past layer `l` with its quantized weights `out` (and any changed
+    /// norms), which are returned.
+    fn advance(
+        &mut self,
+        src: &dyn WeightSource,
+        l: usize,
+        out: HashMap<String, Weight>,
+    ) -> Result<HashMap<String, Weight>, ModelError> {
         let quantized = Overlay { src, weights: &out };
         let layer = LayerAlone::load(&quantized, &CpuDevice::new(self.cpu), l)?;
         self.run(&layer, None)?;
@@ -175,6 +211,7 @@ impl<'a> Calibrator<'a> {
             .map(|mut h| {
                 let scale = 2.0 / tokens as f64;
                 h.sum.iter_mut().for_each(|v| *v *= scale);
+                h.abs.iter_mut().for_each(|v| *v /= tokens as f64);
                 h
             })
             .collect())
@@ -216,9 +253,11 @@ impl<'a> Calibrator<'a> {
     }
 }
 
-/// One product input's `sum of x x^T` (f64, inputs x inputs), then its Hessian.
+/// One product input's `sum of x x^T` (f64, inputs x inputs), then its Hessian; and the sum of
+/// `|x|` per input (AWQ's activation statistic), then its mean.
 struct Hessian {
     sum: Vec<f64>,
+    abs: Vec<f64>,
 }
 
 /// Every product's sums, found by the order products run in: call `i` of a chunk is product
@@ -237,16 +276,26 @@ impl Hessians {
         if self.each.len() <= i {
             self.each.push(Hessian {
                 sum: vec![0f64; width * width],
+                abs: vec![0f64; width],
             });
         }
         let tokens = x.len() / width;
         // x^T x as (x^T)(x^T)^T: one f32 GEMM on every core, summed into f64 per call so that
         // tens of thousands of tokens do not lose precision.
         let mut xt = vec![0f32; x.len()];
+        let mut abs = vec![0f64; width];
         for (t, row) in x.chunks_exact(width).enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 xt[c * tokens + t] = v;
+                abs[c] += v.abs() as f64;
             }
+        }
+        if self.each[i].abs.len() == width {
+            self.each[i]
+                .abs
+                .iter_mut()
+                .zip(&abs)
+                .for_each(|(s, a)| *s += a);
         }
         let mut prod = vec![0f32; width * width];
         dense::matmul_f32(&xt, width, &xt, width, &mut prod).expect("shapes agree");

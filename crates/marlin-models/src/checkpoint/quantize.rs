@@ -52,7 +52,8 @@ pub fn quantize_model(
 }
 
 /// [`quantize_model`] for every method: with `Method::Gptq` the decoder layers' matrices are
-/// quantized by GPTQ on `calibration`, layer by layer (checkpoint/gptq.rs); the matrices outside
+/// quantized by GPTQ on `calibration`, layer by layer (checkpoint/gptq.rs), with `Method::Awq`
+/// scaled by AWQ and rounded (checkpoint/awq.rs, norms changed too); the matrices outside
 /// the decoder layers that the recipe quantizes (an `lm_head` rule) are rounded to nearest.
 pub fn quantize_model_calibrated(
     src: &dyn WeightSource,
@@ -63,11 +64,14 @@ pub fn quantize_model_calibrated(
     progress: &mut dyn FnMut(Step<'_>),
 ) -> Result<QuantizeReport, ModelError> {
     let mut calibrator = match (recipe.method, calibration) {
-        (Method::Gptq, Some(c)) => Some(Calibrator::new(src, c)?),
-        (Method::Gptq, None) => {
+        (Method::Gptq | Method::Awq, Some(c)) => Some(Calibrator::new(src, c)?),
+        (Method::Gptq | Method::Awq, None) => {
             return Err(ModelError::Config {
                 path: src.path().to_owned(),
-                what: "GPTQ needs calibration samples (give a Calibration)".into(),
+                what: format!(
+                    "{} needs calibration samples (give a Calibration)",
+                    recipe.method
+                ),
             });
         }
         (Method::Rtn, _) => None,
@@ -92,7 +96,11 @@ pub fn quantize_model_calibrated(
             calibrated = (Some(l), cal.layer(src, recipe, l)?);
         }
         if let Some(q) = calibrated.1.remove(name) {
-            report.quantized += 1;
+            // AWQ also hands back the norms it rescaled: dense, kept.
+            match q {
+                Weight::Dense(_) => report.kept += 1,
+                _ => report.quantized += 1,
+            }
             writer.write(name, &q)?;
             progress(step(&plan, i, layers));
             continue;
