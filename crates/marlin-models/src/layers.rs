@@ -68,7 +68,9 @@ impl Linear {
         let mut y = vec![0f32; tokens * self.out_features];
         match &self.weight {
             LinearWeight::Quant(w) => cpu.matmul_prepared(x, tokens, w, &mut y)?,
-            LinearWeight::Sparse(w) => marlin_cpu::sparse::sparse_matmul(x, tokens, w, &mut y)?,
+            LinearWeight::Sparse(w) => {
+                marlin_cpu::sparse::sparse_matmul(cpu.isa(), x, tokens, w, &mut y)?
+            }
             LinearWeight::Dense(w) => dense::matmul_f32(x, tokens, w, self.out_features, &mut y)?,
         }
         if let Some(b) = &self.bias {

@@ -34,8 +34,9 @@ pub struct QuantizeArgs {
     /// Default: the format's own (32; fp8 per channel; nvfp4 16).
     #[arg(long)]
     group_size: Option<String>,
-    /// How weights are rounded: rtn (round to nearest) or gptq (GPTQ on calibration text,
-    /// decoder layer by decoder layer). awq is not implemented yet.
+    /// How weights are rounded: rtn (round to nearest), gptq (GPTQ on calibration text,
+    /// decoder layer by decoder layer) or awq (activation-aware scaling searched per layer on
+    /// calibration text, then round to nearest).
     #[arg(long, default_value = "rtn")]
     method: String,
     /// A per-layer override, GLOB=FORMAT[:GROUP] or GLOB=keep, matched against tensor names
@@ -47,12 +48,12 @@ pub struct QuantizeArgs {
     /// int8) or int2-mixed (MLP int2, attention int4, first and last layers int8).
     #[arg(long, value_parser = PossibleValuesParser::new(PRESETS))]
     preset: Option<String>,
-    /// GPTQ's calibration text (UTF-8), tokenized with the model's tokenizer and cut into
+    /// GPTQ's and AWQ's calibration text (UTF-8), tokenized with the model's tokenizer and cut into
     /// samples of 512 tokens. Default: the corpus built into metal-marlin
     /// (docs/quantization.md, "Calibration").
     #[arg(long)]
     calibration: Option<PathBuf>,
-    /// GPTQ: calibration samples of 512 tokens (default 128, or as many as the text holds).
+    /// GPTQ, AWQ: calibration samples of 512 tokens (default 128, or as many as the text holds).
     #[arg(long)]
     samples: Option<usize>,
     /// GPTQ: dampening added to the Hessian's diagonal, as a fraction of its mean (default 0.01).

@@ -299,6 +299,7 @@ fn sparse_checkpoints_load_and_generate_on_the_cpu() {
             o.stdout,
             o.stderr
         );
+        assert!(!o.stdout.contains("unsupported"), "{}", o.stdout);
         // No GPU here gives "no adapter"; a GPU gives the sparse refusal. Never a panic.
         let gpu = [
             "generate",
