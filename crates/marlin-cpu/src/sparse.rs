@@ -10,7 +10,9 @@
 //! multiply-adds.
 
 use marlin_core::CoreError;
-use marlin_quant::SparseMatrix;
+use marlin_quant::codec::{e2m1_decode, e4m3_decode};
+use marlin_quant::layout::{block_bytes, unpack_block};
+use marlin_quant::{BLOCK, Format, SparseMatrix};
 use rayon::prelude::*;
 
 use crate::Isa;
@@ -46,7 +48,7 @@ pub fn sparse_matmul(
     yt.par_chunks_mut(ROWS_PER_TASK * m)
         .enumerate()
         .for_each(|(t, out)| {
-            let mut row = KeptRow::new(w.kept().cols());
+            let mut row = KeptRow::new(w);
             for (i, yr) in out.chunks_exact_mut(m).enumerate() {
                 row.decode(w, t * ROWS_PER_TASK + i);
                 match &xt {
@@ -65,29 +67,53 @@ pub fn sparse_matmul(
 
 /// One row's kept values and the columns of W they sit in (padding dropped).
 struct KeptRow {
-    decoded: Vec<f32>,
+    /// `value(q) = scale * lut[q] + bias` for every format ([`code_values`]).
+    lut: [f32; 256],
     values: Vec<f32>,
     columns: Vec<u32>,
 }
 
 impl KeptRow {
-    fn new(kept: usize) -> Self {
+    fn new(w: &SparseMatrix<'_>) -> Self {
+        let kept = w.kept().cols();
         KeptRow {
-            decoded: vec![0.0; kept],
+            lut: code_values(w.kept().format()),
             values: Vec::with_capacity(kept),
             columns: Vec::with_capacity(kept),
         }
     }
 
+    /// Row `r`'s kept values, block by block with one scale and bias lookup per group: the
+    /// spec (`QuantMatrix::dequantize_row`) decodes the scale per weight, which at one token
+    /// costs more than the product itself.
     fn decode(&mut self, w: &SparseMatrix<'_>, r: usize) {
-        // The kept values are an ordinary quantized row: its scalar spec decodes them.
-        w.kept().dequantize_row(r, &mut self.decoded);
+        let kept = w.kept();
+        let (bits, group_len, cols) = (kept.format().bits(), kept.group_len(), w.cols());
+        let positions = w.row_positions(r);
         self.values.clear();
         self.columns.clear();
-        for (j, &v) in self.decoded.iter().enumerate() {
-            let c = w.column(r, j);
-            if c < w.cols() {
-                self.values.push(v);
+        let mut codes = [0u8; BLOCK];
+        let mut group = (usize::MAX, 0.0, 0.0);
+        for (b, chunk) in kept
+            .row_codes(r)
+            .chunks_exact(block_bytes(bits))
+            .enumerate()
+        {
+            unpack_block(bits, chunk, &mut codes);
+            for (i, &q) in codes.iter().enumerate() {
+                let j = b * BLOCK + i;
+                if j >= kept.cols() {
+                    return;
+                }
+                let c = 4 * (j / 2) + ((positions[j / 4] >> (2 * (j % 4))) & 3) as usize;
+                if c >= cols {
+                    continue;
+                }
+                if group.0 != j / group_len {
+                    let g = j / group_len;
+                    group = (g, kept.scale(r, g), kept.bias(r, g));
+                }
+                self.values.push(group.1 * self.lut[q as usize] + group.2);
                 self.columns.push(c as u32);
             }
         }
@@ -145,6 +171,20 @@ fn axpy_body<const FMA: bool>(
             *o = if FMA { v.mul_add(xv, *o) } else { *o + v * xv };
         }
     }
+}
+
+/// `lut[q]` such that the value of code `q` is `scale * lut[q] + bias` (`docs/formats.md`).
+fn code_values(format: Format) -> [f32; 256] {
+    std::array::from_fn(|q| {
+        let q = q as u8;
+        match format {
+            Format::Int4 => q as f32 - 8.0,
+            Format::Int4Affine | Format::Int3 | Format::Int2 => q as f32,
+            Format::Int8 => (q as i8) as f32,
+            Format::Fp4 | Format::Mxfp4 | Format::Nvfp4 => e2m1_decode(q & 15),
+            Format::Fp8 => e4m3_decode(q),
+        }
+    })
 }
 
 // x (m, k) -> (k, m)
