@@ -69,53 +69,55 @@ pub fn sparse_matmul(
 struct KeptRow {
     /// `value(q) = scale * lut[q] + bias` for every format ([`code_values`]).
     lut: [f32; 256],
+    codes: Vec<u8>,
     values: Vec<f32>,
     columns: Vec<u32>,
 }
 
 impl KeptRow {
     fn new(w: &SparseMatrix<'_>) -> Self {
-        let kept = w.kept().cols();
         KeptRow {
             lut: code_values(w.kept().format()),
-            values: Vec::with_capacity(kept),
-            columns: Vec::with_capacity(kept),
+            codes: vec![0; w.kept().padded_cols()],
+            values: Vec::with_capacity(w.kept().cols()),
+            columns: Vec::with_capacity(w.kept().cols()),
         }
     }
 
-    /// Row `r`'s kept values, block by block with one scale and bias lookup per group: the
-    /// spec (`QuantMatrix::dequantize_row`) decodes the scale per weight, which at one token
-    /// costs more than the product itself.
+    /// Row `r`'s kept values and their columns: codes unpacked block by block, then values
+    /// group by group with one scale and bias lookup each (the spec,
+    /// `QuantMatrix::dequantize_row`, decodes the scale per weight, which at one token costs
+    /// far more than the product itself).
     fn decode(&mut self, w: &SparseMatrix<'_>, r: usize) {
         let kept = w.kept();
-        let (bits, group_len, cols) = (kept.format().bits(), kept.group_len(), w.cols());
-        let positions = w.row_positions(r);
-        self.values.clear();
-        self.columns.clear();
-        let mut codes = [0u8; BLOCK];
-        let mut group = (usize::MAX, 0.0, 0.0);
-        for (b, chunk) in kept
-            .row_codes(r)
-            .chunks_exact(block_bytes(bits))
+        let (bits, gl, n) = (kept.format().bits(), kept.group_len(), kept.cols());
+        let packed = kept.row_codes(r).chunks_exact(block_bytes(bits));
+        for (chunk, out) in packed.zip(self.codes.chunks_exact_mut(BLOCK)) {
+            unpack_block(bits, chunk, out.try_into().expect("BLOCK codes"));
+        }
+        self.values.resize(n, 0.0);
+        for (g, (vals, codes)) in self
+            .values
+            .chunks_mut(gl)
+            .zip(self.codes.chunks(gl))
             .enumerate()
         {
-            unpack_block(bits, chunk, &mut codes);
-            for (i, &q) in codes.iter().enumerate() {
-                let j = b * BLOCK + i;
-                if j >= kept.cols() {
-                    return;
-                }
-                let c = 4 * (j / 2) + ((positions[j / 4] >> (2 * (j % 4))) & 3) as usize;
-                if c >= cols {
-                    continue;
-                }
-                if group.0 != j / group_len {
-                    let g = j / group_len;
-                    group = (g, kept.scale(r, g), kept.bias(r, g));
-                }
-                self.values.push(group.1 * self.lut[q as usize] + group.2);
-                self.columns.push(c as u32);
+            let (s, b) = (kept.scale(r, g), kept.bias(r, g));
+            for (v, &q) in vals.iter_mut().zip(codes) {
+                *v = s * self.lut[q as usize] + b;
             }
+        }
+        let positions = w.row_positions(r);
+        self.columns.clear();
+        self.columns.extend((0..n).map(|j| {
+            // Quad j / 2 starts at column 4 * (j / 2); 2 bits of position per kept value.
+            (4 * (j / 2)) as u32 + ((positions[j / 4] >> (2 * (j % 4))) & 3) as u32
+        }));
+        // Only the last quad can point past K (padding), and its positions increase: drop
+        // from the end.
+        while self.columns.last().is_some_and(|&c| c as usize >= w.cols()) {
+            self.columns.pop();
+            self.values.pop();
         }
     }
 
