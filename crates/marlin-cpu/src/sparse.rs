@@ -50,10 +50,13 @@ pub fn sparse_matmul(
         .for_each(|(t, out)| {
             let mut row = KeptRow::new(w);
             for (i, yr) in out.chunks_exact_mut(m).enumerate() {
-                row.decode(w, t * ROWS_PER_TASK + i);
+                let r = t * ROWS_PER_TASK + i;
                 match &xt {
-                    Some(xt) => row.axpy(isa, xt, m, yr),
-                    None => row.dots(x, k, yr),
+                    Some(xt) => {
+                        row.decode(w, r);
+                        row.axpy(isa, xt, m, yr);
+                    }
+                    None => row.dots(w, r, x, yr),
                 }
             }
         });
@@ -70,6 +73,8 @@ struct KeptRow {
     /// `value(q) = scale * lut[q] + bias` for every format ([`code_values`]).
     lut: [f32; 256],
     codes: Vec<u8>,
+    /// One token's activations padded to whole quads (the one-token path).
+    xpad: Vec<f32>,
     values: Vec<f32>,
     columns: Vec<u32>,
 }
@@ -79,6 +84,7 @@ impl KeptRow {
         KeptRow {
             lut: code_values(w.kept().format()),
             codes: vec![0; w.kept().padded_cols()],
+            xpad: Vec::new(),
             values: Vec::with_capacity(w.kept().cols()),
             columns: Vec::with_capacity(w.kept().cols()),
         }
@@ -121,17 +127,50 @@ impl KeptRow {
         }
     }
 
-    /// `yr[t] = sum_j v_j x[t, c_j]` for each token.
+    /// `yr[t] = sum_j v_j x[t, c_j]` for each of a few tokens, fused with decoding row `r`:
+    /// per group, `s * sum lut[q_j] x[c_j] + b * sum x[c_j]`, so a token costs one pass over the
+    /// kept codes and no decoded row is written.
     // x (m, k) -> yr (m)
-    fn dots(&self, x: &[f32], k: usize, yr: &mut [f32]) {
+    fn dots(&mut self, w: &SparseMatrix<'_>, r: usize, x: &[f32], yr: &mut [f32]) {
+        let kept = w.kept();
+        let (bits, gl, n, k) = (
+            kept.format().bits(),
+            kept.group_len(),
+            kept.cols(),
+            w.cols(),
+        );
+        let packed = kept.row_codes(r).chunks_exact(block_bytes(bits));
+        for (chunk, out) in packed.zip(self.codes.chunks_exact_mut(BLOCK)) {
+            unpack_block(bits, chunk, out.try_into().expect("BLOCK codes"));
+        }
+        let positions = w.row_positions(r);
+        // x padded with zeros to whole quads: a kept value in the last quad's padding then
+        // multiplies 0, with no branch in the loop.
+        self.xpad.resize(2 * n, 0.0);
         for (t, out) in yr.iter_mut().enumerate() {
-            let xr = &x[t * k..(t + 1) * k];
-            *out = self
-                .values
-                .iter()
-                .zip(&self.columns)
-                .map(|(v, &c)| v * xr[c as usize])
-                .sum();
+            self.xpad[..k].copy_from_slice(&x[t * k..(t + 1) * k]);
+            self.xpad[k..].fill(0.0);
+            let mut y = 0f32;
+            // Groups hold whole quads (a group is at least 16 kept values, a quad 2).
+            for (g, codes) in self.codes[..n].chunks(gl).enumerate() {
+                // Two accumulators per sum, one per kept value of the quad: independent add
+                // chains instead of one (the loop is bound by add latency, not by loads).
+                let (mut acc, mut sum) = ([0f32; 2], [0f32; 2]);
+                for (p, pair) in codes.chunks_exact(2).enumerate() {
+                    let quad = g * gl / 2 + p;
+                    // The quad's two positions: 4 bits of byte quad / 2.
+                    let bits = positions[quad / 2] >> (4 * (quad % 2));
+                    let base = 4 * quad;
+                    let x0 = self.xpad[base + (bits & 3) as usize];
+                    let x1 = self.xpad[base + ((bits >> 2) & 3) as usize];
+                    acc[0] += self.lut[pair[0] as usize] * x0;
+                    acc[1] += self.lut[pair[1] as usize] * x1;
+                    sum[0] += x0;
+                    sum[1] += x1;
+                }
+                y += kept.scale(r, g) * (acc[0] + acc[1]) + kept.bias(r, g) * (sum[0] + sum[1]);
+            }
+            *out = y;
         }
     }
 
