@@ -5,6 +5,7 @@
 //! Activations are quantized to int8 inside the kernel by default ([`Activations::Int8`], as
 //! llama.cpp does); [`Activations::F32`] keeps them in full precision, and
 //! [`Activations::Int8x2`] comes close to it through the int8 kernels. FP8 always runs in f32.
+//! 2:4 sparse matrices run through [`sparse::sparse_matmul`], in f32, reading only kept values.
 
 mod activations;
 mod decode;
@@ -14,6 +15,7 @@ mod kernels;
 mod matmul;
 pub mod panel;
 pub mod peak;
+pub mod sparse;
 pub mod stream;
 mod vector;
 

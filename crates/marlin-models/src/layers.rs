@@ -2,7 +2,7 @@
 //! CPU device ([`crate::device::cpu`]) holds them.
 
 use marlin_cpu::{CpuBackend, Prepared, dense};
-use marlin_quant::QuantMatrix;
+use marlin_quant::{QuantMatrix, SparseMatrix};
 
 use crate::{DenseTensor, ModelError, Weight};
 
@@ -17,6 +17,8 @@ enum LinearWeight {
     /// (out, in) row-major.
     Dense(Vec<f32>),
     Quant(Prepared<'static>),
+    /// 2:4 sparse, used as stored (the sparse kernel reads the kept values in place).
+    Sparse(SparseMatrix<'static>),
 }
 
 impl Linear {
@@ -26,6 +28,10 @@ impl Linear {
             Weight::Quant(q) => {
                 let n = q.rows();
                 (LinearWeight::Quant(cpu.prepare_owned(q)), n)
+            }
+            Weight::Sparse(s) => {
+                let n = s.rows();
+                (LinearWeight::Sparse(s), n)
             }
             Weight::Dense(t) => {
                 let &[n, _] = t.shape.as_slice() else {
@@ -62,6 +68,9 @@ impl Linear {
         let mut y = vec![0f32; tokens * self.out_features];
         match &self.weight {
             LinearWeight::Quant(w) => cpu.matmul_prepared(x, tokens, w, &mut y)?,
+            LinearWeight::Sparse(w) => {
+                marlin_cpu::sparse::sparse_matmul(cpu.isa(), x, tokens, w, &mut y)?
+            }
             LinearWeight::Dense(w) => dense::matmul_f32(x, tokens, w, self.out_features, &mut y)?,
         }
         if let Some(b) = &self.bias {
@@ -148,6 +157,16 @@ pub(crate) fn stack_weights(weights: &[Weight]) -> Option<Weight> {
     if quant.len() == weights.len() {
         return QuantMatrix::concat_rows(&quant).map(Weight::Quant);
     }
+    let sparse: Vec<&SparseMatrix<'static>> = weights
+        .iter()
+        .filter_map(|w| match w {
+            Weight::Sparse(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    if sparse.len() == weights.len() {
+        return SparseMatrix::concat_rows(&sparse).map(Weight::Sparse);
+    }
     let dense: Vec<&DenseTensor> = weights
         .iter()
         .filter_map(|w| {
@@ -204,6 +223,12 @@ impl Embedding {
     pub fn new(w: Weight) -> Result<Self, ModelError> {
         match w {
             Weight::Quant(q) => Ok(Embedding::Quant(q)),
+            // Only `--layer` rules make an embedding sparse; a lookup reads single rows, so
+            // the table is decoded once (documented in docs/quantization.md).
+            Weight::Sparse(s) => Ok(Embedding::Dense {
+                data: s.dequantize(),
+                hidden: s.cols(),
+            }),
             Weight::Dense(t) => match t.shape.as_slice() {
                 &[_, hidden] => Ok(Embedding::Dense {
                     data: t.data,

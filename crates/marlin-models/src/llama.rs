@@ -112,7 +112,7 @@ impl<D: Device> Loader<'_, D> {
     fn values(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
         match self.weight(name, &[len])? {
             Weight::Dense(t) => Ok(t.data),
-            Weight::Quant(q) => Err(shape(name, vec![len], vec![q.rows(), q.cols()])),
+            w @ (Weight::Quant(_) | Weight::Sparse(_)) => Err(shape(name, vec![len], w.shape())),
         }
     }
 

@@ -36,8 +36,10 @@ impl InMemory {
                 _ => InMemory::Unsupported,
             };
         }
-        // Our checkpoints name a scheme: `int4 g128`.
+        // Our checkpoints name a scheme: `int4 g128`, or `2:4 int4 g32` for a 2:4 sparse
+        // matrix, whose kept values stay packed as stored too.
         stored_as
+            .trim_start_matches("2:4 ")
             .split(' ')
             .next()
             .unwrap_or_default()
@@ -166,6 +168,7 @@ mod tests {
         assert_eq!(InMemory::of("Q6_K"), InMemory::Dequantized);
         assert_eq!(InMemory::of("IQ2_XXS"), InMemory::Unsupported);
         assert_eq!(InMemory::of("fp4"), InMemory::Packed(Format::Fp4));
+        assert_eq!(InMemory::of("2:4 int4 g32"), InMemory::Packed(Format::Int4));
         assert_eq!(InMemory::of("what"), InMemory::Unsupported);
     }
 

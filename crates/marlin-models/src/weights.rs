@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use marlin_quant::QuantMatrix;
+use marlin_quant::{QuantMatrix, SparseMatrix};
 
 use crate::{ModelConfig, ModelError};
 
@@ -21,6 +21,9 @@ pub enum Weight {
     Dense(DenseTensor),
     /// A matrix `(rows = out_features, cols = in_features)`.
     Quant(QuantMatrix<'static>),
+    /// A 2:4 sparse matrix `(rows = out_features, cols = in_features)`: half the weights kept,
+    /// in one of our formats (docs/formats.md, "2:4 sparsity").
+    Sparse(SparseMatrix<'static>),
 }
 
 impl Weight {
@@ -29,6 +32,7 @@ impl Weight {
         match self {
             Weight::Dense(t) => t.shape.clone(),
             Weight::Quant(q) => vec![q.rows(), q.cols()],
+            Weight::Sparse(s) => vec![s.rows(), s.cols()],
         }
     }
 }

@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 
 use marlin_cpu::CpuBackend;
 use marlin_models::checkpoint::{
-    Checkpoint, DenseType, Entry, Recipe, Target, quantize_model, quantize_parallel,
+    Calibration, Checkpoint, DenseType, Entry, Method, Recipe, Target, quantize_model,
+    quantize_model_calibrated, quantize_parallel,
 };
 use marlin_models::hf::HfModel;
 use marlin_models::{
     DenseTensor, Model, ModelConfig, ModelError, Precision, SeqTokens, StoredTensor, Weight,
     WeightSource,
 };
-use marlin_quant::{Format, Group, Scheme, quantize};
+use marlin_quant::{Format, GptqOptions, Group, Scheme, quantize};
 
 fn fixture(family: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/tiny/{family}"))
@@ -104,6 +105,40 @@ fn every_format_round_trips_bit_for_bit() {
                 shape: vec![300, 64]
             })
         );
+    }
+}
+
+/// `sparse_2_4`: every quantized matrix is stored compressed and reads back as the reference
+/// magnitude pruning gives it, bit for bit, with half the codes of the dense matrix.
+#[test]
+fn sparse_matrices_round_trip_bit_for_bit() {
+    let src = HfModel::open(fixture("llama")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for scheme in schemes() {
+        let out = dir.path().join(scheme.to_string().replace(' ', "-"));
+        let mut recipe = Recipe::new(scheme);
+        recipe.sparse_2_4 = true;
+        write(&src, &recipe, &out);
+        let ckpt = Checkpoint::open(&out).unwrap_or_else(|e| panic!("{scheme}: {e}"));
+        let mut sparse = 0;
+        for t in src.tensors() {
+            let Target::Quant(_) = recipe.target(&t.name, &t.shape) else {
+                continue;
+            };
+            let Weight::Dense(d) = src.weight(&t.name).unwrap() else {
+                panic!("the fixture is dense");
+            };
+            let want =
+                marlin_quant::SparseMatrix::prune_rtn(&d.data, d.shape[0], d.shape[1], scheme)
+                    .unwrap();
+            match ckpt.weight(&t.name).unwrap() {
+                Weight::Sparse(got) => assert_eq!(got, want, "{scheme}: {}", t.name),
+                _ => panic!("{scheme}: {} is not sparse", t.name),
+            }
+            assert_eq!(ckpt.entry(&t.name).unwrap().shape(), d.shape);
+            sparse += 1;
+        }
+        assert_eq!(sparse, 14, "{scheme}");
     }
 }
 
@@ -344,4 +379,64 @@ fn a_checkpoint_runs_on_the_gpu_as_on_the_cpu() {
         // Same weights, f32 sums in other orders (measured on lavapipe: at most 1.1e-6).
         assert!(err < 1e-4, "{format}: GPU vs CPU relative error {err:.2e}");
     }
+}
+
+/// AWQ divides norms and up_proj's rows by the scales it multiplies into the matrices: the model
+/// must compute the same function, so its logits stay about as close to the source's as plain
+/// rounding's (a wrong fold would move them by the scales themselves, far more). Some layer's
+/// norm must have changed, or the test would prove nothing.
+#[test]
+fn awq_folds_its_scales_without_changing_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let calibration = Calibration {
+        samples: (0..4)
+            .map(|s| (0..48).map(|i| (i * 37 + s * 11 + 5) % 300).collect())
+            .collect(),
+        options: GptqOptions::default(),
+    };
+    let prompt: Vec<u32> = (0..11).map(|i| (i * 41 + 3) % 300).collect();
+    let mut changed = 0;
+    for family in ["llama", "mistral", "qwen2", "qwen3"] {
+        let src = HfModel::open(fixture(family)).unwrap();
+        let rtn = Recipe::new(Scheme::of(Format::Int4));
+        let mut awq = rtn.clone();
+        awq.method = Method::Awq;
+        let (out_rtn, out_awq) = (
+            dir.path().join(format!("{family}-rtn")),
+            dir.path().join(family),
+        );
+        write(&src, &rtn, &out_rtn);
+        quantize_model_calibrated(&src, &awq, Some(&calibration), &out_awq, &[], &mut |_| {})
+            .unwrap();
+        let (rtn, awq) = (
+            marlin_models::open(&out_rtn).unwrap(),
+            marlin_models::open(&out_awq).unwrap(),
+        );
+        for l in 0..2 {
+            for norm in ["input_layernorm", "post_attention_layernorm"] {
+                let name = format!("model.layers.{l}.{norm}.weight");
+                let dense = |w: Weight| match w {
+                    Weight::Dense(t) => t.data,
+                    _ => panic!("{name} is dense"),
+                };
+                if dense(awq.weight(&name).unwrap()) != dense(src.weight(&name).unwrap()) {
+                    changed += 1;
+                }
+            }
+        }
+        let want = logits(&src, &prompt);
+        let err = |got: Vec<f32>| -> f64 {
+            got.iter()
+                .zip(&want)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let (e_rtn, e_awq) = (
+            err(logits(rtn.as_ref(), &prompt)),
+            err(logits(awq.as_ref(), &prompt)),
+        );
+        assert!(e_awq < 1.5 * e_rtn, "{family}: AWQ {e_awq} vs RTN {e_rtn}");
+    }
+    assert!(changed > 0, "AWQ scaled no input of any fixture");
 }

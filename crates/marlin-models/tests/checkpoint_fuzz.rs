@@ -14,11 +14,21 @@ use serde_json::{Map, Value};
 /// A small valid checkpoint with every kind of part: codes, f16 scales and biases (int2 g16),
 /// E4M3 scales and the global scale (nvfp4), f32 scales (fp8), dense F32 tensors.
 fn valid() -> (tempfile::TempDir, PathBuf) {
+    made(false)
+}
+
+/// [`valid`] with every matrix 2:4 sparse: each also has a positions part.
+fn valid_sparse() -> (tempfile::TempDir, PathBuf) {
+    made(true)
+}
+
+fn made(sparse: bool) -> (tempfile::TempDir, PathBuf) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/llama");
     let src = HfModel::open(fixture).unwrap();
     let mut recipe = Recipe::new(Scheme::new(Format::Int2, Group::Size(16)).unwrap());
     recipe.rules.push("*.self_attn.*=nvfp4".parse().unwrap());
     recipe.rules.push("*.down_proj=fp8".parse().unwrap());
+    recipe.sparse_2_4 = sparse;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ckpt");
     quantize_model(&src, &recipe, &out, &[], &mut |_| {}).unwrap();
@@ -46,6 +56,7 @@ fn exercise(dir: &Path) -> bool {
     for t in ckpt.tensors() {
         match ckpt.weight(&t.name) {
             Ok(Weight::Quant(q)) => assert_eq!(vec![q.rows(), q.cols()], t.shape),
+            Ok(Weight::Sparse(s)) => assert_eq!(vec![s.rows(), s.cols()], t.shape),
             Ok(Weight::Dense(d)) => {
                 assert_eq!(d.data.len(), t.shape.iter().product::<usize>())
             }
@@ -53,6 +64,34 @@ fn exercise(dir: &Path) -> bool {
         }
     }
     true
+}
+
+/// A positions byte that repeats a position (two kept values in one column) is refused.
+#[test]
+fn corrupt_sparse_positions_are_an_error() {
+    let (_keep, dir) = valid_sparse();
+    assert!(exercise(&dir));
+    let bytes = std::fs::read(weights(&dir)).unwrap();
+    let (header, mut data) = split(&bytes);
+    let part = "model.layers.0.mlp.up_proj.weight.positions";
+    let at = header[part]["data_offsets"][0].as_u64().unwrap() as usize;
+    data[at] = 0b0101;
+    std::fs::write(weights(&dir), join(&header, &data)).unwrap();
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let e = ckpt
+        .weight("model.layers.0.mlp.up_proj.weight")
+        .unwrap_err();
+    assert!(e.to_string().contains("distinct and increasing"), "{e}");
+}
+
+#[test]
+fn truncating_a_sparse_checkpoint_is_an_error() {
+    let (_keep, dir) = valid_sparse();
+    let bytes = std::fs::read(weights(&dir)).unwrap();
+    for len in (0..bytes.len()).step_by(97) {
+        std::fs::write(weights(&dir), &bytes[..len]).unwrap();
+        assert!(!exercise(&dir), "cut at {len} of {} opened", bytes.len());
+    }
 }
 
 #[test]
@@ -202,8 +241,11 @@ proptest! {
 
     /// Flipped bytes in the header or the first data bytes: an error or a readable checkpoint.
     #[test]
-    fn flipped_bytes_never_panic(flips in prop::collection::vec((0usize..1 << 16, any::<u8>()), 1..6)) {
-        let (_keep, dir) = valid();
+    fn flipped_bytes_never_panic(
+        flips in prop::collection::vec((0usize..1 << 16, any::<u8>()), 1..6),
+        sparse: bool,
+    ) {
+        let (_keep, dir) = made(sparse);
         let mut bytes = std::fs::read(weights(&dir)).unwrap();
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         let span = (8 + n + 256).min(bytes.len());

@@ -33,6 +33,7 @@ fn dense(w: Weight) -> (Vec<usize>, Vec<f32>) {
     match w {
         Weight::Dense(t) => (t.shape, t.data),
         Weight::Quant(q) => (vec![q.rows(), q.cols()], q.dequantize()),
+        Weight::Sparse(s) => (vec![s.rows(), s.cols()], s.dequantize()),
     }
 }
 

@@ -57,4 +57,20 @@ pub enum QuantError {
         "the Hessian is not positive definite even with dampening {damp} (fraction of its mean diagonal): the calibration activations are degenerate (NaN, or too few tokens); use more calibration samples or a larger --damp"
     )]
     HessianNotPositiveDefinite { damp: f64 },
+    #[error(
+        "a 2:4 sparse matrix of {cols} columns keeps {expected} values per row, but its kept values have {got} columns"
+    )]
+    SparseShape {
+        cols: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error(
+        "row {row}, quad {quad}: the two kept positions of a 2:4 quad must be distinct and increasing (0 <= a < b <= 3); the positions tensor is corrupt, quantize the model again"
+    )]
+    SparsePositions { row: usize, quad: usize },
+    #[error(
+        "2:4 sparsity with GPTQ keeps the columns in order within each quad; it cannot combine with {what}"
+    )]
+    SparseOption { what: &'static str },
 }

@@ -14,12 +14,14 @@ mod gptq;
 pub mod layout;
 mod matrix;
 mod quantize;
+pub mod sparse;
 
 pub use error::QuantError;
 pub use format::{Format, Group, ScaleType, Scheme};
 pub use gptq::{GptqHessian, GptqOptions, gptq};
 pub use matrix::QuantMatrix;
-pub use quantize::{quantize, quantize_bf16, quantize_f16};
+pub use quantize::{quantize, quantize_bf16, quantize_f16, quantize_weighted};
+pub use sparse::SparseMatrix;
 
 /// Elements per packing block along K. Every format packs 32 weights into `4 * bits` bytes.
 pub const BLOCK: usize = 32;

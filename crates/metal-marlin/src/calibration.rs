@@ -19,14 +19,15 @@ pub const SAMPLE_TOKENS: usize = 512;
 /// Samples when `--samples` is not given: GPTQ's usual 128 (fewer when the text is shorter).
 pub const DEFAULT_SAMPLES: usize = 128;
 
-/// The calibration of `--calibration`, `--samples`, `--damp` and `--act-order` for the model
-/// at `model` (whose tokenizer cuts the text).
+/// The calibration of `--calibration`, `--samples`, `--damp`, `--act-order` and
+/// `--no-clip-search` for the model at `model` (whose tokenizer cuts the text).
 pub fn load(
     model: &Path,
     file: Option<&Path>,
     samples: Option<usize>,
     damp: Option<f64>,
     act_order: bool,
+    clip_search: bool,
 ) -> anyhow::Result<Calibration> {
     let (text, name) = match file {
         Some(f) => (
@@ -65,6 +66,7 @@ pub fn load(
         options: GptqOptions {
             damp,
             act_order,
+            clip_search,
             ..GptqOptions::default()
         },
     })

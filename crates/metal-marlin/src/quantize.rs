@@ -34,8 +34,9 @@ pub struct QuantizeArgs {
     /// Default: the format's own (32; fp8 per channel; nvfp4 16).
     #[arg(long)]
     group_size: Option<String>,
-    /// How weights are rounded: rtn (round to nearest) or gptq (GPTQ on calibration text,
-    /// decoder layer by decoder layer). awq is not implemented yet.
+    /// How weights are rounded: rtn (round to nearest), gptq (GPTQ on calibration text,
+    /// decoder layer by decoder layer) or awq (activation-aware scaling searched per layer on
+    /// calibration text, then round to nearest).
     #[arg(long, default_value = "rtn")]
     method: String,
     /// A per-layer override, GLOB=FORMAT[:GROUP] or GLOB=keep, matched against tensor names
@@ -47,12 +48,12 @@ pub struct QuantizeArgs {
     /// int8) or int2-mixed (MLP int2, attention int4, first and last layers int8).
     #[arg(long, value_parser = PossibleValuesParser::new(PRESETS))]
     preset: Option<String>,
-    /// GPTQ's calibration text (UTF-8), tokenized with the model's tokenizer and cut into
+    /// GPTQ's and AWQ's calibration text (UTF-8), tokenized with the model's tokenizer and cut into
     /// samples of 512 tokens. Default: the corpus built into metal-marlin
     /// (docs/quantization.md, "Calibration").
     #[arg(long)]
     calibration: Option<PathBuf>,
-    /// GPTQ: calibration samples of 512 tokens (default 128, or as many as the text holds).
+    /// GPTQ, AWQ: calibration samples of 512 tokens (default 128, or as many as the text holds).
     #[arg(long)]
     samples: Option<usize>,
     /// GPTQ: dampening added to the Hessian's diagonal, as a fraction of its mean (default 0.01).
@@ -61,7 +62,12 @@ pub struct QuantizeArgs {
     /// GPTQ: quantize columns in decreasing order of their input's energy (diag of the Hessian).
     #[arg(long)]
     act_order: bool,
-    /// Structured sparsity, e.g. 2:4 (not implemented yet: refused).
+    /// GPTQ: fit each group's range as min/max instead of searching the clipping that
+    /// minimizes its rounding error weighted by input energy (the search is the default).
+    #[arg(long)]
+    no_clip_search: bool,
+    /// Structured sparsity: `2:4` prunes every quantized matrix to two of each four weights
+    /// (by magnitude with RTN, SparseGPT's Hessian-aware mask with GPTQ), stored compressed.
     #[arg(long)]
     sparsity: Option<String>,
 }
@@ -73,21 +79,24 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         marlin_models::open(&input).with_context(|| format!("opening {}", input.display()))?;
     let mut recipe = recipe(&args, src.config().num_hidden_layers)?;
     recipe.method = method;
+    recipe.sparse_2_4 = sparsity(args.sparsity.as_deref())?;
     let calibration = match method {
-        Method::Gptq => Some(calibration::load(
+        Method::Gptq | Method::Awq => Some(calibration::load(
             &input,
             args.calibration.as_deref(),
             args.samples,
             args.damp,
             args.act_order,
+            !args.no_clip_search,
         )?),
         _ => None,
     };
     let files = marlin_engine::tokenizer_files(&input)
         .with_context(|| format!("reading the tokenizer of {}", input.display()))?;
     eprintln!(
-        "quantizing {} to {} ({}{} override(s)): {}",
+        "quantizing {} to {}{} ({}{} override(s)): {}",
         input.display(),
+        if recipe.sparse_2_4 { "2:4 " } else { "" },
         recipe.default,
         recipe
             .preset
@@ -132,22 +141,41 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// AWQ and sparsity are parsed so the command line is stable, and refused so nobody believes
-/// they ran; GPTQ's options are refused without GPTQ, where they would do nothing.
+/// `--sparsity`: none, or `2:4` (the only pattern the format stores).
+fn sparsity(arg: Option<&str>) -> anyhow::Result<bool> {
+    match arg {
+        None => Ok(false),
+        Some("2:4") => Ok(true),
+        Some(other) => bail!(
+            "--sparsity {other} is not supported: only 2:4 (two of every four weights kept) is"
+        ),
+    }
+}
+
+/// Options that would do nothing with the chosen method are refused: calibration needs GPTQ or
+/// AWQ, GPTQ's own options need GPTQ.
 fn refuse_unimplemented(args: &QuantizeArgs) -> anyhow::Result<Method> {
     let method = args
         .method
         .parse::<Method>()
         .map_err(anyhow::Error::from)
         .context("--method")?;
-    if args.sparsity.is_some() {
-        bail!("--sparsity is not supported yet: 2:4 sparsity comes in a later release");
-    }
-    let gptq_only = [
+    let calibrated = [
         ("--calibration", args.calibration.is_some()),
         ("--samples", args.samples.is_some()),
+    ];
+    if method == Method::Rtn
+        && let Some((flag, _)) = calibrated.iter().find(|(_, given)| *given)
+    {
+        bail!(
+            "{flag} is a calibration option: add --method gptq or --method awq, or leave it out \
+             for round to nearest"
+        );
+    }
+    let gptq_only = [
         ("--damp", args.damp.is_some()),
         ("--act-order", args.act_order),
+        ("--no-clip-search", args.no_clip_search),
     ];
     if method != Method::Gptq
         && let Some((flag, _)) = gptq_only.iter().find(|(_, given)| *given)

@@ -60,6 +60,9 @@ impl WeightSource for InMemory {
             self.recipe.target(name, &self.src.weight(name)?.shape()),
             self.src.weight(name)?,
         ) {
+            (Target::Quant(s), Weight::Dense(t)) if self.recipe.sparse_2_4 => Ok(Weight::Sparse(
+                marlin_quant::SparseMatrix::prune_rtn(&t.data, t.shape[0], t.shape[1], s)?,
+            )),
             (Target::Quant(s), Weight::Dense(t)) => Ok(Weight::Quant(marlin_quant::quantize(
                 &t.data, t.shape[0], t.shape[1], s,
             )?)),
@@ -194,17 +197,21 @@ fn what_is_not_implemented_is_refused_and_a_stale_partial_is_replaced() {
         "-o",
         out.to_str().unwrap(),
     ];
-    let cases: [(&[&str], &str); 8] = [
-        (&["--method", "awq"], "not supported yet"),
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["--method", "awq", "--act-order"],
+            "--act-order is a GPTQ option",
+        ),
         (
             &["--calibration", "x.txt"],
-            "--calibration is a GPTQ option",
+            "--calibration is a calibration option",
         ),
-        (&["--samples", "8"], "--samples is a GPTQ option"),
+        (&["--samples", "8"], "--samples is a calibration option"),
         (&["--act-order"], "--act-order is a GPTQ option"),
+        (&["--no-clip-search"], "--no-clip-search is a GPTQ option"),
         (&["--method", "gptq", "--samples", "0"], "--samples 0"),
         (&["--method", "gptq", "--damp", "2"], "--damp 2"),
-        (&["--sparsity", "2:4"], "--sparsity is not supported yet"),
+        (&["--sparsity", "1:2"], "--sparsity 1:2 is not supported"),
         (&["--layer", "nothing"], "is not GLOB=FORMAT"),
     ];
     for (extra, needle) in cases {
@@ -230,6 +237,100 @@ fn what_is_not_implemented_is_refused_and_a_stale_partial_is_replaced() {
 /// `--method gptq` end to end, with the built-in corpus and with a text of the user's and
 /// act-order: the checkpoint records the method, loads, and runs to finite logits; GPTQ's
 /// rounding is not RTN's (the calibration moved some weights).
+/// `--sparsity 2:4` with RTN and with GPTQ: the checkpoint holds compressed matrices, computes
+/// what pruning in memory computes, generates on the CPU, and the GPU refuses it by name.
+#[test]
+fn sparse_checkpoints_load_and_generate_on_the_cpu() {
+    let scratch = Scratch::new("quantize-sparse");
+    let input = fixture("llama");
+    let (rtn, gptq) = (scratch.0.join("rtn"), scratch.0.join("gptq"));
+    for (out, extra) in [
+        (&rtn, &[][..]),
+        (&gptq, &["--method", "gptq", "--act-order"][..]),
+    ] {
+        let mut args = vec![
+            "quantize",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--format",
+            "int4",
+            "--sparsity",
+            "2:4",
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args, "", &scratch.0, LIMIT);
+        assert!(o.ok, "{extra:?}: {}", o.stderr);
+        let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+        assert!(config.contains("\"sparsity\": \"2:4\""), "{config}");
+        let src = marlin_models::open(out).unwrap();
+        let name = "model.layers.0.mlp.down_proj.weight";
+        let Weight::Sparse(s) = src.weight(name).unwrap() else {
+            panic!("{name} is not sparse");
+        };
+        let d = s.dequantize();
+        assert!(
+            d.chunks(4)
+                .all(|q| q.iter().filter(|v| **v != 0.0).count() <= 2)
+        );
+        let out_s = out.to_str().unwrap();
+        let generate = [
+            "generate",
+            "--model",
+            out_s,
+            "--device",
+            "cpu",
+            "--max-tokens",
+            "4",
+            "--json",
+            "hi",
+        ];
+        let o = run(&generate, "", &scratch.0, LIMIT);
+        assert!(o.ok, "{}", o.stderr);
+        let o = run(
+            &["inspect", out_s, "--device", "cpu", "--json"],
+            "",
+            &scratch.0,
+            LIMIT,
+        );
+        assert!(
+            o.ok && o.stdout.contains("2:4 int4 g32"),
+            "{}{}",
+            o.stdout,
+            o.stderr
+        );
+        assert!(!o.stdout.contains("unsupported"), "{}", o.stdout);
+        // No GPU here gives "no adapter"; a GPU gives the sparse refusal. Never a panic.
+        let gpu = [
+            "generate",
+            "--model",
+            out_s,
+            "--device",
+            "gpu",
+            "--max-tokens",
+            "1",
+            "hi",
+        ];
+        let o = run(&gpu, "", &scratch.0, LIMIT);
+        assert!(!o.ok && !o.stderr.contains("panicked"), "{}", o.stderr);
+        assert!(o.stderr.contains("--device cpu"), "{}", o.stderr);
+    }
+    let mut recipe = Recipe::new(marlin_quant::Scheme::of(marlin_quant::Format::Int4));
+    recipe.sparse_2_4 = true;
+    let memory = InMemory {
+        src: HfModel::open(&input).unwrap(),
+        recipe,
+    };
+    let ckpt = marlin_models::open(&rtn).unwrap();
+    let load = |src: &dyn WeightSource| Model::load(src, CpuBackend::detect(), Precision::F32);
+    let prompt: Vec<u32> = (0..9).map(|i| (i * 41 + 3) % 300).collect();
+    let (a, b) = (
+        logits(&load(ckpt.as_ref()).unwrap(), &prompt),
+        logits(&load(&memory).unwrap(), &prompt),
+    );
+    assert_eq!(a, b);
+}
+
 #[test]
 fn gptq_writes_a_checkpoint_that_loads() {
     let scratch = Scratch::new("quantize-gptq");
@@ -245,9 +346,11 @@ fn gptq_writes_a_checkpoint_that_loads() {
         scratch.0.join("gptq"),
         scratch.0.join("gptq-act"),
     );
-    let runs: [(&Path, &[&str]); 3] = [
+    let awq = scratch.0.join("awq");
+    let runs: [(&Path, &[&str]); 4] = [
         (&rtn, &[]),
         (&gptq, &["--method", "gptq"]),
+        (&awq, &["--method", "awq", "--samples", "2"]),
         (
             &gptq_act,
             &[
@@ -280,10 +383,13 @@ fn gptq_writes_a_checkpoint_that_loads() {
     let name = "model.layers.0.mlp.down_proj.weight";
     let weight = |dir: &Path| match marlin_models::open(dir).unwrap().weight(name).unwrap() {
         Weight::Quant(q) => q.dequantize(),
-        Weight::Dense(_) => panic!("{name} is quantized"),
+        _ => panic!("{name} is quantized"),
     };
     assert_ne!(weight(&rtn), weight(&gptq));
-    for dir in [&gptq, &gptq_act] {
+    assert_ne!(weight(&rtn), weight(&awq));
+    let config = std::fs::read_to_string(awq.join("config.json")).unwrap();
+    assert!(config.contains("\"method\": \"awq\""), "{config}");
+    for dir in [&gptq, &gptq_act, &awq] {
         let src = marlin_models::open(dir).unwrap();
         let model = Model::load(src.as_ref(), CpuBackend::detect(), Precision::F32).unwrap();
         assert!(logits(&model, &[1, 2, 3]).iter().all(|v| v.is_finite()));

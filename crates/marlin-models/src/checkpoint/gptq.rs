@@ -10,9 +10,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use marlin_cpu::{Activations, CpuBackend, dense};
-use marlin_quant::{GptqHessian, GptqOptions, QuantMatrix};
+use marlin_quant::{GptqHessian, GptqOptions};
 
-use super::recipe::{Recipe, Target};
+use super::awq::{self, InputStats};
+use super::recipe::{Method, Recipe, Target};
 use crate::device::Device;
 use crate::device::cpu::{CpuAct, CpuDevice, Observer};
 use crate::kv_cache::CpuKvCache;
@@ -95,9 +96,13 @@ impl<'a> Calibrator<'a> {
         src: &dyn WeightSource,
         recipe: &Recipe,
         l: usize,
-    ) -> Result<HashMap<String, QuantMatrix<'static>>, ModelError> {
+    ) -> Result<HashMap<String, Weight>, ModelError> {
         let hessians = self.hessians(src, l)?;
         let mut out = HashMap::new();
+        if recipe.method == Method::Awq {
+            self.awq_layer(src, recipe, l, &hessians, &mut out)?;
+            return self.advance(src, l, out);
+        }
         for (names, h) in PRODUCTS.iter().zip(&hessians) {
             let mut prepared: Option<GptqHessian> = None;
             for n in names.iter() {
@@ -107,10 +112,8 @@ impl<'a> Calibrator<'a> {
                 let Target::Quant(scheme) = recipe.target(&name, &shape) else {
                     continue;
                 };
-                let (rows, data) = match w {
-                    Weight::Quant(q) => (q.rows(), q.dequantize()),
-                    Weight::Dense(t) => (t.shape[0], t.data),
-                };
+                let t = super::quantize::dense(w);
+                let (rows, data) = (t.shape[0], t.data);
                 let cols = data.len() / rows.max(1);
                 let in_weight = |e| ModelError::Quantize {
                     path: src.path().to_owned(),
@@ -123,11 +126,46 @@ impl<'a> Calibrator<'a> {
                     _ => GptqHessian::new(&h.sum, cols, self.calibration.options)
                         .map_err(in_weight)?,
                 };
-                let q = hessian.quantize(&data, rows, scheme).map_err(in_weight)?;
+                let q = if recipe.sparse_2_4 {
+                    Weight::Sparse(hessian.sparsify(&data, rows, scheme).map_err(in_weight)?)
+                } else {
+                    Weight::Quant(hessian.quantize(&data, rows, scheme).map_err(in_weight)?)
+                };
                 prepared = Some(hessian);
                 out.insert(name, q);
             }
         }
+        self.advance(src, l, out)
+    }
+
+    /// AWQ on layer `l` (checkpoint/awq.rs) from the Hessians and activation means of its
+    /// source run.
+    fn awq_layer(
+        &self,
+        src: &dyn WeightSource,
+        recipe: &Recipe,
+        l: usize,
+        hessians: &[Hessian],
+        out: &mut HashMap<String, Weight>,
+    ) -> Result<(), ModelError> {
+        let stats: Vec<InputStats<'_>> = hessians
+            .iter()
+            .map(|h| InputStats {
+                h: &h.sum,
+                mean_abs: h.abs.clone(),
+            })
+            .collect();
+        awq::quantize_layer(src, recipe, l, &stats, out)
+    }
+
+    /// The stream moved past layer `l` with its quantized weights `out` (and any changed
+    /// norms), which are returned.
+    fn advance(
+        &mut self,
+        src: &dyn WeightSource,
+        l: usize,
+        out: HashMap<String, Weight>,
+    ) -> Result<HashMap<String, Weight>, ModelError> {
         let quantized = Overlay { src, weights: &out };
         let layer = LayerAlone::load(&quantized, &CpuDevice::new(self.cpu), l)?;
         self.run(&layer, None)?;
@@ -173,6 +211,7 @@ impl<'a> Calibrator<'a> {
             .map(|mut h| {
                 let scale = 2.0 / tokens as f64;
                 h.sum.iter_mut().for_each(|v| *v *= scale);
+                h.abs.iter_mut().for_each(|v| *v /= tokens as f64);
                 h
             })
             .collect())
@@ -214,9 +253,11 @@ impl<'a> Calibrator<'a> {
     }
 }
 
-/// One product input's `sum of x x^T` (f64, inputs x inputs), then its Hessian.
+/// One product input's `sum of x x^T` (f64, inputs x inputs), then its Hessian; and the sum of
+/// `|x|` per input (AWQ's activation statistic), then its mean.
 struct Hessian {
     sum: Vec<f64>,
+    abs: Vec<f64>,
 }
 
 /// Every product's sums, found by the order products run in: call `i` of a chunk is product
@@ -235,16 +276,26 @@ impl Hessians {
         if self.each.len() <= i {
             self.each.push(Hessian {
                 sum: vec![0f64; width * width],
+                abs: vec![0f64; width],
             });
         }
         let tokens = x.len() / width;
         // x^T x as (x^T)(x^T)^T: one f32 GEMM on every core, summed into f64 per call so that
         // tens of thousands of tokens do not lose precision.
         let mut xt = vec![0f32; x.len()];
+        let mut abs = vec![0f64; width];
         for (t, row) in x.chunks_exact(width).enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 xt[c * tokens + t] = v;
+                abs[c] += v.abs() as f64;
             }
+        }
+        if self.each[i].abs.len() == width {
+            self.each[i]
+                .abs
+                .iter_mut()
+                .zip(&abs)
+                .for_each(|(s, a)| *s += a);
         }
         let mut prod = vec![0f32; width * width];
         dense::matmul_f32(&xt, width, &xt, width, &mut prod).expect("shapes agree");
@@ -258,7 +309,7 @@ impl Hessians {
 /// The source with some weights replaced (a layer's GPTQ results).
 struct Overlay<'a> {
     src: &'a dyn WeightSource,
-    weights: &'a HashMap<String, QuantMatrix<'static>>,
+    weights: &'a HashMap<String, Weight>,
 }
 
 impl WeightSource for Overlay<'_> {
@@ -270,7 +321,7 @@ impl WeightSource for Overlay<'_> {
     }
     fn weight(&self, name: &str) -> Result<Weight, ModelError> {
         match self.weights.get(name) {
-            Some(q) => Ok(Weight::Quant(q.clone())),
+            Some(q) => Ok(q.clone()),
             None => self.src.weight(name),
         }
     }

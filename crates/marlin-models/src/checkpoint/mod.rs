@@ -9,6 +9,7 @@
 //! - [`Checkpoint`]: a checkpoint folder, mapped and checked, as a `WeightSource`; quantized
 //!   weights load as the file's bytes, with no repacking or re-quantization.
 
+mod awq;
 mod gptq;
 mod hf_config;
 mod quantize;

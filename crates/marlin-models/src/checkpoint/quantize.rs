@@ -52,7 +52,8 @@ pub fn quantize_model(
 }
 
 /// [`quantize_model`] for every method: with `Method::Gptq` the decoder layers' matrices are
-/// quantized by GPTQ on `calibration`, layer by layer (checkpoint/gptq.rs); the matrices outside
+/// quantized by GPTQ on `calibration`, layer by layer (checkpoint/gptq.rs), with `Method::Awq`
+/// scaled by AWQ and rounded (checkpoint/awq.rs, norms changed too); the matrices outside
 /// the decoder layers that the recipe quantizes (an `lm_head` rule) are rounded to nearest.
 pub fn quantize_model_calibrated(
     src: &dyn WeightSource,
@@ -63,17 +64,19 @@ pub fn quantize_model_calibrated(
     progress: &mut dyn FnMut(Step<'_>),
 ) -> Result<QuantizeReport, ModelError> {
     let mut calibrator = match (recipe.method, calibration) {
-        (Method::Gptq, Some(c)) => Some(Calibrator::new(src, c)?),
-        (Method::Gptq, None) => {
+        (Method::Gptq | Method::Awq, Some(c)) => Some(Calibrator::new(src, c)?),
+        (Method::Gptq | Method::Awq, None) => {
             return Err(ModelError::Config {
                 path: src.path().to_owned(),
-                what: "GPTQ needs calibration samples (give a Calibration)".into(),
+                what: format!(
+                    "{} needs calibration samples (give a Calibration)",
+                    recipe.method
+                ),
             });
         }
         (Method::Rtn, _) => None,
     };
-    let mut calibrated: (Option<usize>, HashMap<String, QuantMatrix<'static>>) =
-        (None, HashMap::new());
+    let mut calibrated: (Option<usize>, HashMap<String, Weight>) = (None, HashMap::new());
     let mut config = super::hf_config::base_config(src)?;
     config.insert("quantization_config".into(), recipe.to_json());
     let tensors = in_layer_order(src.tensors());
@@ -93,8 +96,12 @@ pub fn quantize_model_calibrated(
             calibrated = (Some(l), cal.layer(src, recipe, l)?);
         }
         if let Some(q) = calibrated.1.remove(name) {
-            report.quantized += 1;
-            writer.write(name, &Weight::Quant(q))?;
+            // AWQ also hands back the norms it rescaled: dense, kept.
+            match q {
+                Weight::Dense(_) => report.kept += 1,
+                _ => report.quantized += 1,
+            }
+            writer.write(name, &q)?;
             progress(step(&plan, i, layers));
             continue;
         }
@@ -103,6 +110,10 @@ pub fn quantize_model_calibrated(
             (Target::Quant(_), Entry::Quant { scheme, .. }) => {
                 report.quantized += 1;
                 requantize(weight, *scheme).map_err(|e| in_tensor(src, name, e))?
+            }
+            (Target::Quant(_), Entry::Sparse { scheme, .. }) => {
+                report.quantized += 1;
+                prune_rtn(weight, *scheme).map_err(|e| in_tensor(src, name, e))?
             }
             _ => {
                 report.kept += 1;
@@ -137,8 +148,11 @@ fn plan_entry(
     t: &StoredTensor,
 ) -> Result<Entry, ModelError> {
     match recipe.target(&t.name, &t.shape) {
-        Target::Quant(scheme) => match t.shape.as_slice() {
-            &[rows, cols] if rows > 0 && cols > 0 => Ok(Entry::Quant { scheme, rows, cols }),
+        Target::Quant(scheme) => match *t.shape.as_slice() {
+            [rows, cols] if rows > 0 && cols > 0 && recipe.sparse_2_4 => {
+                Ok(Entry::Sparse { scheme, rows, cols })
+            }
+            [rows, cols] if rows > 0 && cols > 0 => Ok(Entry::Quant { scheme, rows, cols }),
             _ => Err(ModelError::Shape {
                 path: src.path().to_owned(),
                 name: t.name.clone(),
@@ -160,6 +174,11 @@ fn plan_entry(
                     rows: q.rows(),
                     cols: q.cols(),
                 },
+                Weight::Sparse(s) => Entry::Sparse {
+                    scheme: s.scheme(),
+                    rows: s.rows(),
+                    cols: s.cols(),
+                },
                 Weight::Dense(d) => Entry::Dense {
                     dtype: DenseType::F32,
                     shape: d.shape,
@@ -172,13 +191,41 @@ fn plan_entry(
 /// `w` in `scheme`: copied bit for bit when the source already holds it so (re-rounding
 /// could only lose), else decoded to f32 and rounded to nearest.
 fn requantize(w: Weight, scheme: Scheme) -> Result<Weight, marlin_quant::QuantError> {
-    let (rows, data) = match w {
+    let t = match w {
         Weight::Quant(q) if q.scheme() == scheme => return Ok(Weight::Quant(q)),
-        Weight::Quant(q) => (q.rows(), q.dequantize()),
-        Weight::Dense(t) => (t.shape[0], t.data),
+        w => dense(w),
     };
-    let cols = data.len() / rows.max(1);
-    Ok(Weight::Quant(quantize_parallel(&data, rows, cols, scheme)?))
+    let (rows, cols) = (t.shape[0], t.data.len() / t.shape[0].max(1));
+    Ok(Weight::Quant(quantize_parallel(
+        &t.data, rows, cols, scheme,
+    )?))
+}
+
+/// `w` pruned to 2:4 by magnitude, the kept values rounded to nearest in `scheme` (rows in
+/// parallel, as [`quantize_parallel`]).
+fn prune_rtn(w: Weight, scheme: Scheme) -> Result<Weight, marlin_quant::QuantError> {
+    let t = dense(w);
+    let (rows, cols) = (t.shape[0], t.data.len() / t.shape[0].max(1));
+    let (kept, positions) = marlin_quant::sparse::prune_magnitude(&t.data, rows, cols)?;
+    drop(t);
+    let kept = quantize_parallel(&kept, rows, marlin_quant::sparse::kept_cols(cols), scheme)?;
+    let s = marlin_quant::SparseMatrix::from_parts(kept, positions.into(), cols)?;
+    Ok(Weight::Sparse(s))
+}
+
+/// Any weight as f32: quantized and sparse ones decoded by their spec.
+pub(super) fn dense(w: Weight) -> crate::DenseTensor {
+    match w {
+        Weight::Dense(t) => t,
+        Weight::Quant(q) => crate::DenseTensor {
+            shape: vec![q.rows(), q.cols()],
+            data: q.dequantize(),
+        },
+        Weight::Sparse(s) => crate::DenseTensor {
+            shape: vec![s.rows(), s.cols()],
+            data: s.dequantize(),
+        },
+    }
 }
 
 /// [`marlin_quant::quantize`] over blocks of rows on every core, bit for bit the same: rows

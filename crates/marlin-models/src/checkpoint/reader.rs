@@ -7,10 +7,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use marlin_quant::{Format, QuantMatrix};
+use marlin_quant::sparse::kept_cols;
+use marlin_quant::{Format, QuantMatrix, SparseMatrix};
 use serde_json::{Map, Value};
 
-use super::spec::{DenseType, Entry, METADATA_KEY, parse_description};
+use super::spec::{DenseType, Entry, METADATA_KEY, parse_entry};
 use super::{QUANT_METHOD, VERSION};
 use crate::hf::{SafetensorsFile, open_weights, parse_config, read_json_file};
 use crate::{ModelConfig, ModelError, StoredTensor, Weight, WeightSource};
@@ -215,9 +216,9 @@ fn file_entries(file: &SafetensorsFile) -> Result<Vec<(String, Entry)>, ModelErr
     let mut out = Vec::new();
     let mut claimed = std::collections::HashSet::new();
     for (name, desc) in &described {
-        let (scheme, rows, cols) = parse_description(desc)
+        let entry = parse_entry(desc)
             .map_err(|e| malformed(path, format!("metadata for '{name}': {e}")))?;
-        let entry = Entry::Quant { scheme, rows, cols };
+        let what = stored_as(&entry);
         for part in entry.tensors(name) {
             let t = file.tensor(&part.name).ok_or_else(|| {
                 malformed(
@@ -232,7 +233,7 @@ fn file_entries(file: &SafetensorsFile) -> Result<Vec<(String, Entry)>, ModelErr
                 return Err(malformed(
                     path,
                     format!(
-                        "tensor '{}' is {} {:?} but a {rows}x{cols} {scheme} matrix needs {} {:?}",
+                        "tensor '{}' is {} {:?} but a {what} matrix needs {} {:?}",
                         part.name, t.dtype, t.shape, part.dtype, part.shape
                     ),
                 ));
@@ -283,9 +284,12 @@ impl WeightSource for Checkpoint {
             });
         };
         let file = &self.files[*i];
-        let Entry::Quant { scheme, rows, cols } = entry else {
-            return file.weight(name);
+        let (scheme, rows, cols, sparse) = match entry {
+            Entry::Dense { .. } => return file.weight(name),
+            Entry::Quant { scheme, rows, cols } => (scheme, rows, *cols, false),
+            Entry::Sparse { scheme, rows, cols } => (scheme, rows, *cols, true),
         };
+        let stored_cols = if sparse { kept_cols(cols) } else { cols };
         let part = |suffix: &str| -> Result<&[u8], ModelError> {
             match file.tensor(&format!("{name}.{suffix}")) {
                 Some(t) => file.tensor_data(t),
@@ -301,17 +305,22 @@ impl WeightSource for Checkpoint {
         };
         // One copy of the packed bytes (a weight owns its data); nothing is decoded.
         let owned = |b: &[u8]| Cow::Owned(b.to_vec());
+        let bad = |e: marlin_quant::QuantError| malformed(file.path(), format!("'{name}': {e}"));
         let q = QuantMatrix::from_parts(
             *scheme,
             *rows,
-            *cols,
+            stored_cols,
             owned(part("codes")?),
             owned(part("scales")?),
             owned(part("biases")?),
             global_scale,
         )
-        .map_err(|e| malformed(file.path(), format!("'{name}': {e}")))?;
-        Ok(Weight::Quant(q))
+        .map_err(bad)?;
+        if !sparse {
+            return Ok(Weight::Quant(q));
+        }
+        let s = SparseMatrix::from_parts(q, owned(part("positions")?), cols).map_err(bad)?;
+        Ok(Weight::Sparse(s))
     }
 
     fn tensors(&self) -> Vec<StoredTensor> {
@@ -321,10 +330,7 @@ impl WeightSource for Checkpoint {
             .map(|(name, (_, entry))| StoredTensor {
                 name: name.clone(),
                 shape: entry.shape(),
-                stored_as: match entry {
-                    Entry::Dense { dtype, .. } => dtype.name().to_string(),
-                    Entry::Quant { scheme, .. } => scheme.to_string(),
-                },
+                stored_as: stored_as(entry),
                 bytes: entry.bytes(name) as u64,
             })
             .collect();
@@ -334,5 +340,14 @@ impl WeightSource for Checkpoint {
 
     fn path(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// How `inspect` and errors name an entry's storage: `F16`, `int4 g32`, `2:4 int4 g32`.
+fn stored_as(entry: &Entry) -> String {
+    match entry {
+        Entry::Dense { dtype, .. } => dtype.name().to_string(),
+        Entry::Quant { scheme, .. } => scheme.to_string(),
+        Entry::Sparse { scheme, .. } => format!("2:4 {scheme}"),
     }
 }

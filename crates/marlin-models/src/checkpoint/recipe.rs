@@ -21,11 +21,6 @@ pub enum RecipeError {
     RuleScheme { rule: String, source: QuantError },
     #[error("unknown preset '{0}': known presets are {list}", list = PRESETS.join(", "))]
     UnknownPreset(String),
-    #[error(
-        "method '{0}' is not supported yet: rtn (round to nearest) and gptq are implemented; \
-         AWQ comes later"
-    )]
-    MethodNotSupported(String),
     #[error("unknown method '{0}': expected rtn, gptq or awq")]
     UnknownMethod(String),
 }
@@ -37,6 +32,9 @@ pub enum Method {
     Rtn,
     /// GPTQ on calibration activations (marlin_quant::gptq), decoder layer by decoder layer.
     Gptq,
+    /// AWQ: activation-aware per-channel scaling searched per layer, then round to nearest
+    /// with searched group ranges (checkpoint/awq.rs).
+    Awq,
 }
 
 impl FromStr for Method {
@@ -45,7 +43,7 @@ impl FromStr for Method {
         match s.to_ascii_lowercase().as_str() {
             "rtn" => Ok(Method::Rtn),
             "gptq" => Ok(Method::Gptq),
-            "awq" => Err(RecipeError::MethodNotSupported(s.to_string())),
+            "awq" => Ok(Method::Awq),
             _ => Err(RecipeError::UnknownMethod(s.to_string())),
         }
     }
@@ -56,6 +54,7 @@ impl fmt::Display for Method {
         match self {
             Method::Rtn => f.write_str("rtn"),
             Method::Gptq => f.write_str("gptq"),
+            Method::Awq => f.write_str("awq"),
         }
     }
 }
@@ -142,6 +141,9 @@ pub struct Recipe {
     pub rules: Vec<Rule>,
     /// The preset the rules came from, recorded in the checkpoint.
     pub preset: Option<String>,
+    /// Prune every matrix the recipe quantizes to 2:4 (half of each 4 consecutive weights
+    /// along K), stored compressed (docs/formats.md, "2:4 sparsity").
+    pub sparse_2_4: bool,
 }
 
 impl Recipe {
@@ -152,6 +154,7 @@ impl Recipe {
             default,
             rules: Vec::new(),
             preset: None,
+            sparse_2_4: false,
         }
     }
 
@@ -183,6 +186,7 @@ impl Recipe {
             default: mlp,
             rules,
             preset: Some(name.to_string()),
+            sparse_2_4: false,
         })
     }
 
@@ -230,6 +234,7 @@ impl Recipe {
             "format": self.default.format().name(),
             "group_size": group_json(self.default.group()),
             "preset": self.preset,
+            "sparsity": self.sparse_2_4.then_some(super::spec::SPARSITY_2_4),
             "kept_by_default": KEPT_BY_DEFAULT,
             "overrides": rules,
         })
@@ -363,6 +368,7 @@ mod tests {
         assert_eq!(t("model.layers.29.mlp.down_proj.weight"), int8);
         assert!(Recipe::preset("nope", 30).is_err());
         assert_eq!("gptq".parse::<Method>().unwrap(), Method::Gptq);
-        assert!("awq".parse::<Method>().is_err());
+        assert_eq!("AWQ".parse::<Method>().unwrap(), Method::Awq);
+        assert!("spqr".parse::<Method>().is_err());
     }
 }

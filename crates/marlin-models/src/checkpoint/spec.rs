@@ -2,6 +2,7 @@
 //! (dense in a dtype, or a quantized matrix as its parts), the parts' names, dtypes and shapes,
 //! and the per-tensor description in the safetensors metadata (docs/checkpoint-format.md).
 
+use marlin_quant::sparse::{kept_cols, position_row_bytes};
 use marlin_quant::{Format, Group, ScaleType, Scheme};
 use serde_json::{Map, Value, json};
 
@@ -59,6 +60,12 @@ pub enum Entry {
         rows: usize,
         cols: usize,
     },
+    /// A `rows x cols` 2:4 sparse matrix: its kept values in `scheme` and their positions.
+    Sparse {
+        scheme: Scheme,
+        rows: usize,
+        cols: usize,
+    },
 }
 
 impl Entry {
@@ -66,7 +73,9 @@ impl Entry {
     pub fn shape(&self) -> Vec<usize> {
         match self {
             Entry::Dense { shape, .. } => shape.clone(),
-            Entry::Quant { rows, cols, .. } => vec![*rows, *cols],
+            Entry::Quant { rows, cols, .. } | Entry::Sparse { rows, cols, .. } => {
+                vec![*rows, *cols]
+            }
         }
     }
 
@@ -80,6 +89,17 @@ impl Entry {
                 bytes: shape.iter().product::<usize>() * dtype.bytes(),
             }],
             Entry::Quant { scheme, rows, cols } => quant_parts(name, *scheme, *rows, *cols),
+            Entry::Sparse { scheme, rows, cols } => {
+                let mut parts = quant_parts(name, *scheme, *rows, kept_cols(*cols));
+                let row_bytes = position_row_bytes(*cols);
+                parts.push(Part {
+                    name: format!("{name}.positions"),
+                    dtype: "U8",
+                    shape: vec![*rows, row_bytes],
+                    bytes: rows * row_bytes,
+                });
+                parts
+            }
         }
     }
 
@@ -134,17 +154,37 @@ fn quant_parts(name: &str, scheme: Scheme, rows: usize, cols: usize) -> Vec<Part
     out
 }
 
-/// The metadata description of a quantized matrix.
-pub(crate) fn describe(scheme: Scheme, rows: usize, cols: usize) -> Value {
-    json!({
+/// The sparsity a description names: `"2:4"` is the only one.
+pub(crate) const SPARSITY_2_4: &str = "2:4";
+
+/// The metadata description of a quantized matrix; a sparse one adds `"sparsity": "2:4"`.
+pub(crate) fn describe(scheme: Scheme, rows: usize, cols: usize, sparse: bool) -> Value {
+    let mut v = json!({
         "format": scheme.format().name(),
         "group_size": group_json(scheme.group()),
         "shape": [rows, cols],
-    })
+    });
+    if sparse {
+        v["sparsity"] = SPARSITY_2_4.into();
+    }
+    v
 }
 
-/// Reads back [`describe`]; the error says which field is wrong.
-pub(crate) fn parse_description(v: &Value) -> Result<(Scheme, usize, usize), String> {
+/// Reads back [`describe`] as the entry it describes; the error says which field is wrong.
+pub(crate) fn parse_entry(v: &Value) -> Result<Entry, String> {
+    let (scheme, rows, cols) = parse_description(v)?;
+    match v.get("sparsity") {
+        None | Some(Value::Null) => Ok(Entry::Quant { scheme, rows, cols }),
+        Some(Value::String(s)) if s == SPARSITY_2_4 => Ok(Entry::Sparse { scheme, rows, cols }),
+        Some(other) => Err(format!(
+            "'sparsity' is {other}, but this build reads only \"{SPARSITY_2_4}\" (upgrade Metal \
+             Marlin if a newer one wrote it)"
+        )),
+    }
+}
+
+/// The scheme and logical shape of a description.
+fn parse_description(v: &Value) -> Result<(Scheme, usize, usize), String> {
     let obj: &Map<String, Value> = v.as_object().ok_or("it is not a JSON object")?;
     let format = obj
         .get("format")

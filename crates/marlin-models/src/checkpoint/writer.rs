@@ -113,6 +113,20 @@ impl CheckpointWriter {
                     out.write_all(&q.global_scale().to_le_bytes()).map_err(&w)?;
                 }
             }
+            (Entry::Sparse { scheme, rows, cols }, Weight::Sparse(s))
+                if (s.scheme(), s.rows(), s.cols()) == (*scheme, *rows, *cols) =>
+            {
+                // In the order of Entry::tensors: the kept values' parts, then the positions.
+                let q = s.kept();
+                out.write_all(q.codes())
+                    .and_then(|()| out.write_all(q.scales()))
+                    .and_then(|()| out.write_all(q.biases()))
+                    .map_err(&w)?;
+                if scheme.format() == marlin_quant::Format::Nvfp4 {
+                    out.write_all(&q.global_scale().to_le_bytes()).map_err(&w)?;
+                }
+                out.write_all(s.positions()).map_err(&w)?;
+            }
             _ => {
                 return Err(plan_error(
                     &path,
@@ -207,7 +221,10 @@ fn header(plan: &[(String, Entry)]) -> Vec<u8> {
             at = end;
         }
         if let Entry::Quant { scheme, rows, cols } = entry {
-            described.insert(name.clone(), describe(*scheme, *rows, *cols));
+            described.insert(name.clone(), describe(*scheme, *rows, *cols, false));
+        }
+        if let Entry::Sparse { scheme, rows, cols } = entry {
+            described.insert(name.clone(), describe(*scheme, *rows, *cols, true));
         }
     }
     let described = Value::Object(described).to_string();

@@ -251,6 +251,7 @@ impl Device for GpuDevice {
                 let (n, k) = (q.rows(), q.cols());
                 (GpuWeight::Quant(self.gpu.upload_quant(&q)?), n, k)
             }
+            Weight::Sparse(_) => return Err(sparse_on_gpu()),
             Weight::Dense(t) => {
                 let &[n, k] = t.shape.as_slice() else {
                     return Err(ModelError::Gpu(format!(
@@ -280,6 +281,7 @@ impl Device for GpuDevice {
     fn embedding(&self, table: Weight) -> Result<GpuEmbedding, ModelError> {
         let (rows, hidden, data) = match table {
             Weight::Quant(q) => (q.rows(), q.cols(), q.dequantize()),
+            Weight::Sparse(s) => (s.rows(), s.cols(), s.dequantize()),
             Weight::Dense(t) => match t.shape.as_slice() {
                 &[rows, hidden] => (rows, hidden, t.data),
                 _ => {
@@ -683,6 +685,7 @@ fn dense_stack(weights: &[Weight]) -> Result<Weight, ModelError> {
         match w {
             Weight::Quant(q) => data.extend(q.dequantize()),
             Weight::Dense(t) => data.extend_from_slice(&t.data),
+            Weight::Sparse(_) => return Err(sparse_on_gpu()),
         }
         rows += shape[0];
     }
@@ -690,6 +693,16 @@ fn dense_stack(weights: &[Weight]) -> Result<Weight, ModelError> {
         shape: vec![rows, cols],
         data,
     }))
+}
+
+/// The GPU has no 2:4 kernel yet: a sparse checkpoint is refused rather than silently
+/// decoded to dense (which would double its memory and hide that it is not accelerated).
+fn sparse_on_gpu() -> ModelError {
+    ModelError::Gpu(
+        "this checkpoint has 2:4 sparse matrices, which the GPU backend does not run yet; use \
+         --device cpu"
+            .into(),
+    )
 }
 
 impl From<GpuError> for ModelError {

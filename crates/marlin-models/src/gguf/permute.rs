@@ -80,6 +80,8 @@ pub fn gather_rows(w: &Weight, src: &[usize]) -> Option<Weight> {
             .ok()
             .map(Weight::Quant)
         }
+        // GGUF files hold no sparse matrices.
+        Weight::Sparse(_) => None,
     }
 }
 

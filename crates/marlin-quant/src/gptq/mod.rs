@@ -11,6 +11,7 @@
 //! fit, the same code choice), so the packed matrix dequantizes to what the algorithm assumed.
 
 mod linalg;
+mod sparse;
 
 use half::f16;
 use rayon::prelude::*;
@@ -41,6 +42,9 @@ pub struct GptqOptions {
     /// whole group's range; on correlated test inputs static fitting cut the output error of
     /// int2/int3 by 40-50% more and matched the late fit at 4 bits.
     pub static_groups: bool,
+    /// Fit each group's range by search: the shrink factor (1 down to 0.5) whose rounding error,
+    /// weighted by each input's energy `diag(H)`, is least, instead of the plain min/max fit.
+    pub clip_search: bool,
 }
 
 impl Default for GptqOptions {
@@ -50,6 +54,7 @@ impl Default for GptqOptions {
             block: 128,
             act_order: false,
             static_groups: true,
+            clip_search: true,
         }
     }
 }
@@ -83,6 +88,10 @@ pub struct GptqHessian {
     /// Upper Cholesky factor of `H^-1` in the quantization order (cols x cols).
     u: Vec<f32>,
     options: GptqOptions,
+    /// The Hessian as given, kept for 2:4 pruning under act-order, which needs the factor in
+    /// the original column order (computed once, on first use).
+    h: Vec<f64>,
+    natural_u: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl GptqHessian {
@@ -108,6 +117,8 @@ impl GptqHessian {
             order,
             u,
             options,
+            h: h.to_vec(),
+            natural_u: std::sync::OnceLock::new(),
         })
     }
 
@@ -126,31 +137,40 @@ impl GptqHessian {
         rows: usize,
         scheme: Scheme,
     ) -> Result<QuantMatrix<'static>, QuantError> {
-        Ok(self.run(weights, rows, scheme)?.0)
+        Ok(self.run(weights, rows, scheme, None)?.0)
     }
 
     /// [`GptqHessian::quantize`], also returning the values the algorithm rounded each weight
-    /// to.
-    // weights (rows, cols) -> (QuantMatrix (rows, cols), values (rows, cols))
+    /// to. With a keep-`mask` (`rows * cols`, two of every 4 columns kept), the pruned weights
+    /// become 0 and the returned matrix holds only the kept ones, `(rows, kept_cols(cols))`,
+    /// with static groups over the kept values (a 2:4 sparse matrix's kept part).
+    // weights (rows, cols) -> (QuantMatrix (rows, cols or kept_cols), values (rows, cols))
     pub(crate) fn run(
         &self,
         weights: &[f32],
         rows: usize,
         scheme: Scheme,
+        mask: Option<&[bool]>,
     ) -> Result<(QuantMatrix<'static>, Vec<f32>), QuantError> {
         let cols = self.cols;
         check_input(weights, rows, cols)?;
+        let stored = match mask {
+            Some(_) => crate::sparse::kept_cols(cols),
+            None => cols,
+        };
         let format = scheme.format();
         let global = match format {
             Format::Nvfp4 => nvfp4_global_scale(weights),
             _ => 1.0,
         };
-        let gl = scheme.group_len(cols);
+        let gl = scheme.group_len(stored);
         let block = self.options.block.max(1);
         let job = RowJob {
             format,
             scheme,
             cols,
+            stored,
+            mask,
             global,
             order: &self.order,
             u: &self.u,
@@ -159,7 +179,11 @@ impl GptqHessian {
             } else {
                 block
             },
-            static_groups: self.options.static_groups || self.options.act_order,
+            static_groups: self.options.static_groups || self.options.act_order || mask.is_some(),
+            diag: self
+                .options
+                .clip_search
+                .then(|| (0..cols).map(|c| self.h[c * cols + c] as f32).collect()),
         };
         let mut values = vec![0f32; rows * cols];
         // Rows are independent given U: each core takes whole rows.
@@ -169,7 +193,7 @@ impl GptqHessian {
             .enumerate()
             .map(|(r, (row, vals))| job.quantize_row(r, row, vals))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((pack(scheme, rows, cols, global, out)?, values))
+        Ok((pack(scheme, rows, stored, global, out)?, values))
     }
 }
 
@@ -216,6 +240,10 @@ struct RowJob<'a> {
     format: Format,
     scheme: Scheme,
     cols: usize,
+    /// Values stored per row: `cols`, or the kept values of a 2:4 matrix.
+    stored: usize,
+    /// 2:4: which weights are kept (`rows * cols`); the rest are rounded to 0.
+    mask: Option<&'a [bool]>,
     global: f32,
     /// Original column of each step.
     order: &'a [usize],
@@ -224,6 +252,8 @@ struct RowJob<'a> {
     block: usize,
     /// Fit every group before the loop from the original weights.
     static_groups: bool,
+    /// `diag(H)` by original column, when group ranges are searched (`clip_search`).
+    diag: Option<Vec<f32>>,
 }
 
 /// One row quantized: its codes (padded row length) and each group's parameters.
@@ -237,41 +267,61 @@ impl RowJob<'_> {
     /// one row's column loop. `vals` receives the value each weight was rounded to.
     // row (cols) -> RowOut, vals (cols)
     fn quantize_row(&self, r: usize, row: &[f32], vals: &mut [f32]) -> Result<RowOut, QuantError> {
-        let (cols, format) = (self.cols, self.format);
-        let gl = self.scheme.group_len(cols);
-        let groups = self.scheme.groups_per_row(cols);
+        let (cols, stored, format) = (self.cols, self.stored, self.format);
+        let gl = self.scheme.group_len(stored);
+        let groups = self.scheme.groups_per_row(stored);
+        let valid = |g: usize| (g * gl).min(stored)..((g + 1) * gl).min(stored);
+        // Where each column is stored: itself, or its kept slot (None when pruned).
+        let (slot, original) = self.slots(r, row);
+        let importance = self.diag.as_ref().map(|d| {
+            let mut imp = vec![0f32; stored];
+            for (c, s) in slot.iter().enumerate() {
+                if let Some(s) = s {
+                    imp[*s] = d[c];
+                }
+            }
+            imp
+        });
         let fit = |g: usize, xs: &[f32]| {
-            GroupParams::fit(format, xs, self.global).ok_or(QuantError::ScaleOverflow {
+            let p = match &importance {
+                Some(imp) => GroupParams::fit_clipped(format, xs, self.global, &imp[valid(g)]),
+                None => GroupParams::fit(format, xs, self.global),
+            };
+            p.ok_or(QuantError::ScaleOverflow {
                 row: r,
                 group: g,
                 format: format.name(),
             })
         };
-        let valid = |g: usize| (g * gl).min(cols)..((g + 1) * gl).min(cols);
         let mut params: Vec<Option<GroupParams>> = (0..groups).map(|_| None).collect();
         if self.static_groups {
             for (g, p) in params.iter_mut().enumerate() {
-                *p = Some(fit(g, &row[valid(g)])?);
+                *p = Some(fit(g, &original[valid(g)])?);
             }
         }
         let mut w: Vec<f32> = self.order.iter().map(|&c| row[c]).collect();
-        let mut codes = vec![0u8; self.scheme.padded_cols(cols)];
+        let mut codes: Vec<Option<u8>> = vec![None; self.scheme.padded_cols(stored)];
         let mut errs = vec![0f32; self.block];
         for i1 in (0..cols).step_by(self.block) {
             let i2 = (i1 + self.block).min(cols);
             for i in i1..i2 {
                 let c = self.order[i];
-                let g = c / gl;
-                if params[g].is_none() {
-                    // Without act-order `i == c` and the block holds the whole group: its
-                    // weights carry every update from the columns before it.
-                    let span = valid(g);
-                    params[g] = Some(fit(g, &w[span])?);
-                }
-                let p = params[g].as_ref().expect("fitted above");
-                let code = p.encode(format, w[i]);
-                let q = value(format, code, p.scale, p.bias);
-                codes[c] = code;
+                let q = match slot[c] {
+                    None => 0.0,
+                    Some(s) => {
+                        let g = s / gl;
+                        if params[g].is_none() {
+                            // Dense without act-order: `i == c == s` and the block holds the
+                            // whole group: its weights carry every update from the columns
+                            // before it.
+                            params[g] = Some(fit(g, &w[valid(g)])?);
+                        }
+                        let p = params[g].as_ref().expect("fitted above");
+                        let code = p.encode(format, w[i]);
+                        codes[s] = Some(code);
+                        value(format, code, p.scale, p.bias)
+                    }
+                };
                 vals[c] = q;
                 let urow = &self.u[i * cols..(i + 1) * cols];
                 let err = (w[i] - q) / urow[i];
@@ -280,28 +330,49 @@ impl RowJob<'_> {
                 }
                 errs[i - i1] = err;
             }
-            // The lazy update: the block's errors reach the columns past it at once.
-            for (k, &err) in (i1..i2).zip(&errs) {
-                let urow = &self.u[k * cols + i2..(k + 1) * cols];
-                for (wj, uj) in w[i2..].iter_mut().zip(urow) {
-                    *wj -= err * uj;
-                }
+            lazy_update(self.u, cols, i1, i2, &errs, &mut w);
+        }
+        // Groups no column reached (all padding) and the slots no column filled (padding), as
+        // RTN writes them: the code of 0.
+        let params = params
+            .into_iter()
+            .enumerate()
+            .map(|(g, p)| p.map_or_else(|| fit(g, &original[valid(g)]), Ok))
+            .collect::<Result<Vec<_>, _>>()?;
+        let codes = codes
+            .iter()
+            .enumerate()
+            .map(|(s, c)| c.unwrap_or_else(|| params[s / gl].encode(format, 0.0)))
+            .collect();
+        Ok(RowOut { codes, params })
+    }
+
+    /// Each column's stored slot (`None`: pruned) and the original values by slot.
+    fn slots(&self, r: usize, row: &[f32]) -> (Vec<Option<usize>>, Vec<f32>) {
+        let cols = self.cols;
+        let Some(mask) = self.mask else {
+            return ((0..cols).map(Some).collect(), row.to_vec());
+        };
+        let keep = &mask[r * cols..(r + 1) * cols];
+        let (original, positions) = crate::sparse::gather_mask(row, keep, 1, cols);
+        let mut slot = vec![None; cols];
+        for j in 0..self.stored {
+            let c = 4 * (j / 2) + ((positions[j / 4] >> (2 * (j % 4))) & 3) as usize;
+            if c < cols && keep[c] {
+                slot[c] = Some(j);
             }
         }
-        // Groups no column reached (all padding) and the padding's codes, as RTN writes them.
-        let mut out = Vec::with_capacity(groups);
-        for (g, p) in params.into_iter().enumerate() {
-            let p = match p {
-                Some(p) => p,
-                None => fit(g, &row[valid(g)])?,
-            };
-            let end = (g + 1) * gl;
-            for code in &mut codes[(g * gl).max(cols).min(end)..end] {
-                *code = p.encode(format, 0.0);
-            }
-            out.push(p);
+        (slot, original)
+    }
+}
+
+/// GPTQ's lazy batch update: the errors of block `i1..i2` reach the columns past it at once.
+fn lazy_update(u: &[f32], cols: usize, i1: usize, i2: usize, errs: &[f32], w: &mut [f32]) {
+    for (k, &err) in (i1..i2).zip(errs) {
+        let urow = &u[k * cols + i2..(k + 1) * cols];
+        for (wj, uj) in w[i2..].iter_mut().zip(urow) {
+            *wj -= err * uj;
         }
-        Ok(RowOut { codes, params: out })
     }
 }
 
