@@ -162,6 +162,10 @@ impl Recipe {
     /// - `int4-mixed`: MLP int4 g32; attention and the first and last layers int8 g32
     ///   (the layers quantization hurts most stay near lossless).
     /// - `int2-mixed`: MLP int2 g32; attention int4 g32; the first and last layers int8 g32.
+    ///
+    /// In mixture-of-experts models the shared experts (`mlp.shared_expert.*`, Qwen-MoE;
+    /// `mlp.shared_experts.*`, DeepSeek), which every token runs through, take attention's
+    /// scheme; the routed experts (`mlp.experts.*`), most of the weights, the MLP's.
     pub fn preset(name: &str, layers: usize) -> Result<Self, RecipeError> {
         let scheme = |f, g| Scheme::new(f, Group::Size(g)).expect("preset schemes are valid");
         let (mlp, attention) = match name {
@@ -170,10 +174,16 @@ impl Recipe {
             _ => return Err(RecipeError::UnknownPreset(name.to_string())),
         };
         let edge = scheme(Format::Int8, 32);
-        let mut rules = vec![Rule {
-            pattern: "model.layers.*.self_attn.*".into(),
+        let mut rules: Vec<Rule> = [
+            "model.layers.*.self_attn.*",
+            "model.layers.*.mlp.shared_expert*",
+        ]
+        .into_iter()
+        .map(|pattern| Rule {
+            pattern: pattern.into(),
             target: Target::Quant(attention),
-        }];
+        })
+        .collect();
         for layer in [0, layers.saturating_sub(1)] {
             rules.push(Rule {
                 pattern: format!("model.layers.{layer}.*"),
@@ -366,6 +376,13 @@ mod tests {
         assert_eq!(t("model.layers.5.self_attn.o_proj.weight"), int8);
         assert_eq!(t("model.layers.0.mlp.down_proj.weight"), int8);
         assert_eq!(t("model.layers.29.mlp.down_proj.weight"), int8);
+        // Mixture of experts: shared experts as attention, routed ones as the MLP.
+        assert_eq!(t("model.layers.5.mlp.shared_expert.up_proj.weight"), int8);
+        assert_eq!(
+            t("model.layers.5.mlp.shared_experts.down_proj.weight"),
+            int8
+        );
+        assert_eq!(t("model.layers.5.mlp.experts.7.up_proj.weight"), int4);
         assert!(Recipe::preset("nope", 30).is_err());
         assert_eq!("gptq".parse::<Method>().unwrap(), Method::Gptq);
         assert_eq!("AWQ".parse::<Method>().unwrap(), Method::Awq);
