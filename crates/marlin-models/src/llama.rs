@@ -307,8 +307,13 @@ impl<D: Device> Llama<D> {
         let counts: Vec<_> = batch.iter().map(|s| (s.seq, s.tokens.len())).collect();
         let mut pass = dev.begin(cache, &counts)?;
         let mut h = dev.embed(&mut pass, &self.embed_tokens, &tokens)?;
+        let run = LayerRun {
+            dev,
+            config: &self.config,
+            inv_freq: &self.inv_freq,
+        };
         for (l, layer) in self.layers.iter().enumerate() {
-            self.layer(&mut pass, cache, l, layer, &mut h)?;
+            run.layer(&mut pass, cache, l, layer, &mut h)?;
         }
         // Unless every token's are asked for, only each sequence's last token needs logits (at
         // decode, every token is one).
@@ -322,25 +327,6 @@ impl<D: Device> Llama<D> {
         let logits = dev.project(&mut pass, x, &self.lm_head)?;
         Ok((pass, logits))
     }
-
-    /// One decoder layer on the residual stream h, which it updates in place (its attention's
-    /// and its MLP's outputs are added to it).
-    // h (tokens, hidden) -> h, updated in place
-    fn layer(
-        &self,
-        pass: &mut D::Pass,
-        cache: &mut D::Cache,
-        l: usize,
-        layer: &DecoderLayer<D>,
-        h: &mut D::Act,
-    ) -> Result<(), ModelError> {
-        let run = LayerRun {
-            dev: &self.device,
-            config: &self.config,
-            inv_freq: &self.inv_freq,
-        };
-        run.layer(pass, cache, l, layer, h)
-    }
 }
 
 /// What running a decoder layer needs besides its weights.
@@ -351,8 +337,8 @@ struct LayerRun<'a, D: Device> {
 }
 
 impl<D: Device> LayerRun<'_, D> {
-    /// One decoder layer on the residual stream h, which it updates in place; `l` is the
-    /// layer's place in the cache.
+    /// One decoder layer on the residual stream h, which it updates in place (its attention's
+    /// and its MLP's outputs are added to it); `l` is the layer's place in the cache.
     // h (tokens, hidden) -> h, updated in place
     fn layer(
         &self,
