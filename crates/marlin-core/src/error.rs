@@ -44,4 +44,15 @@ impl CoreError {
             })
         }
     }
+
+    /// Checks the activations of a product: at least one row, and exactly `m` rows of `k`.
+    pub fn check_rows(op: &'static str, m: usize, k: usize, x_len: usize) -> Result<(), CoreError> {
+        if m == 0 {
+            return Err(CoreError::Shape {
+                op,
+                what: "m must be at least 1".into(),
+            });
+        }
+        CoreError::check_len(op, "x", m * k, x_len)
+    }
 }

@@ -32,13 +32,7 @@ pub(crate) fn quant_matmul(
 ) -> Result<(), CoreError> {
     const OP: &str = "quant_matmul";
     let (n, k) = (prepared.rows(), prepared.cols());
-    if m == 0 {
-        return Err(CoreError::Shape {
-            op: OP,
-            what: "m must be at least 1".into(),
-        });
-    }
-    CoreError::check_len(OP, "x", m * k, x.len())?;
+    CoreError::check_rows(OP, m, k, x.len())?;
     CoreError::check_len(OP, "y", m * n, y.len())?;
     // Int8x2 runs the int8 kernels on two quantized rows per row of x and sums their
     // products: the product is linear in x.

@@ -34,13 +34,7 @@ pub fn sparse_matmul(
 ) -> Result<(), CoreError> {
     const OP: &str = "sparse_matmul";
     let (n, k) = (w.rows(), w.cols());
-    if m == 0 {
-        return Err(CoreError::Shape {
-            op: OP,
-            what: "m must be at least 1".into(),
-        });
-    }
-    CoreError::check_len(OP, "x", m * k, x.len())?;
+    CoreError::check_rows(OP, m, k, x.len())?;
     CoreError::check_len(OP, "y", m * n, y.len())?;
     let xt = (m >= TRANSPOSE_FROM).then(|| transpose(x, m, k));
     // Computed transposed, (n, m), so that each task owns a contiguous slice.

@@ -68,13 +68,7 @@ impl QuantMatmul for GpuBackend {
     ) -> Result<Vec<f32>, CoreError> {
         const OP: &str = "quant_matmul";
         let (n, k) = (w.rows(), w.cols());
-        if m == 0 {
-            return Err(CoreError::Shape {
-                op: OP,
-                what: "m must be at least 1".into(),
-            });
-        }
-        CoreError::check_len(OP, "x", m * k, x.len())?;
+        CoreError::check_rows(OP, m, k, x.len())?;
         let gpu = &self.gpu;
         let weights = gpu.upload_quant(w)?;
         // Rows of x per product, so that x and y each fit one storage binding.
