@@ -105,27 +105,15 @@ impl CheckpointWriter {
             (Entry::Quant { scheme, rows, cols }, Weight::Quant(q))
                 if (q.scheme(), q.rows(), q.cols()) == (*scheme, *rows, *cols) =>
             {
-                out.write_all(q.codes())
-                    .and_then(|()| out.write_all(q.scales()))
-                    .and_then(|()| out.write_all(q.biases()))
-                    .map_err(&w)?;
-                if scheme.format() == marlin_quant::Format::Nvfp4 {
-                    out.write_all(&q.global_scale().to_le_bytes()).map_err(&w)?;
-                }
+                write_packed(out, q).map_err(&w)?;
             }
             (Entry::Sparse { scheme, rows, cols }, Weight::Sparse(s))
                 if (s.scheme(), s.rows(), s.cols()) == (*scheme, *rows, *cols) =>
             {
                 // In the order of Entry::tensors: the kept values' parts, then the positions.
-                let q = s.kept();
-                out.write_all(q.codes())
-                    .and_then(|()| out.write_all(q.scales()))
-                    .and_then(|()| out.write_all(q.biases()))
+                write_packed(out, s.kept())
+                    .and_then(|()| out.write_all(s.positions()))
                     .map_err(&w)?;
-                if scheme.format() == marlin_quant::Format::Nvfp4 {
-                    out.write_all(&q.global_scale().to_le_bytes()).map_err(&w)?;
-                }
-                out.write_all(s.positions()).map_err(&w)?;
             }
             _ => {
                 return Err(plan_error(
@@ -235,6 +223,18 @@ fn header(plan: &[(String, Entry)]) -> Vec<u8> {
     let mut bytes = Value::Object(map).to_string().into_bytes();
     bytes.resize(bytes.len().div_ceil(8) * 8, b' ');
     bytes
+}
+
+/// A quantized matrix's stored parts, in the order of `Entry::tensors`: codes, scales, biases,
+/// and NVFP4's per-tensor scale.
+fn write_packed(out: &mut impl Write, q: &marlin_quant::QuantMatrix<'_>) -> std::io::Result<()> {
+    out.write_all(q.codes())?;
+    out.write_all(q.scales())?;
+    out.write_all(q.biases())?;
+    if q.scheme().format() == marlin_quant::Format::Nvfp4 {
+        out.write_all(&q.global_scale().to_le_bytes())?;
+    }
+    Ok(())
 }
 
 fn write_dense(out: &mut impl Write, dtype: DenseType, data: &[f32]) -> std::io::Result<()> {
