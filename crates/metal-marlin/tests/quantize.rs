@@ -13,7 +13,7 @@ use marlin_engine::Engine;
 use marlin_models::checkpoint::{Recipe, Target};
 use marlin_models::hf::HfModel;
 use marlin_models::{Model, Precision, SeqTokens, Weight, WeightSource};
-use support::{Scratch, run};
+use support::{Output, Scratch, run};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -56,10 +56,8 @@ impl WeightSource for InMemory {
         self.src.tensors()
     }
     fn weight(&self, name: &str) -> Result<Weight, marlin_models::ModelError> {
-        match (
-            self.recipe.target(name, &self.src.weight(name)?.shape()),
-            self.src.weight(name)?,
-        ) {
+        let w = self.src.weight(name)?;
+        match (self.recipe.target(name, &w.shape()), w) {
             (Target::Quant(s), Weight::Dense(t)) if self.recipe.sparse_2_4 => Ok(Weight::Sparse(
                 marlin_quant::SparseMatrix::prune_rtn(&t.data, t.shape[0], t.shape[1], s)?,
             )),
@@ -69,6 +67,42 @@ impl WeightSource for InMemory {
             (_, w) => Ok(w),
         }
     }
+}
+
+/// Every position's logits of `prompt` from the checkpoint at `out`, and from the fixture at
+/// `input` quantized in memory as `recipe` says (f32 activations on the CPU).
+fn disk_and_memory_logits(
+    out: &Path,
+    input: &Path,
+    recipe: Recipe,
+    prompt: &[u32],
+) -> (Vec<f32>, Vec<f32>) {
+    let memory = InMemory {
+        src: HfModel::open(input).unwrap(),
+        recipe,
+    };
+    let ckpt = marlin_models::open(out).unwrap();
+    let load = |src: &dyn WeightSource| Model::load(src, CpuBackend::detect(), Precision::F32);
+    (
+        logits(&load(ckpt.as_ref()).unwrap(), prompt),
+        logits(&load(&memory).unwrap(), prompt),
+    )
+}
+
+/// `generate` of 4 tokens as JSON on the CPU from the model at `model`.
+fn generate_four(model: &str, hf_home: &Path) -> Output {
+    let args = [
+        "generate",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "4",
+        "--json",
+        "hi",
+    ];
+    run(&args, "", hf_home, LIMIT)
 }
 
 #[test]
@@ -110,17 +144,8 @@ fn a_quantized_checkpoint_loads_everywhere_and_computes_what_memory_does() {
     recipe
         .rules
         .push("model.embed_tokens=int4".parse().unwrap());
-    let memory = InMemory {
-        src: HfModel::open(&input).unwrap(),
-        recipe,
-    };
-    let ckpt = marlin_models::open(&out).unwrap();
-    let load = |src: &dyn WeightSource| Model::load(src, CpuBackend::detect(), Precision::F32);
     let prompt: Vec<u32> = (0..9).map(|i| (i * 41 + 3) % 300).collect();
-    let (a, b) = (
-        logits(&load(ckpt.as_ref()).unwrap(), &prompt),
-        logits(&load(&memory).unwrap(), &prompt),
-    );
+    let (a, b) = disk_and_memory_logits(&out, &input, recipe, &prompt);
     assert_eq!(a.len(), prompt.len() * 300);
     assert_eq!(a, b);
 
@@ -134,18 +159,7 @@ fn a_quantized_checkpoint_loads_everywhere_and_computes_what_memory_does() {
     for needle in ["\"fp4 g32\"", "\"int8 g64\"", "\"int4 g32\"", "packed"] {
         assert!(o.stdout.contains(needle), "{needle} in {}", o.stdout);
     }
-    let generate = [
-        "generate",
-        "--model",
-        &out_s,
-        "--device",
-        "cpu",
-        "--max-tokens",
-        "4",
-        "--json",
-        "hi",
-    ];
-    let o = run(&generate, "", &scratch.0, LIMIT);
+    let o = generate_four(&out_s, &scratch.0);
     assert!(o.ok, "{}", o.stderr);
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["token_ids"].as_array().unwrap().len(), 4, "{v}");
@@ -274,18 +288,7 @@ fn sparse_checkpoints_load_and_generate_on_the_cpu() {
                 .all(|q| q.iter().filter(|v| **v != 0.0).count() <= 2)
         );
         let out_s = out.to_str().unwrap();
-        let generate = [
-            "generate",
-            "--model",
-            out_s,
-            "--device",
-            "cpu",
-            "--max-tokens",
-            "4",
-            "--json",
-            "hi",
-        ];
-        let o = run(&generate, "", &scratch.0, LIMIT);
+        let o = generate_four(out_s, &scratch.0);
         assert!(o.ok, "{}", o.stderr);
         let o = run(
             &["inspect", out_s, "--device", "cpu", "--json"],
@@ -317,17 +320,8 @@ fn sparse_checkpoints_load_and_generate_on_the_cpu() {
     }
     let mut recipe = Recipe::new(marlin_quant::Scheme::of(marlin_quant::Format::Int4));
     recipe.sparse_2_4 = true;
-    let memory = InMemory {
-        src: HfModel::open(&input).unwrap(),
-        recipe,
-    };
-    let ckpt = marlin_models::open(&rtn).unwrap();
-    let load = |src: &dyn WeightSource| Model::load(src, CpuBackend::detect(), Precision::F32);
     let prompt: Vec<u32> = (0..9).map(|i| (i * 41 + 3) % 300).collect();
-    let (a, b) = (
-        logits(&load(ckpt.as_ref()).unwrap(), &prompt),
-        logits(&load(&memory).unwrap(), &prompt),
-    );
+    let (a, b) = disk_and_memory_logits(&rtn, &input, recipe, &prompt);
     assert_eq!(a, b);
 }
 
