@@ -183,6 +183,16 @@ fn staged_x4(mi: u32, kk: u32) -> vec4<f32> {
 // x floats of a chunk: a block for 4 bits, half a block for 8.
 const CX: u32 = select(16u, 32u, BITS == 4u);
 
+// Codes of chunk c of rows first..first + RPS (rows past n repeat the last one).
+fn chunk_codes(first: u32, c: u32) -> array<vec4<u32>, RPS> {
+    let row_chunks = params.blocks * WPB / 4u;
+    var words: array<vec4<u32>, RPS>;
+    for (var r = 0u; r < RPS; r++) {
+        words[r] = codes[min(first + r, params.n - 1u) * row_chunks + c];
+    }
+    return words;
+}
+
 //#if X_Q8
 // x as the CPU's default activations (Int8x2): each block of 32 values on an int8 grid (scale
 // amax / 127), then what that missed on a second int8 grid of its own. A weight word's 4 or 8
@@ -252,16 +262,6 @@ fn stage_q8(li: u32, c0: u32) {
         xq_stage[at + 3u] = vec4<u32>(q2[4], q2[5], q2[6], q2[7]);
         xq_stage[at + 4u] = bitcast<vec4<u32>>(vec4<f32>(d1, d2, s_lo, s_hi));
     }
-}
-
-// Codes of chunk c of rows first..first + RPS (rows past n repeat the last one).
-fn chunk_codes(first: u32, c: u32) -> array<vec4<u32>, RPS> {
-    let row_chunks = params.blocks * WPB / 4u;
-    var words: array<vec4<u32>, RPS>;
-    for (var r = 0u; r < RPS; r++) {
-        words[r] = codes[min(first + r, params.n - 1u) * row_chunks + c];
-    }
-    return words;
 }
 
 // Integer dot product of 16 codes (as signed bytes) with 16 staged values.
@@ -434,10 +434,7 @@ fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<a
             if (c >= row_chunks || !live) {
                 break;
             }
-            var words: array<vec4<u32>, RPS>;
-            for (var r = 0u; r < RPS; r++) {
-                words[r] = codes[min(first + r, params.n - 1u) * row_chunks + c];
-            }
+            let words = chunk_codes(first, c);
             let b = 4u * c / UPB;
             // Scales times the grid step, and biases, of the chunk's lo and hi 16 weights (8
             // bits: both of the half the chunk is in).
