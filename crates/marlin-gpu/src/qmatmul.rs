@@ -13,6 +13,7 @@ use crate::kernels::qmm::QmmVariant;
 use crate::kernels::qmm_coop::QmmCoopVariant;
 use crate::kernels::qmv::{self, QmvInput, QmvVariant};
 use crate::kernels::quant_decode;
+use crate::kernels::quantize_x;
 use crate::kernels::view::{apart, need};
 use crate::{Gpu, GpuBuffer, GpuError};
 
@@ -363,6 +364,11 @@ impl Gpu {
             {
                 return shape_err(format!("{v:?} cannot take m = {m}, k = {k}"));
             }
+            // Int8 x comes from quantize_x.wgsl, which does the input's norm or SwiGLU.
+            Plan::Qmv(v) if v.x_q8 => Plan::Qmv(QmvVariant {
+                add_to_y: fusion.add_to_y,
+                ..v
+            }),
             Plan::Qmv(v) => Plan::Qmv(QmvVariant {
                 input: fusion.input.kind(),
                 add_to_y: fusion.add_to_y,
@@ -410,6 +416,22 @@ impl Gpu {
         };
         let slabs = (splits > 1).then(|| self.scratch((splits as usize * m * n * 4) as u64));
         let target = slabs.as_ref().unwrap_or(y);
+        // Int8 x: quantized once, into the scratch buffer (which a split-K product would use
+        // instead), for every part to read.
+        let blocks = w.scheme.padded_cols(k) / marlin_quant::BLOCK;
+        let q8 = match plan {
+            Plan::Qmv(v) if v.x_q8 => {
+                let xq = self.scratch(m as u64 * blocks as u64 * quantize_x::BLOCK_BYTES);
+                self.bindable(OP, &[("x on int8 grids", &xq)])?;
+                self.record_quantize_x(encoder, x, (m, k, blocks), x_stride, fusion.input, &xq);
+                Some(xq)
+            }
+            _ => None,
+        };
+        let (x, norm) = match &q8 {
+            Some(xq) => (xq, None),
+            None => (x, norm),
+        };
         let consts = quant_decode::SchemeConsts::of(w.scheme);
         for part in &w.parts {
             let mut params = quant_decode::params(

@@ -38,6 +38,7 @@ pub mod qmv;
 #[cfg(test)]
 pub(crate) mod qtest;
 pub mod quant_decode;
+pub mod quantize_x;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("attention/rope_write.wgsl", attention::rope_write::SOURCE),
     ("softmax.wgsl (subgroup)", softmax::SOURCES.subgroup),
     ("softmax.wgsl (shared)", softmax::SOURCES.shared),
+    ("quantize_x.wgsl (subgroup)", quantize_x::SOURCES.subgroup),
+    ("quantize_x.wgsl (shared)", quantize_x::SOURCES.shared),
     ("split_sum.wgsl", split_sum::SOURCE),
     ("swiglu.wgsl", swiglu::SOURCE),
     ("attention/kv_write.wgsl", attention::kv_write::SOURCE),

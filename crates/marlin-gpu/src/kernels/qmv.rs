@@ -119,7 +119,8 @@ pub(crate) struct QmvVariant {
     pub add_to_y: bool,
     /// x as two int8 blocks (the CPU's default activations, `MatmulPrecision::Int8x2`),
     /// multiplied by the codes in integer dot products: INT4, INT4 affine and INT8 only
-    /// ([`QmvVariant::takes_q8`]).
+    /// ([`QmvVariant::takes_q8`]). x is then quantize_x.wgsl's output, made by a dispatch
+    /// before the product, which also did the input's norm or SwiGLU: `input` is `Plain`.
     pub x_q8: bool,
 }
 
@@ -201,17 +202,11 @@ impl QmvVariant {
         Some(super::grid(n.div_ceil(self.rows_per_workgroup()) as u64, 1))
     }
 
-    /// Chunks of x staged per step where codes are read 16 bytes at a time: as many as fit
-    /// [`STAGE_BYTES`] for MT rows of x (each chunk padded by one vec4), at most 256.
-    /// With int8 x a block takes 5 vec4s (half of that per 8-bit chunk); at least 2 chunks, so
-    /// that an 8-bit stage holds whole blocks.
+    /// Chunks of f32 x staged per step where codes are read 16 bytes at a time: as many as
+    /// fit [`STAGE_BYTES`] for MT rows of x (each chunk padded by one vec4), at most 256.
+    /// (Int8 x is not staged.)
     fn span(&self, scheme: SchemeConsts) -> u32 {
-        let chunk_bytes = match (self.x_q8, scheme.bits() == 4) {
-            (false, true) => 9 * 16,
-            (false, false) => 5 * 16,
-            (true, true) => 5 * 16,
-            (true, false) => 5 * 8,
-        };
+        let chunk_bytes = if scheme.bits() == 4 { 9 * 16 } else { 5 * 16 };
         static TUNED: OnceLock<Option<u32>> = OnceLock::new();
         let stage =
             super::tuned(&TUNED, "MARLIN_QMV_STAGE_KIB").map_or(self.stage_bytes, |k| k << 10);
@@ -247,6 +242,10 @@ impl QmvVariant {
     }
 
     pub fn source(&self, scheme: SchemeConsts) -> String {
+        debug_assert!(
+            !self.x_q8 || self.input == QmvInput::Plain,
+            "int8 x is quantized with its norm or SwiGLU done: {self:?}"
+        );
         let teams = self.teams();
         let consts = format!(
             "const MT: u32 = {}u;\nconst RPS: u32 = {}u;\nconst TEAMS: u32 = {teams}u;\n\

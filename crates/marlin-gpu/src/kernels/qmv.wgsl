@@ -30,10 +30,15 @@
 //#endif
 @group(1) @binding(1) var<storage, read> scales: array<u32>;
 @group(1) @binding(2) var<storage, read> biases: array<u32>;
+//#if X_Q8
+// x on its int8 grids (quantize_x.wgsl): 5 vec4s per block of 32 of each row.
+@group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
+//#else
 //#if X_VEC4
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 //#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+//#endif
 //#endif
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 // IN_NORM: the RMSNorm weight (k values); other variants bind x here again, unused.
@@ -48,6 +53,8 @@ const R: u32 = TEAMS * RPS;
 var<workgroup> partial: array<f32, T * MT>;
 //#endif
 
+//#if X_Q8
+//#else
 // x[mi, col0 + kk..col0 + kk + 4], zero past K and past the m rows of x (rows params.x_stride
 // apart: wider than K where x is a fused gate|up activation).
 fn load_x4(mi: u32, kk: u32, col0: u32) -> vec4<f32> {
@@ -161,6 +168,8 @@ fn staged_x4(mi: u32, kk: u32) -> vec4<f32> {
 }
 //#endif
 
+//#endif
+
 // This thread's partial sums for rows first..first + RPS of this part (rows past n repeat the
 // last row and are never stored), over units lane, lane + width, ... < units.
 //#if CODES_VEC4
@@ -194,128 +203,39 @@ fn chunk_codes(first: u32, c: u32) -> array<vec4<u32>, RPS> {
 }
 
 //#if X_Q8
-// x as the CPU's default activations (Int8x2): each block of 32 values on an int8 grid (scale
-// amax / 127), then what that missed on a second int8 grid of its own. A weight word's 4 or 8
-// codes then meet x in 4-wide integer dot products (dot4I8Packed: one instruction on GPUs with
-// integer dot products), without decoding a code to a float: at m = 1 the float decode (two
-// integer operations and a multiply-add per weight) held INT4 to half the copy bandwidth.
-//
-// Staged per block of 32, for SPAN chunks at a time by the whole workgroup (one thread per
-// block and row of x): [grid words 0..4, 4..8, residual words 0..4, 4..8, (d1, d2, S_lo,
-// S_hi)], 5 vec4s (odd, so the lanes of a 16-byte access phase, on consecutive blocks, hit
-// distinct banks). Word i holds the values 4i..4i + 4; S_lo and S_hi are the sums of the
-// dequantized values of each half (for the biases and INT4's offset).
-const SB: u32 = SPAN * CX / 32u;
+// x as the CPU's default activations (Int8x2), put on its grids once per product by
+// quantize_x.wgsl: each block of 32 values on an int8 grid, then what that missed on a second
+// one, 5 vec4s per block ([grid words 0..4, 4..8, residual words 0..4, 4..8, (d1, d2, S_lo,
+// S_hi)], word i holding the values 4i..4i + 4; S_lo and S_hi the sums of the dequantized values
+// of each half, for the biases and INT4's offset). A weight word's 4 or 8 codes meet x in 4-wide
+// integer dot products (dot4I8Packed: one instruction on GPUs with integer dot products),
+// without decoding a code to a float: at m = 1 the float decode (two integer operations and a
+// multiply-add per weight) holds INT4 to half the copy bandwidth. x is read straight from
+// global memory (blocks * 80 bytes a row, 10 KiB at K = 4096, which every workgroup reads, from
+// the cache): no staging, no barriers.
 const BV: u32 = 5u;
-var<workgroup> xq_stage: array<vec4<u32>, MT * SB * BV>;
 
-// Puts `v` (32 values) on the int8 grid of its block (scale amax / 127, to nearest even, as the
-// CPU) into `q`, 4 values per word, leaves in `v` what the grid missed, and returns the scale
-// and the sums of the grid values of each half. A rounded value plus 1.5 * 2^23 has its two's
-// complement byte as the low byte of its bits: no float-to-integer conversion (a quarter-rate
-// instruction). (Rounding by that addition itself, as the CPU's `round_small`, is undone by
-// compilers that reassociate (x + M) - M: lavapipe's did.)
-fn q8_block(v: ptr<function, array<vec4<f32>, 8>>, q: ptr<function, array<u32, 8>>) -> vec3<f32> {
-    const MAGIC: f32 = 12582912.0;
-    var amax = vec4<f32>(0.0);
-    for (var i = 0u; i < 8u; i++) {
-        amax = max(amax, abs((*v)[i]));
-    }
-    let d = max(max(amax.x, amax.y), max(amax.z, amax.w)) / 127.0;
-    let inv = select(0.0, 1.0 / d, d != 0.0);
-    var sums = vec2<f32>(0.0);
-    for (var i = 0u; i < 8u; i++) {
-        let c = round((*v)[i] * inv);
-        let b = bitcast<vec4<u32>>(c + vec4<f32>(MAGIC)) & vec4<u32>(0xffu);
-        (*q)[i] = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-        (*v)[i] -= d * c;
-        sums[i / 4u] += dot(c, vec4<f32>(1.0));
-    }
-    return vec3<f32>(d, sums);
-}
-
-// Stages the blocks of x[mi, c0 * CX..(c0 + SPAN) * CX] for every row of x (zero past m and K).
-fn stage_q8(li: u32, c0: u32) {
-    for (var v = li; v < MT * SB; v += T) {
-        let mi = v / SB;
-        let bl = v % SB;
-        let kk = (c0 * CX / 32u + bl) * 32u;
-        var xv: array<vec4<f32>, 8>;
-        for (var i = 0u; i < 8u; i++) {
-            xv[i] = vec4<f32>(0.0);
-            if (mi < params.m && kk + 4u * i < params.blocks * 32u) {
-                xv[i] = staged_x4(mi, kk + 4u * i);
-            }
-        }
-        var q1: array<u32, 8>;
-        var q2: array<u32, 8>;
-        let g1 = q8_block(&xv, &q1);
-        let g2 = q8_block(&xv, &q2);
-        let d1 = g1.x;
-        let d2 = g2.x;
-        let s_lo = d1 * g1.y + d2 * g2.y;
-        let s_hi = d1 * g1.z + d2 * g2.z;
-        let at = v * BV;
-        xq_stage[at] = vec4<u32>(q1[0], q1[1], q1[2], q1[3]);
-        xq_stage[at + 1u] = vec4<u32>(q1[4], q1[5], q1[6], q1[7]);
-        xq_stage[at + 2u] = vec4<u32>(q2[0], q2[1], q2[2], q2[3]);
-        xq_stage[at + 3u] = vec4<u32>(q2[4], q2[5], q2[6], q2[7]);
-        xq_stage[at + 4u] = bitcast<vec4<u32>>(vec4<f32>(d1, d2, s_lo, s_hi));
-    }
-}
-
-// Integer dot product of 16 codes (as signed bytes) with 16 staged values.
+// Integer dot product of 16 codes (as signed bytes) with 16 values of x.
 fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
     return dot4I8Packed(a.x, b.x) + dot4I8Packed(a.y, b.y) + dot4I8Packed(a.z, b.z)
         + dot4I8Packed(a.w, b.w);
 }
 
-// Chunks whose codes a lane loads before x is staged (PF * RPS vec4s of registers).
-const PF: u32 = max(1u, 8u / RPS);
-
-// Every thread of the workgroup calls this the same number of times (it has barriers); `live`
-// is false for a team past TEAMS, which then multiplies nothing.
 fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<array<f32, MT>, RPS> {
     var acc: array<array<f32, MT>, RPS>;
-    let row_chunks = params.blocks * WPB / 4u;
-    for (var c0 = 0u; c0 < row_chunks; c0 += SPAN) {
-        // The codes of this lane's first PF chunks of the step (at 32 lanes and 4-bit codes
-        // the whole step) are requested before x is staged: the staging's arithmetic then
-        // overlaps the weight stream instead of holding it up (on the H100, staging x this way
-        // without the prefetch cost INT4 at N = K = 8192 a third of its speed).
-        var pre: array<array<vec4<u32>, RPS>, PF>;
-        for (var i = 0u; i < PF; i++) {
-            pre[i] = chunk_codes(first, min(c0 + lane + i * width, row_chunks - 1u));
-        }
-        workgroupBarrier();
-        stage_q8(li, c0);
-        workgroupBarrier();
-        for (var i = 0u; i < PF; i++) {
-            let cl = lane + i * width;
-            if (cl >= SPAN || c0 + cl >= row_chunks || !live) {
-                break;
-            }
-            multiply_chunk(&acc, pre[i], first, c0 + cl, cl);
-        }
-        for (var cl = lane + PF * width; cl < SPAN; cl += width) {
-            let c = c0 + cl;
-            if (c >= row_chunks || !live) {
-                break;
-            }
-            multiply_chunk(&acc, chunk_codes(first, c), first, c, cl);
-        }
+    let row_chunks = select(0u, params.blocks * WPB / 4u, live);
+    for (var c = lane; c < row_chunks; c += width) {
+        multiply_chunk(&acc, chunk_codes(first, c), first, c);
     }
     return acc;
 }
 
-// Adds chunk c (cl in the stage) of rows first..first + RPS, whose codes are `words`, times the
-// staged x to acc.
+// Adds chunk c of rows first..first + RPS, whose codes are `words`, times x to acc.
 fn multiply_chunk(
     acc: ptr<function, array<array<f32, MT>, RPS>>,
     words: array<vec4<u32>, RPS>,
     first: u32,
     c: u32,
-    cl: u32,
 ) {
     // INT4's grid value is code - 8: the dot product with the codes is 8 sum(x) too large.
     let off = select(0.0, 8.0, FORMAT == FMT_INT4);
@@ -338,13 +258,13 @@ fn multiply_chunk(
         if (mi >= params.m) {
             break;
         }
-        let at = (mi * SB + cl * CX / 32u) * BV;
-        let xm = bitcast<vec4<f32>>(xq_stage[at + 4u]);
+        let at = (mi * params.blocks + c * CX / 32u) * BV;
+        let xm = bitcast<vec4<f32>>(xq[at + 4u]);
         let d1 = xm.x;
         let d2 = xm.y;
         if (BITS == 8u) {
-            let x1 = xq_stage[at + half];
-            let x2 = xq_stage[at + 2u + half];
+            let x1 = xq[at + half];
+            let x2 = xq[at + 2u + half];
             let s = select(xm.z, xm.w, half == 1u);
             for (var r = 0u; r < RPS; r++) {
                 let t = d1 * f32(dot16(lo[r], x1)) + d2 * f32(dot16(lo[r], x2));
@@ -354,10 +274,10 @@ fn multiply_chunk(
             }
             continue;
         }
-        let x1l = xq_stage[at];
-        let x1h = xq_stage[at + 1u];
-        let x2l = xq_stage[at + 2u];
-        let x2h = xq_stage[at + 3u];
+        let x1l = xq[at];
+        let x1h = xq[at + 1u];
+        let x2l = xq[at + 2u];
+        let x2h = xq[at + 3u];
         for (var r = 0u; r < RPS; r++) {
             if (SPLIT16) {
                 let tl = d1 * f32(dot16(lo[r], x1l)) + d2 * f32(dot16(lo[r], x2l));
@@ -515,31 +435,6 @@ fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<a
     }
     return acc;
 }
-//#endif
-
-// Scale and bias of block b's first (lo) and second (hi) 16 weights in rows first..first + RPS:
-// they differ only at group 16.
-struct BlockScales {
-    s_lo: array<f32, RPS>,
-    s_hi: array<f32, RPS>,
-    b_lo: array<f32, RPS>,
-    b_hi: array<f32, RPS>,
-}
-
-fn scales_of(first: u32, b: u32) -> BlockScales {
-    var s: BlockScales;
-    for (var r = 0u; r < RPS; r++) {
-        let row = min(first + r, params.n - 1u);
-        let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
-        s.s_lo[r] = scale_at(g);
-        s.b_lo[r] = bias_at(g);
-        if (SPLIT16) {
-            s.s_hi[r] = scale_at(g + 1u);
-            s.b_hi[r] = bias_at(g + 1u);
-        }
-    }
-    return s;
-}
 
 // Adds unit q of block b of rows first..first + RPS (their grid values `vals`, scales `sb`)
 // times x to acc.
@@ -582,6 +477,31 @@ fn add_unit(
             }
         }
     }
+}
+//#endif
+
+// Scale and bias of block b's first (lo) and second (hi) 16 weights in rows first..first + RPS:
+// they differ only at group 16.
+struct BlockScales {
+    s_lo: array<f32, RPS>,
+    s_hi: array<f32, RPS>,
+    b_lo: array<f32, RPS>,
+    b_hi: array<f32, RPS>,
+}
+
+fn scales_of(first: u32, b: u32) -> BlockScales {
+    var s: BlockScales;
+    for (var r = 0u; r < RPS; r++) {
+        let row = min(first + r, params.n - 1u);
+        let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
+        s.s_lo[r] = scale_at(g);
+        s.b_lo[r] = bias_at(g);
+        if (SPLIT16) {
+            s.s_hi[r] = scale_at(g + 1u);
+            s.b_hi[r] = bias_at(g + 1u);
+        }
+    }
+    return s;
 }
 
 fn store(row: u32, mi: u32, v: f32) {

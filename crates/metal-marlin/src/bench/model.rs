@@ -96,15 +96,18 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
     let record = Record {
         device,
         model: args.model.describe(),
-        // On the GPU decode is f32 whatever --activations says; prefill runs on f16
-        // cooperative matrices unless it says f32 (marlin_gpu::MatmulPrecision).
+        // On the GPU, unless --activations says f32, decode's integer formats take x as
+        // int8x2 and prefill runs on f16 cooperative matrices (marlin_gpu::MatmulPrecision).
         activations: match model.gpu() {
             Some(gpu)
-                if gpu.capabilities().coop.is_some()
-                    && args.model.precision().gpu_matmul()
-                        == marlin_gpu::MatmulPrecision::Mixed =>
+                if args.model.precision().gpu_matmul() != marlin_gpu::MatmulPrecision::F32 =>
             {
-                "f32 decode, f16 prefill".into()
+                let prefill = if gpu.capabilities().coop.is_some() {
+                    "f16"
+                } else {
+                    "f32"
+                };
+                format!("int8x2 decode (integer formats), {prefill} prefill")
             }
             Some(_) => "f32".into(),
             None => format!("{:?}", args.model.activations).to_lowercase(),
