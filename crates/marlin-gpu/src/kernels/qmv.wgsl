@@ -205,14 +205,15 @@ fn chunk_codes(first: u32, c: u32) -> array<vec4<u32>, RPS> {
 //#if X_Q8
 // x as the CPU's default activations (Int8x2), put on its grids once per product by
 // quantize_x.wgsl: each block of 32 values on an int8 grid, then what that missed on a second
-// one, 5 vec4s per block ([grid words 0..4, 4..8, residual words 0..4, 4..8, (d1, d2, S_lo,
-// S_hi)], word i holding the values 4i..4i + 4; S_lo and S_hi the sums of the dequantized values
-// of each half, for the biases and INT4's offset). A weight word's 4 or 8 codes meet x in 4-wide
+// one, in 5 planes of a vec4 per block (grid words 0..4, 4..8, residual words 0..4, 4..8, (d1,
+// d2, S_lo, S_hi)), word i holding the values 4i..4i + 4; S_lo and S_hi the sums of the
+// dequantized values of each half, for the biases and INT4's offset. A weight word's 4 or 8 codes meet x in 4-wide
 // integer dot products (dot4I8Packed: one instruction on GPUs with integer dot products),
 // without decoding a code to a float: at m = 1 the float decode (two integer operations and a
 // multiply-add per weight) holds INT4 to half the copy bandwidth. x is read straight from
 // global memory (blocks * 80 bytes a row, 10 KiB at K = 4096, which every workgroup reads, from
-// the cache): no staging, no barriers.
+// the cache; lanes on consecutive blocks read consecutive vec4s of a plane): no staging, no
+// barriers.
 const BV: u32 = 5u;
 
 // Integer dot product of 16 codes (as signed bytes) with 16 values of x.
@@ -258,13 +259,15 @@ fn multiply_chunk(
         if (mi >= params.m) {
             break;
         }
-        let at = (mi * params.blocks + c * CX / 32u) * BV;
-        let xm = bitcast<vec4<f32>>(xq[at + 4u]);
+        // Plane p of this block is xq[at + p * blocks].
+        let at = mi * BV * params.blocks + c * CX / 32u;
+        let pb = params.blocks;
+        let xm = bitcast<vec4<f32>>(xq[at + 4u * pb]);
         let d1 = xm.x;
         let d2 = xm.y;
         if (BITS == 8u) {
-            let x1 = xq[at + half];
-            let x2 = xq[at + 2u + half];
+            let x1 = xq[at + half * pb];
+            let x2 = xq[at + (2u + half) * pb];
             let s = select(xm.z, xm.w, half == 1u);
             for (var r = 0u; r < RPS; r++) {
                 let t = d1 * f32(dot16(lo[r], x1)) + d2 * f32(dot16(lo[r], x2));
@@ -275,9 +278,9 @@ fn multiply_chunk(
             continue;
         }
         let x1l = xq[at];
-        let x1h = xq[at + 1u];
-        let x2l = xq[at + 2u];
-        let x2h = xq[at + 3u];
+        let x1h = xq[at + pb];
+        let x2l = xq[at + 2u * pb];
+        let x2h = xq[at + 3u * pb];
         for (var r = 0u; r < RPS; r++) {
             if (SPLIT16) {
                 let tl = d1 * f32(dot16(lo[r], x1l)) + d2 * f32(dot16(lo[r], x2l));

@@ -7,12 +7,15 @@
 //
 // What is quantized: x as given, or its RMSNorm (times the norm's weight, the CPU's order
 // x * inv * w), or silu(gate) * up of a fused gate|up row (gate the first K values, up the next
-// K; the CPU's order u * (g / (1 + exp(-g)))). One workgroup per row of x, one thread per block.
+// K; the CPU's order u * (g / (1 + exp(-g)))). One workgroup per row of x; 8 threads per block,
+// a vec4 each, so that loads are coalesced and a block's steps run side by side.
 //
-// Out, per row and block of 32 (values past K are zero): 5 vec4<u32>,
-// [grid words 0..4, 4..8, residual words 0..4, 4..8, (d1, d2, S_lo, S_hi)]: word i holds the
-// values 4i..4i + 4 as signed bytes; d1 and d2 are the grids' scales, S_lo and S_hi the sums of
-// the dequantized values of each half block (for the products' biases and INT4's offset).
+// Out, per row: 5 planes of `blocks` vec4<u32> each (values past K are zero): grid words 0..4,
+// grid words 4..8, residual words 0..4, residual words 4..8, (d1, d2, S_lo, S_hi). Word i holds
+// the values 4i..4i + 4 as signed bytes; d1 and d2 are the grids' scales, S_lo and S_hi the
+// sums of the dequantized values of each half block (for the products' biases and INT4's
+// offset). In planes, the threads of a product that take consecutive blocks read consecutive
+// vec4s (a block's 80 bytes side by side would spread each of their loads over 20 cache lines).
 // Comes after reduce_subgroup.wgsl or reduce_shared.wgsl (group_sum, Lane, GROUP_SIZE).
 
 struct Params {
@@ -37,9 +40,15 @@ const MODE_SWIGLU: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> xq: array<vec4<u32>>;
+// The planes as words: vec4 v of plane p of row r is words ((r * 5 + p) * blocks + v) * 4...
+@group(0) @binding(2) var<storage, read_write> xq: array<u32>;
 // The norm's weight (k values) in MODE_NORM; x again otherwise, unread.
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
+
+// Blocks a workgroup takes at once.
+const BPW: u32 = GROUP_SIZE / 8u;
+// Each thread's value for the block-wide maxima and sums.
+var<workgroup> part: array<f32, GROUP_SIZE>;
 
 @compute @workgroup_size(GROUP_SIZE)
 fn main(
@@ -48,7 +57,7 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let row = wg.x + wg.y * groups.x;
-    // Spare workgroups of a 2D grid take part in the reduction's barriers but touch nothing.
+    // Spare workgroups of a 2D grid take part in the barriers but touch nothing.
     let live = row < params.m;
     let src = row * params.x_stride;
     var inv = 1.0;
@@ -61,26 +70,73 @@ fn main(
         let total = group_sum(sum_sq, lane);
         inv = 1.0 / sqrt(total / f32(params.k) + params.eps);
     }
-    for (var b = lane.index; live && b < params.blocks; b += GROUP_SIZE) {
-        var v: array<vec4<f32>, 8>;
-        for (var i = 0u; i < 8u; i++) {
+    let t = lane.index;
+    // This thread's word of its block: values 4i..4i + 4.
+    let i = t % 8u;
+    for (var b0 = 0u; b0 < params.blocks; b0 += BPW) {
+        let b = b0 + t / 8u;
+        let mine = live && b < params.blocks;
+        var v = vec4<f32>(0.0);
+        if (mine) {
             for (var e = 0u; e < 4u; e++) {
-                v[i][e] = value(src, b * 32u + 4u * i + e, inv);
+                v[e] = value(src, b * 32u + 4u * i + e, inv);
             }
         }
-        var q1: array<u32, 8>;
-        var q2: array<u32, 8>;
-        let g1 = q8_block(&v, &q1);
-        let g2 = q8_block(&v, &q2);
-        let d1 = g1.x;
-        let d2 = g2.x;
-        let at = (row * params.blocks + b) * 5u;
-        xq[at] = vec4<u32>(q1[0], q1[1], q1[2], q1[3]);
-        xq[at + 1u] = vec4<u32>(q1[4], q1[5], q1[6], q1[7]);
-        xq[at + 2u] = vec4<u32>(q2[0], q2[1], q2[2], q2[3]);
-        xq[at + 3u] = vec4<u32>(q2[4], q2[5], q2[6], q2[7]);
-        xq[at + 4u] = bitcast<vec4<u32>>(vec4<f32>(d1, d2, d1 * g1.y + d2 * g2.y, d1 * g1.z + d2 * g2.z));
+        // The block on its grid (scale amax / 127, to nearest even, as the CPU), then what that
+        // missed on a second one. A rounded value plus 1.5 * 2^23 has its two's complement byte
+        // as the low byte of its bits: no float-to-integer conversion. (Rounding by that
+        // addition itself, as the CPU's `round_small`, is undone by compilers that reassociate
+        // (x + M) - M: lavapipe's did.)
+        const MAGIC: f32 = 12582912.0;
+        let d1 = block_max(max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w))), t) / 127.0;
+        let c1 = round(v * select(0.0, 1.0 / d1, d1 != 0.0));
+        let r = v - d1 * c1;
+        let d2 = block_max(max(max(abs(r.x), abs(r.y)), max(abs(r.z), abs(r.w))), t) / 127.0;
+        let c2 = round(r * select(0.0, 1.0 / d2, d2 != 0.0));
+        // The sums of each half block's dequantized values: threads 0..4 of a block hold the
+        // first half, 4..8 the second.
+        part[t] = d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0));
+        workgroupBarrier();
+        if (mine) {
+            let plane = (row * 5u) * params.blocks + b;
+            let w1 = bytes4(bitcast<vec4<u32>>(c1 + vec4<f32>(MAGIC)));
+            let w2 = bytes4(bitcast<vec4<u32>>(c2 + vec4<f32>(MAGIC)));
+            xq[(plane + (i / 4u) * params.blocks) * 4u + i % 4u] = w1;
+            xq[(plane + (2u + i / 4u) * params.blocks) * 4u + i % 4u] = w2;
+            if (i == 0u) {
+                let base = t - i;
+                let s_lo = part[base] + part[base + 1u] + part[base + 2u] + part[base + 3u];
+                let s_hi = part[base + 4u] + part[base + 5u] + part[base + 6u] + part[base + 7u];
+                let ms = (plane + 4u * params.blocks) * 4u;
+                xq[ms] = bitcast<u32>(d1);
+                xq[ms + 1u] = bitcast<u32>(d2);
+                xq[ms + 2u] = bitcast<u32>(s_lo);
+                xq[ms + 3u] = bitcast<u32>(s_hi);
+            }
+        }
+        // All have read `part` before the next blocks write it.
+        workgroupBarrier();
     }
+}
+
+// The low bytes of four words, packed into one.
+fn bytes4(b: vec4<u32>) -> u32 {
+    let l = b & vec4<u32>(0xffu);
+    return l.x | (l.y << 8u) | (l.z << 16u) | (l.w << 24u);
+}
+
+// The largest `a` over the 8 threads of thread t's block, in each of them. Call from uniform
+// control flow: it has barriers.
+fn block_max(a: f32, t: u32) -> f32 {
+    part[t] = a;
+    workgroupBarrier();
+    let base = t - t % 8u;
+    var m = part[base];
+    for (var j = 1u; j < 8u; j++) {
+        m = max(m, part[base + j]);
+    }
+    workgroupBarrier();
+    return m;
 }
 
 // Value j of the row at src as the product multiplies it (zero past K).
@@ -101,29 +157,4 @@ fn value(src: u32, j: u32, inv: f32) -> f32 {
             return v;
         }
     }
-}
-
-// Puts `v` (32 values) on the int8 grid of its block (scale amax / 127, to nearest even, as the
-// CPU) into `q`, 4 values per word, leaves in `v` what the grid missed, and returns the scale
-// and the sums of the grid values of each half. A rounded value plus 1.5 * 2^23 has its two's
-// complement byte as the low byte of its bits: no float-to-integer conversion. (Rounding by
-// that addition itself, as the CPU's `round_small`, is undone by compilers that reassociate
-// (x + M) - M: lavapipe's did.)
-fn q8_block(v: ptr<function, array<vec4<f32>, 8>>, q: ptr<function, array<u32, 8>>) -> vec3<f32> {
-    const MAGIC: f32 = 12582912.0;
-    var amax = vec4<f32>(0.0);
-    for (var i = 0u; i < 8u; i++) {
-        amax = max(amax, abs((*v)[i]));
-    }
-    let d = max(max(amax.x, amax.y), max(amax.z, amax.w)) / 127.0;
-    let inv = select(0.0, 1.0 / d, d != 0.0);
-    var sums = vec2<f32>(0.0);
-    for (var i = 0u; i < 8u; i++) {
-        let c = round((*v)[i] * inv);
-        let b = bitcast<vec4<u32>>(c + vec4<f32>(MAGIC)) & vec4<u32>(0xffu);
-        (*q)[i] = b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-        (*v)[i] -= d * c;
-        sums[i / 4u] += dot(c, vec4<f32>(1.0));
-    }
-    return vec3<f32>(d, sums);
 }
