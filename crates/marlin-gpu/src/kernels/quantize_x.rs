@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Variants, grid, with_reductions};
+use super::{Variants, with_reductions};
 use crate::qmatmul::FusedInput;
 use crate::{Gpu, GpuBuffer};
 
@@ -11,6 +11,10 @@ pub const SOURCES: Variants = with_reductions!("quantize_x.wgsl");
 
 /// Bytes of one block of 32 values of x on its grids: 5 vec4s of words.
 pub const BLOCK_BYTES: u64 = 80;
+
+/// Blocks a workgroup quantizes (quantize_x.wgsl `BPW`: 8 threads each, of the row kernels'
+/// 256).
+const BLOCKS_PER_WORKGROUP: usize = 32;
 
 /// Mirrors `Params` in quantize_x.wgsl.
 #[repr(C)]
@@ -55,13 +59,8 @@ impl Gpu {
             _pad: [0; 2],
         };
         let pipe = self.row_pipeline("quantize_x", &SOURCES);
-        // One workgroup per row.
-        self.dispatch(
-            encoder,
-            &pipe,
-            &params,
-            &[x, out, weight],
-            grid(m as u64, 1),
-        );
+        // A workgroup per BLOCKS_PER_WORKGROUP blocks of a row (m is at most qmv's MAX_M).
+        let groups = [blocks.div_ceil(BLOCKS_PER_WORKGROUP) as u32, m as u32, 1];
+        self.dispatch(encoder, &pipe, &params, &[x, out, weight], groups);
     }
 }
