@@ -222,11 +222,27 @@ fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
         + dot4I8Packed(a.w, b.w);
 }
 
+// Chunks whose codes a lane requests together (PF * RPS vec4s of registers), before it
+// multiplies any of them: a small product (4096 x 4096) is over in a few rounds of loads, so the
+// loads of a round must be in flight together.
+const PF: u32 = max(1u, 8u / RPS);
+
 fn accumulate(li: u32, first: u32, lane: u32, width: u32, live: bool) -> array<array<f32, MT>, RPS> {
     var acc: array<array<f32, MT>, RPS>;
     let row_chunks = select(0u, params.blocks * WPB / 4u, live);
-    for (var c = lane; c < row_chunks; c += width) {
-        multiply_chunk(&acc, chunk_codes(first, c), first, c);
+    for (var c0 = lane; c0 < row_chunks; c0 += PF * width) {
+        // Past the row the last chunk is read again (from the cache) and not multiplied.
+        var pre: array<array<vec4<u32>, RPS>, PF>;
+        for (var i = 0u; i < PF; i++) {
+            pre[i] = chunk_codes(first, min(c0 + i * width, row_chunks - 1u));
+        }
+        for (var i = 0u; i < PF; i++) {
+            let c = c0 + i * width;
+            if (c >= row_chunks) {
+                break;
+            }
+            multiply_chunk(&acc, pre[i], first, c);
+        }
     }
     return acc;
 }
