@@ -78,16 +78,18 @@ pub enum MatmulPrecision {
     /// Where the device has cooperative matrices, products of more than 8 rows of x
     /// (prefill; `MARLIN_QMV_MAX_M` lowers it) run on them, K split where the tiles alone
     /// would leave the device idle, with x and W rounded to f16 and f32 accumulation, as
-    /// llama.cpp and cuBLAS do; elsewhere f32. Decode (m <= 8) is f32 either way.
+    /// llama.cpp and cuBLAS do; elsewhere f32. Decode (m <= 8) takes x as int8x2 (below) where
+    /// that measured faster ([`QmvVariant::prefers_q8`]: INT4 and INT4 affine products of more
+    /// than 2^24 weights), f32 elsewhere.
     #[default]
     Mixed,
-    /// [`MatmulPrecision::Mixed`], and decode (m <= 8) of the integer formats (INT4, INT4
-    /// affine, INT8) with x as the CPU's default activations, `Activations::Int8x2`: each
-    /// block of 32 on an int8 grid plus an int8 residual (about 14 bits), multiplied by the
-    /// codes in integer dot products, as llama.cpp does with its int8 activations. Other
-    /// formats decode in f32. Not the default: each workgroup quantizes all of x itself, which
-    /// on the H100 costs more than the integer products save at a model's shapes
-    /// (docs/benchmarks.md, session 7).
+    /// [`MatmulPrecision::Mixed`], and decode (m <= 8) of every product of the integer formats
+    /// (INT4, INT4 affine, INT8) with x as the CPU's default activations,
+    /// `Activations::Int8x2`: each block of 32 on an int8 grid plus an int8 residual (about 14
+    /// bits), multiplied by the codes in integer dot products, as llama.cpp does with its int8
+    /// activations. x is quantized once per product, by a dispatch of its own (quantize_x.wgsl).
+    /// Other formats decode in f32. For tests and benchmarks: on the H100 that dispatch costs
+    /// more than the integer products save for small matrices and for INT8 (docs/gpu.md).
     Int8x2,
 }
 
@@ -290,7 +292,11 @@ impl Gpu {
         };
         match coop {
             _ if m <= qmv_max => Plan::Qmv(QmvVariant {
-                x_q8: precision == MatmulPrecision::Int8x2 && QmvVariant::takes_q8(w.scheme),
+                x_q8: match precision {
+                    MatmulPrecision::Int8x2 => QmvVariant::takes_q8(w.scheme),
+                    MatmulPrecision::Mixed => QmvVariant::prefers_q8(w.scheme, n, k),
+                    MatmulPrecision::F32 => false,
+                },
                 ..QmvVariant::new(&caps, w.scheme, (m, n, k))
             }),
             Some(v) => Plan::QmmCoop(v.split_for(

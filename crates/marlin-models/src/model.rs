@@ -31,10 +31,9 @@ impl From<Gpu> for Hardware {
 }
 
 /// The precision of activations inside the quantized matmuls. On the GPU, F32 keeps every
-/// product in f32; the others run decode's products of the integer formats (INT4, INT4 affine,
-/// INT8) on x quantized as int8x2 (the GPU has no int8-only path) and let prefill run on
-/// cooperative matrices in f16 with f32 sums where the device has them
-/// (`MatmulPrecision::Int8x2`).
+/// product in f32; the others let prefill run on cooperative matrices in f16 with f32 sums where
+/// the device has them, and decode's large 4-bit integer products take x as int8x2 (the GPU has
+/// no int8-only path), f32 elsewhere (`MatmulPrecision::Mixed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// f32: matches transformers; slowest.
@@ -61,7 +60,7 @@ impl Precision {
     pub fn gpu_matmul(self) -> marlin_gpu::MatmulPrecision {
         match self {
             Precision::F32 => marlin_gpu::MatmulPrecision::F32,
-            Precision::Int8x2 | Precision::Int8 => marlin_gpu::MatmulPrecision::Int8x2,
+            Precision::Int8x2 | Precision::Int8 => marlin_gpu::MatmulPrecision::Mixed,
         }
     }
 }

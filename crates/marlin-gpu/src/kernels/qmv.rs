@@ -14,7 +14,7 @@ pub const SOURCE: &str = include_str!("qmv.wgsl");
 pub const MAX_M: usize = 8;
 
 /// The most rows of x qmv takes under `MatmulPrecision::Mixed` on a device with cooperative
-/// matrices, where qmm_coop with K split takes the rest. All of them: decode stays f32 (f16
+/// matrices, where qmm_coop with K split takes the rest. All of them: decode stays on qmv (f16
 /// inputs lose the relative precision of tiny activations, which the conformance suite's
 /// special values catch), though on the H100 (N = K = 8192, INT4) qmv costs 28 / 41 / 96 / 267
 /// µs at m = 1 / 2 / 4 / 8 and the split qmm_coop 84 / 86 / 88 µs at m = 2 / 4 / 8.
@@ -181,6 +181,18 @@ impl QmvVariant {
             scheme.format(),
             Format::Int4 | Format::Int4Affine | Format::Int8
         )
+    }
+
+    /// Whether x is better taken as int8 blocks for a product of `n` x `k` weights in `scheme`
+    /// ([`crate::MatmulPrecision::Mixed`]): for 4-bit integer codes, in matrices large enough
+    /// that the faster products pay for quantize_x's dispatch. On the H100 (INT4 g128, m = 1,
+    /// quantize_x included): 6144 x 4096 12.2 µs against 14.1 in f32, 28672 x 4096 32.5
+    /// against 36.1, 4096 x 14336 22.6 against 26.3, but 4096 x 4096 11.1 against 10.3, and
+    /// SmolLM2 (all products under 2^21 weights) decoded at 374 tokens/s against 436; INT8
+    /// 8192 x 8192 35.5 µs against 32.7, a Llama-3.1-8B INT8 decode 164 against 183 tokens/s.
+    pub fn prefers_q8(scheme: Scheme, n: usize, k: usize) -> bool {
+        const MIN_WEIGHTS: usize = 1 << 24;
+        Self::takes_q8(scheme) && scheme.format().bits() == 4 && n.saturating_mul(k) > MIN_WEIGHTS
     }
 
     /// Teams per workgroup.

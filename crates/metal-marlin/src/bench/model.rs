@@ -96,8 +96,8 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
     let record = Record {
         device,
         model: args.model.describe(),
-        // On the GPU, unless --activations says f32, decode's integer formats take x as
-        // int8x2 and prefill runs on f16 cooperative matrices (marlin_gpu::MatmulPrecision).
+        // On the GPU, unless --activations says f32, prefill runs on f16 cooperative matrices
+        // and decode's large 4-bit integer products take x as int8x2 (MatmulPrecision::Mixed).
         activations: match model.gpu() {
             Some(gpu)
                 if args.model.precision().gpu_matmul() != marlin_gpu::MatmulPrecision::F32 =>
@@ -107,7 +107,7 @@ pub fn run(args: &ModelBenchArgs) -> anyhow::Result<()> {
                 } else {
                     "f32"
                 };
-                format!("int8x2 decode (integer formats), {prefill} prefill")
+                format!("{prefill} prefill, f32 or int8x2 decode")
             }
             Some(_) => "f32".into(),
             None => format!("{:?}", args.model.activations).to_lowercase(),

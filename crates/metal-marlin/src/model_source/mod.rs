@@ -25,7 +25,8 @@ pub struct ModelArgs {
     pub model: Option<PathBuf>,
     /// Precision of activations inside the quantized matmuls. On the GPU: f32 keeps every product
     /// in f32; the others let prefill run on cooperative matrices in f16 with f32 sums where the
-    /// device has them (decode stays f32).
+    /// device has them, and decode take x as int8x2 in large 4-bit integer products (f32 in the
+    /// rest).
     #[arg(long, value_enum, default_value_t = ActivationsArg::Int8x2)]
     pub activations: ActivationsArg,
     #[command(flatten)]
