@@ -188,8 +188,9 @@ impl QmvVariant {
     /// that the faster products pay for quantize_x's dispatch. On the H100 (INT4 g128, m = 1,
     /// quantize_x included): 6144 x 4096 12.2 µs against 14.1 in f32, 28672 x 4096 32.5
     /// against 36.1, 4096 x 14336 22.6 against 26.3, but 4096 x 4096 11.1 against 10.3, and
-    /// SmolLM2 (all products under 2^21 weights) decoded at 374 tokens/s against 436; INT8
-    /// 8192 x 8192 35.5 µs against 32.7, a Llama-3.1-8B INT8 decode 164 against 183 tokens/s.
+    /// SmolLM2 (its layers' products all under 2^21 weights) decoded at 374 tokens/s against
+    /// 436; INT8 8192 x 8192 35.5 µs against 32.7, a Llama-3.1-8B INT8 decode 164 against 183
+    /// tokens/s.
     pub fn prefers_q8(scheme: Scheme, n: usize, k: usize) -> bool {
         const MIN_WEIGHTS: usize = 1 << 24;
         Self::takes_q8(scheme) && scheme.format().bits() == 4 && n.saturating_mul(k) > MIN_WEIGHTS
@@ -342,6 +343,30 @@ mod tests {
                     Plan::Auto(crate::MatmulPrecision::F32),
                 );
             }
+        }
+    }
+
+    /// `Mixed` takes int8x2 x for the large 4-bit integer products of a Llama-3.1-8B decode
+    /// and f32 x for the rest (the measurements at `QmvVariant::prefers_q8`).
+    #[test]
+    fn mixed_takes_int8_x_where_it_measured_faster() {
+        let scheme = |f| Scheme::new(f, Group::Size(128)).unwrap();
+        let (int4, affine) = (scheme(Format::Int4), scheme(Format::Int4Affine));
+        for (n, k) in [(6144, 4096), (28672, 4096), (4096, 14336), (128256, 4096)] {
+            assert!(QmvVariant::prefers_q8(int4, n, k), "{n} x {k}");
+            assert!(QmvVariant::prefers_q8(affine, n, k), "{n} x {k}");
+        }
+        for (n, k) in [(4096, 4096), (960, 576), (3072, 576)] {
+            assert!(!QmvVariant::prefers_q8(int4, n, k), "{n} x {k}");
+        }
+        for f in [
+            Format::Int8,
+            Format::Fp4,
+            Format::Fp8,
+            Format::Int3,
+            Format::Int2,
+        ] {
+            assert!(!QmvVariant::prefers_q8(scheme(f), 28672, 4096), "{f:?}");
         }
     }
 
