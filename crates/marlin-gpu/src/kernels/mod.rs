@@ -23,6 +23,7 @@ pub mod embedding;
 pub mod matmul_dense;
 pub mod rms_norm;
 pub mod rope;
+pub mod sample;
 pub mod softmax;
 pub mod split_sum;
 pub mod swiglu;
@@ -69,6 +70,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("rms_norm.wgsl (shared)", rms_norm::SOURCES.shared),
     ("rope.wgsl", rope::SOURCE),
     ("attention/rope_write.wgsl", attention::rope_write::SOURCE),
+    ("sample.wgsl (subgroup)", sample::SOURCES.subgroup),
+    ("sample.wgsl (shared)", sample::SOURCES.shared),
     ("softmax.wgsl (subgroup)", softmax::SOURCES.subgroup),
     ("softmax.wgsl (shared)", softmax::SOURCES.shared),
     ("quantize_x.wgsl (subgroup)", quantize_x::SOURCES.subgroup),
