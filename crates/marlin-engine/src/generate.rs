@@ -124,13 +124,17 @@ fn generate_here(
     }
     let mut sampler = Sampler::new(params.sampling.clone());
     let mut history = prompt.to_vec();
-    // Greedy decoding takes the argmax where the model runs (a GPU then reads back a token id,
-    // not the logits); everything else samples on the host.
+    // Greedy decoding takes the argmax where the model runs, and a GPU draws sampled tokens
+    // itself (it then reads back a token id, not the logits); penalties, and sampling on the
+    // CPU, take the logits to the host's sampler.
     let greedy = params.sampling.is_greedy();
-    let step = |tokens: &[u32], cache: &mut KvCache| -> Result<Next, ModelError> {
+    let on_gpu = model.gpu().is_some();
+    let step = |tokens: &[u32], cache: &mut KvCache, sampler: &mut Sampler| {
         let batch = [SeqTokens { seq, tokens }];
-        Ok(if greedy {
+        Ok::<_, ModelError>(if greedy {
             Next::Token(model.forward_greedy(&batch, cache)?[0])
+        } else if let Some(choice) = on_gpu.then(|| sampler.device_choice()).flatten() {
+            Next::Token(model.forward_sample(&batch, cache, &[choice])?[0])
         } else {
             Next::Logits(model.forward(&batch, cache)?)
         })
@@ -138,7 +142,7 @@ fn generate_here(
     let start = Instant::now();
     let mut next = Next::Logits(Vec::new());
     for chunk in prompt[cached..].chunks(params.prefill_chunk.max(1)) {
-        next = step(chunk, cache)?;
+        next = step(chunk, cache, &mut sampler)?;
     }
     let prefill_time = start.elapsed();
     let decode_start = Instant::now();
@@ -162,7 +166,7 @@ fn generate_here(
         if out.len() == params.max_tokens {
             break;
         }
-        next = step(&[token], cache)?;
+        next = step(&[token], cache, &mut sampler)?;
     }
     Ok(Generated {
         token_ids: out,

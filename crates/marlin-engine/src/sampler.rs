@@ -30,10 +30,21 @@ impl SamplingParams {
     /// Whether the choice is the plain argmax of the logits (greedy, no penalties): what
     /// [`marlin_models::Model::forward_greedy`] computes on the model's device.
     pub fn is_greedy(&self) -> bool {
-        self.temperature <= 0.0
-            && self.repetition_penalty == 1.0
-            && self.presence_penalty == 0.0
-            && self.frequency_penalty == 0.0
+        self.temperature <= 0.0 && !self.penalizes()
+    }
+
+    /// Whether the choice is a draw from the logits as they are (temperature above 0, no
+    /// penalties): what [`marlin_models::Model::forward_sample`] draws on the model's device.
+    pub fn draws_without_history(&self) -> bool {
+        self.temperature > 0.0 && !self.penalizes()
+    }
+
+    /// Whether the tokens so far change the logits (a repetition, presence or frequency
+    /// penalty).
+    fn penalizes(&self) -> bool {
+        self.repetition_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
     }
 }
 
@@ -68,6 +79,22 @@ impl Sampler {
 
     pub fn params(&self) -> &SamplingParams {
         &self.params
+    }
+
+    /// The choice for a device that draws the token itself
+    /// ([`marlin_models::Model::forward_sample`]), taking this step's random draw, where the
+    /// choice needs no history: temperature above 0 and no penalties. None otherwise (greedy,
+    /// or penalties: [`Sampler::sample`] on the host).
+    pub fn device_choice(&mut self) -> Option<marlin_models::device::SampleChoice> {
+        let p = &self.params;
+        p.draws_without_history()
+            .then(|| marlin_models::device::SampleChoice {
+                temperature: p.temperature,
+                top_k: p.top_k,
+                top_p: p.top_p.clamp(f32::MIN_POSITIVE, 1.0),
+                min_p: p.min_p.clamp(0.0, 1.0),
+                u: self.rng.random::<f32>(),
+            })
     }
 
     /// The next token given the logits (vocab) and the tokens so far (prompt and output).
@@ -121,7 +148,7 @@ impl Sampler {
 
     fn penalize(&self, logits: &mut [f32], history: &[u32]) {
         let p = &self.params;
-        if p.repetition_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 {
+        if !p.penalizes() {
             return;
         }
         let mut counts = std::collections::HashMap::<u32, u32>::new();

@@ -8,6 +8,7 @@ use marlin_engine::generate::{FinishReason, GenerateParams};
 use marlin_engine::sampler::SamplingParams;
 use marlin_engine::scheduler::{Event, Request, Scheduler, SchedulerConfig, SubmitError};
 use marlin_engine::{Engine, TextParams};
+use marlin_models::Precision;
 
 fn engine() -> Arc<Engine> {
     Arc::new(Engine::load(marlin_testkit::smollm2_gguf()).unwrap())
@@ -50,7 +51,23 @@ const PROMPTS: [&str; 5] = [
 
 #[test]
 fn a_batch_gives_each_request_its_tokens_alone() {
-    let engine = engine();
+    batch_equals_alone(engine());
+}
+
+/// The same on the GPU, which draws the sampled tokens itself (a pass's tokens come back, not
+/// its logits).
+#[test]
+fn on_the_gpu_a_batch_gives_each_request_its_tokens_alone() {
+    let Some(gpu) = marlin_gpu::test_gpu() else {
+        return;
+    };
+    let path = marlin_testkit::smollm2_gguf();
+    batch_equals_alone(Arc::new(
+        Engine::load_on(&path, gpu, Precision::default()).unwrap(),
+    ));
+}
+
+fn batch_equals_alone(engine: Arc<Engine>) {
     let config = SchedulerConfig {
         prefill_chunk: 4,
         ..Default::default()

@@ -103,4 +103,17 @@ fn the_gpu_gives_the_greedy_tokens_of_the_cpu() {
     check_capital(&on_gpu);
     let cpu = Engine::load_on(&path, CpuBackend::detect(), Precision::F32).unwrap();
     same_greedy_tokens(&on_gpu, &cpu, "GPU");
+    // Sampling draws on the GPU (the draw comes back, not the logits): a seed gives the same
+    // tokens every time, and top-k 1 at any temperature is greedy.
+    let prompt = on_gpu.encode("The capital of France is").unwrap();
+    let sampled = |temperature, top_k, seed| {
+        let mut params = greedy(8);
+        params.generate.sampling.temperature = temperature;
+        params.generate.sampling.top_k = top_k;
+        params.generate.sampling.top_p = 0.9;
+        params.generate.sampling.seed = Some(seed);
+        on_gpu.generate(&prompt, &params, |_| {}).unwrap().token_ids
+    };
+    assert_eq!(sampled(0.9, 40, 7), sampled(0.9, 40, 7));
+    assert_eq!(sampled(1.5, 1, 3)[..5], [7042, 30, 198, 198, 504]);
 }

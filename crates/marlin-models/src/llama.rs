@@ -278,6 +278,28 @@ impl<D: Device> Llama<D> {
         self.device.finish_argmax(pass, cache, logits, self.vocab)
     }
 
+    /// [`Llama::forward_argmax`] drawing each sequence's token under its choice instead.
+    pub(crate) fn forward_sample(
+        &self,
+        batch: &[SeqTokens<'_>],
+        cache: &mut D::Cache,
+        choices: &[crate::device::SampleChoice],
+    ) -> Result<Vec<u32>, ModelError> {
+        if choices.len() != batch.len() {
+            return Err(ModelError::Config {
+                path: Default::default(),
+                what: format!(
+                    "{} sampling choices for {} sequences; give one per sequence",
+                    choices.len(),
+                    batch.len()
+                ),
+            });
+        }
+        let (pass, logits) = self.record(batch, cache, Logits::Last)?;
+        self.device
+            .finish_sample(pass, cache, logits, self.vocab, choices)
+    }
+
     /// The pass up to the logits of each sequence's last token, or of every token.
     fn record(
         &self,

@@ -498,3 +498,53 @@ fn the_gpu_runs_quantized_weights_as_the_cpu() {
         }
     }
 }
+
+/// `Model::forward_sample` on each device: top-k 1 is the argmax of the same pass, and with
+/// top-k 3 every draw (u from 0 to 1, a batch of two prompts at once) is one of the three
+/// largest logits of its sequence.
+#[test]
+fn sampling_draws_only_kept_tokens_on_every_device() {
+    use marlin_models::device::SampleChoice;
+    let src = open("llama");
+    let cpu = load(&src, Precision::F32);
+    let models = [Some(cpu), on_gpu(&src)];
+    let refs = references("llama");
+    let prompts = [&refs[0].ids, &refs[1].ids];
+    for model in models.iter().flatten() {
+        let wants: Vec<Vec<f32>> = prompts
+            .iter()
+            .map(|p| last_logits(model, p, p.len()))
+            .collect();
+        for i in 0..8 {
+            let u = i as f32 / 8.0;
+            let choice = |top_k| SampleChoice {
+                temperature: 1.5,
+                top_k,
+                top_p: 1.0,
+                min_p: 0.0,
+                u,
+            };
+            for top_k in [1, 3] {
+                let mut cache = cache(model);
+                let seqs: Vec<_> = prompts.iter().map(|_| cache.add_sequence()).collect();
+                let batch: Vec<SeqTokens> = seqs
+                    .iter()
+                    .zip(&prompts)
+                    .map(|(&seq, p)| SeqTokens { seq, tokens: p })
+                    .collect();
+                let choices = [choice(top_k), choice(top_k)];
+                let ids = model.forward_sample(&batch, &mut cache, &choices).unwrap();
+                for (id, want) in ids.iter().zip(&wants) {
+                    let mut order: Vec<usize> = (0..want.len()).collect();
+                    order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
+                    let kept = &order[..top_k];
+                    assert!(
+                        kept.contains(&(*id as usize)),
+                        "{}: top-k {top_k}, u {u}: drew {id}, kept {kept:?}",
+                        if model.gpu().is_some() { "GPU" } else { "CPU" }
+                    );
+                }
+            }
+        }
+    }
+}

@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 
 use marlin_models::{KvCache, SeqTokens};
 
-use super::sequence::{Outcome, Sequence};
+use super::sequence::{ARGMAX, Outcome, Sequence};
 use super::{Event, Shared, TokenOut};
 use crate::engine::Engine;
+use marlin_models::device::SampleChoice;
 
 pub(super) struct Batcher {
     engine: Arc<Engine>,
@@ -105,6 +106,37 @@ impl Batcher {
     /// One forward pass over every running sequence, then each one's next token.
     fn step(&mut self) {
         let slots = self.plan();
+        // Sequences whose chunk reaches their last token choose a next token now.
+        let sampling: Vec<bool> = slots
+            .iter()
+            .map(|s| s.to == self.running[s.index].tokens.len())
+            .collect();
+        // A GPU draws sampled tokens itself: then only logprobs and penalties need the logits.
+        let model = self.engine.model();
+        let device_draws = model.gpu().is_some();
+        let choosing = || {
+            slots
+                .iter()
+                .zip(&sampling)
+                .filter(|&(_, &samples)| samples)
+                .map(|(s, _)| &self.running[s.index])
+        };
+        let needs_logits = choosing().any(|seq| seq.needs_logits(device_draws));
+        let draws = !needs_logits && choosing().any(|seq| seq.draws());
+        // The draws' choices (each taking its sequence's random draw), before the batch
+        // borrows the sequences' tokens; rows that choose nothing now take the argmax.
+        let choices: Vec<SampleChoice> = if draws {
+            slots
+                .iter()
+                .zip(&sampling)
+                .map(|(s, &samples)| match samples {
+                    true => self.running[s.index].device_choice(),
+                    false => ARGMAX,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let batch: Vec<SeqTokens> = slots
             .iter()
             .map(|s| SeqTokens {
@@ -112,18 +144,12 @@ impl Batcher {
                 tokens: &self.running[s.index].tokens[s.from..s.to],
             })
             .collect();
-        // Sequences whose chunk reaches their last token choose a next token now.
-        let sampling: Vec<bool> = slots
-            .iter()
-            .map(|s| s.to == self.running[s.index].tokens.len())
-            .collect();
-        let needs_logits = slots
-            .iter()
-            .zip(&sampling)
-            .any(|(s, &samples)| samples && self.running[s.index].needs_logits());
-        let model = self.engine.model();
         let result = if needs_logits {
             model.forward(&batch, &mut self.cache).map(Choice::Logits)
+        } else if draws {
+            model
+                .forward_sample(&batch, &mut self.cache, &choices)
+                .map(Choice::Argmax)
         } else {
             model
                 .forward_greedy(&batch, &mut self.cache)
@@ -247,6 +273,7 @@ impl Batcher {
 
 /// A forward pass's result: the argmax of each sequence, or its logits.
 enum Choice {
+    /// Each row's token, chosen on the model's device (the argmax, or a draw).
     Argmax(Vec<u32>),
     Logits(Vec<f32>),
 }

@@ -7,6 +7,17 @@ use crate::detokenize::Detokenizer;
 use crate::engine::StopText;
 use crate::generate::FinishReason;
 use crate::sampler::Sampler;
+use marlin_models::device::SampleChoice;
+
+/// A device draw that is the argmax (top-k 1), for the rows of a drawing pass that do not
+/// sample (greedy ones, and prefill chunks that choose nothing).
+pub const ARGMAX: SampleChoice = SampleChoice {
+    temperature: 1.0,
+    top_k: 1,
+    top_p: 1.0,
+    min_p: 0.0,
+    u: 0.0,
+};
 
 pub(super) struct Sequence {
     pub seq: SeqId,
@@ -57,9 +68,23 @@ impl Sequence {
         }
     }
 
-    /// Whether choosing this sequence's next token needs the logits (not just the argmax).
-    pub fn needs_logits(&self) -> bool {
-        self.logprobs.is_some() || !self.sampler.params().is_greedy()
+    /// Whether choosing this sequence's next token needs the logits: logprobs, or sampling on
+    /// the host (penalties, or a device that does not draw: `device_draws` false). Otherwise
+    /// the argmax, or a draw on the device ([`Sequence::device_choice`]), is enough.
+    pub fn needs_logits(&self, device_draws: bool) -> bool {
+        let p = self.sampler.params();
+        self.logprobs.is_some() || !(p.is_greedy() || device_draws && p.draws_without_history())
+    }
+
+    /// This step's choice for a draw on the device (taking the step's random draw); greedy
+    /// sequences get [`ARGMAX`].
+    pub fn device_choice(&mut self) -> SampleChoice {
+        self.sampler.device_choice().unwrap_or(ARGMAX)
+    }
+
+    /// Whether this sequence's next token is drawn (not the argmax).
+    pub fn draws(&self) -> bool {
+        !self.sampler.params().is_greedy()
     }
 
     pub fn generated(&self) -> usize {

@@ -570,15 +570,39 @@ impl Device for GpuDevice {
         let ids = self.gpu.zeros("token ids", (rows * 4) as u64);
         self.gpu
             .argmax(&mut pass.encoder, logits.buf(), &ids, rows, vocab)?;
-        let bytes = self.run(pass, cache, &ids)?;
+        self.read_ids(pass, cache, &ids)
+    }
+
+    fn finish_sample(
+        &self,
+        mut pass: GpuPass,
+        cache: &mut GpuCache,
+        logits: GpuAct,
+        vocab: usize,
+        choices: &[super::SampleChoice],
+    ) -> Result<Vec<u32>, ModelError> {
+        let ids = self.gpu.zeros("token ids", (choices.len() * 4) as u64);
+        self.gpu
+            .sample(&mut pass.encoder, logits.buf(), &ids, vocab, choices)?;
+        self.read_ids(pass, cache, &ids)
+    }
+}
+
+impl GpuDevice {
+    /// Runs the pass and reads back the token ids it wrote to `ids`.
+    fn read_ids(
+        &self,
+        pass: GpuPass,
+        cache: &mut GpuCache,
+        ids: &GpuBuffer,
+    ) -> Result<Vec<u32>, ModelError> {
+        let bytes = self.run(pass, cache, ids)?;
         Ok(bytes
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect())
     }
-}
 
-impl GpuDevice {
     /// How `f(x) W^T` (added to y where `add_to_y`) runs as one dispatch, where it can: the
     /// weight quantized and x few enough rows for the small-batch kernel, which fuses the
     /// input's norm or SwiGLU and the add (on the H100 each dispatch saved is ~5 µs of a decode

@@ -263,6 +263,70 @@ pub trait Device: Send + Sync + Sized {
         let logits = self.finish(pass, cache, logits)?;
         Ok(logits.chunks_exact(vocab).map(argmax).collect())
     }
+
+    /// [`Device::finish`] for sampling: only each row's token drawn under `choices[row]`
+    /// ([`sample_row`]) comes back (a GPU draws it there).
+    // logits (sequences, vocab) -> host (sequences)
+    fn finish_sample(
+        &self,
+        pass: Self::Pass,
+        cache: &mut Self::Cache,
+        logits: Self::Act,
+        vocab: usize,
+        choices: &[SampleChoice],
+    ) -> Result<Vec<u32>, ModelError> {
+        let logits = self.finish(pass, cache, logits)?;
+        Ok(logits
+            .chunks_exact(vocab)
+            .zip(choices)
+            .map(|(row, c)| sample_row(row, c))
+            .collect())
+    }
+}
+
+/// How one row's token is drawn by [`Device::finish_sample`]: temperature, top-k, top-p, min-p
+/// and the host's uniform draw `u` (marlin-gpu's type, the GPU being where it matters).
+pub use marlin_gpu::SampleChoice;
+
+/// A token drawn from `logits` under `c`: the tokens kept by top-k, top-p and min-p (in that
+/// order; ties at a threshold all kept), then the one, in index order, whose share of their
+/// probability mass holds `c.u`. The distribution of marlin_engine's sampler; the GPU's
+/// `Gpu::sample` draws from the same one (taking the tokens in another order, so the same `u`
+/// may give another token).
+pub fn sample_row(logits: &[f32], c: &SampleChoice) -> u32 {
+    let mut sorted: Vec<f32> = logits.iter().copied().filter(|l| !l.is_nan()).collect();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let Some(&mx) = sorted.first() else {
+        return 0;
+    };
+    let p = |l: f32| ((l - mx) / c.temperature).exp();
+    let mut floor = f32::NEG_INFINITY;
+    if c.top_k > 0 && c.top_k < sorted.len() {
+        floor = sorted[c.top_k - 1];
+    }
+    if c.top_p < 1.0 {
+        let kept = || sorted.iter().copied().filter(|&l| l >= floor);
+        let total: f32 = kept().map(p).sum();
+        let mut mass = 0.0;
+        if let Some(l) = kept().find(|&l| {
+            mass += p(l);
+            mass >= c.top_p * total
+        }) {
+            floor = l;
+        }
+    }
+    let keep = |l: f32| l >= floor && p(l) >= c.min_p;
+    let total: f32 = logits.iter().copied().filter(|&l| keep(l)).map(p).sum();
+    let mut r = c.u * total;
+    for (i, &l) in logits.iter().enumerate() {
+        if keep(l) {
+            if r < p(l) {
+                return i as u32;
+            }
+            r -= p(l);
+        }
+    }
+    argmax(logits)
 }
 
 /// The index of the largest logit (the first one on ties): greedy decoding's choice.
@@ -274,4 +338,57 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over evenly spaced u, `sample_row` draws each kept token for its share of the kept
+    /// probability mass, and nothing else: no filter, top-k, top-p and min-p.
+    #[test]
+    fn sample_row_follows_the_kept_probabilities() {
+        let logits = [0.5f32, 2.0, -1.0, 1.0, 0.0];
+        let soft: Vec<f64> = {
+            let e: Vec<f64> = logits.iter().map(|&l| (l as f64 - 2.0).exp()).collect();
+            let t: f64 = e.iter().sum();
+            e.iter().map(|x| x / t).collect()
+        };
+        let base = SampleChoice {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            u: 0.0,
+        };
+        // (choice, the tokens it keeps): top-p 0.7 keeps 2.0 and 1.0 (0.55 + 0.20); min-p 0.2
+        // keeps the logits within ln 5 of the largest.
+        let cases = [
+            (base, vec![0, 1, 2, 3, 4]),
+            (SampleChoice { top_k: 2, ..base }, vec![1, 3]),
+            (SampleChoice { top_p: 0.7, ..base }, vec![1, 3]),
+            (SampleChoice { min_p: 0.2, ..base }, vec![0, 1, 3]),
+        ];
+        let draws = 1000;
+        for (c, kept) in cases {
+            let mut shares = [0f64; 5];
+            for i in 0..draws {
+                let u = (i as f32 + 0.5) / draws as f32;
+                shares[sample_row(&logits, &SampleChoice { u, ..c }) as usize] +=
+                    1.0 / draws as f64;
+            }
+            let mass: f64 = kept.iter().map(|&i| soft[i]).sum();
+            for (i, &share) in shares.iter().enumerate() {
+                let want = if kept.contains(&i) {
+                    soft[i] / mass
+                } else {
+                    0.0
+                };
+                assert!(
+                    (share - want).abs() <= 2.0 / draws as f64,
+                    "{c:?} {i}: {share} vs {want}"
+                );
+            }
+        }
+    }
 }
