@@ -12,8 +12,9 @@ use rayon::prelude::*;
 
 use crate::activations::quantize_block;
 
-/// Values per rayon task: below this, splitting costs more than it saves.
-const TASK_VALUES: usize = 32 * 1024;
+/// Values per rayon task: below this, splitting costs more than it saves (a decode step's
+/// batch of 16 rows of 576 values is two tasks).
+const TASK_VALUES: usize = 4 * 1024;
 
 /// `m` rows (2 m when split) of int8 activations in blocks of 32, block-major.
 pub(crate) struct Q8Blocks {
@@ -162,18 +163,25 @@ unsafe fn quantize_column_avx512(
         // and 32 bytes of `q` (a block).
         unsafe {
             let d = crate::activations::quantize_block_avx512(block, q);
-            let half =
-                |h: usize| _mm512_cvtepi8_epi32(_mm_loadu_si128(q.as_ptr().add(16 * h).cast()));
-            let (lo, hi) = (half(0), half(1));
             if residual {
                 let dv = _mm512_set1_ps(d);
-                for (h, c) in [lo, hi].into_iter().enumerate() {
+                for h in 0..2 {
+                    let c = _mm512_cvtepi8_epi32(_mm_loadu_si128(q.as_ptr().add(16 * h).cast()));
                     let v = block.as_mut_ptr().add(16 * h);
                     let dc = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(c));
                     _mm512_storeu_ps(v, _mm512_sub_ps(_mm512_loadu_ps(v), dc));
                 }
             }
-            (d, _mm512_reduce_add_epi32(_mm512_add_epi32(lo, hi)))
+            // The sum of 32 signed bytes as sums of absolute differences: flipping the sign
+            // bit adds 128 to each (LLVM turned a widening reduction into 32 byte extracts).
+            let q = _mm256_loadu_si256(q.as_ptr().cast());
+            let s = _mm256_sad_epu8(
+                _mm256_xor_si256(q, _mm256_set1_epi8(-128)),
+                _mm256_setzero_si256(),
+            );
+            let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let s = _mm_cvtsi128_si64(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s)));
+            (d, s as i32 - 128 * BLOCK as i32)
         }
     })
 }

@@ -144,18 +144,18 @@ pub(super) unsafe fn decode_fp8(codes: &[u8], gs: &[f32], group_len: usize, out:
     }
 }
 
-/// Activation rows per tile of the panel kernel. Their 16 accumulators, the block's 8 registers
-/// of codes and a few temporaries fit the 32 vector registers, so each block's codes are
-/// decoded once for 16 rows (M = 16 with int8x2 activations is 32 kernel rows: two tiles).
+/// Activation rows per tile of the panel kernel: their 8 accumulators, the block's 8 registers
+/// of codes and the temporaries stay in the 32 vector registers. At 16 rows LLVM interleaves
+/// the rows' dot-product chains and spills to the stack.
 const PANEL_MR: usize = 8;
 
-/// Runs `$body` with `$i` bound to each of `0..$n` (a constant up to 16), unrolled: the
+/// Runs `$body` with `$i` bound to each of `0..$n` (a constant up to 8), unrolled: the
 /// accumulator array it indexes must stay in registers, which LLVM only does when every index
 /// is a constant (a rolled loop over 8 rows kept them on the stack and ran at ~15% of the
 /// multiply-add peak).
 macro_rules! unroll {
     ($i:ident < $n:expr => $body:block) => {
-        unroll!(@ $i, $n, $body, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+        unroll!(@ $i, $n, $body, 0 1 2 3 4 5 6 7)
     };
     (@ $i:ident, $n:expr, $body:block, $($k:literal)+) => {
         $(if $k < $n {
@@ -175,9 +175,9 @@ pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32])
         // SAFETY: forwarded from the caller.
         unsafe {
             if affine {
-                by_rows!(panel_rows_affine, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+                by_rows!(panel_rows_affine, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
             } else {
-                by_rows!(panel_rows_zero, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+                by_rows!(panel_rows_zero, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
             }
         }
     }
