@@ -229,40 +229,6 @@ pub(crate) struct PlaneRow<'a> {
     pub init: &'a [i32],
 }
 
-/// Int8 activations in natural order with per-block data for the panel kernels.
-pub(crate) struct Q8Blocks {
-    pub rows: Q8Rows,
-    /// (m, blocks) block scale times `lane_mul`.
-    pub scale: Vec<f32>,
-    /// (m, blocks) `zero * sum` of the block's values: where a symmetric format's integer
-    /// accumulator starts (0 for affine formats).
-    pub init: Vec<i32>,
-    /// (m, blocks) `scale * sum`, for affine formats' bias terms.
-    pub sum: Vec<f32>,
-}
-
-impl Q8Rows {
-    /// Per-block data for the panel kernels; `zero` and `lane_mul` as in [`Q8Rows::into_planes`].
-    pub fn into_blocks(self, zero: Option<i32>, lane_mul: f32) -> Q8Blocks {
-        let blocks = self.m * self.k_pad / BLOCK;
-        let (mut scale, mut init, mut sum) =
-            (vec![0f32; blocks], vec![0i32; blocks], vec![0f32; blocks]);
-        for (b, q) in self.q.chunks_exact(BLOCK).enumerate() {
-            let d = self.lane_scale[8 * b] * lane_mul;
-            let s: i32 = q.iter().map(|&v| v as i32).sum();
-            scale[b] = d;
-            init[b] = zero.unwrap_or(0) * s;
-            sum[b] = d * s as f32;
-        }
-        Q8Blocks {
-            rows: self,
-            scale,
-            init,
-            sum,
-        }
-    }
-}
-
 /// Where one row of x lands in [`Q8Rows`] (two rows when split).
 struct RowOut<'a> {
     q: &'a mut [i8],
@@ -339,7 +305,7 @@ unsafe fn quantize_block_avx2(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
 /// The CPU must have AVX-512 F/BW/VL; `q.len() >= 32`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn quantize_block_avx512(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
+pub(crate) unsafe fn quantize_block_avx512(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
     use std::arch::x86_64::*;
     assert!(q.len() >= BLOCK);
     // SAFETY: 32 floats read from the block, 32 bytes written to q (checked above).
@@ -405,7 +371,7 @@ fn quantize_row(
 /// scale. Written so that the compiler vectorizes it: lane-wise maxima (a NaN compares false and
 /// is skipped), rounding by addition, no branches.
 #[inline(always)]
-fn quantize_block(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
+pub(crate) fn quantize_block(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
     let mut lanes = [0f32; 16];
     for half in block.chunks_exact(16) {
         for (m, v) in lanes.iter_mut().zip(half) {

@@ -8,6 +8,7 @@
 //! 2:4 sparse matrices run through [`sparse::sparse_matmul`], in f32, reading only kept values.
 
 mod activations;
+mod blocks;
 mod decode;
 pub mod dense;
 mod isa;

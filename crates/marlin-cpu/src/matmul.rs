@@ -9,6 +9,7 @@ use marlin_quant::{QuantMatrix, ScaleType};
 use rayon::prelude::*;
 
 use crate::activations::{Q8Planes, Q8Rows};
+use crate::blocks::{BlockScheme, Q8Blocks};
 use crate::decode::{self, GroupScales};
 use crate::kernels::{self, GridRow, NibbleRow};
 use crate::panel::{PANEL, Panels};
@@ -47,8 +48,14 @@ pub(crate) fn quant_matmul(
     };
     let w = match prepared {
         Prepared::Panels(panels) if int8 => {
-            let xq = quantize(panels.padded_cols(), panels.group_len());
-            panel_matmul(isa, panels, xq, m, y);
+            let format = panels.format();
+            let scheme = BlockScheme {
+                split,
+                zero: decode::grid_zero(format),
+                lane_mul: decode::grid_step(format),
+            };
+            let xq = Q8Blocks::quantize(x, m, k, panels.padded_cols(), scheme);
+            panel_matmul(isa, panels, &xq, m, y);
             return Ok(());
         }
         Prepared::Panels(_) => {
@@ -110,36 +117,51 @@ pub(crate) fn quant_matmul(
 /// `y (m, n) = x · W^T` with W in panels, from x quantized to `xq` (m rows, or 2m split rows
 /// whose products are summed in pairs): one task per run of panels.
 // xq (m or 2m, k), w (n, k) -> y (m, n)
-fn panel_matmul(isa: Isa, w: &Panels, xq: Q8Rows, m: usize, y: &mut [f32]) {
-    let format = w.format();
-    let lane_mul = decode::grid_step(format);
+fn panel_matmul(isa: Isa, w: &Panels, xq: &Q8Blocks, m: usize, y: &mut [f32]) {
     let mq = xq.m;
-    let xq = xq.into_blocks(decode::grid_zero(format), lane_mul);
     let n = w.rows();
     // Tasks of several panels: a small layer's panel is well under a microsecond of work,
     // less than scheduling it costs.
     let panel_bytes = w.padded_cols() * PANEL * w.format().bits() as usize / 8;
     let per_task =
         (TASK_BYTES / panel_bytes).clamp(1, w.panels().div_ceil(rayon::current_num_threads()));
-    // (panels, mq, 16): each task owns a contiguous run.
-    let mut out = vec![0f32; w.panels() * mq * PANEL];
-    out.par_chunks_mut(per_task * mq * PANEL)
-        .enumerate()
-        .for_each(|(t, out)| {
-            for (i, o) in out.chunks_exact_mut(mq * PANEL).enumerate() {
-                kernels::panel_dot(isa, &w.view(t * per_task + i), &xq, o);
-            }
-        });
     let per = mq / m;
-    for (p, o) in out.chunks_exact(mq * PANEL).enumerate() {
-        let cols = PANEL.min(n - p * PANEL);
-        for (r, o) in o.chunks_exact(per * PANEL).enumerate() {
-            let dst = &mut y[r * n + p * PANEL..][..cols];
-            dst.copy_from_slice(&o[..cols]);
-            if per == 2 {
-                dst.iter_mut().zip(&o[PANEL..]).for_each(|(a, b)| *a += b);
+    let tasks = w.panels().div_ceil(per_task);
+    let y_at = ColumnsOf(y.as_mut_ptr());
+    // Each task writes its panels' columns of y straight from a panel-sized buffer: a buffer of
+    // the whole product (16 MiB for the 49152-row vocabulary at batch 16 with int8x2) cost a
+    // fresh allocation, a fill and a second pass every call.
+    (0..tasks).into_par_iter().for_each(|t| {
+        let mut o = vec![0f32; mq * PANEL];
+        for p in t * per_task..((t + 1) * per_task).min(w.panels()) {
+            kernels::panel_dot(isa, &w.view(p), xq, &mut o);
+            let cols = PANEL.min(n - p * PANEL);
+            for (r, o) in o.chunks_exact(per * PANEL).enumerate() {
+                // SAFETY: row r's columns 16p.. of panel p lie inside y (r < m, 16p + cols <=
+                // n), and only the task that owns panel p writes them.
+                let dst = unsafe { y_at.slice(r * n + p * PANEL, cols) };
+                dst.copy_from_slice(&o[..cols]);
+                if per == 2 {
+                    dst.iter_mut().zip(&o[PANEL..]).for_each(|(a, b)| *a += b);
+                }
             }
         }
+    });
+}
+
+/// The output of [`panel_matmul`], shared by tasks that write disjoint columns of it.
+struct ColumnsOf(*mut f32);
+
+// SAFETY: tasks write disjoint elements (see `ColumnsOf::slice`'s callers).
+unsafe impl Sync for ColumnsOf {}
+
+impl ColumnsOf {
+    /// # Safety
+    /// `at..at + len` must lie inside the output, and no one else may touch it meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        // SAFETY: as the caller guarantees.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
 }
 

@@ -3,7 +3,8 @@
 use std::arch::x86_64::*;
 
 use super::{GridRow, NibbleF32Row};
-use crate::activations::{Q8Blocks, Q8Rows};
+use crate::activations::Q8Rows;
+use crate::blocks::Q8Blocks;
 use crate::panel::{PANEL, PanelView, panel_block};
 
 /// How far ahead of the chunk in use the weight stream is prefetched (measured best of 512,
@@ -143,28 +144,90 @@ pub(super) unsafe fn decode_fp8(codes: &[u8], gs: &[f32], group_len: usize, out:
     }
 }
 
+/// Activation rows per tile of the panel kernel: their 8 accumulators, the block's 8 registers
+/// of codes and the temporaries stay in the 32 vector registers. At 16 rows LLVM interleaves
+/// the rows' dot-product chains and spills to the stack.
+const PANEL_MR: usize = 8;
+
+/// Runs `$body` with `$i` bound to each of `0..$n` (a constant up to 8), unrolled: the
+/// accumulator array it indexes must stay in registers, which LLVM only does when every index
+/// is a constant (a rolled loop over 8 rows kept them on the stack and ran at ~15% of the
+/// multiply-add peak).
+macro_rules! unroll {
+    ($i:ident < $n:expr => $body:block) => {
+        unroll!(@ $i, $n, $body, 0 1 2 3 4 5 6 7)
+    };
+    (@ $i:ident, $n:expr, $body:block, $($k:literal)+) => {
+        $(if $k < $n {
+            let $i: usize = $k;
+            $body
+        })+
+    };
+}
+
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL and VNNI; lengths as `panel_dot` checks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32]) {
-    for rows in super::row_tiles(x.rows.m, MR) {
+    let affine = !p.biases.is_empty();
+    for rows in super::row_tiles(x.m, PANEL_MR) {
         let (r0, out) = (rows.start, &mut out[rows.start * PANEL..rows.end * PANEL]);
         // SAFETY: forwarded from the caller.
-        unsafe { by_rows!(panel_rows, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8) };
+        unsafe {
+            if affine {
+                by_rows!(panel_rows_affine, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
+            } else {
+                by_rows!(panel_rows_zero, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
+            }
+        }
     }
 }
 
+/// [`panel_rows`] for affine formats (a bias per group).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn panel_rows<const R: usize>(p: &PanelView<'_>, x: &Q8Blocks, r0: usize, out: &mut [f32]) {
-    let k_pad = x.rows.k_pad;
-    let blocks = k_pad / 32;
-    let affine = !p.biases.is_empty();
+unsafe fn panel_rows_affine<const R: usize>(
+    p: &PanelView<'_>,
+    x: &Q8Blocks,
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { panel_rows::<R, true>(p, x, r0, out) }
+}
+
+/// [`panel_rows`] for symmetric formats (a zero point in the activations' `init`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn panel_rows_zero<const R: usize>(
+    p: &PanelView<'_>,
+    x: &Q8Blocks,
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { panel_rows::<R, false>(p, x, r0, out) }
+}
+
+/// Activation rows `r0..r0 + R` against one panel. Per row and block the float work is in the
+/// same order at every `R` (scale product, convert, FMA, then the bias FMA), so a row's result
+/// does not depend on how many rows share its tile: a batched decode step gives each sequence
+/// exactly what it would get alone.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_rows<const R: usize, const AFFINE: bool>(
+    p: &PanelView<'_>,
+    x: &Q8Blocks,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let m = x.m;
+    let blocks = x.k_pad / 32;
     let identity = p.lut.iter().enumerate().all(|(i, &c)| c as usize == i);
     let block_bytes = panel_block(p.bits);
     let mut acc = [_mm512_setzero_ps(); R];
     // SAFETY: block `b` reads the panel's code bytes at block_bytes * b, 16 scales (and biases) of
-    // its group, and activation row data at 32 b (values) and b (per-block data), all inside
-    // their slices: blocks are whole and the panel holds k_pad / group_len groups.
+    // its group, and the tile's activation data at (b m + r0 + i) for i < R (x 32 for values),
+    // all inside their slices: blocks are whole, the panel holds k_pad / group_len groups and
+    // r0 + R <= m.
     unsafe {
         let mask = _mm512_set1_epi8(0x0F);
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(p.lut.as_ptr().cast()));
@@ -200,32 +263,36 @@ unsafe fn panel_rows<const R: usize>(p: &PanelView<'_>, x: &Q8Blocks, r0: usize,
             } else {
                 _mm512_cvtph_ps(_mm256_loadu_si256(p.scales.as_ptr().add(32 * g).cast()))
             };
-            let gb = if affine {
+            let gb = if AFFINE {
                 _mm512_cvtph_ps(_mm256_loadu_si256(p.biases.as_ptr().add(32 * g).cast()))
             } else {
                 _mm512_setzero_ps()
             };
-            for (i, a) in acc.iter_mut().enumerate() {
-                let r = r0 + i;
-                let q = x.rows.q.as_ptr().add(r * k_pad + 32 * b);
+            let at = b * m + r0;
+            let (q, scale) = (x.q.as_ptr().add(32 * at), x.scale.as_ptr().add(at));
+            let (init, sum) = (x.init.as_ptr().add(at), x.sum.as_ptr().add(at));
+            unroll!(i < R => {
+                let q = q.add(32 * i);
                 let quad =
                     |j: usize| _mm512_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
                 // Two independent chains: one chain of 8 would wait 8 latencies per block.
-                let mut even = _mm512_set1_epi32(*x.init.get_unchecked(r * blocks + b));
+                let mut even = if AFFINE {
+                    _mm512_setzero_si512()
+                } else {
+                    _mm512_set1_epi32(*init.add(i))
+                };
                 let mut odd = _mm512_setzero_si512();
                 for j in 0..4 {
                     even = _mm512_dpbusd_epi32(even, lo[j], quad(j));
                     odd = _mm512_dpbusd_epi32(odd, hi[j], quad(4 + j));
                 }
                 let dot = _mm512_add_epi32(even, odd);
-                let scale =
-                    _mm512_mul_ps(gs, _mm512_set1_ps(*x.scale.get_unchecked(r * blocks + b)));
-                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
-                if affine {
-                    let sum = _mm512_set1_ps(*x.sum.get_unchecked(r * blocks + b));
-                    *a = _mm512_fmadd_ps(gb, sum, *a);
+                let s = _mm512_mul_ps(gs, _mm512_set1_ps(*scale.add(i)));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[i]);
+                if AFFINE {
+                    acc[i] = _mm512_fmadd_ps(gb, _mm512_set1_ps(*sum.add(i)), acc[i]);
                 }
-            }
+            });
         }
         for (i, a) in acc.iter().enumerate() {
             _mm512_storeu_ps(out.as_mut_ptr().add(PANEL * i), *a);

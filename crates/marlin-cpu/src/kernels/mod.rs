@@ -9,7 +9,8 @@ use marlin_quant::codec::e8m0_decode;
 use crate::Isa;
 use marlin_quant::BLOCK;
 
-use crate::activations::{Q8Blocks, Q8Planes, Q8Rows};
+use crate::activations::{Q8Planes, Q8Rows};
+use crate::blocks::Q8Blocks;
 use crate::panel::{PANEL, PanelView, panel_block};
 
 /// Calls `$f::<N>(args)` with `N` the const of the matching `$len` (one of the listed
@@ -135,13 +136,14 @@ fn row_tiles(m: usize, max: usize) -> impl Iterator<Item = Range<usize>> {
 /// product of row `l` of the panel with activation row `r`.
 // panel (16, k_pad), x (m, k_pad) -> out (m, 16)
 pub(crate) fn panel_dot(isa: Isa, p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32]) {
-    let blocks = x.rows.k_pad / BLOCK;
-    let groups = x.rows.k_pad / p.group_len;
+    let blocks = x.k_pad / BLOCK;
+    let groups = x.k_pad / p.group_len;
     assert!(p.bits == 4 || p.bits == 8);
-    assert!(p.codes.len() == blocks * panel_block(p.bits) && out.len() == x.rows.m * PANEL);
+    assert!(p.codes.len() == blocks * panel_block(p.bits) && out.len() == x.m * PANEL);
     assert!(p.scales.len() == groups * PANEL * if p.e8m0 { 1 } else { 2 });
     assert!(p.biases.is_empty() || p.biases.len() == groups * PANEL * 2);
-    assert!(x.scale.len() == x.rows.m * blocks && x.init.len() == x.scale.len());
+    assert!(x.scale.len() == x.m * blocks && x.init.len() == x.scale.len());
+    assert!(x.sum.len() == x.scale.len() && x.q.len() == x.m * x.k_pad);
     match isa {
         // SAFETY: the ISA is available (see `decode_nibbles`); lengths checked above.
         #[cfg(target_arch = "x86_64")]
