@@ -44,18 +44,23 @@ pub(crate) struct BlockScheme {
 }
 
 impl Q8Blocks {
-    // x (m, k) -> Q8Blocks (m or 2m, k_pad)
-    pub fn quantize(x: &[f32], m: usize, k: usize, k_pad: usize, scheme: BlockScheme) -> Self {
-        let mq = if scheme.split { 2 * m } else { m };
+    /// `mq` rows of `k_pad` values, all zero.
+    fn zeroed(mq: usize, k_pad: usize) -> Self {
         let blocks = k_pad / BLOCK;
-        let mut out = Q8Blocks {
+        Q8Blocks {
             m: mq,
             k_pad,
             q: vec![0; mq * k_pad],
             scale: vec![0.0; mq * blocks],
             init: vec![0; mq * blocks],
             sum: vec![0.0; mq * blocks],
-        };
+        }
+    }
+
+    // x (m, k) -> Q8Blocks (m or 2m, k_pad)
+    pub fn quantize(x: &[f32], m: usize, k: usize, k_pad: usize, scheme: BlockScheme) -> Self {
+        let mq = if scheme.split { 2 * m } else { m };
+        let mut out = Q8Blocks::zeroed(mq, k_pad);
         let per_task = (TASK_VALUES / (m * BLOCK).max(1)).max(1);
         out.q
             .par_chunks_mut(mq * BLOCK)
@@ -217,14 +222,7 @@ mod tests {
             Q8Rows::quantize(x, m, k, k_pad, 32)
         };
         let (mq, blocks) = (rows.m, k_pad / BLOCK);
-        let mut out = Q8Blocks {
-            m: mq,
-            k_pad,
-            q: vec![0; mq * k_pad],
-            scale: vec![0.0; mq * blocks],
-            init: vec![0; mq * blocks],
-            sum: vec![0.0; mq * blocks],
-        };
+        let mut out = Q8Blocks::zeroed(mq, k_pad);
         for r in 0..mq {
             let (q, lane_scale) = rows.row(r);
             for b in 0..blocks {

@@ -518,11 +518,9 @@ fn sampling_draws_only_kept_tokens_on_every_device() {
         for i in 0..8 {
             let u = i as f32 / 8.0;
             let choice = |top_k| SampleChoice {
-                temperature: 1.5,
                 top_k,
-                top_p: 1.0,
-                min_p: 0.0,
                 u,
+                ..SampleChoice::plain(1.5)
             };
             for top_k in [1, 3] {
                 let mut cache = cache(model);

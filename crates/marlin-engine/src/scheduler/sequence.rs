@@ -12,11 +12,8 @@ use marlin_models::device::SampleChoice;
 /// A device draw that is the argmax (top-k 1), for the rows of a drawing pass that do not
 /// sample (greedy ones, and prefill chunks that choose nothing).
 pub const ARGMAX: SampleChoice = SampleChoice {
-    temperature: 1.0,
     top_k: 1,
-    top_p: 1.0,
-    min_p: 0.0,
-    u: 0.0,
+    ..SampleChoice::plain(1.0)
 };
 
 pub(super) struct Sequence {

@@ -26,6 +26,19 @@ pub struct SampleChoice {
     pub u: f32,
 }
 
+impl SampleChoice {
+    /// A draw at `temperature` from every token (no top-k, top-p or min-p), at u = 0.
+    pub const fn plain(temperature: f32) -> Self {
+        SampleChoice {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            u: 0.0,
+        }
+    }
+}
+
 /// Mirrors `Choice` in sample.wgsl.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
@@ -178,18 +191,11 @@ mod tests {
 
     /// Over evenly spaced u the draws follow the kept tokens' probabilities (within the
     /// spacing, plus f32 rounding), and never fall on a token the CPU sampler would not keep:
-    /// for each filter alone and together, at two temperatures, on rows of odd lengths with
-    /// ties.
+    /// for each filter alone and together, at two temperatures, on rows of odd lengths.
     #[test]
     fn draws_follow_the_kept_probabilities() {
         let Some(gpu) = crate::test_gpu() else { return };
-        let base = SampleChoice {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            u: 0.0,
-        };
+        let base = SampleChoice::plain(1.0);
         let mut cases = vec![base];
         for temperature in [0.7, 1.3] {
             cases.push(SampleChoice {
@@ -255,11 +261,9 @@ mod tests {
             read_u32(&gpu, &out)[0]
         };
         let c = SampleChoice {
-            temperature: 0.8,
             top_k: 1,
-            top_p: 1.0,
-            min_p: 0.0,
             u: 0.9,
+            ..SampleChoice::plain(0.8)
         };
         assert_eq!(draw(c), best);
         assert_eq!(

@@ -354,13 +354,7 @@ mod tests {
             let t: f64 = e.iter().sum();
             e.iter().map(|x| x / t).collect()
         };
-        let base = SampleChoice {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            u: 0.0,
-        };
+        let base = SampleChoice::plain(1.0);
         // (choice, the tokens it keeps): top-p 0.7 keeps 2.0 and 1.0 (0.55 + 0.20); min-p 0.2
         // keeps the logits within ln 5 of the largest.
         let cases = [
