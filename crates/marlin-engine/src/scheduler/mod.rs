@@ -215,9 +215,12 @@ impl Scheduler {
         config.max_model_len = config.max_model_len.min(config.kv_cache_tokens);
         config.max_batch = config.max_batch.max(1);
         config.prefill_chunk = config.prefill_chunk.max(1);
-        let cache = engine
+        let mut cache = engine
             .model()
             .new_cache(config.block_size.max(1), config.kv_cache_tokens)?;
+        if engine.model().gpu().is_some() {
+            warm_up(engine.model(), &mut cache, config.max_batch);
+        }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 waiting: VecDeque::new(),
@@ -300,5 +303,38 @@ impl Drop for Scheduler {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Decode steps of 1, 2, 4, ... `max_batch` sequences of one token each (and one draw), run once
+/// before serving, on temporary sequences removed after: a GPU compiles each batch size's
+/// kernels the first time it records them, and a client should not wait for that (on the H100
+/// the first 4-stream batches of `bench serve` waited up to 1.2 s). Best effort: a size that
+/// fails (a cache too small for it) ends the warm-up, and serving starts anyway.
+fn warm_up(model: &marlin_models::Model, cache: &mut marlin_models::KvCache, max_batch: usize) {
+    use marlin_models::SeqTokens;
+    use marlin_models::device::SampleChoice;
+    let mut size = 1;
+    loop {
+        let n = size.min(max_batch);
+        let seqs: Vec<_> = (0..n).map(|_| cache.add_sequence()).collect();
+        let batch: Vec<SeqTokens> = seqs
+            .iter()
+            .map(|&seq| SeqTokens { seq, tokens: &[0] })
+            .collect();
+        let ok = if n == 1 {
+            model
+                .forward_sample(&batch, cache, &[SampleChoice::plain(1.0)])
+                .is_ok()
+        } else {
+            model.forward_greedy(&batch, cache).is_ok()
+        };
+        for seq in seqs {
+            cache.remove_sequence(seq);
+        }
+        if !ok || n == max_batch {
+            return;
+        }
+        size *= 2;
     }
 }
