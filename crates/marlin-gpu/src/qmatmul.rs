@@ -370,13 +370,12 @@ impl Gpu {
             {
                 return shape_err(format!("{v:?} cannot take m = {m}, k = {k}"));
             }
-            // Int8 x comes from quantize_x.wgsl, which does the input's norm or SwiGLU.
-            Plan::Qmv(v) if v.x_q8 => Plan::Qmv(QmvVariant {
-                add_to_y: fusion.add_to_y,
-                ..v
-            }),
             Plan::Qmv(v) => Plan::Qmv(QmvVariant {
-                input: fusion.input.kind(),
+                // Int8 x comes from quantize_x.wgsl, which does the input's norm or SwiGLU.
+                input: match v.x_q8 {
+                    true => QmvInput::Plain,
+                    false => fusion.input.kind(),
+                },
                 add_to_y: fusion.add_to_y,
                 ..v
             }),
