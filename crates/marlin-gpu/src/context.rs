@@ -80,6 +80,10 @@ impl std::fmt::Debug for Gpu {
 /// that the kernels' fallback runs (CI runs the suite both ways on lavapipe).
 const SUBGROUP_ENV: &str = "MARLIN_GPU_SUBGROUP";
 
+/// `MARLIN_GPU_F16=0` turns SHADER_F16 off even where the adapter has it: the KV cache and the
+/// prefill GEMM's operands stay f32, as on a device without f16 (CI runs the suite so too).
+const F16_ENV: &str = "MARLIN_GPU_F16";
+
 /// `MARLIN_GPU_CHECKED=1` compiles every kernel with wgpu's runtime bounds checks, the audited
 /// ones (the quantized matmul, see quant_decode.wgsl) included: for debugging a kernel change.
 pub const CHECKED_ENV: &str = "MARLIN_GPU_CHECKED";
@@ -113,8 +117,10 @@ impl Gpu {
         let info = adapter.get_info();
         let offered = adapter.features();
         let subgroups_allowed = std::env::var(SUBGROUP_ENV).map_or(true, |v| v != "0");
-        let mut wanted =
-            wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        let mut wanted = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        if std::env::var(F16_ENV).map_or(true, |v| v != "0") {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
         // GPU timestamps for `bench kernels --device gpu` (a pass's start and end only).
         wanted |= wgpu::Features::TIMESTAMP_QUERY;
         if subgroups_allowed {

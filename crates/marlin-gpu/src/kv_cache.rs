@@ -4,7 +4,7 @@
 //! kernels see the block tables as one u32 buffer uploaded per forward pass ([`KvBatch`]).
 //!
 //! Storage: one key and one value buffer per layer, each `[blocks][kv_heads][block_size]
-//! [head_dim]` f32 (a head's keys of a block are contiguous, so a tile of keys is one run of
+//! [head_dim]` of [`KvDtype`] (f16 where the device has SHADER_F16; a head's keys of a block are contiguous, so a tile of keys is one run of
 //! memory). Splitting per layer is what keeps a large model's cache under the storage-binding
 //! limit: a kernel binds one layer's keys and values, never the whole cache. Where even one
 //! layer is too large for a binding, its kv heads are split over several buffers ("shards"),
@@ -31,22 +31,76 @@ pub struct KvShape {
 }
 
 impl KvShape {
-    /// Bytes one position takes: f32 keys and values of every layer and kv head.
-    pub fn bytes_per_token(&self) -> u64 {
-        (2 * self.layers * self.kv_heads * self.head_dim * 4) as u64
+    /// Bytes one position takes: keys and values of every layer and kv head.
+    pub fn bytes_per_token(&self, dtype: KvDtype) -> u64 {
+        (2 * self.layers * self.kv_heads * self.head_dim * dtype.bytes()) as u64
     }
+}
+
+/// How a cache stores keys and values. f16 where the device has SHADER_F16: half the memory
+/// (twice the context in the same budget) and half the bytes attention reads per key, at a
+/// relative rounding of 2^-11 per element (llama.cpp's and vLLM's default cache type too);
+/// the kernels convert on load and compute in f32. f32 where the device has no f16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvDtype {
+    F16,
+    F32,
+}
+
+impl KvDtype {
+    /// The type a cache on `gpu` uses: f16 where the device has it.
+    pub fn for_gpu(gpu: &Gpu) -> Self {
+        if gpu.capabilities().shader_f16 {
+            KvDtype::F16
+        } else {
+            KvDtype::F32
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDtype::F16 => 2,
+            KvDtype::F32 => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F16 => "f16",
+            KvDtype::F32 => "f32",
+        }
+    }
+
+    /// What the kernels that read or write the cache start with: the element type `KV`.
+    pub(crate) fn prelude(self) -> &'static str {
+        match self {
+            KvDtype::F16 => "enable f16;\nalias KV = f16;\n",
+            KvDtype::F32 => "alias KV = f32;\n",
+        }
+    }
+
+    /// A cache kernel's pipeline key and source for this type.
+    pub(crate) fn kernel(self, key: &str, source: &str) -> (String, String) {
+        (
+            format!("{key} (kv {})", self.name()),
+            format!("{}{source}", self.prelude()),
+        )
+    }
+
+    pub const ALL: [KvDtype; 2] = [KvDtype::F16, KvDtype::F32];
 }
 
 pub struct GpuKvCache {
     pub(crate) gpu: Gpu,
     pub(crate) shape: KvShape,
+    pub(crate) dtype: KvDtype,
     /// Blocks in the pool (each layer's buffers hold all of them).
     blocks: usize,
     /// Kv heads per buffer (a divisor of kv_heads; all of them unless a layer is too large
     /// for one binding).
     pub(crate) shard_heads: usize,
     /// Per layer, then per group of `shard_heads` kv heads: `[blocks][shard_heads]
-    /// [block_size][head_dim]` f32 keys, and values alike.
+    /// [block_size][head_dim]` keys, and values alike.
     keys: Vec<GpuBuffer>,
     values: Vec<GpuBuffer>,
     free: Vec<u32>,
@@ -68,17 +122,29 @@ impl GpuKvCache {
     /// allocated now (as vLLM does): a GPU buffer cannot grow in place, and claiming the memory
     /// up front means a busy server fails at start, not in the middle of a generation.
     pub fn new(gpu: &Gpu, shape: KvShape, max_tokens: usize) -> Result<Self, GpuError> {
+        Self::with_dtype(gpu, shape, KvDtype::for_gpu(gpu), max_tokens)
+    }
+
+    /// [`GpuKvCache::new`] storing `dtype` (f16 needs SHADER_F16).
+    pub fn with_dtype(
+        gpu: &Gpu,
+        shape: KvShape,
+        dtype: KvDtype,
+        max_tokens: usize,
+    ) -> Result<Self, GpuError> {
         let limit = gpu
             .capabilities()
             .max_storage_binding
             .min(gpu.device().limits().max_buffer_size);
-        Self::with_binding_limit(gpu, shape, max_tokens, limit)
+        Self::with_binding_limit(gpu, shape, dtype, max_tokens, limit)
     }
 
-    /// [`GpuKvCache::new`] with buffers of at most `limit` bytes (tests force splits with it).
+    /// [`GpuKvCache::new`] storing `dtype`, with buffers of at most `limit` bytes (tests force
+    /// f32 on an f16 device, and splits, with it).
     pub(crate) fn with_binding_limit(
         gpu: &Gpu,
         shape: KvShape,
+        dtype: KvDtype,
         max_tokens: usize,
         limit: u64,
     ) -> Result<Self, GpuError> {
@@ -92,17 +158,21 @@ impl GpuKvCache {
         if shape.block_size == 0 || max_tokens == 0 {
             return Err(bad("block size and capacity must be at least 1".into()));
         }
-        // The kernels index f32 elements with u32.
-        let limit = limit.min(4 * u32::MAX as u64);
+        if dtype == KvDtype::F16 && !gpu.capabilities().shader_f16 {
+            return Err(bad("an f16 cache on a device without SHADER_F16".into()));
+        }
+        let size = dtype.bytes();
+        // The kernels index elements with u32.
+        let limit = limit.min(size as u64 * u32::MAX as u64);
         let blocks = max_tokens.div_ceil(shape.block_size);
         // One kv head's keys of one layer, the smallest unit a buffer holds.
-        let head_bytes = (blocks * shape.block_size * shape.head_dim * 4) as u64;
+        let head_bytes = (blocks * shape.block_size * shape.head_dim * size) as u64;
         let kv_heads = shape.kv_heads;
         let Some(shard_heads) = (1..=kv_heads)
             .rev()
             .find(|&h| kv_heads.is_multiple_of(h) && h as u64 * head_bytes <= limit)
         else {
-            let fits = limit / (shape.head_dim * 4) as u64 / shape.block_size as u64
+            let fits = limit / (shape.head_dim * size) as u64 / shape.block_size as u64
                 * shape.block_size as u64;
             return Err(bad(format!(
                 "{max_tokens} tokens need {head_bytes} bytes per kv head and layer, more than \
@@ -122,6 +192,7 @@ impl GpuKvCache {
         Ok(GpuKvCache {
             gpu: gpu.clone(),
             shape,
+            dtype,
             blocks,
             shard_heads,
             keys: buffers("keys"),
@@ -147,6 +218,23 @@ impl GpuKvCache {
 
     pub fn shape(&self) -> KvShape {
         self.shape
+    }
+
+    /// How keys and values are stored.
+    pub fn dtype(&self) -> KvDtype {
+        self.dtype
+    }
+
+    /// A kernel that reads or writes this cache, compiled for its element type: `source` (made
+    /// only when the pipeline is) after [`KvDtype`]'s prelude.
+    pub(crate) fn pipeline(
+        &self,
+        key: &str,
+        source: impl FnOnce() -> String,
+    ) -> std::sync::Arc<crate::kernels::Pipeline> {
+        let (key, _) = self.dtype.kernel(key, "");
+        self.gpu
+            .pipeline_with(&key, || format!("{}{}", self.dtype.prelude(), source()))
     }
 
     /// Positions the pool holds over all sequences.
@@ -440,14 +528,15 @@ mod tests {
             block_size: 16,
         };
         // 64 tokens of one kv head take 32 KiB.
-        let split = |limit| GpuKvCache::with_binding_limit(&gpu, shape, 64, limit);
+        let split = |limit| GpuKvCache::with_binding_limit(&gpu, shape, KvDtype::F32, 64, limit);
         assert_eq!(split(8 << 15).unwrap().buffers_per_layer(), 1);
         assert_eq!(split(7 << 15).unwrap().buffers_per_layer(), 2);
         assert_eq!(split(1 << 15).unwrap().buffers_per_layer(), 8);
         let e = split((1 << 15) - 1).err().unwrap();
         assert!(e.to_string().contains("at most 48 tokens fit"), "{e}");
         // The device's own limit: one kv head past it.
-        let too_many = (gpu.capabilities().max_storage_binding / 512 + 16) as usize;
+        let per_token = 128 * KvDtype::for_gpu(&gpu).bytes() as u64;
+        let too_many = (gpu.capabilities().max_storage_binding / per_token + 16) as usize;
         assert!(GpuKvCache::new(&gpu, shape, too_many).is_err());
     }
 

@@ -19,7 +19,7 @@ pub use error::GpuError;
 pub use kernels::attention::rope_write::QkvLayout;
 pub use kernels::attention::{AttentionConfig, MAX_HEAD_DIM};
 pub use kernels::sample::SampleChoice;
-pub use kv_cache::{GpuKvCache, KvBatch, KvShape, SeqId};
+pub use kv_cache::{GpuKvCache, KvBatch, KvDtype, KvShape, SeqId};
 pub use qmatmul::{FusedInput, Fusion, GpuQuantMatrix, MatmulPrecision};
 pub use recorder::Recorder;
 pub use timing::BatchTime;

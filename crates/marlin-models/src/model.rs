@@ -63,6 +63,15 @@ impl Precision {
             Precision::Int8x2 | Precision::Int8 => marlin_gpu::MatmulPrecision::Mixed,
         }
     }
+
+    /// How a GPU's KV cache stores keys and values under this precision: f32 at F32 (to match
+    /// transformers), otherwise f16 where the device has it.
+    pub fn gpu_kv(self, gpu: &marlin_gpu::Gpu) -> marlin_gpu::KvDtype {
+        match self {
+            Precision::F32 => marlin_gpu::KvDtype::F32,
+            Precision::Int8x2 | Precision::Int8 => marlin_gpu::KvDtype::for_gpu(gpu),
+        }
+    }
 }
 
 /// New tokens of one sequence, positioned after what its cache holds.
@@ -95,7 +104,8 @@ impl Model {
                 On::Cpu(Llama::load(src, CpuDevice::new(cpu))?)
             }
             Hardware::Gpu(gpu) => {
-                let device = GpuDevice::new(gpu.clone(), precision.gpu_matmul());
+                let device =
+                    GpuDevice::new(gpu.clone(), precision.gpu_matmul(), precision.gpu_kv(&gpu));
                 let model = Llama::load(src, device)?;
                 // Uploads report failures (out of memory) asynchronously: surface them here.
                 gpu.check()?;
@@ -143,6 +153,15 @@ impl Model {
         match &self.0 {
             On::Cpu(m) => m.device().max_cache_tokens(m.config()),
             On::Gpu(m) => m.device().max_cache_tokens(m.config()),
+        }
+    }
+
+    /// Bytes of keys and values one position takes in this model's caches: f32 on the CPU,
+    /// f16 on a GPU with SHADER_F16 (`marlin_gpu::KvDtype`).
+    pub fn kv_bytes_per_token(&self) -> u64 {
+        match &self.0 {
+            On::Cpu(m) => m.device().kv_bytes_per_token(m.config()),
+            On::Gpu(m) => m.device().kv_bytes_per_token(m.config()),
         }
     }
 

@@ -94,7 +94,13 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let source =
         marlin_models::open(&path).with_context(|| format!("inspecting {}", path.display()))?;
     let summary = summarize(source.as_ref());
-    let device = model_source::describe_hardware(&args.device.open()?);
+    let hardware = args.device.open()?;
+    let device = model_source::describe_hardware(&hardware);
+    // The cache's element: f16 on a GPU that has it, f32 otherwise (marlin_gpu::KvDtype).
+    let kv_dtype = match &hardware {
+        marlin_models::Hardware::Gpu(gpu) => marlin_gpu::KvDtype::for_gpu(gpu),
+        marlin_models::Hardware::Cpu(_) => marlin_gpu::KvDtype::F32,
+    };
     let report = Report {
         device,
         size_bytes: size_on_disk(&path)?,
@@ -102,7 +108,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         config: config(source.config()),
         parameters: summary.parameters,
         stored_types: stored_types(&summary),
-        memory_estimate: memory(&summary),
+        memory_estimate: memory(&summary, kv_dtype),
         path,
     };
     let out = if args.json {
@@ -164,14 +170,17 @@ fn stored_types(s: &ModelSummary) -> Vec<StoredType> {
         .collect()
 }
 
-fn memory(s: &ModelSummary) -> Memory {
+/// The summary's estimate (f32 keys and values) for a cache of `kv`.
+fn memory(s: &ModelSummary, kv: marlin_gpu::KvDtype) -> Memory {
+    let per_token = s.kv_bytes_per_token / 4 * kv.bytes() as u64;
+    let at_context = per_token * s.context_tokens as u64;
     Memory {
         weights_bytes: s.weights_memory_bytes,
-        kv_cache_dtype: "f32",
-        kv_cache_bytes_per_token: s.kv_bytes_per_token,
+        kv_cache_dtype: kv.name(),
+        kv_cache_bytes_per_token: per_token,
         context_tokens: s.context_tokens,
-        kv_cache_bytes_at_context: s.kv_bytes_at_context(),
-        total_bytes_at_context: s.memory_at_context(),
+        kv_cache_bytes_at_context: at_context,
+        total_bytes_at_context: s.weights_memory_bytes + at_context,
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use marlin_engine::Engine;
 use marlin_engine::scheduler::SchedulerConfig;
-use marlin_models::{KvCache, Precision};
+use marlin_models::Precision;
 use marlin_server::{Server, ServerConfig};
 
 use crate::model_source::{self, ActivationsArg, DeviceArgs};
@@ -104,7 +104,7 @@ fn default_name(given: Option<&Path>, path: &Path) -> String {
 
 fn scheduler_config(args: &ServeArgs, engine: &Engine) -> SchedulerConfig {
     let model = engine.model();
-    let per_token = KvCache::bytes_per_token(model.config()).max(1);
+    let per_token = model.kv_bytes_per_token().max(1);
     let on_gpu = model.gpu().is_some();
     let budget = match args.kv_cache_memory {
         Some(b) => b / per_token,

@@ -55,8 +55,8 @@ pub(crate) fn tuned(cell: &'static std::sync::OnceLock<Option<u32>>, name: &str)
 }
 
 /// Every kernel's WGSL source by file name, for the MSL translation test. The quantized matmul
-/// kernels are not complete on their own (quant_decode.rs assembles them): see
-/// [`generated_sources`].
+/// kernels and the KV cache's are not complete on their own (quant_decode.rs assembles the
+/// first, the cache's element type heads the second): see [`generated_sources`].
 pub const SOURCES: &[(&str, &str)] = &[
     ("add.wgsl", add::SOURCE),
     ("argmax.wgsl (subgroup)", argmax::SOURCES.subgroup),
@@ -69,7 +69,6 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("rms_norm.wgsl (subgroup)", rms_norm::SOURCES.subgroup),
     ("rms_norm.wgsl (shared)", rms_norm::SOURCES.shared),
     ("rope.wgsl", rope::SOURCE),
-    ("attention/rope_write.wgsl", attention::rope_write::SOURCE),
     ("sample.wgsl (subgroup)", sample::SOURCES.subgroup),
     ("sample.wgsl (shared)", sample::SOURCES.shared),
     ("softmax.wgsl (subgroup)", softmax::SOURCES.subgroup),
@@ -78,25 +77,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("quantize_x.wgsl (shared)", quantize_x::SOURCES.shared),
     ("split_sum.wgsl", split_sum::SOURCE),
     ("swiglu.wgsl", swiglu::SOURCE),
-    ("attention/kv_write.wgsl", attention::kv_write::SOURCE),
-    (
-        "attention/decode.wgsl (subgroup)",
-        attention::decode::SOURCE_SUBGROUP,
-    ),
-    (
-        "attention/decode.wgsl (shared)",
-        attention::decode::SOURCE_SHARED,
-    ),
     ("attention/combine.wgsl", attention::combine::SOURCE),
-    ("attention/prefill.wgsl (64)", attention::prefill::SOURCE_64),
-    (
-        "attention/prefill.wgsl (128)",
-        attention::prefill::SOURCE_128,
-    ),
-    (
-        "attention/prefill.wgsl (256)",
-        attention::prefill::SOURCE_256,
-    ),
 ];
 
 /// A row kernel's two builds: its source after `reduce_subgroup.wgsl` or after
@@ -139,12 +120,46 @@ pub fn generated_sources() -> Vec<(String, String)> {
             }
         }
     }
-    // Decode attention on subgroups at sizes 8 (lavapipe), 32 and 64, head_dim 16 to 256.
+    // The kernels that read or write the KV cache, for each element type; decode attention on
+    // subgroups at sizes 8 (lavapipe), 32 and 64, head_dim 16 to 256.
+    use attention::{decode, kv_write, prefill, rope_write};
+    let mut cache = vec![
+        (
+            "attention/rope_write.wgsl".to_string(),
+            rope_write::SOURCE.to_string(),
+        ),
+        ("attention/kv_write.wgsl".into(), kv_write::SOURCE.into()),
+        (
+            "attention/decode.wgsl (subgroup)".into(),
+            decode::SOURCE_SUBGROUP.into(),
+        ),
+        (
+            "attention/decode.wgsl (shared)".into(),
+            decode::SOURCE_SHARED.into(),
+        ),
+        (
+            "attention/prefill.wgsl (64)".into(),
+            prefill::SOURCE_64.into(),
+        ),
+        (
+            "attention/prefill.wgsl (128)".into(),
+            prefill::SOURCE_128.into(),
+        ),
+        (
+            "attention/prefill.wgsl (256)".into(),
+            prefill::SOURCE_256.into(),
+        ),
+    ];
     for min in [8, 32, 64] {
         for acc in [1, 4, 8, 16] {
-            use attention::decode::{subgroup_key, subgroup_source};
-            all.push((subgroup_key(min, acc), subgroup_source(min, acc)));
+            cache.push((
+                decode::subgroup_key(min, acc),
+                decode::subgroup_source(min, acc),
+            ));
         }
+    }
+    for dtype in crate::KvDtype::ALL {
+        all.extend(cache.iter().map(|(key, source)| dtype.kernel(key, source)));
     }
     all
 }

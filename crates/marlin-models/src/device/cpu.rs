@@ -95,6 +95,10 @@ impl Device for CpuDevice {
         usize::MAX
     }
 
+    fn kv_bytes_per_token(&self, config: &ModelConfig) -> u64 {
+        CpuKvCache::bytes_per_token(config)
+    }
+
     fn begin(
         &self,
         cache: &mut CpuKvCache,

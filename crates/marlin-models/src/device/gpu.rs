@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use marlin_gpu::kernels::{DenseWeight, Heads, View, WeightDtype};
 use marlin_gpu::{
     AttentionConfig, FusedInput, Fusion, Gpu, GpuBuffer, GpuError, GpuKvCache, GpuQuantMatrix,
-    KvBatch, KvShape, MatmulPrecision, QkvLayout, Recorder,
+    KvBatch, KvDtype, KvShape, MatmulPrecision, QkvLayout, Recorder,
 };
 
 use super::{AttentionParts, Device, Input, Part, project_unfused};
 use crate::layers::{stack_biases, stack_weights};
-use crate::{DenseTensor, KvCache, ModelConfig, ModelError, SeqId, Weight};
+use crate::{DenseTensor, ModelConfig, ModelError, SeqId, Weight};
 
 /// A GPU adapter opened for a model.
 #[derive(Debug, Clone)]
@@ -21,14 +21,17 @@ pub struct GpuDevice {
     gpu: Gpu,
     pool: Pool,
     precision: MatmulPrecision,
+    /// The KV cache's element type.
+    kv: KvDtype,
 }
 
 impl GpuDevice {
-    pub fn new(gpu: Gpu, precision: MatmulPrecision) -> Self {
+    pub fn new(gpu: Gpu, precision: MatmulPrecision, kv: KvDtype) -> Self {
         GpuDevice {
             gpu,
             pool: Pool::default(),
             precision,
+            kv,
         }
     }
 
@@ -208,6 +211,16 @@ fn profiling() -> bool {
     *ON.get_or_init(|| std::env::var(PROFILE_ENV).is_ok_and(|v| v == "1"))
 }
 
+/// The GPU cache's shape for `config`'s model.
+fn kv_shape(config: &ModelConfig, block_size: usize) -> KvShape {
+    KvShape {
+        layers: config.num_hidden_layers,
+        kv_heads: config.num_key_value_heads,
+        head_dim: config.head_dim,
+        block_size,
+    }
+}
+
 /// A GPU's cache takes at most this much memory unless asked for more: it is claimed whole at
 /// start (a long context, like Llama 3.1's 131072 positions, would otherwise claim tens of GB).
 const KV_BUDGET_BYTES: u64 = 2 << 30;
@@ -308,21 +321,20 @@ impl Device for GpuDevice {
         block_size: usize,
         max_tokens: usize,
     ) -> Result<GpuCache, ModelError> {
-        let shape = KvShape {
-            layers: config.num_hidden_layers,
-            kv_heads: config.num_key_value_heads,
-            head_dim: config.head_dim,
-            block_size,
-        };
+        let shape = kv_shape(config, block_size);
         Ok(GpuCache {
-            cache: GpuKvCache::new(&self.gpu, shape, max_tokens)?,
+            cache: GpuKvCache::with_dtype(&self.gpu, shape, self.kv, max_tokens)?,
             ids: Vec::new(),
         })
     }
 
     fn max_cache_tokens(&self, config: &ModelConfig) -> usize {
-        let per_token = KvCache::bytes_per_token(config);
+        let per_token = self.kv_bytes_per_token(config);
         (KV_BUDGET_BYTES / per_token.max(1)).max(1) as usize
+    }
+
+    fn kv_bytes_per_token(&self, config: &ModelConfig) -> u64 {
+        kv_shape(config, 1).bytes_per_token(self.kv)
     }
 
     fn begin(

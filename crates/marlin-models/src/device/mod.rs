@@ -130,6 +130,8 @@ pub trait Device: Send + Sync + Sized {
     /// The most positions a cache of this device should hold for `config`'s model (a GPU
     /// claims its whole cache up front; the CPU's grows as it fills).
     fn max_cache_tokens(&self, config: &ModelConfig) -> usize;
+    /// Bytes of keys and values one position of `config`'s model takes in this device's cache.
+    fn kv_bytes_per_token(&self, config: &ModelConfig) -> u64;
 
     /// Starts a pass over `counts[i].1` new tokens of each sequence `counts[i].0`, placed
     /// after what the cache holds (room is reserved here).

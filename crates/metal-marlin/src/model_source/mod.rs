@@ -24,9 +24,9 @@ pub struct ModelArgs {
     #[arg(long, short)]
     pub model: Option<PathBuf>,
     /// Precision of activations inside the quantized matmuls. On the GPU: f32 keeps every product
-    /// in f32; the others let prefill run on cooperative matrices in f16 with f32 sums where the
-    /// device has them, and decode take x as int8x2 in large 4-bit integer products (f32 in the
-    /// rest).
+    /// and the KV cache in f32; the others keep keys and values in f16 where the device has it
+    /// (half the cache memory), let prefill run on cooperative matrices in f16 with f32 sums,
+    /// and decode take x as int8x2 in large 4-bit integer products (f32 in the rest).
     #[arg(long, value_enum, default_value_t = ActivationsArg::Int8x2)]
     pub activations: ActivationsArg,
     #[command(flatten)]

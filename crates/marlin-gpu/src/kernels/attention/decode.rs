@@ -183,11 +183,11 @@ impl GpuKvCache {
             let min = caps.subgroup_min_size.max(1);
             // Lanes cover the head's vec4s for any subgroup of 4 or more (see the kernel).
             let acc = (hd / 4).div_ceil(4);
-            gpu.pipeline_with(&subgroup_key(min, acc), || subgroup_source(min, acc))
+            self.pipeline(&subgroup_key(min, acc), || subgroup_source(min, acc))
         } else if gpu.capabilities().subgroup {
-            gpu.pipeline("attention decode (subgroup)", SOURCE_SUBGROUP)
+            self.pipeline("attention decode (subgroup)", || SOURCE_SUBGROUP.into())
         } else {
-            gpu.pipeline("attention decode (shared)", SOURCE_SHARED)
+            self.pipeline("attention decode (shared)", || SOURCE_SHARED.into())
         };
         let shard_q_heads = heads / self.shape.kv_heads * self.shard_heads;
         for shard in 0..self.buffers_per_layer() {

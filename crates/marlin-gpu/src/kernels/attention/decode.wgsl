@@ -10,7 +10,8 @@
 // accumulates the tile's values for the output dimensions it owns (d = lid and lid + WG).
 // Keys of the chunk beyond the token's own position (causality) or before its window are not
 // visited at all: the host splits the range [window start, position] of each token. Comes
-// after decode_keys.wgsl (Params, the shared bindings, split_keys).
+// after the cache's prelude (kv_cache.rs: KvDtype, the element type KV; converted to f32 on
+// load) and decode_keys.wgsl (Params, the shared bindings, split_keys).
 
 const WG: u32 = 128u;
 // Largest head dimension: each invocation owns 2 output dimensions.
@@ -20,8 +21,8 @@ const NEG: f32 = -3.0e38;
 
 
 // One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KV>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KV>;
 
 // The query, pre-scaled.
 var<workgroup> qs: array<f32, HD_MAX>;
@@ -36,11 +37,11 @@ fn weighted(n: u32, d: u32) -> f32 {
     var j = 0u;
     for (; j + 4u <= n; j += 4u) {
         a += vec4<f32>(ps[j], ps[j + 1u], ps[j + 2u], ps[j + 3u])
-            * vec4<f32>(v_cache[rows[j] + d], v_cache[rows[j + 1u] + d], v_cache[rows[j + 2u] + d],
-                        v_cache[rows[j + 3u] + d]);
+            * vec4<f32>(vec4<KV>(v_cache[rows[j] + d], v_cache[rows[j + 1u] + d],
+                                 v_cache[rows[j + 2u] + d], v_cache[rows[j + 3u] + d]));
     }
     for (; j < n; j++) {
-        a.x += ps[j] * v_cache[rows[j] + d];
+        a.x += ps[j] * f32(v_cache[rows[j] + d]);
     }
     return (a.x + a.y) + (a.z + a.w);
 }
@@ -81,11 +82,11 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
             var d = 0u;
             for (; d + 4u <= hd; d += 4u) {
                 dot += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u])
-                    * vec4<f32>(k_cache[row + d], k_cache[row + d + 1u], k_cache[row + d + 2u],
-                                k_cache[row + d + 3u]);
+                    * vec4<f32>(vec4<KV>(k_cache[row + d], k_cache[row + d + 1u],
+                                         k_cache[row + d + 2u], k_cache[row + d + 3u]));
             }
             for (; d < hd; d++) {
-                dot.x += qs[d] * k_cache[row + d];
+                dot.x += qs[d] * f32(k_cache[row + d]);
             }
             s = (dot.x + dot.y) + (dot.z + dot.w);
         }

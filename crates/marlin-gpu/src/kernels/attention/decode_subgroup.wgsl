@@ -12,8 +12,9 @@
 // (max, sum, output) are merged in workgroup memory as combine.wgsl merges splits. A split of
 // a single chunk (the whole context) writes the final output itself, and no combine runs.
 //
-// Comes after decode_keys.wgsl (Params, the shared bindings, split_keys). Prepended by
-// decode.rs: SG (the device's smallest subgroup size: the workgroup is 4 of them)
+// Comes after the cache's prelude (kv_cache.rs: KvDtype, the element type KV; keys and values
+// are converted to f32 on load) and decode_keys.wgsl (Params, the shared bindings,
+// split_keys). Prepended by decode.rs: SG (the device's smallest subgroup size: the workgroup is 4 of them)
 // and ACC (vec4s of the output each lane keeps: head_dim / 16 rounded up, so that subgroups of
 // any size from 4 up cover the head).
 
@@ -27,8 +28,8 @@ const NEG: f32 = -3.0e38;
 
 
 // One layer's cache: [blocks][shard_heads][block_size][head_dim], head_dim a multiple of 4.
-@group(0) @binding(2) var<storage, read> k_cache: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> v_cache: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k_cache: array<vec4<KV>>;
+@group(0) @binding(3) var<storage, read> v_cache: array<vec4<KV>>;
 // (tokens, heads, head_dim): written here instead when there is one split.
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
 
@@ -86,7 +87,7 @@ fn main(
             if (i < hd4) {
                 let qv = qs[i];
                 for (var b = 0u; b < BATCH; b++) {
-                    dots[b] += dot(qv, k_cache[rows[b] + i]);
+                    dots[b] += dot(qv, vec4<f32>(k_cache[rows[b] + i]));
                 }
             }
         }
@@ -110,7 +111,7 @@ fn main(
             if (i < hd4) {
                 var a = acc[j] * alpha;
                 for (var b = 0u; b < BATCH; b++) {
-                    a += p[b] * v_cache[rows[b] + i];
+                    a += p[b] * vec4<f32>(v_cache[rows[b] + i]);
                 }
                 acc[j] = a;
             }

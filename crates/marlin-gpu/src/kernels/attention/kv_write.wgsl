@@ -1,6 +1,7 @@
 // Writes the new tokens' keys and values (after rope) into their slots of the paged cache,
 // for the kv heads of one buffer (all of them unless a layer is split, kv_cache.rs says why).
-// One thread per element of (tokens, shard_heads, head_dim).
+// One thread per element of (tokens, shard_heads, head_dim). After the cache's prelude
+// (kv_cache.rs: KvDtype): KV, the cache's element type.
 
 struct Params {
     kv_heads: u32,
@@ -21,8 +22,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
-@group(0) @binding(1) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(1) var<storage, read_write> k_cache: array<KV>;
+@group(0) @binding(2) var<storage, read_write> v_cache: array<KV>;
 // (tokens, kv_heads, head_dim)
 @group(0) @binding(3) var<storage, read> k_new: array<f32>;
 @group(0) @binding(4) var<storage, read> v_new: array<f32>;
@@ -45,6 +46,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let at = ((block * params.shard_heads + h) * params.block_size + pos % params.block_size) * hd
         + d;
     let src = t * params.stride + (params.head0 + h) * hd + d;
-    k_cache[at] = k_new[params.k_offset + src];
-    v_cache[at] = v_new[params.v_offset + src];
+    k_cache[at] = KV(k_new[params.k_offset + src]);
+    v_cache[at] = KV(v_new[params.v_offset + src]);
 }

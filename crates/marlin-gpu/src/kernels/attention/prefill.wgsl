@@ -11,7 +11,8 @@
 //      (d = col, col + TPR, ...); they all read the row's BK scores, update the row's running
 //      max and sum (online softmax) and accumulate the values. Masked keys (after the row's
 //      position, or before its window) weigh 0.
-// The line before this file sets HD_MAX (the largest head dimension) and BK so that the tiles
+// Keys and values are stored as KV (the cache's prelude, kv_cache.rs: KvDtype) and copied to
+// workgroup memory as f32. The line before this file sets HD_MAX (the largest head dimension) and BK so that the tiles
 // fit Metal's 32 KiB of workgroup memory: (64, 32) takes 22.3 KiB, (128, 16) 25.1 KiB and
 // (256, 4) 24.3 KiB.
 
@@ -51,8 +52,8 @@ struct Params {
 // (tokens, heads, head_dim), at q_offset with a row stride of q_stride
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 // One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KV>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KV>;
 // Per token [position, offset of its block table in tables].
 @group(0) @binding(4) var<storage, read> info: array<u32>;
 @group(0) @binding(5) var<storage, read> tables: array<u32>;
@@ -119,8 +120,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
             let j = e / hd;
             let d = e % hd;
             // Keys past `last` repeat the last one (rows clamps them); their scores are masked.
-            ks[j * KS + d] = k_cache[rows[j] + d];
-            vs[j * HD_MAX + d] = v_cache[rows[j] + d];
+            ks[j * KS + d] = f32(k_cache[rows[j] + d]);
+            vs[j * HD_MAX + d] = f32(v_cache[rows[j] + d]);
         }
         workgroupBarrier();
         for (var e = lid; e < BQ * BK; e += WG) {

@@ -66,7 +66,7 @@ impl GpuKvCache {
         if batch.tokens == 0 || hd == 0 {
             return Ok(());
         }
-        let pipe = gpu.pipeline(OP, SOURCE);
+        let pipe = self.pipeline(OP, || SOURCE.into());
         for shard in 0..self.buffers_per_layer() {
             // The first buffer's dispatch turns q.
             let heads = if shard == 0 { at.heads } else { 0 };
@@ -144,12 +144,14 @@ mod tests {
     use super::*;
     use crate::kernels::testing::values;
     use crate::kernels::{Heads, View};
-    use crate::{Gpu, KvShape};
+    use crate::{Gpu, KvDtype, KvShape};
 
     /// Rope then write, the two kernels apart, for `(heads, kv_heads, head_dim)` with each layer
-    /// in `buffers` buffers: q, the row's k and v, and both layers' caches bit for bit.
+    /// in `buffers` buffers of `dtype`: q, the row's k and v, and both layers' caches bit for
+    /// bit.
     fn equals_rope_then_write(
         gpu: &Gpu,
+        dtype: KvDtype,
         (heads, kv_heads, hd): (usize, usize, usize),
         buffers: usize,
     ) {
@@ -160,8 +162,8 @@ mod tests {
             block_size: 16,
         };
         let capacity = 128;
-        let limit = (kv_heads / buffers * capacity * hd * 4) as u64;
-        let mut cache = GpuKvCache::with_binding_limit(gpu, shape, capacity, limit).unwrap();
+        let limit = (kv_heads / buffers * capacity * hd * dtype.bytes()) as u64;
+        let mut cache = GpuKvCache::with_binding_limit(gpu, shape, dtype, capacity, limit).unwrap();
         assert_eq!(cache.buffers_per_layer(), buffers);
         let (a, b) = (cache.add_sequence(), cache.add_sequence());
         // Sequence b's block comes first: its table is not the identity.
@@ -211,7 +213,9 @@ mod tests {
         cache.record_write(&mut enc, 0, &batch, k, v).unwrap();
         gpu.submit(enc);
 
-        let what = format!("heads {heads}, kv heads {kv_heads}, head_dim {hd}, {buffers} buffers");
+        let what = format!(
+            "heads {heads}, kv heads {kv_heads}, head_dim {hd}, {buffers} buffers of {dtype:?}"
+        );
         let (got, want) = (gpu.read_f32(&fused).unwrap(), gpu.read_f32(&apart).unwrap());
         for (t, (g, w)) in got
             .chunks(at.stride)
@@ -231,16 +235,11 @@ mod tests {
         for shard in 0..buffers {
             let (k0, v0) = cache.shard(0, shard);
             let (k1, v1) = cache.shard(1, shard);
-            assert_eq!(
-                gpu.read_f32(k1).unwrap(),
-                gpu.read_f32(k0).unwrap(),
-                "keys, {what}"
-            );
-            assert_eq!(
-                gpu.read_f32(v1).unwrap(),
-                gpu.read_f32(v0).unwrap(),
-                "values, {what}"
-            );
+            let (k1, k0) = (gpu.read(k1).unwrap(), gpu.read(k0).unwrap());
+            assert!(k1 == k0, "keys, {what}");
+            assert!(k1.iter().any(|&b| b != 0), "no keys written, {what}");
+            let (v1, v0) = (gpu.read(v1).unwrap(), gpu.read(v0).unwrap());
+            assert!(v1 == v0, "values, {what}");
         }
     }
 
@@ -253,7 +252,11 @@ mod tests {
             ((4, 4, 128), 2),
             ((3, 1, 6), 1),
         ] {
-            equals_rope_then_write(&gpu, dims, buffers);
+            for dtype in KvDtype::ALL {
+                if dtype == KvDtype::F32 || gpu.capabilities().shader_f16 {
+                    equals_rope_then_write(&gpu, dtype, dims, buffers);
+                }
+            }
         }
     }
 

@@ -6,7 +6,8 @@
 // way into the cache (the row keeps them as they were: only the cache is read after), its v
 // heads are copied. One thread per pair (i, i + head_dim / 2) of one head: the q heads, then
 // this buffer's k heads, then its v heads (kv_cache.rs: a layer larger than a binding is split
-// by kv heads, one dispatch per buffer; the first turns q). Comes after rope_angle.wgsl.
+// by kv heads, one dispatch per buffer; the first turns q). Comes after the cache's prelude
+// (kv_cache.rs: KvDtype, the element type KV) and rope_angle.wgsl.
 
 struct Params {
     tokens: u32,
@@ -28,8 +29,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // One layer's cache (of the shard's heads): [blocks][shard_heads][block_size][head_dim].
-@group(0) @binding(1) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(1) var<storage, read_write> k_cache: array<KV>;
+@group(0) @binding(2) var<storage, read_write> v_cache: array<KV>;
 // (tokens, stride): q turned in place.
 @group(0) @binding(3) var<storage, read_write> qkv: array<f32>;
 // Per token [position, offset of its block table in tables].
@@ -71,10 +72,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (kv_slot < params.shard_heads) {
         let a = qkv[params.k_offset + src];
         let b = qkv[params.k_offset + src + half];
-        k_cache[dst] = a * sc.y - b * sc.x;
-        k_cache[dst + half] = b * sc.y + a * sc.x;
+        k_cache[dst] = KV(a * sc.y - b * sc.x);
+        k_cache[dst + half] = KV(b * sc.y + a * sc.x);
     } else {
-        v_cache[dst] = qkv[params.v_offset + src];
-        v_cache[dst + half] = qkv[params.v_offset + src + half];
+        v_cache[dst] = KV(qkv[params.v_offset + src]);
+        v_cache[dst + half] = KV(qkv[params.v_offset + src + half]);
     }
 }

@@ -2,16 +2,18 @@
 //! and values (so the paging itself is under test too): decode and prefill, head dimensions
 //! 16, 64, 128 and 256, GQA ratios 1 and 3, contexts 1, 3, 67 and 300 (several split chunks
 //! and cache blocks), a sliding window, batches of sequences of different lengths, and chunked
-//! prefill then decode against one long prefill. Run both with and without subgroups
-//! (`MARLIN_GPU_SUBGROUP=0`).
+//! prefill then decode against one long prefill; caches of f16 (where the device has it) and
+//! f32. Run both with and without subgroups (`MARLIN_GPU_SUBGROUP=0`).
 
 use super::AttentionConfig;
 use crate::kernels::View;
-use crate::{Gpu, GpuError, GpuKvCache, KvShape, SeqId};
+use crate::{Gpu, GpuError, GpuKvCache, KvDtype, KvShape, SeqId};
 
 /// Outputs are convex combinations of values in [-1, 1]; f32 dot products of <= 256 terms and
 /// sums of <= 300 weights, in another order than the reference's, stay within ~1e-6, so 1e-4
-/// leaves room for a GPU's exp being a few ulp off, not for a wrong key or weight.
+/// leaves room for a GPU's exp being a few ulp off, not for a wrong key or weight. The
+/// reference reads keys and values as the cache stores them (rounded to f16 in an f16 cache),
+/// so the bound is the same for both types.
 const TOL: f64 = 1e-4;
 
 /// The layer attended; layer 0 holds other data, so a kernel reading the wrong layer fails.
@@ -63,10 +65,20 @@ impl Fixture {
         Self::split(gpu, shape, seqs, shape.1)
     }
 
+    /// A fixture whose cache stores `dtype`.
+    fn of(gpu: &Gpu, dtype: KvDtype, shape: (usize, usize, usize), seqs: usize) -> Self {
+        Self::make(gpu, dtype, shape, seqs, shape.1)
+    }
+
     /// A fixture whose cache holds `shard_heads` kv heads per buffer, as a layer too large
     /// for one binding would.
-    fn split(
+    fn split(gpu: &Gpu, shape: (usize, usize, usize), seqs: usize, shard_heads: usize) -> Self {
+        Self::make(gpu, KvDtype::for_gpu(gpu), shape, seqs, shard_heads)
+    }
+
+    fn make(
         gpu: &Gpu,
+        dtype: KvDtype,
         (heads, kv_heads, head_dim): (usize, usize, usize),
         seqs: usize,
         shard_heads: usize,
@@ -77,8 +89,8 @@ impl Fixture {
             head_dim,
             block_size: 16,
         };
-        let limit = (shard_heads * CAPACITY * head_dim * 4) as u64;
-        let mut cache = GpuKvCache::with_binding_limit(gpu, shape, CAPACITY, limit).unwrap();
+        let limit = (shard_heads * CAPACITY * head_dim * dtype.bytes()) as u64;
+        let mut cache = GpuKvCache::with_binding_limit(gpu, shape, dtype, CAPACITY, limit).unwrap();
         assert_eq!(cache.buffers_per_layer(), kv_heads / shard_heads);
         Fixture {
             gpu: gpu.clone(),
@@ -120,8 +132,9 @@ impl Fixture {
             let v = self.rng.vec(count * self.row(), 1.0);
             k_new.extend(&k);
             v_new.extend(&v);
-            self.keys[i].extend(k);
-            self.values[i].extend(v);
+            let dtype = self.cache.dtype();
+            self.keys[i].extend(k.iter().map(|&x| stored(dtype, x)));
+            self.values[i].extend(v.iter().map(|&x| stored(dtype, x)));
             places.extend((start..start + count).map(|p| (i, p)));
         }
         let batch = self.cache.batch(&self.ids(&places)).unwrap();
@@ -263,6 +276,23 @@ impl Fixture {
     }
 }
 
+/// `x` as a cache of `dtype` holds it.
+fn stored(dtype: KvDtype, x: f32) -> f32 {
+    match dtype {
+        KvDtype::F16 => half::f16::from_f32(x).to_f32(),
+        KvDtype::F32 => x,
+    }
+}
+
+/// The cache types the device has: f32 always, f16 where SHADER_F16 is on.
+fn dtypes(gpu: &Gpu) -> Vec<KvDtype> {
+    let mut all = vec![KvDtype::F32];
+    if KvDtype::for_gpu(gpu) == KvDtype::F16 {
+        all.push(KvDtype::F16);
+    }
+    all
+}
+
 fn assert_close(got: &[f32], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
     let (i, err) = got
@@ -300,25 +330,36 @@ const CONTEXTS: [usize; 4] = [1, 3, 67, 300];
 #[test]
 fn decode_matches_the_reference_for_a_batch_of_contexts() {
     let Some(gpu) = crate::test_gpu() else { return };
-    for shape in SHAPES {
-        let mut f = Fixture::new(&gpu, shape, CONTEXTS.len());
+    for (shape, dtype) in SHAPES
+        .into_iter()
+        .flat_map(|s| dtypes(&gpu).into_iter().map(move |d| (s, d)))
+    {
+        let mut f = Fixture::of(&gpu, dtype, shape, CONTEXTS.len());
         let places = f.append(&CONTEXTS);
         let step = last_of_each(&places);
+        let what = format!("{shape:?}, {dtype:?} cache");
         for kernel in [Kernel::Decode, Kernel::DecodeChunk(128)] {
-            f.check(kernel, &step, &format!("{shape:?}"));
+            f.check(kernel, &step, &what);
         }
         // Every token of every sequence at once: a batch of many lengths.
-        f.check(Kernel::Decode, &places, &format!("{shape:?}, all tokens"));
+        f.check(Kernel::Decode, &places, &format!("{what}, all tokens"));
     }
 }
 
 #[test]
 fn prefill_matches_the_reference_for_a_batch_of_sequences() {
     let Some(gpu) = crate::test_gpu() else { return };
-    for shape in SHAPES {
-        let mut f = Fixture::new(&gpu, shape, CONTEXTS.len());
+    for (shape, dtype) in SHAPES
+        .into_iter()
+        .flat_map(|s| dtypes(&gpu).into_iter().map(move |d| (s, d)))
+    {
+        let mut f = Fixture::of(&gpu, dtype, shape, CONTEXTS.len());
         let places = f.append(&CONTEXTS);
-        f.check(Kernel::Prefill, &places, &format!("{shape:?}"));
+        f.check(
+            Kernel::Prefill,
+            &places,
+            &format!("{shape:?}, {dtype:?} cache"),
+        );
     }
 }
 
