@@ -41,12 +41,50 @@ const SUBGROUP_CHUNK: usize = 64;
 /// decode_subgroup.wgsl's pipeline key for a smallest subgroup size `min` and `acc` vec4s per
 /// lane.
 pub(crate) fn subgroup_key(min: u32, acc: usize) -> String {
-    format!("attention decode sg{min} acc{acc}")
+    let (batch, hoist) = subgroup_tuning();
+    format!(
+        "attention decode sg{min} acc{acc} b{batch} h{}",
+        hoist as u8
+    )
 }
 
 /// decode_subgroup.wgsl's source for those constants (built only when the pipeline is).
 pub(crate) fn subgroup_source(min: u32, acc: usize) -> String {
-    format!("const SG: u32 = {min}u;\nconst ACC: u32 = {acc}u;\n{SOURCE_SUBGROUP_SPLIT}")
+    let (batch, hoist) = subgroup_tuning();
+    format!(
+        "const SG: u32 = {min}u;\nconst ACC: u32 = {acc}u;\nconst BATCH: u32 = {batch}u;\n\
+         const HOIST: bool = {hoist};\n{SOURCE_SUBGROUP_SPLIT}"
+    )
+}
+
+/// Keys a subgroup takes at once, and whether their values are loaded together with their keys
+/// (before the scores' reductions, not after). On the H100 (Llama-3.1-8B's shape, f16 cache,
+/// `examples/attention_cost.rs`) 8 keys with their values hoisted took 62 µs a layer at 12288
+/// keys where 16 without took 111-125 (and 32 took 162): fewer registers a lane, more
+/// subgroups in flight. `MARLIN_DECODE_BATCH` and `MARLIN_DECODE_HOIST=0|1` override them, for
+/// tuning.
+fn subgroup_tuning() -> (u32, bool) {
+    static BATCH: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    static HOIST: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let batch = crate::kernels::tuned(&BATCH, "MARLIN_DECODE_BATCH").map_or(8, |b| b.clamp(1, 32));
+    let hoist = crate::kernels::tuned(&HOIST, "MARLIN_DECODE_HOIST") != Some(0);
+    (batch, hoist)
+}
+
+/// Vec4s of the output each lane keeps: the head's vec4s over the subgroup's lanes. A hardware
+/// GPU's smallest subgroup size is trusted (32 on NVIDIA and Apple: one vec4 a lane at
+/// head_dim 128, which measured 10% faster than keeping four); a software adapter may run
+/// subgroups smaller than it reports (lavapipe at a vector width of 1024 reports 32 and runs
+/// 16), so there the lanes are counted as 4. `MARLIN_DECODE_ACC` overrides it, for tuning.
+fn subgroup_acc(gpu: &crate::Gpu, hd: usize) -> usize {
+    static ACC: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let lanes = if gpu.is_software() {
+        4
+    } else {
+        gpu.capabilities().subgroup_min_size.max(4) as usize
+    };
+    crate::kernels::tuned(&ACC, "MARLIN_DECODE_ACC")
+        .map_or((hd / 4).div_ceil(lanes), |a| a as usize)
 }
 
 fn subgroup_chunk() -> usize {
@@ -181,8 +219,7 @@ impl GpuKvCache {
         let pipe = if sg {
             let caps = gpu.capabilities();
             let min = caps.subgroup_min_size.max(1);
-            // Lanes cover the head's vec4s for any subgroup of 4 or more (see the kernel).
-            let acc = (hd / 4).div_ceil(4);
+            let acc = subgroup_acc(gpu, hd);
             self.pipeline(&subgroup_key(min, acc), || subgroup_source(min, acc))
         } else if gpu.capabilities().subgroup {
             self.pipeline("attention decode (subgroup)", || SOURCE_SUBGROUP.into())

@@ -14,13 +14,12 @@
 //
 // Comes after the cache's prelude (kv_cache.rs: KvDtype, the element type KV; keys and values
 // are converted to f32 on load) and decode_keys.wgsl (Params, the shared bindings,
-// split_keys). Prepended by decode.rs: SG (the device's smallest subgroup size: the workgroup is 4 of them)
-// and ACC (vec4s of the output each lane keeps: head_dim / 16 rounded up, so that subgroups of
-// any size from 4 up cover the head).
+// split_keys). Prepended by decode.rs: SG (the device's smallest subgroup size: the workgroup is 4 of them),
+// BATCH (keys a subgroup takes at once), HOIST (their values loaded with their keys) and ACC
+// (vec4s of the output each lane keeps: enough for the device's smallest subgroup to cover the
+// head, decode.rs says how it is counted).
 
 const WG: u32 = 4u * SG;
-// Keys a subgroup takes at once.
-const BATCH: u32 = 16u;
 // Largest head dimension, in vec4s.
 const HD4_MAX: u32 = 64u;
 // Stands for -infinity: exp(NEG - m) is 0 for any real m, and NEG - NEG is 0, not NaN.
@@ -82,12 +81,19 @@ fn main(
                 + key % params.block_size) * hd4;
         }
         var dots: array<f32, BATCH>;
+        // HOIST: the first vec4 of every value requested with the keys, before the reductions.
+        var vals: array<vec4<f32>, BATCH>;
         for (var j = 0u; j < ACC; j++) {
             let i = lane + j * width;
             if (i < hd4) {
                 let qv = qs[i];
                 for (var b = 0u; b < BATCH; b++) {
                     dots[b] += dot(qv, vec4<f32>(k_cache[rows[b] + i]));
+                }
+                if (HOIST && j == 0u) {
+                    for (var b = 0u; b < BATCH; b++) {
+                        vals[b] = vec4<f32>(v_cache[rows[b] + i]);
+                    }
                 }
             }
         }
@@ -111,7 +117,11 @@ fn main(
             if (i < hd4) {
                 var a = acc[j] * alpha;
                 for (var b = 0u; b < BATCH; b++) {
-                    a += p[b] * vec4<f32>(v_cache[rows[b] + i]);
+                    if (HOIST && j == 0u) {
+                        a += p[b] * vals[b];
+                    } else {
+                        a += p[b] * vec4<f32>(v_cache[rows[b] + i]);
+                    }
                 }
                 acc[j] = a;
             }
