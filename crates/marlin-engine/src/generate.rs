@@ -140,9 +140,19 @@ fn generate_here(
         })
     };
     let start = Instant::now();
+    let mut chunks = prompt[cached..]
+        .chunks(params.prefill_chunk.max(1))
+        .peekable();
     let mut next = Next::Logits(Vec::new());
-    for chunk in prompt[cached..].chunks(params.prefill_chunk.max(1)) {
-        next = step(chunk, cache, &mut sampler)?;
+    while let Some(chunk) = chunks.next() {
+        if chunks.peek().is_some() {
+            // An earlier chunk only fills the cache: its cheapest output (an argmax on the
+            // device) is dropped, and no random number is drawn for it, so a seed gives the same
+            // tokens whatever the chunk size.
+            model.forward_greedy(&[SeqTokens { seq, tokens: chunk }], cache)?;
+        } else {
+            next = step(chunk, cache, &mut sampler)?;
+        }
     }
     let prefill_time = start.elapsed();
     let decode_start = Instant::now();

@@ -106,14 +106,32 @@ fn the_gpu_gives_the_greedy_tokens_of_the_cpu() {
     // Sampling draws on the GPU (the draw comes back, not the logits): a seed gives the same
     // tokens every time, and top-k 1 at any temperature is greedy.
     let prompt = on_gpu.encode("The capital of France is").unwrap();
-    let sampled = |temperature, top_k, seed| {
+    let sampled = |temperature, top_k, seed, prefill_chunk| {
         let mut params = greedy(8);
         params.generate.sampling.temperature = temperature;
         params.generate.sampling.top_k = top_k;
         params.generate.sampling.top_p = 0.9;
         params.generate.sampling.seed = Some(seed);
+        params.generate.prefill_chunk = prefill_chunk;
         on_gpu.generate(&prompt, &params, |_| {}).unwrap().token_ids
     };
-    assert_eq!(sampled(0.9, 40, 7), sampled(0.9, 40, 7));
-    assert_eq!(sampled(1.5, 1, 3)[..5], [7042, 30, 198, 198, 504]);
+    let once = sampled(0.9, 40, 7, 512);
+    assert_eq!(once, sampled(0.9, 40, 7, 512));
+    // Earlier prefill chunks draw nothing: the chunk size does not change a seed's tokens.
+    assert_eq!(once, sampled(0.9, 40, 7, 2));
+    assert_eq!(sampled(1.5, 1, 3, 512)[..5], [7042, 30, 198, 198, 504]);
+}
+
+/// The models' default on a GPU (int8x2 activations on the CPU; on the GPU an f16 KV cache
+/// where the device has f16, as lavapipe does) gives the CPU default's greedy tokens: what
+/// `generate --device gpu` and `--device cpu` run.
+#[test]
+fn the_gpu_at_the_default_precision_gives_the_greedy_tokens_of_the_cpu() {
+    let Some(gpu) = marlin_gpu::test_gpu() else {
+        return;
+    };
+    let path = marlin_testkit::smollm2_gguf();
+    let on_gpu = Engine::load_on(&path, gpu, Precision::default()).unwrap();
+    let cpu = Engine::load_on(&path, CpuBackend::detect(), Precision::default()).unwrap();
+    same_greedy_tokens(&on_gpu, &cpu, "GPU at the default precision");
 }
