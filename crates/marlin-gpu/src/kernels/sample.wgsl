@@ -117,6 +117,17 @@ fn select_key(
     return prefix;
 }
 
+// Top-k's threshold: the k-th largest key.
+fn count_key(lane: Lane, base: u32, k: u32) -> u32 {
+    return select_key(lane, base, false, k, 1.0, 0u, 0.0, 1.0, 1.0);
+}
+
+// Top-p's threshold: the largest key K such that the tokens of keys >= K (and >= kmin) hold
+// top_p of the kept mass `total` (probabilities under mx and inv_t).
+fn mass_key(lane: Lane, base: u32, top_p: f32, kmin: u32, mx: f32, inv_t: f32, total: f32) -> u32 {
+    return select_key(lane, base, true, 0u, top_p, kmin, mx, inv_t, total);
+}
+
 @compute @workgroup_size(GROUP_SIZE)
 fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let row = min(wg.x + wg.y * groups.x, params.rows - 1u);
@@ -140,7 +151,7 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     // Keys at least kmin are kept.
     var kmin = 0u;
     if (c.top_k > 0u && c.top_k < params.vocab) {
-        kmin = select_key(lane, base, false, c.top_k, 1.0, 0u, mx, c.inv_t, 1.0);
+        kmin = count_key(lane, base, c.top_k);
     }
     if (c.top_p < 1.0) {
         var total = 0.0;
@@ -151,7 +162,7 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
             }
         }
         total = group_sum(total, lane);
-        kmin = max(kmin, select_key(lane, base, true, 0u, c.top_p, kmin, mx, c.inv_t, total));
+        kmin = max(kmin, mass_key(lane, base, c.top_p, kmin, mx, c.inv_t, total));
     }
 
     // This thread's kept mass, its place among the threads', and the token u falls on.
