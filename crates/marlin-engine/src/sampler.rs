@@ -86,64 +86,37 @@ impl Sampler {
     /// choice needs no history: temperature above 0 and no penalties. None otherwise (greedy,
     /// or penalties: [`Sampler::sample`] on the host).
     pub fn device_choice(&mut self) -> Option<marlin_models::device::SampleChoice> {
-        let p = &self.params;
-        p.draws_without_history()
-            .then(|| marlin_models::device::SampleChoice {
-                temperature: p.temperature,
-                top_k: p.top_k,
-                top_p: p.top_p.clamp(f32::MIN_POSITIVE, 1.0),
-                min_p: p.min_p.clamp(0.0, 1.0),
-                u: self.rng.random::<f32>(),
-            })
+        if self.params.draws_without_history() {
+            Some(self.choice())
+        } else {
+            None
+        }
     }
 
-    /// The next token given the logits (vocab) and the tokens so far (prompt and output).
+    /// This step's filters and random draw.
+    fn choice(&mut self) -> marlin_models::device::SampleChoice {
+        let p = &self.params;
+        marlin_models::device::SampleChoice {
+            temperature: p.temperature,
+            top_k: p.top_k,
+            top_p: p.top_p.clamp(f32::MIN_POSITIVE, 1.0),
+            min_p: p.min_p.clamp(0.0, 1.0),
+            u: self.rng.random::<f32>(),
+        }
+    }
+
+    /// The next token given the logits (vocab) and the tokens so far (prompt and output): the
+    /// penalties, then the argmax (temperature 0) or a draw from the distribution the devices
+    /// share ([`marlin_models::device::sample_row`]: top-k, top-p and min-p, ties at a
+    /// threshold kept).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let mut logits = logits.to_vec();
         self.penalize(&mut logits, history);
         if self.params.temperature <= 0.0 {
             return argmax(&logits);
         }
-        // (token, probability) of the candidates, most likely first.
-        let mut cands: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (i as u32, l / self.params.temperature))
-            .collect();
-        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        if self.params.top_k > 0 {
-            cands.truncate(self.params.top_k);
-        }
-        let max = cands[0].1;
-        let total: f32 = cands
-            .iter_mut()
-            .map(|c| {
-                c.1 = (c.1 - max).exp();
-                c.1
-            })
-            .sum();
-        cands.iter_mut().for_each(|c| c.1 /= total);
-        if self.params.top_p < 1.0 {
-            let mut mass = 0.0;
-            let keep = cands.iter().position(|c| {
-                mass += c.1;
-                mass >= self.params.top_p
-            });
-            cands.truncate(keep.map_or(cands.len(), |k| k + 1));
-        }
-        if self.params.min_p > 0.0 {
-            let floor = cands[0].1 * self.params.min_p;
-            cands.retain(|c| c.1 >= floor);
-        }
-        let total: f32 = cands.iter().map(|c| c.1).sum();
-        let mut r = self.rng.random::<f32>() * total;
-        for &(t, p) in &cands {
-            if r < p {
-                return t;
-            }
-            r -= p;
-        }
-        cands.last().map_or(0, |c| c.0)
+        let choice = self.choice();
+        marlin_models::device::sample_row(&logits, &choice)
     }
 
     fn penalize(&self, logits: &mut [f32], history: &[u32]) {
