@@ -80,7 +80,7 @@ pub enum MatmulPrecision {
     /// would leave the device idle, with x and W rounded to f16 and f32 accumulation, as
     /// llama.cpp and cuBLAS do; elsewhere f32. Decode (m <= 8) takes x as int8x2 (below) where
     /// that measured faster ([`QmvVariant::prefers_q8`]: INT4 and INT4 affine products of more
-    /// than 2^24 weights), f32 elsewhere.
+    /// than 2^24 weights, up to 4 rows), f32 elsewhere.
     #[default]
     Mixed,
     /// [`MatmulPrecision::Mixed`], and decode (m <= 8) of every product of the integer formats
@@ -294,7 +294,7 @@ impl Gpu {
             _ if m <= qmv_max => Plan::Qmv(QmvVariant {
                 x_q8: match precision {
                     MatmulPrecision::Int8x2 => QmvVariant::takes_q8(w.scheme),
-                    MatmulPrecision::Mixed => QmvVariant::prefers_q8(w.scheme, n, k),
+                    MatmulPrecision::Mixed => QmvVariant::prefers_q8(w.scheme, m, n, k),
                     MatmulPrecision::F32 => false,
                 },
                 ..QmvVariant::new(&caps, w.scheme, (m, n, k))

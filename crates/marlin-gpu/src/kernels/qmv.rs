@@ -49,16 +49,18 @@ fn threads(mt: u32, subgroups: bool) -> u32 {
     }
 }
 
-/// Rows of W a thread works on at once (each x vec4 it loads serves RPS rows), by rows of x:
-/// at m = 1 two rows leave more threads for the same work, which measured faster on the H100
-/// (N = K = 8192, INT4: 44 µs against 49 at four); more rows of x reuse each weight load more.
-/// `MARLIN_QMV_RPS` (1, 2, 4 or 8) overrides it, for tuning on a new GPU.
-fn rps(mt: u32) -> u32 {
+/// Rows of W a thread works on at once (each x vec4 it loads serves RPS rows): two, at every
+/// m. On the H100 (N = K = 8192, INT4 g32, 512 threads, session 9) two rows against four took
+/// at m = 8 92 µs against 145 with f32 x (FP4 88 against 140, INT8 86 against 160), at m = 2
+/// 32-36 against 36, at m = 4 48.9 against 47.7 (int8x2 x 35.2 against 35.8); at m = 1 44
+/// against 49 (session 5). One row or eight were slower everywhere. Four rows reuse each x load
+/// more, but keep twice the sums in registers: fewer workgroups resident. `MARLIN_QMV_RPS` (1,
+/// 2, 4 or 8) overrides it, for tuning on a new GPU.
+fn rps(_mt: u32) -> u32 {
     static TUNED: OnceLock<Option<u32>> = OnceLock::new();
     match super::tuned(&TUNED, "MARLIN_QMV_RPS") {
         Some(r @ (1 | 2 | 4 | 8)) => r,
-        _ if mt == 1 => 2,
-        _ => 4,
+        _ => 2,
     }
 }
 /// Workgroup memory for staged x (qmv.wgsl `x_stage`) at m = 1: WebGPU's guaranteed 16 KiB,
@@ -190,10 +192,14 @@ impl QmvVariant {
     /// against 36.1, 4096 x 14336 22.6 against 26.3, but 4096 x 4096 11.1 against 10.3, and
     /// SmolLM2 (its layers' products all under 2^21 weights) decoded at 374 tokens/s against
     /// 436; INT8 8192 x 8192 35.5 µs against 32.7, a Llama-3.1-8B INT8 decode 164 against 183
-    /// tokens/s.
-    pub fn prefers_q8(scheme: Scheme, n: usize, k: usize) -> bool {
+    /// tokens/s. Up to 4 rows of x (`m`): at m = 8 the f32 kernel is faster (INT4 g32 8192 x 8192
+    /// 92 µs against 126 with int8x2 x, session 9).
+    pub fn prefers_q8(scheme: Scheme, m: usize, n: usize, k: usize) -> bool {
         const MIN_WEIGHTS: usize = 1 << 24;
-        Self::takes_q8(scheme) && scheme.format().bits() == 4 && n.saturating_mul(k) > MIN_WEIGHTS
+        Self::takes_q8(scheme)
+            && scheme.format().bits() == 4
+            && m <= 4
+            && n.saturating_mul(k) > MIN_WEIGHTS
     }
 
     /// Teams per workgroup.
@@ -346,19 +352,20 @@ mod tests {
         }
     }
 
-    /// `Mixed` takes int8x2 x for the large 4-bit integer products of a Llama-3.1-8B decode
-    /// and f32 x for the rest (the measurements at `QmvVariant::prefers_q8`).
+    /// `Mixed` takes int8x2 x for the large 4-bit integer products of a Llama-3.1-8B decode of
+    /// up to 4 rows and f32 x for the rest (the measurements at `QmvVariant::prefers_q8`).
     #[test]
     fn mixed_takes_int8_x_where_it_measured_faster() {
         let scheme = |f| Scheme::new(f, Group::Size(128)).unwrap();
         let (int4, affine) = (scheme(Format::Int4), scheme(Format::Int4Affine));
         for (n, k) in [(6144, 4096), (28672, 4096), (4096, 14336), (128256, 4096)] {
-            assert!(QmvVariant::prefers_q8(int4, n, k), "{n} x {k}");
-            assert!(QmvVariant::prefers_q8(affine, n, k), "{n} x {k}");
+            assert!(QmvVariant::prefers_q8(int4, 1, n, k), "{n} x {k}");
+            assert!(QmvVariant::prefers_q8(affine, 4, n, k), "{n} x {k}");
         }
         for (n, k) in [(4096, 4096), (960, 576), (3072, 576)] {
-            assert!(!QmvVariant::prefers_q8(int4, n, k), "{n} x {k}");
+            assert!(!QmvVariant::prefers_q8(int4, 1, n, k), "{n} x {k}");
         }
+        assert!(!QmvVariant::prefers_q8(int4, 8, 28672, 4096), "m = 8");
         for f in [
             Format::Int8,
             Format::Fp4,
@@ -366,7 +373,7 @@ mod tests {
             Format::Int3,
             Format::Int2,
         ] {
-            assert!(!QmvVariant::prefers_q8(scheme(f), 28672, 4096), "{f:?}");
+            assert!(!QmvVariant::prefers_q8(scheme(f), 1, 28672, 4096), "{f:?}");
         }
     }
 
