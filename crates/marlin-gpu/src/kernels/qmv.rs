@@ -58,10 +58,9 @@ fn threads(mt: u32, subgroups: bool) -> u32 {
 /// 2, 4 or 8) overrides it, for tuning on a new GPU.
 fn rps(_mt: u32) -> u32 {
     static TUNED: OnceLock<Option<u32>> = OnceLock::new();
-    match super::tuned(&TUNED, "MARLIN_QMV_RPS") {
-        Some(r @ (1 | 2 | 4 | 8)) => r,
-        _ => 2,
-    }
+    super::tuned(&TUNED, "MARLIN_QMV_RPS")
+        .filter(|r| matches!(r, 1 | 2 | 4 | 8))
+        .unwrap_or(2)
 }
 /// Workgroup memory for staged x (qmv.wgsl `x_stage`) at m = 1: WebGPU's guaranteed 16 KiB,
 /// less the E2M1 table and the reduction's partial sums. Also the fastest on the H100 at M = 1
