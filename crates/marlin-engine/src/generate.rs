@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use marlin_models::{KvCache, Model, ModelError, SeqId, SeqTokens};
 
-use crate::sampler::{Sampler, SamplingParams};
+use crate::sampler::{Sampler, SamplingParams, Seen};
 
 /// What to generate and when to stop.
 #[derive(Debug, Clone)]
@@ -124,17 +124,20 @@ fn generate_here(
     }
     let mut sampler = Sampler::new(params.sampling.clone());
     let mut history = prompt.to_vec();
-    // Greedy decoding takes the argmax where the model runs, and a GPU draws sampled tokens
-    // itself (it then reads back a token id, not the logits); penalties, and sampling on the
-    // CPU, take the logits to the host's sampler.
+    // Greedy decoding takes the argmax where the model runs, and a GPU applies penalties and
+    // draws sampled tokens itself (it then reads back a token id, not the logits); sampling
+    // on the CPU takes the logits to the host's sampler.
     let greedy = params.sampling.is_greedy();
     let on_gpu = model.gpu().is_some();
-    let step = |tokens: &[u32], cache: &mut KvCache, sampler: &mut Sampler| {
+    let step = |tokens: &[u32], cache: &mut KvCache, sampler: &mut Sampler, history: &[u32]| {
         let batch = [SeqTokens { seq, tokens }];
         Ok::<_, ModelError>(if greedy {
             Next::Token(model.forward_greedy(&batch, cache)?[0])
-        } else if let Some(choice) = on_gpu.then(|| sampler.device_choice()).flatten() {
-            Next::Token(model.forward_sample(&batch, cache, &[choice])?[0])
+        } else if on_gpu {
+            let seen = sampler.seen(history);
+            let penalty = [seen.as_ref().map(Seen::penalty)];
+            let choice = [sampler.device_choice()];
+            Next::Token(model.forward_sample(&batch, cache, &choice, &penalty)?[0])
         } else {
             Next::Logits(model.forward(&batch, cache)?)
         })
@@ -151,7 +154,7 @@ fn generate_here(
             // tokens whatever the chunk size.
             model.forward_greedy(&[SeqTokens { seq, tokens: chunk }], cache)?;
         } else {
-            next = step(chunk, cache, &mut sampler)?;
+            next = step(chunk, cache, &mut sampler, &history)?;
         }
     }
     let prefill_time = start.elapsed();
@@ -176,7 +179,7 @@ fn generate_here(
         if out.len() == params.max_tokens {
             break;
         }
-        next = step(&[token], cache, &mut sampler)?;
+        next = step(&[token], cache, &mut sampler, &history)?;
     }
     Ok(Generated {
         token_ids: out,

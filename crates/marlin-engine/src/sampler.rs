@@ -1,6 +1,7 @@
 //! Choosing the next token from logits: greedy, or temperature with top-k, top-p and min-p,
 //! after repetition, presence and frequency penalties. The same seed gives the same choices.
 
+use marlin_models::device::{Penalty, SampleChoice};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -31,12 +32,6 @@ impl SamplingParams {
     /// [`marlin_models::Model::forward_greedy`] computes on the model's device.
     pub fn is_greedy(&self) -> bool {
         self.temperature <= 0.0 && !self.penalizes()
-    }
-
-    /// Whether the choice is a draw from the logits as they are (temperature above 0, no
-    /// penalties): what [`marlin_models::Model::forward_sample`] draws on the model's device.
-    pub fn draws_without_history(&self) -> bool {
-        self.temperature > 0.0 && !self.penalizes()
     }
 
     /// Whether the tokens so far change the logits (a repetition, presence or frequency
@@ -81,22 +76,40 @@ impl Sampler {
         &self.params
     }
 
-    /// The choice for a device that draws the token itself
-    /// ([`marlin_models::Model::forward_sample`]), taking this step's random draw, where the
-    /// choice needs no history: temperature above 0 and no penalties. None otherwise (greedy,
-    /// or penalties: [`Sampler::sample`] on the host).
-    pub fn device_choice(&mut self) -> Option<marlin_models::device::SampleChoice> {
-        if self.params.draws_without_history() {
-            Some(self.choice())
+    /// This step's choice for a device that picks the token itself
+    /// ([`marlin_models::Model::forward_sample`], after the penalties of [`Sampler::seen`]): a
+    /// draw at a temperature above 0 (taking this step's random draw), else the argmax
+    /// ([`ARGMAX`]).
+    pub fn device_choice(&mut self) -> SampleChoice {
+        if self.params.temperature > 0.0 {
+            self.choice()
         } else {
-            None
+            ARGMAX
         }
     }
 
-    /// This step's filters and random draw.
-    fn choice(&mut self) -> marlin_models::device::SampleChoice {
+    /// The tokens of `history` with their counts and this sampler's penalties, for a device
+    /// to apply; None where the parameters penalize nothing.
+    pub fn seen(&self, history: &[u32]) -> Option<Seen> {
         let p = &self.params;
-        marlin_models::device::SampleChoice {
+        p.penalizes().then(|| {
+            let mut counts = std::collections::HashMap::<u32, u32>::new();
+            for &t in history {
+                *counts.entry(t).or_default() += 1;
+            }
+            Seen {
+                repetition: p.repetition_penalty,
+                presence: p.presence_penalty,
+                frequency: p.frequency_penalty,
+                counts: counts.into_iter().collect(),
+            }
+        })
+    }
+
+    /// This step's filters and random draw.
+    fn choice(&mut self) -> SampleChoice {
+        let p = &self.params;
+        SampleChoice {
             temperature: p.temperature,
             top_k: p.top_k,
             top_p: p.top_p.clamp(f32::MIN_POSITIVE, 1.0),
@@ -120,29 +133,44 @@ impl Sampler {
     }
 
     fn penalize(&self, logits: &mut [f32], history: &[u32]) {
-        let p = &self.params;
-        if !p.penalizes() {
-            return;
-        }
-        let mut counts = std::collections::HashMap::<u32, u32>::new();
-        for &t in history {
-            *counts.entry(t).or_default() += 1;
-        }
-        for (&t, &n) in &counts {
-            let Some(l) = logits.get_mut(t as usize) else {
-                continue;
-            };
-            if p.repetition_penalty != 1.0 {
-                *l = if *l > 0.0 {
-                    *l / p.repetition_penalty
-                } else {
-                    *l * p.repetition_penalty
-                };
+        if let Some(seen) = self.seen(history) {
+            let p = seen.penalty();
+            for &(t, n) in &seen.counts {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = p.apply(*l, n);
+                }
             }
-            *l -= p.presence_penalty + p.frequency_penalty * n as f32;
         }
     }
 }
+
+/// The tokens a sequence has seen, with their counts, and its penalties: what a device needs
+/// to penalize its logits where they are ([`Seen::penalty`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub repetition: f32,
+    pub presence: f32,
+    pub frequency: f32,
+    /// (token, times seen), each token once.
+    pub counts: Vec<(u32, u32)>,
+}
+
+impl Seen {
+    pub fn penalty(&self) -> Penalty<'_> {
+        Penalty {
+            repetition: self.repetition,
+            presence: self.presence,
+            frequency: self.frequency,
+            seen: &self.counts,
+        }
+    }
+}
+
+/// The choice that takes the argmax (top-k 1): what a greedy row asks of a device that draws.
+pub const ARGMAX: SampleChoice = SampleChoice {
+    top_k: 1,
+    ..SampleChoice::plain(1.0)
+};
 
 /// The index of the largest logit (the first one on ties).
 pub use marlin_models::device::argmax;

@@ -75,8 +75,10 @@ fn batch_equals_alone(engine: Arc<Engine>) {
     let scheduler = Scheduler::start(engine.clone(), config).unwrap();
     let run = |i: usize| {
         let prompt = engine.encode(PROMPTS[i]).unwrap();
-        // Odd ones sample with a seed: the same seed gives the same text in any batch.
-        let sampling = if i % 2 == 1 {
+        // Odd ones sample with a seed: the same seed gives the same text in any batch. Two,
+        // one greedy and one sampled, have penalties (on a GPU applied there, before the
+        // argmax or the draw).
+        let mut sampling = if i % 2 == 1 {
             SamplingParams {
                 temperature: 0.8,
                 seed: Some(i as u64),
@@ -85,6 +87,10 @@ fn batch_equals_alone(engine: Arc<Engine>) {
         } else {
             SamplingParams::default()
         };
+        if matches!(i, 2 | 3) {
+            sampling.repetition_penalty = 1.2;
+            sampling.frequency_penalty = 0.3;
+        }
         let (tx, rx) = channel();
         scheduler
             .submit(Request::new(prompt, params(6, sampling), tx))

@@ -68,10 +68,15 @@ const QUESTIONS: [&str; 4] = [
 
 /// `got` gives `want`'s first 24 greedy tokens on every prompt of [`QUESTIONS`].
 fn same_greedy_tokens(got: &Engine, want: &Engine, what: &str) {
+    same_tokens(got, want, &greedy(24), what);
+}
+
+/// `got` gives `want`'s tokens under `params` on every prompt of [`QUESTIONS`].
+fn same_tokens(got: &Engine, want: &Engine, params: &TextParams, what: &str) {
     for question in QUESTIONS {
         let prompt = want.encode_chat(&[Message::user(question)]).unwrap();
-        let w = want.generate(&prompt, &greedy(24), |_| {}).unwrap();
-        let g = got.generate(&prompt, &greedy(24), |_| {}).unwrap();
+        let w = want.generate(&prompt, params, |_| {}).unwrap();
+        let g = got.generate(&prompt, params, |_| {}).unwrap();
         assert_eq!(
             g.token_ids, w.token_ids,
             "{question}: {what} {:?}, reference {:?}",
@@ -134,4 +139,20 @@ fn the_gpu_at_the_default_precision_gives_the_greedy_tokens_of_the_cpu() {
     let on_gpu = Engine::load_on(&path, gpu, Precision::default()).unwrap();
     let cpu = Engine::load_on(&path, CpuBackend::detect(), Precision::default()).unwrap();
     same_greedy_tokens(&on_gpu, &cpu, "GPU at the default precision");
+    // Penalties: the GPU changes its logits where they are (penalize.wgsl) and takes their
+    // argmax; the CPU's sampler does it on the host. The same tokens, which differ from the
+    // plain greedy ones.
+    let mut penalized = greedy(24);
+    penalized.generate.sampling.repetition_penalty = 1.3;
+    penalized.generate.sampling.presence_penalty = 0.4;
+    penalized.generate.sampling.frequency_penalty = 0.2;
+    same_tokens(&on_gpu, &cpu, &penalized, "GPU with penalties");
+    let prompt = cpu.encode_chat(&[Message::user(QUESTIONS[1])]).unwrap();
+    assert_ne!(
+        cpu.generate(&prompt, &penalized, |_| {}).unwrap().token_ids,
+        cpu.generate(&prompt, &greedy(24), |_| {})
+            .unwrap()
+            .token_ids,
+        "the penalties change the tokens"
+    );
 }

@@ -18,6 +18,7 @@ pub use context::{AdapterChoice, CHECKED_ENV, Capabilities, Gpu};
 pub use error::GpuError;
 pub use kernels::attention::rope_write::QkvLayout;
 pub use kernels::attention::{AttentionConfig, MAX_HEAD_DIM};
+pub use kernels::penalize::Penalty;
 pub use kernels::sample::SampleChoice;
 pub use kv_cache::{GpuKvCache, KvBatch, KvDtype, KvShape, SeqId};
 pub use qmatmul::{FusedInput, Fusion, GpuQuantMatrix, MatmulPrecision};

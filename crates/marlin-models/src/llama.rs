@@ -284,20 +284,24 @@ impl<D: Device> Llama<D> {
         batch: &[SeqTokens<'_>],
         cache: &mut D::Cache,
         choices: &[crate::device::SampleChoice],
+        penalties: &[Option<crate::device::Penalty<'_>>],
     ) -> Result<Vec<u32>, ModelError> {
-        if choices.len() != batch.len() {
+        if choices.len() != batch.len() || !(penalties.is_empty() || penalties.len() == batch.len())
+        {
             return Err(ModelError::Config {
                 path: Default::default(),
                 what: format!(
-                    "{} sampling choices for {} sequences; give one per sequence",
+                    "{} sampling choices and {} penalties for {} sequences; give one choice per \
+                     sequence, and one penalty per sequence or none",
                     choices.len(),
+                    penalties.len(),
                     batch.len()
                 ),
             });
         }
         let (pass, logits) = self.record(batch, cache, Logits::Last)?;
         self.device
-            .finish_sample(pass, cache, logits, self.vocab, choices)
+            .finish_sample(pass, cache, logits, self.vocab, choices, penalties)
     }
 
     /// The pass up to the logits of each sequence's last token, or of every token.

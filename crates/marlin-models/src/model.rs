@@ -211,18 +211,19 @@ impl Model {
     }
 
     /// [`Model::forward`] for sampling: each sequence's next token drawn under its choice
-    /// (`crate::device::sample_row`), where the model runs: a GPU reads back token ids, not
-    /// logits.
+    /// (`crate::device::sample_row`), after its penalties where given (`penalties`: empty, or
+    /// one per sequence), where the model runs: a GPU reads back token ids, not logits.
     // batch (total tokens), choices (batch.len()) -> (batch.len())
     pub fn forward_sample(
         &self,
         batch: &[SeqTokens<'_>],
         cache: &mut KvCache,
         choices: &[crate::device::SampleChoice],
+        penalties: &[Option<crate::device::Penalty<'_>>],
     ) -> Result<Vec<u32>, ModelError> {
         match (&self.0, &mut cache.0) {
-            (On::Cpu(m), Store::Cpu(c)) => m.forward_sample(batch, c, choices),
-            (On::Gpu(m), Store::Gpu(c)) => m.forward_sample(batch, c, choices),
+            (On::Cpu(m), Store::Cpu(c)) => m.forward_sample(batch, c, choices, penalties),
+            (On::Gpu(m), Store::Gpu(c)) => m.forward_sample(batch, c, choices, penalties),
             _ => Err(other_device()),
         }
     }

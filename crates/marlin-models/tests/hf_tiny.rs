@@ -531,7 +531,9 @@ fn sampling_draws_only_kept_tokens_on_every_device() {
                     .map(|(&seq, p)| SeqTokens { seq, tokens: p })
                     .collect();
                 let choices = [choice(top_k), choice(top_k)];
-                let ids = model.forward_sample(&batch, &mut cache, &choices).unwrap();
+                let ids = model
+                    .forward_sample(&batch, &mut cache, &choices, &[])
+                    .unwrap();
                 for (id, want) in ids.iter().zip(&wants) {
                     let mut order: Vec<usize> = (0..want.len()).collect();
                     order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));

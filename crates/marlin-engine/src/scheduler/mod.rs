@@ -324,7 +324,7 @@ fn warm_up(model: &marlin_models::Model, cache: &mut marlin_models::KvCache, max
             .collect();
         let ok = if n == 1 {
             model
-                .forward_sample(&batch, cache, &[SampleChoice::plain(1.0)])
+                .forward_sample(&batch, cache, &[SampleChoice::plain(1.0)], &[])
                 .is_ok()
         } else {
             model.forward_greedy(&batch, cache).is_ok()

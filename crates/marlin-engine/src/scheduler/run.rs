@@ -8,7 +8,8 @@ use marlin_models::{KvCache, SeqTokens};
 use super::sequence::{ARGMAX, Outcome, Sequence};
 use super::{Event, Shared, TokenOut};
 use crate::engine::Engine;
-use marlin_models::device::SampleChoice;
+use crate::sampler::Seen;
+use marlin_models::device::{Penalty, SampleChoice};
 
 pub(super) struct Batcher {
     engine: Arc<Engine>,
@@ -137,6 +138,18 @@ impl Batcher {
         } else {
             Vec::new()
         };
+        // The penalized rows' tokens so far, applied on the device before the draw.
+        let seen: Vec<Option<Seen>> = if draws {
+            slots
+                .iter()
+                .zip(&sampling)
+                .map(|(s, &samples)| samples.then(|| self.running[s.index].seen()).flatten())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let penalties: Vec<Option<Penalty>> =
+            seen.iter().map(|s| s.as_ref().map(Seen::penalty)).collect();
         let batch: Vec<SeqTokens> = slots
             .iter()
             .map(|s| SeqTokens {
@@ -148,7 +161,7 @@ impl Batcher {
             model.forward(&batch, &mut self.cache).map(Choice::Logits)
         } else if draws {
             model
-                .forward_sample(&batch, &mut self.cache, &choices)
+                .forward_sample(&batch, &mut self.cache, &choices, &penalties)
                 .map(Choice::Argmax)
         } else {
             model

@@ -6,15 +6,12 @@ use super::{Event, Logprobs, Request, TokenOut};
 use crate::detokenize::Detokenizer;
 use crate::engine::StopText;
 use crate::generate::FinishReason;
-use crate::sampler::Sampler;
+use crate::sampler::{Sampler, Seen};
 use marlin_models::device::SampleChoice;
 
 /// A device draw that is the argmax (top-k 1), for the rows of a drawing pass that do not
 /// sample (greedy ones, and prefill chunks that choose nothing).
-pub const ARGMAX: SampleChoice = SampleChoice {
-    top_k: 1,
-    ..SampleChoice::plain(1.0)
-};
+pub use crate::sampler::ARGMAX;
 
 pub(super) struct Sequence {
     pub seq: SeqId,
@@ -66,17 +63,23 @@ impl Sequence {
     }
 
     /// Whether choosing this sequence's next token needs the logits: logprobs, or sampling on
-    /// the host (penalties, or a device that does not draw: `device_draws` false). Otherwise
-    /// the argmax, or a draw on the device ([`Sequence::device_choice`]), is enough.
+    /// a device that does not draw (`device_draws` false) with anything but the plain argmax.
+    /// Otherwise the argmax, or the device's penalties and draw ([`Sequence::device_choice`],
+    /// [`Sequence::seen`]), is enough.
     pub fn needs_logits(&self, device_draws: bool) -> bool {
-        let p = self.sampler.params();
-        self.logprobs.is_some() || !(p.is_greedy() || device_draws && p.draws_without_history())
+        self.logprobs.is_some() || !(self.sampler.params().is_greedy() || device_draws)
     }
 
-    /// This step's choice for a draw on the device (taking the step's random draw); greedy
-    /// sequences get [`ARGMAX`].
+    /// This step's choice for a draw on the device (taking the step's random draw; the argmax
+    /// at temperature 0).
     pub fn device_choice(&mut self) -> SampleChoice {
-        self.sampler.device_choice().unwrap_or(ARGMAX)
+        self.sampler.device_choice()
+    }
+
+    /// The penalties of this sequence's tokens so far, for the device to apply before its
+    /// choice (None without penalties).
+    pub fn seen(&self) -> Option<Seen> {
+        self.sampler.seen(&self.tokens)
     }
 
     /// Whether this sequence's next token is drawn (not the argmax).

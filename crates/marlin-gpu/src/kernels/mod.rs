@@ -21,6 +21,7 @@ pub mod bias;
 pub mod copy;
 pub mod embedding;
 pub mod matmul_dense;
+pub mod penalize;
 pub mod rms_norm;
 pub mod rope;
 pub mod sample;
@@ -66,6 +67,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("embedding.wgsl", embedding::SOURCE),
     ("matmul_dense.wgsl (f32)", matmul_dense::SOURCE_F32),
     ("matmul_dense.wgsl (f16)", matmul_dense::SOURCE_F16),
+    ("penalize.wgsl", penalize::SOURCE),
     ("rms_norm.wgsl (subgroup)", rms_norm::SOURCES.subgroup),
     ("rms_norm.wgsl (shared)", rms_norm::SOURCES.shared),
     ("rope.wgsl", rope::SOURCE),

@@ -592,8 +592,13 @@ impl Device for GpuDevice {
         logits: GpuAct,
         vocab: usize,
         choices: &[super::SampleChoice],
+        penalties: &[Option<super::Penalty<'_>>],
     ) -> Result<Vec<u32>, ModelError> {
         let ids = self.gpu.zeros("token ids", (choices.len() * 4) as u64);
+        if penalties.iter().any(Option::is_some) {
+            self.gpu
+                .penalize(&mut pass.encoder, logits.buf(), vocab, penalties)?;
+        }
         self.gpu
             .sample(&mut pass.encoder, logits.buf(), &ids, vocab, choices)?;
         self.read_ids(pass, cache, &ids)

@@ -267,7 +267,8 @@ pub trait Device: Send + Sync + Sized {
     }
 
     /// [`Device::finish`] for sampling: only each row's token drawn under `choices[row]`
-    /// ([`sample_row`]) comes back (a GPU draws it there).
+    /// ([`sample_row`]), after `penalties[row]` where given (empty: none), comes back (a GPU
+    /// penalizes and draws it there).
     // logits (sequences, vocab) -> host (sequences)
     fn finish_sample(
         &self,
@@ -276,14 +277,35 @@ pub trait Device: Send + Sync + Sized {
         logits: Self::Act,
         vocab: usize,
         choices: &[SampleChoice],
+        penalties: &[Option<Penalty<'_>>],
     ) -> Result<Vec<u32>, ModelError> {
         let logits = self.finish(pass, cache, logits)?;
         Ok(logits
             .chunks_exact(vocab)
             .zip(choices)
-            .map(|(row, c)| sample_row(row, c))
+            .enumerate()
+            .map(|(r, (row, c))| match penalties.get(r).copied().flatten() {
+                Some(p) => sample_row(&penalize(row, &p), c),
+                None => sample_row(row, c),
+            })
             .collect())
     }
+}
+
+/// One row's repetition, presence and frequency penalties and the tokens its sequence has
+/// seen, applied before its draw by [`Device::finish_sample`] (marlin-gpu's type: a GPU applies
+/// them where the logits are).
+pub use marlin_gpu::Penalty;
+
+/// `logits` with `p` applied to the tokens it has seen ([`Penalty::apply`]).
+pub fn penalize(logits: &[f32], p: &Penalty<'_>) -> Vec<f32> {
+    let mut out = logits.to_vec();
+    for &(t, n) in p.seen {
+        if let Some(l) = out.get_mut(t as usize) {
+            *l = p.apply(*l, n);
+        }
+    }
+    out
 }
 
 /// How one row's token is drawn by [`Device::finish_sample`]: temperature, top-k, top-p, min-p
@@ -345,6 +367,25 @@ pub fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The host's penalties change the seen tokens' logits alone, as the GPU's kernel does
+    /// (`Penalty::apply`: divide a positive logit, multiply a negative one, then subtract), and
+    /// skip tokens past the vocabulary.
+    #[test]
+    fn penalize_changes_the_seen_tokens_only() {
+        let logits = [2.0f32, -1.0, 0.5, 3.0];
+        let seen = [(0u32, 2u32), (1, 1), (9, 5)];
+        let p = Penalty {
+            repetition: 2.0,
+            presence: 0.5,
+            frequency: 0.25,
+            seen: &seen,
+        };
+        assert_eq!(
+            penalize(&logits, &p),
+            [2.0 / 2.0 - 1.0, -2.0 - 0.75, 0.5, 3.0]
+        );
+    }
 
     /// Over evenly spaced u, `sample_row` draws each kept token for its share of the kept
     /// probability mass, and nothing else: no filter, top-k, top-p and min-p.
