@@ -123,24 +123,15 @@ impl Sampler {
     /// share ([`marlin_models::device::sample_row`]: top-k, top-p and min-p, ties at a
     /// threshold kept).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
-        let mut logits = logits.to_vec();
-        self.penalize(&mut logits, history);
+        let logits = match self.seen(history) {
+            Some(seen) => marlin_models::device::penalize(logits, &seen.penalty()),
+            None => logits.to_vec(),
+        };
         if self.params.temperature <= 0.0 {
             return argmax(&logits);
         }
         let choice = self.choice();
         marlin_models::device::sample_row(&logits, &choice)
-    }
-
-    fn penalize(&self, logits: &mut [f32], history: &[u32]) {
-        if let Some(seen) = self.seen(history) {
-            let p = seen.penalty();
-            for &(t, n) in &seen.counts {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = p.apply(*l, n);
-                }
-            }
-        }
     }
 }
 
