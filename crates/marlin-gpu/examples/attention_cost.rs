@@ -1,7 +1,7 @@
-//! What decode attention costs per layer: one token of one sequence attending over a cache of
-//! CONTEXT positions, at Llama-3.1-8B's shape (32 query heads, 8 kv heads of 128), the layer's
-//! call recorded 32 times into one pass (a decode step's worth) and timed by the GPU's
-//! timestamps, for an f16 and an f32 cache. For tuning the decode kernel (its knobs:
+//! What attention costs per layer at Llama-3.1-8B's shape (32 query heads, 8 kv heads of 128),
+//! timed by the GPU's timestamps, for an f16 and an f32 cache: decode (one token of one
+//! sequence over CONTEXT positions, the layer's call recorded 32 times into one pass, a decode
+//! step's worth) and prefill (CONTEXT tokens of one sequence, causal, 4 calls a pass). For tuning the decode kernel (its knobs:
 //! `MARLIN_DECODE_CHUNK`, `MARLIN_DECODE_BATCH`, `MARLIN_DECODE_ACC`, `MARLIN_DECODE_HOIST`).
 //!
 //! ```sh
@@ -63,6 +63,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                  cache read once)",
                 dtype.name(),
                 bytes / per_call / 1e3
+            );
+        }
+        // Prefill: every position of one sequence of `tokens`, causal.
+        for &tokens in &contexts {
+            let mut cache = GpuKvCache::with_dtype(&gpu, shape, dtype, tokens)?;
+            let seq = cache.add_sequence();
+            cache.reserve(seq, tokens)?;
+            let places: Vec<_> = (0..tokens).map(|p| (seq, p)).collect();
+            let batch = cache.batch(&places)?;
+            let q = gpu.upload_f32("q", &vec![0.01; tokens * heads * head_dim]);
+            let out = gpu.zeros("out", (tokens * heads * head_dim * 4) as u64);
+            let calls = calls.min(4);
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = gpu.time_batch(|rec| {
+                    for _ in 0..calls {
+                        let q = marlin_gpu::kernels::View::rows(&q, heads * head_dim);
+                        cache.record_prefill_attention(rec, 0, &batch, q, &out, cfg)?;
+                    }
+                    Ok(())
+                })?;
+                best = best.min(t.gpu.unwrap_or(t.wall).as_secs_f64());
+            }
+            let per_call = best * 1e6 / calls as f64;
+            // Causal: about tokens^2 / 2 scores, each 2 head_dim multiply-adds (q.k and p.v).
+            let flops = (tokens * tokens) as f64 * 2.0 * head_dim as f64 * heads as f64;
+            println!(
+                "{} cache, prefill of {tokens}: {per_call:.1} µs per layer ({:.2} TFLOP/s)",
+                dtype.name(),
+                flops / per_call / 1e6
             );
         }
     }

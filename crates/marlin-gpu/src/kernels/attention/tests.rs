@@ -1,6 +1,6 @@
 //! Attention on the GPU against a straightforward f64 reference over dense per-sequence keys
 //! and values (so the paging itself is under test too): decode and prefill, head dimensions
-//! 16, 64, 128 and 256, GQA ratios 1, 2, 3 and 8, contexts 1, 3, 67 and 300 (several split chunks
+//! 6, 16, 64, 128 and 256, GQA ratios 1, 2, 3 and 8, contexts 1, 3, 67 and 300 (several split chunks
 //! and cache blocks), a sliding window, batches of sequences of different lengths, and chunked
 //! prefill then decode against one long prefill; caches of f16 (where the device has it) and
 //! f32. Run both with and without subgroups (`MARLIN_GPU_SUBGROUP=0`).
@@ -324,9 +324,16 @@ fn last_of_each(places: &[(usize, usize)]) -> Vec<(usize, usize)> {
     last
 }
 
-/// (heads, kv_heads, head_dim): query heads per kv head 1, 3 and 8.
-const SHAPES: [(usize, usize, usize); 5] =
-    [(2, 2, 16), (6, 2, 64), (3, 1, 128), (4, 4, 256), (8, 1, 64)];
+/// (heads, kv_heads, head_dim): query heads per kv head 1, 2, 3 and 8; a head dimension that
+/// is not a multiple of 4 (the kernels' vec4 paths pad it or step aside).
+const SHAPES: [(usize, usize, usize); 6] = [
+    (2, 2, 16),
+    (6, 2, 64),
+    (3, 1, 128),
+    (4, 4, 256),
+    (8, 1, 64),
+    (4, 2, 6),
+];
 const CONTEXTS: [usize; 4] = [1, 3, 67, 300];
 
 #[test]
