@@ -237,6 +237,18 @@ impl GpuKvCache {
             .pipeline_with(&key, || format!("{}{}", self.dtype.prelude(), source()))
     }
 
+    /// [`GpuKvCache::pipeline`] for a kernel whose indices are audited (see
+    /// `Gpu::audited_pipeline_with`).
+    pub(crate) fn audited_pipeline(
+        &self,
+        key: &str,
+        source: impl FnOnce() -> String,
+    ) -> std::sync::Arc<crate::kernels::Pipeline> {
+        let (key, _) = self.dtype.kernel(key, "");
+        self.gpu
+            .audited_pipeline_with(&key, || format!("{}{}", self.dtype.prelude(), source()))
+    }
+
     /// Positions the pool holds over all sequences.
     pub fn capacity(&self) -> usize {
         self.blocks * self.shape.block_size

@@ -15,6 +15,25 @@
 // workgroup memory as f32. The line before this file sets HD_MAX (the largest head dimension) and BK so that the tiles
 // fit Metal's 32 KiB of workgroup memory: (64, 32) takes 22.8 KiB, (128, 16) 25.5 KiB and
 // (256, 4) 24.5 KiB.
+//
+// Compiled without wgpu's runtime bounds checks (Gpu::audited_pipeline_with; 1.23x on the H100)
+// unless MARLIN_GPU_CHECKED=1. The audit, given what the host checks before a dispatch
+// (GpuKvCache::check_attention, KvBatch, the variant chosen by head_dim):
+// - tiles[2 tile + 0..1]: tile < the grid's x, the batch's tile count. info[2 first + 0..1]:
+//   first < tokens (a tile lies inside the batch).
+// - tables[table + key / bs]: key <= last, the tile's last position, which the batch checked is
+//   reserved in its sequence's table (table is that table's offset).
+// - k_cache / v_cache[rows[j] + d]: rows[j] = ((block * shard_heads + kvh) * bs + key % bs) *
+//   hd with block < the pool's blocks (a table holds only allocated blocks), kvh < shard_heads
+//   (head lies in this dispatch's query heads, which read this buffer's kv heads), d < hd: under
+//   blocks * shard_heads * bs * hd, the buffer's length.
+// - q[q_offset + (first + i) * q_stride + head * hd + d] with i < count, head < heads, d < hd:
+//   inside the view the host checked for tokens rows of heads * hd.
+// - out[((first + row) * heads + head) * hd + d] with row < count, d < hd: under tokens * heads
+//   * hd, which the host checked out holds.
+// - Workgroup arrays: i, row < BQ (row = lid / TPR, lid < WG = BQ * TPR); j < BK; d / 4 < hd4 <=
+//   HD4 (hd <= HD_MAX: the host picks the build by head_dim and refuses more than 256);
+//   KS4 > HD4; e < BQ * BK for scores; r < ACC4 for acc, and col + r * TPR < hd4 where vs is read.
 
 const WG: u32 = 128u;
 // Query rows per tile (PREFILL_TILE on the host).
