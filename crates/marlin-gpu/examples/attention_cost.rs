@@ -8,7 +8,29 @@
 //! cargo run --release -p marlin-gpu --example attention_cost [-- CONTEXT...]
 //! ```
 
-use marlin_gpu::{AdapterChoice, AttentionConfig, Gpu, GpuKvCache, KvDtype, KvShape};
+use marlin_gpu::Recorder;
+use marlin_gpu::kernels::View;
+use marlin_gpu::{AdapterChoice, AttentionConfig, Gpu, GpuError, GpuKvCache, KvDtype, KvShape};
+
+/// µs per call of `record`, `calls` of them recorded into one pass, best of `runs` passes.
+fn per_call(
+    gpu: &Gpu,
+    runs: usize,
+    calls: usize,
+    record: impl Fn(&mut Recorder) -> Result<(), GpuError>,
+) -> Result<f64, GpuError> {
+    let mut best = f64::MAX;
+    for _ in 0..runs {
+        let t = gpu.time_batch(|rec| {
+            for _ in 0..calls {
+                record(rec)?;
+            }
+            Ok(())
+        })?;
+        best = best.min(t.gpu.unwrap_or(t.wall).as_secs_f64());
+    }
+    Ok(best * 1e6 / calls as f64)
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let contexts: Vec<usize> = std::env::args()
@@ -45,18 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cache.reserve(seq, context)?;
             cache.advance(seq, context - 1)?;
             let batch = cache.batch(&[(seq, context - 1)])?;
-            let mut best = f64::MAX;
-            for _ in 0..5 {
-                let t = gpu.time_batch(|rec| {
-                    for _ in 0..calls {
-                        let q = marlin_gpu::kernels::View::rows(&q, heads * head_dim);
-                        cache.record_decode_attention(rec, 0, &batch, q, &out, cfg)?;
-                    }
-                    Ok(())
-                })?;
-                best = best.min(t.gpu.unwrap_or(t.wall).as_secs_f64());
-            }
-            let per_call = best * 1e6 / calls as f64;
+            let per_call = per_call(&gpu, 5, calls, |rec| {
+                let q = View::rows(&q, heads * head_dim);
+                cache.record_decode_attention(rec, 0, &batch, q, &out, cfg)
+            })?;
             let bytes = (2 * context * kv_heads * head_dim * dtype.bytes()) as f64;
             println!(
                 "{} cache, context {context}: {per_call:.1} µs per layer ({:.0} GB/s of the \
@@ -74,19 +88,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let batch = cache.batch(&places)?;
             let q = gpu.upload_f32("q", &vec![0.01; tokens * heads * head_dim]);
             let out = gpu.zeros("out", (tokens * heads * head_dim * 4) as u64);
-            let calls = calls.min(4);
-            let mut best = f64::MAX;
-            for _ in 0..3 {
-                let t = gpu.time_batch(|rec| {
-                    for _ in 0..calls {
-                        let q = marlin_gpu::kernels::View::rows(&q, heads * head_dim);
-                        cache.record_prefill_attention(rec, 0, &batch, q, &out, cfg)?;
-                    }
-                    Ok(())
-                })?;
-                best = best.min(t.gpu.unwrap_or(t.wall).as_secs_f64());
-            }
-            let per_call = best * 1e6 / calls as f64;
+            let per_call = per_call(&gpu, 3, calls.min(4), |rec| {
+                let q = View::rows(&q, heads * head_dim);
+                cache.record_prefill_attention(rec, 0, &batch, q, &out, cfg)
+            })?;
             // Causal: about tokens^2 / 2 scores, each 2 head_dim multiply-adds (q.k and p.v).
             let flops = (tokens * tokens) as f64 * 2.0 * head_dim as f64 * heads as f64;
             println!(

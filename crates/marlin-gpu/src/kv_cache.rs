@@ -226,27 +226,21 @@ impl GpuKvCache {
     }
 
     /// A kernel that reads or writes this cache, compiled for its element type: `source` (made
-    /// only when the pipeline is) after [`KvDtype`]'s prelude.
+    /// only when the pipeline is) after [`KvDtype`]'s prelude; without runtime bounds checks
+    /// where its indices are `audited` (see `Gpu::audited_pipeline_with`).
     pub(crate) fn pipeline(
         &self,
         key: &str,
+        audited: bool,
         source: impl FnOnce() -> String,
     ) -> std::sync::Arc<crate::kernels::Pipeline> {
         let (key, _) = self.dtype.kernel(key, "");
-        self.gpu
-            .pipeline_with(&key, || format!("{}{}", self.dtype.prelude(), source()))
-    }
-
-    /// [`GpuKvCache::pipeline`] for a kernel whose indices are audited (see
-    /// `Gpu::audited_pipeline_with`).
-    pub(crate) fn audited_pipeline(
-        &self,
-        key: &str,
-        source: impl FnOnce() -> String,
-    ) -> std::sync::Arc<crate::kernels::Pipeline> {
-        let (key, _) = self.dtype.kernel(key, "");
-        self.gpu
-            .audited_pipeline_with(&key, || format!("{}{}", self.dtype.prelude(), source()))
+        let source = || format!("{}{}", self.dtype.prelude(), source());
+        if audited {
+            self.gpu.audited_pipeline_with(&key, source)
+        } else {
+            self.gpu.pipeline_with(&key, source)
+        }
     }
 
     /// Positions the pool holds over all sequences.

@@ -220,11 +220,13 @@ impl GpuKvCache {
             let caps = gpu.capabilities();
             let min = caps.subgroup_min_size.max(1);
             let acc = subgroup_acc(gpu, hd);
-            self.pipeline(&subgroup_key(min, acc), || subgroup_source(min, acc))
+            self.pipeline(&subgroup_key(min, acc), false, || subgroup_source(min, acc))
         } else if gpu.capabilities().subgroup {
-            self.pipeline("attention decode (subgroup)", || SOURCE_SUBGROUP.into())
+            self.pipeline("attention decode (subgroup)", false, || {
+                SOURCE_SUBGROUP.into()
+            })
         } else {
-            self.pipeline("attention decode (shared)", || SOURCE_SHARED.into())
+            self.pipeline("attention decode (shared)", false, || SOURCE_SHARED.into())
         };
         let shard_q_heads = heads / self.shape.kv_heads * self.shard_heads;
         for shard in 0..self.buffers_per_layer() {

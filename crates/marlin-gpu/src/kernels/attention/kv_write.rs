@@ -70,7 +70,7 @@ impl GpuKvCache {
         if n == 0 {
             return Ok(());
         }
-        let pipe = self.pipeline("kv_write", || SOURCE.into());
+        let pipe = self.pipeline("kv_write", false, || SOURCE.into());
         // Each buffer of the layer takes its own kv heads.
         let per_shard = batch.tokens * self.shard_heads * s.head_dim;
         for shard in 0..self.buffers_per_layer() {

@@ -82,7 +82,7 @@ impl GpuKvCache {
             65..=128 => (SOURCE_128, "attention prefill 128"),
             _ => (SOURCE_256, "attention prefill 256"),
         };
-        let pipe = self.audited_pipeline(key, || source.into());
+        let pipe = self.pipeline(key, true, || source.into());
         // One dispatch per buffer of the layer, over the query heads that read its kv heads.
         let shard_q_heads = cfg.heads / self.shape.kv_heads * self.shard_heads;
         for shard in 0..self.buffers_per_layer() {

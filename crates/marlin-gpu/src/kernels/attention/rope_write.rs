@@ -66,7 +66,7 @@ impl GpuKvCache {
         if batch.tokens == 0 || hd == 0 {
             return Ok(());
         }
-        let pipe = self.pipeline(OP, || SOURCE.into());
+        let pipe = self.pipeline(OP, false, || SOURCE.into());
         for shard in 0..self.buffers_per_layer() {
             // The first buffer's dispatch turns q.
             let heads = if shard == 0 { at.heads } else { 0 };
