@@ -4,8 +4,8 @@
 //! kernels see the block tables as one u32 buffer uploaded per forward pass ([`KvBatch`]).
 //!
 //! Storage: one key and one value buffer per layer, each `[blocks][kv_heads][block_size]
-//! [head_dim]` of [`KvDtype`] (f16 where the device has SHADER_F16; a head's keys of a block are contiguous, so a tile of keys is one run of
-//! memory). Splitting per layer is what keeps a large model's cache under the storage-binding
+//! [head_dim]` of [`KvDtype`] (f16 where the device has SHADER_F16; a head's keys of a block
+//! are contiguous, so a tile of keys is one run of memory). Splitting per layer is what keeps a large model's cache under the storage-binding
 //! limit: a kernel binds one layer's keys and values, never the whole cache. Where even one
 //! layer is too large for a binding, its kv heads are split over several buffers ("shards"),
 //! and the kernels run once per shard over the query heads that read it. docs/gpu.md has the
@@ -71,20 +71,19 @@ impl KvDtype {
         }
     }
 
-    /// What the kernels that read or write the cache start with: the element type `KV`.
-    pub(crate) fn prelude(self) -> &'static str {
-        match self {
-            KvDtype::F16 => "enable f16;\nalias KV = f16;\n",
-            KvDtype::F32 => "alias KV = f32;\n",
-        }
+    /// A cache kernel's pipeline key for this type.
+    pub(crate) fn key(self, key: &str) -> String {
+        format!("{key} (kv {})", self.name())
     }
 
-    /// A cache kernel's pipeline key and source for this type.
-    pub(crate) fn kernel(self, key: &str, source: &str) -> (String, String) {
-        (
-            format!("{key} (kv {})", self.name()),
-            format!("{}{source}", self.prelude()),
-        )
+    /// A cache kernel's source for this type: `source` after the line that names the element
+    /// type `KV`.
+    pub(crate) fn source(self, source: &str) -> String {
+        let prelude = match self {
+            KvDtype::F16 => "enable f16;\nalias KV = f16;\n",
+            KvDtype::F32 => "alias KV = f32;\n",
+        };
+        format!("{prelude}{source}")
     }
 
     pub const ALL: [KvDtype; 2] = [KvDtype::F16, KvDtype::F32];
@@ -234,8 +233,8 @@ impl GpuKvCache {
         audited: bool,
         source: impl FnOnce() -> String,
     ) -> std::sync::Arc<crate::kernels::Pipeline> {
-        let (key, _) = self.dtype.kernel(key, "");
-        let source = || format!("{}{}", self.dtype.prelude(), source());
+        let key = self.dtype.key(key);
+        let source = || self.dtype.source(&source());
         if audited {
             self.gpu.audited_pipeline_with(&key, source)
         } else {

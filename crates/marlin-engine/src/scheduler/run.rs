@@ -124,29 +124,23 @@ impl Batcher {
         };
         let needs_logits = choosing().any(|seq| seq.needs_logits(device_draws));
         let draws = !needs_logits && choosing().any(|seq| seq.draws());
-        // The draws' choices (each taking its sequence's random draw), before the batch
-        // borrows the sequences' tokens; rows that choose nothing now take the argmax.
-        let choices: Vec<SampleChoice> = if draws {
+        // The draws' choices (each taking its sequence's random draw) and the penalized rows'
+        // tokens so far (applied on the device before the draw), before the batch borrows the
+        // sequences' tokens; rows that choose nothing now take the argmax.
+        let (choices, seen): (Vec<SampleChoice>, Vec<Option<Seen>>) = if draws {
             slots
                 .iter()
                 .zip(&sampling)
                 .map(|(s, &samples)| match samples {
-                    true => self.running[s.index].device_choice(),
-                    false => ARGMAX,
+                    true => {
+                        let seq = &mut self.running[s.index];
+                        (seq.device_choice(), seq.seen())
+                    }
+                    false => (ARGMAX, None),
                 })
-                .collect()
+                .unzip()
         } else {
-            Vec::new()
-        };
-        // The penalized rows' tokens so far, applied on the device before the draw.
-        let seen: Vec<Option<Seen>> = if draws {
-            slots
-                .iter()
-                .zip(&sampling)
-                .map(|(s, &samples)| samples.then(|| self.running[s.index].seen()).flatten())
-                .collect()
-        } else {
-            Vec::new()
+            Default::default()
         };
         let penalties: Vec<Option<Penalty>> =
             seen.iter().map(|s| s.as_ref().map(Seen::penalty)).collect();

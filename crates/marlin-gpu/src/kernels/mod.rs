@@ -161,7 +161,11 @@ pub fn generated_sources() -> Vec<(String, String)> {
         }
     }
     for dtype in crate::KvDtype::ALL {
-        all.extend(cache.iter().map(|(key, source)| dtype.kernel(key, source)));
+        all.extend(
+            cache
+                .iter()
+                .map(|(key, source)| (dtype.key(key), dtype.source(source))),
+        );
     }
     all
 }

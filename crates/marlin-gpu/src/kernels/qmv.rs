@@ -56,7 +56,7 @@ fn threads(mt: u32, subgroups: bool) -> u32 {
 /// against 49 (session 5). One row or eight were slower everywhere. Four rows reuse each x load
 /// more, but keep twice the sums in registers: fewer workgroups resident. `MARLIN_QMV_RPS` (1,
 /// 2, 4 or 8) overrides it, for tuning on a new GPU.
-fn rps(_mt: u32) -> u32 {
+fn rps() -> u32 {
     static TUNED: OnceLock<Option<u32>> = OnceLock::new();
     super::tuned(&TUNED, "MARLIN_QMV_RPS")
         .filter(|r| matches!(r, 1 | 2 | 4 | 8))
@@ -139,7 +139,7 @@ impl QmvVariant {
         } else {
             TK
         };
-        while threads > 64 && (threads / min_size) * rps(mt) / 2 >= n.max(1) as u32 {
+        while threads > 64 && (threads / min_size) * rps() / 2 >= n.max(1) as u32 {
             threads /= 2;
         }
         // One team per subgroup of the smallest size: a larger one covers several teams.
@@ -159,7 +159,7 @@ impl QmvVariant {
         };
         QmvVariant {
             mt,
-            rps: rps(mt),
+            rps: rps(),
             teams,
             subgroups,
             threads,
