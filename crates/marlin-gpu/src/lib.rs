@@ -21,7 +21,7 @@ pub use kernels::attention::{AttentionConfig, MAX_HEAD_DIM};
 pub use kernels::penalize::Penalty;
 pub use kernels::sample::SampleChoice;
 pub use kv_cache::{GpuKvCache, KvBatch, KvDtype, KvShape, SeqId};
-pub use qmatmul::{FusedInput, Fusion, GpuQuantMatrix, MatmulPrecision};
+pub use qmatmul::{FusedInput, Fusion, GpuQuantMatrix, MatmulPrecision, QuantizeNext};
 pub use recorder::Recorder;
 pub use timing::BatchTime;
 /// The wgpu version the GPU types come from; callers name its types (adapters, features) from here.

@@ -101,6 +101,19 @@ pub struct Fusion<'a> {
     pub input: FusedInput<'a>,
     /// `y += x W^T` (the residual connection) instead of `y = x W^T`.
     pub add_to_y: bool,
+    /// With `add_to_y`: y after the add, ready for a next product that multiplies its RMSNorm
+    /// ([`FusedInput::NormedInt8`]), so that product needs no quantize_x dispatch. Only where
+    /// [`Gpu::emits_int8_x`] holds.
+    pub then_quantize: Option<QuantizeNext<'a>>,
+}
+
+/// Where a product leaves y on int8 grids for the next product ([`Fusion::then_quantize`]).
+#[derive(Debug, Clone, Copy)]
+pub struct QuantizeNext<'a> {
+    /// The next norm's weight (n values): y times it is what goes on the grids.
+    pub norm: &'a GpuBuffer,
+    /// [`Gpu::int8_x_bytes`] of y's rows and n columns.
+    pub target: &'a GpuBuffer,
 }
 
 /// What the product multiplies.
@@ -113,12 +126,16 @@ pub enum FusedInput<'a> {
     RmsNorm { weight: &'a GpuBuffer, eps: f32 },
     /// `silu(gate) * up` of rows of 2K values: gate the first K, up the next K.
     SwiGlu,
+    /// The RMSNorm of x, x times the norm's weight having been put on int8 grids in `xq` by
+    /// the product that made x ([`Fusion::then_quantize`]); x itself is not read. Only where
+    /// [`Gpu::takes_int8_x`] holds.
+    NormedInt8 { xq: &'a GpuBuffer, eps: f32 },
 }
 
 impl FusedInput<'_> {
     fn kind(&self) -> QmvInput {
         match self {
-            FusedInput::Plain => QmvInput::Plain,
+            FusedInput::Plain | FusedInput::NormedInt8 { .. } => QmvInput::Plain,
             FusedInput::RmsNorm { .. } => QmvInput::RmsNorm,
             FusedInput::SwiGlu => QmvInput::SwiGlu,
         }
@@ -257,6 +274,29 @@ impl Gpu {
         m > 0 && matches!(self.resolve(Plan::Auto(precision), m, w), Plan::Qmv(_))
     }
 
+    /// Whether a product of `m` rows by `w` takes x on int8 grids
+    /// ([`FusedInput::NormedInt8`]).
+    pub fn takes_int8_x(&self, m: usize, w: &GpuQuantMatrix, precision: MatmulPrecision) -> bool {
+        m > 0
+            && w.cols.is_multiple_of(marlin_quant::BLOCK)
+            && w.scheme.padded_cols(w.cols) == w.cols
+            && matches!(self.resolve(Plan::Auto(precision), m, w), Plan::Qmv(v) if v.x_q8)
+    }
+
+    /// Whether a product of `m` rows by `w` that adds to y can leave y on int8 grids for the
+    /// next product ([`Fusion::then_quantize`]).
+    pub fn emits_int8_x(&self, m: usize, w: &GpuQuantMatrix, precision: MatmulPrecision) -> bool {
+        m > 0
+            && matches!(self.resolve(Plan::Auto(precision), m, w), Plan::Qmv(v) if v.emits_q8(w.rows))
+    }
+
+    /// Bytes of `m` rows of `k` values on int8 grids ([`QuantizeNext::target`]): quantize_x's
+    /// planes and, after them, a sum of squares per block.
+    pub fn int8_x_bytes(m: usize, k: usize) -> u64 {
+        let blocks = k.div_ceil(marlin_quant::BLOCK) as u64;
+        m as u64 * blocks * (quantize_x::BLOCK_BYTES + 4)
+    }
+
     /// [`Gpu::record_quant_matmul`] with `fusion` done in the same dispatch: for
     /// [`FusedInput::SwiGlu`] x holds rows of 2K values. Only where
     /// [`Gpu::fuses_quant_matmul`] holds; an error otherwise.
@@ -370,16 +410,35 @@ impl Gpu {
             {
                 return shape_err(format!("{v:?} cannot take m = {m}, k = {k}"));
             }
+            Plan::Qmv(v) if matches!(fusion.input, FusedInput::NormedInt8 { .. }) && !v.x_q8 => {
+                return shape_err(format!(
+                    "{v:?} does not take x on int8 grids; check Gpu::takes_int8_x first"
+                ));
+            }
+            Plan::Qmv(v)
+                if fusion.then_quantize.is_some() && !(fusion.add_to_y && v.emits_q8(n)) =>
+            {
+                return shape_err(format!(
+                    "{v:?} cannot leave y on int8 grids (adding: {}); check Gpu::emits_int8_x first",
+                    fusion.add_to_y
+                ));
+            }
             Plan::Qmv(v) => Plan::Qmv(QmvVariant {
-                // Int8 x comes from quantize_x.wgsl, which does the input's norm or SwiGLU.
+                // Int8 x comes from quantize_x.wgsl, which does the input's norm or SwiGLU, or
+                // from the product before, whose norm is applied at the end.
                 input: match v.x_q8 {
                     true => QmvInput::Plain,
                     false => fusion.input.kind(),
                 },
+                norm_sums: matches!(fusion.input, FusedInput::NormedInt8 { .. }),
                 add_to_y: fusion.add_to_y,
+                q8_out: fusion.then_quantize.is_some(),
                 ..v
             }),
-            _ if fusion.input.kind() != QmvInput::Plain || fusion.add_to_y => {
+            _ if fusion.input.kind() != QmvInput::Plain
+                || fusion.add_to_y
+                || matches!(fusion.input, FusedInput::NormedInt8 { .. }) =>
+            {
                 return shape_err(format!(
                     "{m} rows of x run on the tiled kernel, which fuses no norm, SwiGLU or \
                      add; check Gpu::fuses_quant_matmul first"
@@ -388,18 +447,61 @@ impl Gpu {
             other => other,
         };
         apart(OP, ("y", y), &[("x", x)])?;
+        let check_eps = |eps: f32| match eps.is_finite() && eps >= 0.0 {
+            true => Ok(()),
+            false => shape_err(format!("eps {eps} is not a finite value >= 0")),
+        };
         let norm = match fusion.input {
             FusedInput::RmsNorm { weight, eps } => {
                 need(OP, "norm weight", weight, k as u64)?;
                 apart(OP, ("y", y), &[("norm weight", weight)])?;
-                if !(eps.is_finite() && eps >= 0.0) {
-                    return shape_err(format!("eps {eps} is not a finite value >= 0"));
-                }
+                check_eps(eps)?;
                 self.bindable(OP, &[("norm weight", weight)])?;
                 Some((weight, eps))
             }
             _ => None,
         };
+        let ready_q8 = match fusion.input {
+            FusedInput::NormedInt8 { xq, eps } => {
+                need(OP, "x on int8 grids", xq, Self::int8_x_bytes(m, k) / 4)?;
+                apart(OP, ("y", y), &[("x on int8 grids", xq)])?;
+                check_eps(eps)?;
+                self.bindable(OP, &[("x on int8 grids", xq)])?;
+                Some((xq, eps))
+            }
+            _ => None,
+        };
+        if let Some(next) = fusion.then_quantize {
+            if norm.is_some() {
+                return shape_err("a product cannot both norm x and quantize y".into());
+            }
+            need(OP, "next norm weight", next.norm, n as u64)?;
+            need(
+                OP,
+                "y's int8 grids",
+                next.target,
+                Self::int8_x_bytes(m, n) / 4,
+            )?;
+            apart(
+                OP,
+                ("y's int8 grids", next.target),
+                &[("x", x), ("y", y), ("next norm weight", next.norm)],
+            )?;
+            if let Some((xq, _)) = ready_q8 {
+                apart(
+                    OP,
+                    ("y's int8 grids", next.target),
+                    &[("x on int8 grids", xq)],
+                )?;
+            }
+            self.bindable(
+                OP,
+                &[
+                    ("next norm weight", next.norm),
+                    ("y's int8 grids", next.target),
+                ],
+            )?;
+        }
         // Check every part before recording any, so an error records nothing.
         let grid_fits = |part: &WeightPart| match plan {
             Plan::Qmm(v) => v.groups(m as u32, part.rows as u32).is_some(),
@@ -425,7 +527,7 @@ impl Gpu {
         // instead), for every part to read.
         let blocks = w.scheme.padded_cols(k) / marlin_quant::BLOCK;
         let q8 = match plan {
-            Plan::Qmv(v) if v.x_q8 => {
+            Plan::Qmv(v) if v.x_q8 && ready_q8.is_none() => {
                 let xq = self.scratch(m as u64 * blocks as u64 * quantize_x::BLOCK_BYTES);
                 self.bindable(OP, &[("x on int8 grids", &xq)])?;
                 self.record_quantize_x(encoder, x, (m, k, blocks), x_stride, fusion.input, &xq);
@@ -433,9 +535,16 @@ impl Gpu {
             }
             _ => None,
         };
-        let (x, norm) = match &q8 {
-            Some(xq) => (xq, None),
-            None => (x, norm),
+        let (x, norm) = match (&q8, ready_q8) {
+            (Some(xq), _) => (xq, None),
+            (None, Some((xq, eps))) => (xq, Some((xq, eps))),
+            (None, None) => (x, norm),
+        };
+        // Binding 3: the norm's weight, the next norm's weight, or x again where the kernel
+        // reads none; binding 4: y's int8 grids, or y's buffer again.
+        let (weight_binding, grids_binding) = match fusion.then_quantize {
+            Some(next) => (next.norm, next.target),
+            None => (norm.map_or(x, |(w, _)| w), target),
         };
         let consts = quant_decode::SchemeConsts::of(w.scheme);
         for part in &w.parts {
@@ -469,8 +578,7 @@ impl Gpu {
                 encoder,
                 &pipe,
                 &params,
-                // Binding 3 is the norm's weight, or x again where the kernel reads none.
-                &[x, target, norm.map_or(x, |(w, _)| w)],
+                &[x, target, weight_binding, grids_binding],
                 Some(&part.bind),
                 groups,
             );
@@ -568,6 +676,82 @@ mod tests {
             gpu.submit(enc);
             let one = (gpu.read_f32(&z1).unwrap(), gpu.read_f32(&z2).unwrap());
             assert_eq!(separate, one, "m = {m}");
+        }
+    }
+
+    /// A product that adds to h and leaves h on int8 grids for the next one
+    /// (`Fusion::then_quantize`), then that next product multiplying RMSNorm(h) from them
+    /// (`FusedInput::NormedInt8`), give the h and the result of the same two products with the
+    /// next one's x made by quantize_x: h exactly, the result to the rounding of the grids'
+    /// scales.
+    #[test]
+    fn a_product_quantizes_the_next_products_x() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let precision = MatmulPrecision::Int8x2;
+        for format in [Format::Int4, Format::Int4Affine] {
+            let scheme = Scheme::of(format);
+            let (n, k1, n2) = (256, 96, 40);
+            let up = |seed, rows, cols| {
+                let w = quantize(
+                    &qtest::gaussian(seed, rows * cols, 0.05),
+                    rows,
+                    cols,
+                    scheme,
+                );
+                gpu.upload_quant(&w.unwrap()).unwrap()
+            };
+            let (w1, w2) = (up(11, n, k1), up(12, n2, n));
+            let norm = gpu.upload_f32("norm", &qtest::gaussian(13, n, 1.0));
+            let eps = 1e-5;
+            for m in [1, 3] {
+                assert!(gpu.takes_int8_x(m, &w2, precision));
+                if !gpu.emits_int8_x(m, &w1, precision) {
+                    // Workgroups of fewer than 32 rows of W (m > 1 without subgroups).
+                    assert!(m > 1 && !gpu.capabilities().subgroup, "m = {m}");
+                    continue;
+                }
+                let x = gpu.upload_f32("x", &qtest::gaussian(14, m * k1, 1.0));
+                let h0 = qtest::gaussian(15, m * n, 1.0);
+                let run = |chained: bool| {
+                    let h = gpu.upload_f32("h", &h0);
+                    let y = gpu.zeros("y", (m * n2 * 4) as u64);
+                    let grids = gpu.zeros("grids", Gpu::int8_x_bytes(m, n));
+                    let mut enc = gpu.encoder();
+                    let next = QuantizeNext {
+                        norm: &norm,
+                        target: &grids,
+                    };
+                    let first = Fusion {
+                        add_to_y: true,
+                        then_quantize: chained.then_some(next),
+                        ..Fusion::default()
+                    };
+                    gpu.record_quant_matmul_fused(&mut enc, &x, m, &w1, &h, precision, first)
+                        .unwrap();
+                    let input = match chained {
+                        true => FusedInput::NormedInt8 { xq: &grids, eps },
+                        false => FusedInput::RmsNorm { weight: &norm, eps },
+                    };
+                    let second = Fusion {
+                        input,
+                        ..Fusion::default()
+                    };
+                    gpu.record_quant_matmul_fused(&mut enc, &h, m, &w2, &y, precision, second)
+                        .unwrap();
+                    gpu.submit(enc);
+                    (gpu.read_f32(&h).unwrap(), gpu.read_f32(&y).unwrap())
+                };
+                let (h_ref, y_ref) = run(false);
+                let (h, y) = run(true);
+                assert_eq!(h, h_ref, "{format:?} m = {m}");
+                let scale = y_ref.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (i, (a, b)) in y.iter().zip(&y_ref).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "{format:?} m = {m} [{i}]: {a} vs {b}"
+                    );
+                }
+            }
         }
     }
 
@@ -670,7 +854,7 @@ mod tests {
                         &y,
                         Fusion {
                             input,
-                            add_to_y: false,
+                            ..Fusion::default()
                         },
                     );
                     for (g, w) in got.iter().zip(&want) {
@@ -702,6 +886,7 @@ mod tests {
                         Fusion {
                             input,
                             add_to_y: true,
+                            ..Fusion::default()
                         },
                     );
                     for (g, w) in got.iter().zip(&want) {
@@ -722,6 +907,7 @@ mod tests {
         let fusion = Fusion {
             input: FusedInput::SwiGlu,
             add_to_y: true,
+            ..Fusion::default()
         };
         let e = gpu
             .record_quant_matmul_fused(&mut enc, &x, 40, &w, &y, MatmulPrecision::F32, fusion)

@@ -191,7 +191,8 @@ pub(crate) struct PipelineCache(Mutex<HashMap<String, Arc<Pipeline>>>);
 /// these lets a quantized matrix make its weights' bind group once, at upload, for every
 /// kernel and every m.
 pub(crate) struct QuantLayouts {
-    /// Group 0, per call: params (uniform), x (read), y (read-write), norm weight (read).
+    /// Group 0, per call: params (uniform), x (read), y (read-write), norm weight (read), y's
+    /// int8 grids (read-write).
     pub call: wgpu::BindGroupLayout,
     /// Group 1, per part of a matrix: codes, scales, biases (read).
     pub weights: wgpu::BindGroupLayout,
@@ -219,6 +220,8 @@ impl QuantLayouts {
                 entry(2, wgpu::BufferBindingType::Storage { read_only: false }),
                 // qmv's norm weight where it norms x (x again otherwise).
                 entry(3, read),
+                // qmv's int8 grids of y for the next product (y again otherwise).
+                entry(4, wgpu::BufferBindingType::Storage { read_only: false }),
             ],
         });
         let weights = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {

@@ -123,6 +123,14 @@ pub(crate) struct QmvVariant {
     /// ([`QmvVariant::takes_q8`]). x is then quantize_x.wgsl's output, made by a dispatch
     /// before the product, which also did the input's norm or SwiGLU: `input` is `Plain`.
     pub x_q8: bool,
+    /// With `x_q8`: x was quantized before its RMSNorm by the product that made it
+    /// (`q8_out`), whose block sums of squares follow its planes; the norm's 1 / rms is
+    /// applied to each output.
+    pub norm_sums: bool,
+    /// With `add_to_y`: the rows of y after the add, times the next norm's weight, also go on
+    /// int8 grids for the next product (`quantize_out` in qmv.wgsl): that product then needs
+    /// no quantize_x dispatch. Needs [`QmvVariant::emits_q8`].
+    pub q8_out: bool,
 }
 
 impl QmvVariant {
@@ -171,7 +179,17 @@ impl QmvVariant {
             input: QmvInput::Plain,
             add_to_y: false,
             x_q8: false,
+            norm_sums: false,
+            q8_out: false,
         }
+    }
+
+    /// Whether this variant can put the rows of y it adds to on int8 grids for the next
+    /// product ([`QmvVariant::q8_out`]): its workgroups own whole blocks of 32 rows of W and
+    /// `n` is a multiple of their rows.
+    pub fn emits_q8(&self, n: usize) -> bool {
+        let rows = self.rows_per_workgroup() as usize;
+        rows.is_multiple_of(32) && n.is_multiple_of(rows)
     }
 
     /// Whether x can be taken as int8 blocks for `scheme` ([`QmvVariant::x_q8`]): the integer
@@ -238,7 +256,7 @@ impl QmvVariant {
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
-            "qmv.{}.mt{}.r{}.t{}.th{}.s{}{}{}{}{}{}{}{}",
+            "qmv.{}.mt{}.r{}.t{}.th{}.s{}{}{}{}{}{}{}{}{}{}",
             scheme.key(),
             self.mt,
             self.rps,
@@ -256,6 +274,8 @@ impl QmvVariant {
             },
             if self.add_to_y { ".add" } else { "" },
             if self.x_q8 { ".q8" } else { "" },
+            if self.norm_sums { ".nsum" } else { "" },
+            if self.q8_out { ".q8out" } else { "" },
         )
     }
 
@@ -283,6 +303,12 @@ impl QmvVariant {
             ("IN_SWIGLU", self.input == QmvInput::SwiGlu),
             ("ADD_TO_Y", self.add_to_y),
             ("X_Q8", self.x_q8 && self.codes_vec4),
+            ("NORM_SUMS", self.norm_sums && self.x_q8 && self.codes_vec4),
+            (
+                "ROW_NORMS",
+                self.input == QmvInput::RmsNorm || (self.norm_sums && self.x_q8),
+            ),
+            ("Q8_OUT", self.q8_out && self.add_to_y),
         ];
         quant_decode::assemble(&consts, scheme, SOURCE, &flags)
     }
@@ -309,11 +335,23 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
                     input: QmvInput::Plain,
                     add_to_y: false,
                     x_q8: false,
+                    norm_sums: false,
+                    q8_out: false,
                 };
                 all.push((v.key(consts), v.source(consts)));
                 if QmvVariant::takes_q8(scheme) {
                     let q8 = QmvVariant { x_q8: true, ..v };
                     all.push((q8.key(consts), q8.source(consts)));
+                    // A decode layer's products with the next x made in their epilogue.
+                    let chained = QmvVariant {
+                        norm_sums: true,
+                        add_to_y: true,
+                        q8_out: true,
+                        threads: 512,
+                        teams: 16,
+                        ..q8
+                    };
+                    all.push((chained.key(consts), chained.source(consts)));
                 }
                 for (input, add_to_y) in [(QmvInput::RmsNorm, false), (QmvInput::SwiGlu, true)] {
                     let fused = QmvVariant {

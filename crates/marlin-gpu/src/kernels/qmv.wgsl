@@ -41,11 +41,40 @@
 //#endif
 //#endif
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-// IN_NORM: the RMSNorm weight (k values); other variants bind x here again, unused.
+// IN_NORM: the RMSNorm weight (k values); Q8_OUT: the next norm's weight (n values); other
+// variants bind x here again, unused.
 @group(0) @binding(3) var<storage, read> norm_w: array<f32>;
+//#if Q8_OUT
+// Where `quantize_out` puts the rows of y this product adds to, on int8 grids, for the next
+// product; other variants bind y here again, unused.
+@group(0) @binding(4) var<storage, read_write> q8_out: array<u32>;
+//#endif
 
 // Rows of W per workgroup.
 const R: u32 = TEAMS * RPS;
+
+//#if ROW_NORMS
+// 1 / rms of each row of x (IN_NORM, NORM_SUMS: `row_norms`), and the reduction's partial sums.
+var<workgroup> norm_inv: array<f32, MT>;
+var<workgroup> norm_red: array<f32, T>;
+
+// norm_inv[mi] = 1 / sqrt(s / k + eps), s the sum of every thread's `part` of row mi's squares:
+// a tree in workgroup memory (T is a power of two). Call from uniform control flow.
+fn set_norm_inv(li: u32, mi: u32, part: f32) {
+    norm_red[li] = part;
+    for (var span = T / 2u; span > 0u; span >>= 1u) {
+        workgroupBarrier();
+        if (li < span) {
+            norm_red[li] += norm_red[li + span];
+        }
+    }
+    workgroupBarrier();
+    if (li == 0u) {
+        norm_inv[mi] = 1.0 / sqrt(norm_red[0] / f32(params.k) + params.eps);
+    }
+    workgroupBarrier();
+}
+//#endif
 
 //#if SUBGROUPS
 //#else
@@ -79,10 +108,6 @@ fn load_x4(mi: u32, kk: u32, col0: u32) -> vec4<f32> {
 }
 
 //#if IN_NORM
-// 1 / rms of each row of x, for IN_NORM (`row_norms`), and the reduction's partial sums.
-var<workgroup> norm_inv: array<f32, MT>;
-var<workgroup> norm_red: array<f32, T>;
-
 //#if CODES_VEC4
 // Each thread's sum of squares of the x it staged, by row of x (`staged_x4`): staging reads every
 // value of x once per workgroup, so the norm costs no second pass over x.
@@ -93,9 +118,8 @@ var<private> sq: array<f32, MT>;
 // rather than by a dispatch of its own. Where x is staged, from the sums of squares the staging
 // gathered (reading the rows again here, from the cache, held a Llama-3.1-8B INT4 decode on the
 // H100 to 199-200 tokens/s against 207-208); otherwise each workgroup reads the rows whole. It runs
-// after the product so that it cannot hold back the weight stream. A tree in workgroup memory
-// sums the threads' parts (T is a power of two). Call from uniform control flow: it has
-// barriers.
+// after the product so that it cannot hold back the weight stream. Call from uniform control
+// flow: it has barriers.
 fn row_norms(li: u32) {
     for (var mi = 0u; mi < MT; mi++) {
         if (mi >= params.m) {
@@ -110,18 +134,7 @@ fn row_norms(li: u32) {
             s += dot(v, v);
         }
 //#endif
-        norm_red[li] = s;
-        for (var span = T / 2u; span > 0u; span >>= 1u) {
-            workgroupBarrier();
-            if (li < span) {
-                norm_red[li] += norm_red[li + span];
-            }
-        }
-        workgroupBarrier();
-        if (li == 0u) {
-            norm_inv[mi] = 1.0 / sqrt(norm_red[0] / f32(params.k) + params.eps);
-        }
-        workgroupBarrier();
+        set_norm_inv(li, mi, s);
     }
 }
 //#endif
@@ -215,6 +228,28 @@ fn chunk_codes(first: u32, c: u32) -> array<vec4<u32>, RPS> {
 // the cache; lanes on consecutive blocks read consecutive vec4s of a plane): no staging, no
 // barriers.
 const BV: u32 = 5u;
+
+//#if NORM_SUMS
+// x quantized before its norm by the product that made it (Q8_OUT): its planes are followed by
+// each block's sum of squares of the unnormed row, from which norm_inv[mi] comes; the norm's
+// 1 / rms, a factor of the whole dot product, multiplies it at the store (the norm's weight is
+// in the grids). Call from uniform control flow: it has barriers.
+fn row_norms(li: u32) {
+    let pb = params.blocks;
+    let sums = params.m * BV * pb * 4u;
+    for (var mi = 0u; mi < MT; mi++) {
+        if (mi >= params.m) {
+            break;
+        }
+        var s = 0.0;
+        for (var b = li; b < pb; b += T) {
+            let w = sums + mi * pb + b;
+            s += bitcast<f32>(xq[w >> 2u][w & 3u]);
+        }
+        set_norm_inv(li, mi, s);
+    }
+}
+//#endif
 
 // Integer dot product of 16 codes (as signed bytes) with 16 values of x.
 fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
@@ -526,12 +561,16 @@ fn scales_of(first: u32, b: u32) -> BlockScales {
 fn store(row: u32, mi: u32, v: f32) {
     if (row < params.n && mi < params.m) {
         let at = mi * params.y_stride + params.row0 + row;
-//#if IN_NORM
+//#if ROW_NORMS
         let v = v * norm_inv[mi];
 //#endif
 //#if ADD_TO_Y
         // The residual connection: y += x W^T (the CPU's h + o).
-        y[at] = y[at] + v;
+        let sum = y[at] + v;
+        y[at] = sum;
+//#if Q8_OUT
+        h_out[mi * R + row % R] = sum;
+//#endif
 //#else
         y[at] = v;
 //#endif
@@ -569,7 +608,7 @@ fn main(
         let live = team < TEAMS;
         let first = tile * R + team * RPS;
         let acc = accumulate(li, first, lane, width, live);
-//#if IN_NORM
+//#if ROW_NORMS
         if (p == 0u) {
             row_norms(li);
         }
@@ -583,12 +622,16 @@ fn main(
             }
         }
     }
+//#if Q8_OUT
+    workgroupBarrier();
+    quantize_out(li, tile);
+//#endif
 //#else
     let team = li / TK;
     let lane = li % TK;
     let first = tile * R + team * RPS;
     let acc = accumulate(li, first, lane, TK, true);
-//#if IN_NORM
+//#if ROW_NORMS
     row_norms(li);
 //#endif
     for (var r = 0u; r < RPS; r++) {
@@ -605,5 +648,98 @@ fn main(
         }
         workgroupBarrier();
     }
+//#if Q8_OUT
+    quantize_out(li, tile);
+//#endif
 //#endif
 }
+
+//#if Q8_OUT
+// The rows of y this workgroup stored (after the add), by row of x, for `quantize_out`.
+var<workgroup> h_out: array<f32, MT * R>;
+// Per thread of `quantize_out`: its part of a block's maximum, then its part of the block's
+// sums (dequantized values, squares of y).
+var<workgroup> q8_part: array<vec2<f32>, 8u * MT * (R / 32u)>;
+
+// The next product's x, made here instead of by a quantize_x.wgsl dispatch of its own: this
+// workgroup's R rows of y (R / 32 whole blocks of each row of x, n a multiple of R: qmv.rs
+// checks) times the next norm's weight, on the int8 grids and in the planes quantize_x.wgsl
+// makes (its code, eight threads a block, a vec4 each), for K = n; then, after every row's
+// planes, each block's sum of squares of y, from which the next product takes its norm's 1 /
+// rms (NORM_SUMS). Quantizing y * weight rather than the normed row gives the same grids up to
+// rounding (a block's scale and values scale alike). Call from uniform control flow.
+fn quantize_out(li: u32, tile: u32) {
+    const BW: u32 = R / 32u;
+    let live = li < 8u * BW * params.m && tile * R < params.n;
+    // Threads past the blocks read a live thread's slot and write nothing.
+    let t = min(li, 8u * BW * MT - 1u);
+    let i = t % 8u;
+    let bl = (t / 8u) % BW;
+    let mi = t / (8u * BW);
+    let blocks = params.n / 32u;
+    let b = min(tile * BW + bl, blocks - 1u);
+    let at = mi * R + bl * 32u + 4u * i;
+    let h = vec4<f32>(h_out[at], h_out[at + 1u], h_out[at + 2u], h_out[at + 3u]);
+    let col = b * 32u + 4u * i;
+    let v = h * vec4<f32>(norm_w[col], norm_w[col + 1u], norm_w[col + 2u], norm_w[col + 3u]);
+    const MAGIC: f32 = 12582912.0;
+    let d1 = block_max_out(t, live, max4(abs(v))) / 127.0;
+    let c1 = round(v * select(0.0, 1.0 / d1, d1 != 0.0));
+    let r = v - d1 * c1;
+    let d2 = block_max_out(t, live, max4(abs(r))) / 127.0;
+    let c2 = round(r * select(0.0, 1.0 / d2, d2 != 0.0));
+    workgroupBarrier();
+    if (live) {
+        q8_part[t] = vec2<f32>(d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), dot(h, h));
+    }
+    workgroupBarrier();
+    if (!live) {
+        return;
+    }
+    // quantize_x.wgsl's 5 planes a row.
+    let plane = (mi * 5u) * blocks + b;
+    q8_out[(plane + (i / 4u) * blocks) * 4u + i % 4u] = bytes4(bitcast<vec4<u32>>(c1 + vec4<f32>(MAGIC)));
+    q8_out[(plane + (2u + i / 4u) * blocks) * 4u + i % 4u] = bytes4(bitcast<vec4<u32>>(c2 + vec4<f32>(MAGIC)));
+    if (i == 0u) {
+        var s_lo = 0.0;
+        var s_hi = 0.0;
+        var sq = 0.0;
+        for (var j = 0u; j < 4u; j++) {
+            s_lo += q8_part[t + j].x;
+            s_hi += q8_part[t + 4u + j].x;
+            sq += q8_part[t + j].y + q8_part[t + 4u + j].y;
+        }
+        let ms = (plane + 4u * blocks) * 4u;
+        q8_out[ms] = bitcast<u32>(d1);
+        q8_out[ms + 1u] = bitcast<u32>(d2);
+        q8_out[ms + 2u] = bitcast<u32>(s_lo);
+        q8_out[ms + 3u] = bitcast<u32>(s_hi);
+        q8_out[params.m * 5u * blocks * 4u + mi * blocks + b] = bitcast<u32>(sq);
+    }
+}
+
+// The largest of the `v` of the 8 threads of thread t's block.
+fn block_max_out(t: u32, live: bool, v: f32) -> f32 {
+    workgroupBarrier();
+    if (live) {
+        q8_part[t].x = v;
+    }
+    workgroupBarrier();
+    let g = t & ~7u;
+    var m = 0.0;
+    for (var j = 0u; j < 8u; j++) {
+        m = max(m, q8_part[g + j].x);
+    }
+    return m;
+}
+
+fn max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+
+// The low bytes of four words, packed into one.
+fn bytes4(b: vec4<u32>) -> u32 {
+    let l = b & vec4<u32>(0xffu);
+    return l.x | (l.y << 8u) | (l.z << 16u) | (l.w << 24u);
+}
+//#endif

@@ -45,7 +45,8 @@ impl Gpu {
         out: &GpuBuffer,
     ) {
         let (mode, eps, weight) = match input {
-            FusedInput::Plain => (0, 0.0, x),
+            // Already on its grids: never asked for (qmatmul.rs), and x as given otherwise.
+            FusedInput::Plain | FusedInput::NormedInt8 { .. } => (0, 0.0, x),
             FusedInput::RmsNorm { weight, eps } => (1, eps, weight),
             FusedInput::SwiGlu => (2, 0.0, x),
         };
