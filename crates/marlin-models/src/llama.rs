@@ -339,7 +339,13 @@ impl<D: Device> Llama<D> {
             inv_freq: &self.inv_freq,
         };
         for (l, layer) in self.layers.iter().enumerate() {
-            run.layer(&mut pass, cache, l, layer, &mut h)?;
+            // What multiplies h after this layer: the next layer's q|k|v product, of its input
+            // norm, or the head, of the final norm.
+            let next = match self.layers.get(l + 1) {
+                Some(next) => (&next.input_layernorm, &next.qkv),
+                None => (&self.norm, &self.lm_head),
+            };
+            run.layer(&mut pass, cache, l, layer, &mut h, Some(next))?;
         }
         // Unless every token's are asked for, only each sequence's last token needs logits (at
         // decode, every token is one).
@@ -364,7 +370,8 @@ struct LayerRun<'a, D: Device> {
 
 impl<D: Device> LayerRun<'_, D> {
     /// One decoder layer on the residual stream h, which it updates in place (its attention's
-    /// and its MLP's outputs are added to it); `l` is the layer's place in the cache.
+    /// and its MLP's outputs are added to it); `l` is the layer's place in the cache, `next`
+    /// the norm and product that take h after it, where known.
     // h (tokens, hidden) -> h, updated in place
     fn layer(
         &self,
@@ -373,6 +380,7 @@ impl<D: Device> LayerRun<'_, D> {
         l: usize,
         layer: &DecoderLayer<D>,
         h: &mut D::Act,
+        next: Option<(&D::Vector, &D::Linear)>,
     ) -> Result<(), ModelError> {
         let (dev, c, inv_freq) = (self.dev, self.config, self.inv_freq);
         let eps = c.rms_norm_eps;
@@ -402,11 +410,16 @@ impl<D: Device> LayerRun<'_, D> {
             window,
         };
         let attn = dev.attention(pass, cache, &mut qkv, parts, inv_freq)?;
-        dev.project_add(pass, Input::Plain(&attn), &layer.o_proj, h)?;
+        let (post_norm, o) = (&layer.post_attention_layernorm, &layer.o_proj);
+        dev.project_add_before_norm(pass, Input::Plain(&attn), o, h, post_norm, &layer.gate_up)?;
 
-        let x = Input::RmsNorm(h, &layer.post_attention_layernorm, eps);
+        let x = Input::RmsNorm(h, post_norm, eps);
         let gate_up = dev.project(pass, x, &layer.gate_up)?;
-        dev.project_add(pass, Input::SwiGlu(&gate_up, ff), &layer.down_proj, h)
+        let (x, down) = (Input::SwiGlu(&gate_up, ff), &layer.down_proj);
+        match next {
+            Some((norm, next)) => dev.project_add_before_norm(pass, x, down, h, norm, next),
+            None => dev.project_add(pass, x, down, h),
+        }
     }
 }
 
@@ -452,6 +465,6 @@ impl<D: Device> LayerAlone<D> {
             config: &self.config,
             inv_freq: &self.inv_freq,
         };
-        run.layer(pass, cache, 0, &self.layer, h)
+        run.layer(pass, cache, 0, &self.layer, h, None)
     }
 }

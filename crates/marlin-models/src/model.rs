@@ -103,15 +103,25 @@ impl Model {
                 let cpu = cpu.with_activations(precision.activations());
                 On::Cpu(Llama::load(src, CpuDevice::new(cpu))?)
             }
-            Hardware::Gpu(gpu) => {
-                let device =
-                    GpuDevice::new(gpu.clone(), precision.gpu_matmul(), precision.gpu_kv(&gpu));
-                let model = Llama::load(src, device)?;
-                // Uploads report failures (out of memory) asynchronously: surface them here.
-                gpu.check()?;
-                On::Gpu(model)
-            }
+            Hardware::Gpu(gpu) => return Self::load_on_gpu(src, gpu, precision, None),
         }))
+    }
+
+    /// [`Model::load`] on `gpu`, with the products' arithmetic `matmul` where given instead of
+    /// [`Precision::gpu_matmul`]'s (`MatmulPrecision::Int8x2` takes x on int8 grids for every
+    /// product of the integer formats, not only the large ones: for tests and benchmarks).
+    pub fn load_on_gpu(
+        src: &dyn WeightSource,
+        gpu: marlin_gpu::Gpu,
+        precision: Precision,
+        matmul: Option<marlin_gpu::MatmulPrecision>,
+    ) -> Result<Self, ModelError> {
+        let matmul = matmul.unwrap_or(precision.gpu_matmul());
+        let device = GpuDevice::new(gpu.clone(), matmul, precision.gpu_kv(&gpu));
+        let model = Llama::load(src, device)?;
+        // Uploads report failures (out of memory) asynchronously: surface them here.
+        gpu.check()?;
+        Ok(Model(On::Gpu(model)))
     }
 
     pub fn config(&self) -> &ModelConfig {

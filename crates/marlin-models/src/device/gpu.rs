@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use marlin_gpu::kernels::{DenseWeight, Heads, View, WeightDtype};
 use marlin_gpu::{
     AttentionConfig, FusedInput, Fusion, Gpu, GpuBuffer, GpuError, GpuKvCache, GpuQuantMatrix,
-    KvBatch, KvDtype, KvShape, MatmulPrecision, QkvLayout, Recorder,
+    KvBatch, KvDtype, KvShape, MatmulPrecision, QkvLayout, QuantizeNext, Recorder,
 };
 
 use super::{AttentionParts, Device, Input, Part, project_unfused};
@@ -40,6 +40,11 @@ impl GpuDevice {
     }
 
     /// A pooled buffer of `tokens` rows of `width` f32 values.
+    /// A pooled buffer of `words` 32-bit values that are not rows of activations.
+    fn words(&self, words: u64) -> GpuAct {
+        self.act(1, words as usize)
+    }
+
     fn act(&self, tokens: usize, width: usize) -> GpuAct {
         GpuAct {
             buf: Some(self.pool.take(&self.gpu, (tokens * width * 4) as u64)),
@@ -192,6 +197,16 @@ pub struct GpuPass {
     /// Residual adds recorded, and submissions made, so far.
     adds: usize,
     submits: usize,
+    /// h times a norm's weight on int8 grids, left by the last product that added to h
+    /// (`project_add_before_norm`) for the next, which takes it if it multiplies that norm of h.
+    int8_h: Option<Int8H>,
+}
+
+/// What `GpuPass::int8_h` holds: the grids, and which h and norm they are of.
+struct Int8H {
+    h: marlin_gpu::wgpu::Buffer,
+    norm: marlin_gpu::wgpu::Buffer,
+    grids: GpuAct,
 }
 
 /// Residual adds (two per layer) before the first submission of a pass and between the next
@@ -359,6 +374,7 @@ impl Device for GpuDevice {
             started: std::time::Instant::now(),
             adds: 0,
             submits: 0,
+            int8_h: None,
         })
     }
 
@@ -499,6 +515,7 @@ impl Device for GpuDevice {
     }
 
     fn add(&self, pass: &mut GpuPass, h: &mut GpuAct, x: &GpuAct) -> Result<(), ModelError> {
+        pass.int8_h = None;
         self.gpu.add(&mut pass.encoder, h.buf(), x.buf(), h.len())?;
         self.added(pass);
         Ok(())
@@ -510,8 +527,20 @@ impl Device for GpuDevice {
         x: Input<'_, Self>,
         w: &GpuLinear,
     ) -> Result<GpuAct, ModelError> {
+        let ready = pass.int8_h.take();
         match self.fusion(x, w, false) {
-            Some(fused) => {
+            Some(mut fused) => {
+                // h's norm already on int8 grids, from the product that added to h.
+                if let (Some(r), Input::RmsNorm(a, norm, eps)) = (&ready, x)
+                    && r.h == *a.buf().raw()
+                    && r.norm == *norm.raw()
+                    && self.gpu.takes_int8_x(a.tokens, fused.q, self.precision)
+                {
+                    fused.fusion.input = FusedInput::NormedInt8 {
+                        xq: r.grids.buf(),
+                        eps,
+                    };
+                }
                 let y = self.act(x.source().tokens, w.out_features);
                 self.record_fused(pass, fused, w, &y)?;
                 Ok(y)
@@ -527,6 +556,7 @@ impl Device for GpuDevice {
         w: &GpuLinear,
         h: &mut GpuAct,
     ) -> Result<(), ModelError> {
+        pass.int8_h = None;
         match self.fusion(x, w, true) {
             Some(fused) => {
                 self.record_fused(pass, fused, w, h)?;
@@ -538,6 +568,39 @@ impl Device for GpuDevice {
                 self.add(pass, h, &y)
             }
         }
+    }
+
+    fn project_add_before_norm(
+        &self,
+        pass: &mut GpuPass,
+        x: Input<'_, Self>,
+        w: &GpuLinear,
+        h: &mut GpuAct,
+        norm: &GpuBuffer,
+        next: &GpuLinear,
+    ) -> Result<(), ModelError> {
+        pass.int8_h = None;
+        let (m, precision) = (h.tokens, self.precision);
+        let fused = self.fusion(x, w, true).filter(|f| {
+            matches!(&next.weight, GpuWeight::Quant(nq)
+                if self.gpu.emits_int8_x(m, f.q, precision) && self.gpu.takes_int8_x(m, nq, precision))
+        });
+        let Some(mut fused) = fused else {
+            return self.project_add(pass, x, w, h);
+        };
+        let grids = self.words(Gpu::int8_x_bytes(m, h.width) / 4);
+        fused.fusion.then_quantize = Some(QuantizeNext {
+            norm,
+            target: grids.buf(),
+        });
+        self.record_fused(pass, fused, w, h)?;
+        self.added(pass);
+        pass.int8_h = Some(Int8H {
+            h: h.buf().raw().clone(),
+            norm: norm.raw().clone(),
+            grids,
+        });
+        Ok(())
     }
 
     fn rows(&self, pass: &mut GpuPass, x: &GpuAct, rows: &[usize]) -> Result<GpuAct, ModelError> {
@@ -643,7 +706,11 @@ impl GpuDevice {
         (fits && !(add_to_y && w.bias.is_some())).then_some(Fused {
             x,
             q,
-            fusion: Fusion { input, add_to_y },
+            fusion: Fusion {
+                input,
+                add_to_y,
+                then_quantize: None,
+            },
         })
     }
 

@@ -234,6 +234,23 @@ pub trait Device: Send + Sync + Sized {
         self.add(pass, h, &y)
     }
 
+    /// [`Device::project_add`] where the next op is `project(Input::RmsNorm(h, norm, _), next)`:
+    /// a device may make that product's input in this one (the GPU puts h times `norm` on the
+    /// int8 grids `next` takes, in the same dispatch). By default `project_add`.
+    // x (t, in) or gate|up (t, 2 * in), h (t, out) -> h
+    fn project_add_before_norm(
+        &self,
+        pass: &mut Self::Pass,
+        x: Input<'_, Self>,
+        w: &Self::Linear,
+        h: &mut Self::Act,
+        norm: &Self::Vector,
+        next: &Self::Linear,
+    ) -> Result<(), ModelError> {
+        let _ = (norm, next);
+        self.project_add(pass, x, w, h)
+    }
+
     /// The rows `rows` of `x`, in that order (each sequence's last token, for the logits).
     // x (t, d) -> (rows.len(), d)
     fn rows(
