@@ -185,11 +185,15 @@ impl QmvVariant {
     }
 
     /// Whether this variant can put the rows of y it adds to on int8 grids for the next
-    /// product ([`QmvVariant::q8_out`]): its workgroups own whole blocks of 32 rows of W and
-    /// `n` is a multiple of their rows.
+    /// product ([`QmvVariant::q8_out`]): its workgroups own whole blocks of 32 rows of W, `n`
+    /// is a multiple of their rows, and subgroups (where on) are whole groups of 8 lanes, one
+    /// block's.
     pub fn emits_q8(&self, n: usize) -> bool {
         let rows = self.rows_per_workgroup() as usize;
-        rows.is_multiple_of(32) && n.is_multiple_of(rows)
+        let lanes = self.threads / self.teams.max(1);
+        rows.is_multiple_of(32)
+            && n.is_multiple_of(rows)
+            && (!self.subgroups || lanes.is_multiple_of(8))
     }
 
     /// Whether x can be taken as int8 blocks for `scheme` ([`QmvVariant::x_q8`]): the integer
@@ -304,9 +308,11 @@ impl QmvVariant {
             ("ADD_TO_Y", self.add_to_y),
             ("X_Q8", self.x_q8 && self.codes_vec4),
             ("NORM_SUMS", self.norm_sums && self.x_q8 && self.codes_vec4),
+            // Norms summed by a tree in workgroup memory; with subgroups NORM_SUMS has each
+            // subgroup sum its own.
             (
                 "ROW_NORMS",
-                self.input == QmvInput::RmsNorm || (self.norm_sums && self.x_q8),
+                self.input == QmvInput::RmsNorm || (self.norm_sums && self.x_q8 && !self.subgroups),
             ),
             ("Q8_OUT", self.q8_out && self.add_to_y),
         ];

@@ -231,24 +231,41 @@ const BV: u32 = 5u;
 
 //#if NORM_SUMS
 // x quantized before its norm by the product that made it (Q8_OUT): its planes are followed by
-// each block's sum of squares of the unnormed row, from which norm_inv[mi] comes; the norm's
-// 1 / rms, a factor of the whole dot product, multiplies it at the store (the norm's weight is
-// in the grids). Call from uniform control flow: it has barriers.
-fn row_norms(li: u32) {
+// each block's sum of squares of the unnormed row, from which the norm's 1 / rms comes; it
+// multiplies each output (a factor of the whole dot product; the norm's weight is in the
+// grids). This thread's part of row mi's sum of squares: blocks lane, lane + width, ...
+fn sum_sq_part(mi: u32, lane: u32, width: u32) -> f32 {
     let pb = params.blocks;
     let sums = params.m * BV * pb * 4u;
+    var s = 0.0;
+    for (var b = lane; b < pb; b += width) {
+        let w = sums + mi * pb + b;
+        s += bitcast<f32>(xq[w >> 2u][w & 3u]);
+    }
+    return s;
+}
+
+//#if SUBGROUPS
+// 1 / rms of every row of x, summed by each subgroup on its own (no barrier).
+fn norm_invs(lane: u32, width: u32) -> array<f32, MT> {
+    var inv: array<f32, MT>;
+    for (var mi = 0u; mi < MT; mi++) {
+        let total = subgroupAdd(sum_sq_part(mi, lane, width));
+        inv[mi] = 1.0 / sqrt(total / f32(params.k) + params.eps);
+    }
+    return inv;
+}
+//#else
+// norm_inv[mi] for every row of x. Call from uniform control flow: it has barriers.
+fn row_norms(li: u32) {
     for (var mi = 0u; mi < MT; mi++) {
         if (mi >= params.m) {
             break;
         }
-        var s = 0.0;
-        for (var b = li; b < pb; b += T) {
-            let w = sums + mi * pb + b;
-            s += bitcast<f32>(xq[w >> 2u][w & 3u]);
-        }
-        set_norm_inv(li, mi, s);
+        set_norm_inv(li, mi, sum_sq_part(mi, li, T));
     }
 }
+//#endif
 //#endif
 
 // Integer dot product of 16 codes (as signed bytes) with 16 values of x.
@@ -603,6 +620,9 @@ fn main(
     // larger one leaves fewer subgroups, each taking several teams. The pass count is the same
     // for the whole workgroup; a team past TEAMS has no units and stores nothing.
     let passes = (TEAMS + nsg - 1u) / nsg;
+//#if NORM_SUMS
+    var inv: array<f32, MT>;
+//#endif
     for (var p = 0u; p < passes; p++) {
         let team = sid + p * nsg;
         let live = team < TEAMS;
@@ -613,9 +633,18 @@ fn main(
             row_norms(li);
         }
 //#endif
+//#if NORM_SUMS
+        // After the product, so that its loads cannot hold back the weight stream's.
+        if (p == 0u) {
+            inv = norm_invs(lane, width);
+        }
+//#endif
         for (var r = 0u; r < RPS; r++) {
             for (var mi = 0u; mi < MT; mi++) {
-                let total = subgroupAdd(acc[r][mi]);
+                var total = subgroupAdd(acc[r][mi]);
+//#if NORM_SUMS
+                total *= inv[mi];
+//#endif
                 if (lane == 0u && live) {
                     store(first + r, mi, total);
                 }
@@ -624,7 +653,9 @@ fn main(
     }
 //#if Q8_OUT
     workgroupBarrier();
-    quantize_out(li, tile);
+    // Eight consecutive lanes of one subgroup a block (subgroups hold multiples of 8 lanes:
+    // qmv.rs checks).
+    quantize_out(sid * width + lane, tile);
 //#endif
 //#else
     let team = li / TK;
@@ -657,9 +688,12 @@ fn main(
 //#if Q8_OUT
 // The rows of y this workgroup stored (after the add), by row of x, for `quantize_out`.
 var<workgroup> h_out: array<f32, MT * R>;
+//#if SUBGROUPS
+//#else
 // Per thread of `quantize_out`: its part of a block's maximum, then its part of the block's
 // sums (dequantized values, squares of y).
 var<workgroup> q8_part: array<vec2<f32>, 8u * MT * (R / 32u)>;
+//#endif
 
 // The next product's x, made here instead of by a quantize_x.wgsl dispatch of its own: this
 // workgroup's R rows of y (R / 32 whole blocks of each row of x, n a multiple of R: qmv.rs
@@ -688,11 +722,8 @@ fn quantize_out(li: u32, tile: u32) {
     let r = v - d1 * c1;
     let d2 = block_max_out(t, live, max4(abs(r))) / 127.0;
     let c2 = round(r * select(0.0, 1.0 / d2, d2 != 0.0));
-    workgroupBarrier();
-    if (live) {
-        q8_part[t] = vec2<f32>(d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), dot(h, h));
-    }
-    workgroupBarrier();
+    // The block's sums: of its two halves' dequantized values, and of its squares of y.
+    let sums = block_sums_out(t, live, d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), dot(h, h));
     if (!live) {
         return;
     }
@@ -701,24 +732,35 @@ fn quantize_out(li: u32, tile: u32) {
     q8_out[(plane + (i / 4u) * blocks) * 4u + i % 4u] = bytes4(bitcast<vec4<u32>>(c1 + vec4<f32>(MAGIC)));
     q8_out[(plane + (2u + i / 4u) * blocks) * 4u + i % 4u] = bytes4(bitcast<vec4<u32>>(c2 + vec4<f32>(MAGIC)));
     if (i == 0u) {
-        var s_lo = 0.0;
-        var s_hi = 0.0;
-        var sq = 0.0;
-        for (var j = 0u; j < 4u; j++) {
-            s_lo += q8_part[t + j].x;
-            s_hi += q8_part[t + 4u + j].x;
-            sq += q8_part[t + j].y + q8_part[t + 4u + j].y;
-        }
         let ms = (plane + 4u * blocks) * 4u;
         q8_out[ms] = bitcast<u32>(d1);
         q8_out[ms + 1u] = bitcast<u32>(d2);
-        q8_out[ms + 2u] = bitcast<u32>(s_lo);
-        q8_out[ms + 3u] = bitcast<u32>(s_hi);
-        q8_out[params.m * 5u * blocks * 4u + mi * blocks + b] = bitcast<u32>(sq);
+        q8_out[ms + 2u] = bitcast<u32>(sums.x);
+        q8_out[ms + 3u] = bitcast<u32>(sums.y);
+        q8_out[params.m * 5u * blocks * 4u + mi * blocks + b] = bitcast<u32>(sums.z);
     }
 }
 
-// The largest of the `v` of the 8 threads of thread t's block.
+//#if SUBGROUPS
+// The largest `v` of the 8 lanes of thread t's block (lanes 8j..8j + 8 of one subgroup).
+fn block_max_out(t: u32, live: bool, v: f32) -> f32 {
+    var m = v;
+    m = max(m, subgroupShuffleXor(m, 1u));
+    m = max(m, subgroupShuffleXor(m, 2u));
+    return max(m, subgroupShuffleXor(m, 4u));
+}
+
+// For the first lane of a block: the sums of `half` over its lanes 0..4 and 4..8, and of `sq`
+// over all 8.
+fn block_sums_out(t: u32, live: bool, half: f32, sq: f32) -> vec3<f32> {
+    var a = vec2<f32>(half, sq);
+    a += subgroupShuffleXor(a, 1u);
+    a += subgroupShuffleXor(a, 2u);
+    let other = subgroupShuffleXor(a, 4u);
+    return vec3<f32>(a.x, other.x, a.y + other.y);
+}
+//#else
+// The largest `v` of the 8 threads of thread t's block.
 fn block_max_out(t: u32, live: bool, v: f32) -> f32 {
     workgroupBarrier();
     if (live) {
@@ -732,6 +774,22 @@ fn block_max_out(t: u32, live: bool, v: f32) -> f32 {
     }
     return m;
 }
+
+// For the first thread of a block: the sums of `half` over its threads 0..4 and 4..8, and of
+// `sq` over all 8.
+fn block_sums_out(t: u32, live: bool, half: f32, sq: f32) -> vec3<f32> {
+    workgroupBarrier();
+    if (live) {
+        q8_part[t] = vec2<f32>(half, sq);
+    }
+    workgroupBarrier();
+    var s = vec3<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        s += vec3<f32>(q8_part[t + j].x, q8_part[t + 4u + j].x, q8_part[t + j].y + q8_part[t + 4u + j].y);
+    }
+    return s;
+}
+//#endif
 
 fn max4(v: vec4<f32>) -> f32 {
     return max(max(v.x, v.y), max(v.z, v.w));

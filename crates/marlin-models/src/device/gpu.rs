@@ -23,7 +23,13 @@ pub struct GpuDevice {
     precision: MatmulPrecision,
     /// The KV cache's element type.
     kv: KvDtype,
+    /// Products that add to h leave its next norm on int8 grids for the product after them
+    /// (`project_add_before_norm`); `MARLIN_GPU_CHAIN=0` turns that off, to compare.
+    chain: bool,
 }
+
+/// See [`GpuDevice::chain`].
+const CHAIN_ENV: &str = "MARLIN_GPU_CHAIN";
 
 impl GpuDevice {
     pub fn new(gpu: Gpu, precision: MatmulPrecision, kv: KvDtype) -> Self {
@@ -32,6 +38,7 @@ impl GpuDevice {
             pool: Pool::default(),
             precision,
             kv,
+            chain: std::env::var(CHAIN_ENV).map_or(true, |v| v != "0"),
         }
     }
 
@@ -582,6 +589,7 @@ impl Device for GpuDevice {
         pass.int8_h = None;
         let (m, precision) = (h.tokens, self.precision);
         let fused = self.fusion(x, w, true).filter(|f| {
+            self.chain &&
             matches!(&next.weight, GpuWeight::Quant(nq)
                 if self.gpu.emits_int8_x(m, f.q, precision) && self.gpu.takes_int8_x(m, nq, precision))
         });
