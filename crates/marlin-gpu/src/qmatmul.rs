@@ -284,9 +284,11 @@ impl Gpu {
     }
 
     /// Whether a product of `m` rows by `w` that adds to y can leave y on int8 grids for the
-    /// next product ([`Fusion::then_quantize`]).
+    /// next product ([`Fusion::then_quantize`]): W in one part (the kernel numbers y's blocks
+    /// from its own rows).
     pub fn emits_int8_x(&self, m: usize, w: &GpuQuantMatrix, precision: MatmulPrecision) -> bool {
         m > 0
+            && w.parts.len() == 1
             && matches!(self.resolve(Plan::Auto(precision), m, w), Plan::Qmv(v) if v.emits_q8(w.rows))
     }
 
@@ -416,7 +418,8 @@ impl Gpu {
                 ));
             }
             Plan::Qmv(v)
-                if fusion.then_quantize.is_some() && !(fusion.add_to_y && v.emits_q8(n)) =>
+                if fusion.then_quantize.is_some()
+                    && !(fusion.add_to_y && v.emits_q8(n) && w.parts.len() == 1) =>
             {
                 return shape_err(format!(
                     "{v:?} cannot leave y on int8 grids (adding: {}); check Gpu::emits_int8_x first",

@@ -250,6 +250,10 @@ fn sum_sq_part(mi: u32, lane: u32, width: u32) -> f32 {
 fn norm_invs(lane: u32, width: u32) -> array<f32, MT> {
     var inv: array<f32, MT>;
     for (var mi = 0u; mi < MT; mi++) {
+        // m is uniform; rows past it have no sums.
+        if (mi >= params.m) {
+            break;
+        }
         let total = subgroupAdd(sum_sq_part(mi, lane, width));
         inv[mi] = 1.0 / sqrt(total / f32(params.k) + params.eps);
     }
@@ -701,12 +705,13 @@ var<workgroup> q8_part: array<vec2<f32>, 8u * MT * (R / 32u)>;
 // makes (its code, eight threads a block, a vec4 each), for K = n; then, after every row's
 // planes, each block's sum of squares of y, from which the next product takes its norm's 1 /
 // rms (NORM_SUMS). Quantizing y * weight rather than the normed row gives the same grids up to
-// rounding (a block's scale and values scale alike). Call from uniform control flow.
-fn quantize_out(li: u32, tile: u32) {
+// rounding (a block's scale and values scale alike). `slot` numbers the threads (eight
+// consecutive slots a block). Call from uniform control flow.
+fn quantize_out(slot: u32, tile: u32) {
     const BW: u32 = R / 32u;
-    let live = li < 8u * BW * params.m && tile * R < params.n;
+    let live = slot < 8u * BW * params.m && tile * R < params.n;
     // Threads past the blocks read a live thread's slot and write nothing.
-    let t = min(li, 8u * BW * MT - 1u);
+    let t = min(slot, 8u * BW * MT - 1u);
     let i = t % 8u;
     let bl = (t / 8u) % BW;
     let mi = t / (8u * BW);
@@ -783,9 +788,10 @@ fn block_sums_out(t: u32, live: bool, half: f32, sq: f32) -> vec3<f32> {
         q8_part[t] = vec2<f32>(half, sq);
     }
     workgroupBarrier();
+    let g = t & ~7u;
     var s = vec3<f32>(0.0);
     for (var j = 0u; j < 4u; j++) {
-        s += vec3<f32>(q8_part[t + j].x, q8_part[t + 4u + j].x, q8_part[t + j].y + q8_part[t + 4u + j].y);
+        s += vec3<f32>(q8_part[g + j].x, q8_part[g + 4u + j].x, q8_part[g + j].y + q8_part[g + 4u + j].y);
     }
     return s;
 }

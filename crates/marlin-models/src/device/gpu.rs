@@ -46,12 +46,12 @@ impl GpuDevice {
         &self.gpu
     }
 
-    /// A pooled buffer of `tokens` rows of `width` f32 values.
     /// A pooled buffer of `words` 32-bit values that are not rows of activations.
     fn words(&self, words: u64) -> GpuAct {
         self.act(1, words as usize)
     }
 
+    /// A pooled buffer of `tokens` rows of `width` f32 values.
     fn act(&self, tokens: usize, width: usize) -> GpuAct {
         GpuAct {
             buf: Some(self.pool.take(&self.gpu, (tokens * width * 4) as u64)),
@@ -588,11 +588,14 @@ impl Device for GpuDevice {
     ) -> Result<(), ModelError> {
         pass.int8_h = None;
         let (m, precision) = (h.tokens, self.precision);
-        let fused = self.fusion(x, w, true).filter(|f| {
-            self.chain &&
-            matches!(&next.weight, GpuWeight::Quant(nq)
-                if self.gpu.emits_int8_x(m, f.q, precision) && self.gpu.takes_int8_x(m, nq, precision))
-        });
+        // Where this product can leave h on the grids and the next one takes them.
+        let chains = |f: &Fused<'_>| match &next.weight {
+            GpuWeight::Quant(nq) => {
+                self.gpu.emits_int8_x(m, f.q, precision) && self.gpu.takes_int8_x(m, nq, precision)
+            }
+            GpuWeight::Dense(_) => false,
+        };
+        let fused = self.fusion(x, w, true).filter(|f| self.chain && chains(f));
         let Some(mut fused) = fused else {
             return self.project_add(pass, x, w, h);
         };
