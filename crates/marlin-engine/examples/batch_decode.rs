@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p marlin-engine --example batch_decode [-- MODEL.gguf]
+//! BATCHES=16 STEPS=200 cargo run --release -p marlin-engine --example batch_decode  # one size, longer (to profile)
 //! ```
 
 use std::time::Instant;
@@ -18,10 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::load(&path)?;
     let model = engine.model();
     let prompt: Vec<u32> = (0..32).map(|i| 1000 + i * 7).collect();
-    let steps = 20;
+    let steps: usize = env_or("STEPS", "20")?.parse()?;
     println!("| batch | step ms | tokens/s | vs batch 1 |\n|---:|---:|---:|---:|");
     let mut base = None;
-    for m in [1usize, 2, 4, 8, 16, 32, 64] {
+    let sizes = env_or("BATCHES", "1,2,4,8,16,32,64")?;
+    for m in sizes.split(',') {
+        let m: usize = m.trim().parse()?;
         // Whole blocks of 16 per sequence.
         let mut cache =
             model.new_cache(16, m * (prompt.len() + steps + 16).next_multiple_of(16))?;
@@ -59,4 +62,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// The environment variable `name`, or `default` where it is unset.
+fn env_or(name: &str, default: &str) -> Result<String, std::env::VarError> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(default.to_string()),
+        other => other,
+    }
 }
