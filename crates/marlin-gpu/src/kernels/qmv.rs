@@ -49,19 +49,24 @@ fn threads(mt: u32, subgroups: bool) -> u32 {
     }
 }
 
-/// Rows of W a thread works on at once (each x vec4 it loads serves RPS rows): two, at every
-/// m. On the H100 (N = K = 8192, INT4 g32, 512 threads, session 9) two rows against four took
-/// at m = 8 92 µs against 145 with f32 x (FP4 88 against 140, INT8 86 against 160), at m = 2
-/// 32-36 against 36, at m = 4 48.9 against 47.7 (int8x2 x 35.2 against 35.8); at m = 1 44
-/// against 49 (session 5). One row or eight were slower everywhere. Four rows reuse each x load
-/// more, but keep twice the sums in registers: fewer workgroups resident. `MARLIN_QMV_RPS` (1,
-/// 2, 4 or 8) overrides it, for tuning on a new GPU.
-fn rps() -> u32 {
+/// Rows of W a thread works on at once (each x vec4 it loads serves RPS rows): two, but four
+/// for one row of x and at least [`TALL`] rows of W. On the H100 (N = K = 8192, INT4 g32, 512
+/// threads, session 9) two rows against four took at m = 8 92 µs against 145 with f32 x (FP4
+/// 88 against 140, INT8 86 against 160), at m = 2 32-36 against 36, at m = 4 48.9 against
+/// 47.7 (int8x2 x 35.2 against 35.8); at m = 1 44 against 49 (session 5). One row or eight
+/// were slower everywhere. Four rows reuse each x load more, but keep twice the sums in
+/// registers and make half the workgroups: on a tall matrix there are workgroups enough
+/// (session 10, m = 1, int8x2 x: 28672 x 4096 g128 30.8 µs against 32.6). `MARLIN_QMV_RPS`
+/// (1, 2, 4 or 8) overrides it, for tuning on a new GPU.
+fn rps(mt: u32, n: usize) -> u32 {
     static TUNED: OnceLock<Option<u32>> = OnceLock::new();
     super::tuned(&TUNED, "MARLIN_QMV_RPS")
         .filter(|r| matches!(r, 1 | 2 | 4 | 8))
-        .unwrap_or(2)
+        .unwrap_or(if mt == 1 && n >= TALL { 4 } else { 2 })
 }
+
+/// Rows of W from which a product of one row of x takes four rows a thread ([`rps`]).
+const TALL: usize = 16384;
 /// Workgroup memory for staged x (qmv.wgsl `x_stage`) at m = 1: WebGPU's guaranteed 16 KiB,
 /// less the E2M1 table and the reduction's partial sums. Also the fastest on the H100 at M = 1
 /// (INT4 N = K = 8192 with 256 threads: 6 KiB 26.4 µs, 12 KiB 25.8, 20 KiB 28.3, 40 KiB 40.3:
@@ -139,6 +144,7 @@ impl QmvVariant {
     pub fn new(caps: &Capabilities, scheme: Scheme, (m, n, k): (usize, usize, usize)) -> Self {
         let subgroups = caps.subgroup;
         let mt = (m.max(1) as u32).next_power_of_two();
+        let rps = rps(mt, n);
         let mut threads = threads(mt, subgroups);
         // No more threads than rows of W to give them (a workgroup past them computes the last
         // row again): small matrices, as tests use, then waste no work.
@@ -147,7 +153,7 @@ impl QmvVariant {
         } else {
             TK
         };
-        while threads > 64 && (threads / min_size) * rps() / 2 >= n.max(1) as u32 {
+        while threads > 64 && (threads / min_size) * rps / 2 >= n.max(1) as u32 {
             threads /= 2;
         }
         // One team per subgroup of the smallest size: a larger one covers several teams.
@@ -167,7 +173,7 @@ impl QmvVariant {
         };
         QmvVariant {
             mt,
-            rps: rps(),
+            rps,
             teams,
             subgroups,
             threads,
