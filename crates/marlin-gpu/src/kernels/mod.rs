@@ -89,12 +89,12 @@ pub struct Variants {
     pub shared: &'static str,
 }
 
-/// The [`Variants`] of a row kernel's WGSL file.
+/// The [`Variants`] of a row kernel's WGSL files (concatenated in order).
 macro_rules! with_reductions {
-    ($file:literal) => {
+    ($($file:literal),+) => {
         $crate::kernels::Variants {
-            subgroup: concat!(include_str!("reduce_subgroup.wgsl"), include_str!($file)),
-            shared: concat!(include_str!("reduce_shared.wgsl"), include_str!($file)),
+            subgroup: concat!(include_str!("reduce_subgroup.wgsl"), $(include_str!($file)),+),
+            shared: concat!(include_str!("reduce_shared.wgsl"), $(include_str!($file)),+),
         }
     };
 }

@@ -8,6 +8,13 @@ use std::sync::OnceLock;
 
 pub const SOURCE: &str = include_str!("qmv.wgsl");
 
+/// The epilogue of a product that leaves y on int8 grids ([`QmvVariant::q8_out`]), with the
+/// grids' arithmetic it shares with quantize_x.wgsl.
+const SOURCE_Q8_OUT: &str = concat!(
+    include_str!("int8_grid.wgsl"),
+    include_str!("qmv_q8_out.wgsl")
+);
+
 /// The most rows of x qmv takes. Each thread keeps RPS x MT sums in registers and reloads x per
 /// row of x; past 8 rows qmm, which stages x in workgroup memory and reuses each load over a
 /// 4 x 4 register tile, does fewer loads per multiply-add. (To be tuned on real GPUs.)
@@ -303,6 +310,7 @@ impl QmvVariant {
             self.threads,
             self.span(scheme),
         );
+        let q8_out = self.q8_out && self.add_to_y;
         let flags = [
             ("SUBGROUPS", self.subgroups),
             ("X_VEC4", self.x_vec4),
@@ -320,9 +328,13 @@ impl QmvVariant {
                 "ROW_NORMS",
                 self.input == QmvInput::RmsNorm || (self.norm_sums && self.x_q8 && !self.subgroups),
             ),
-            ("Q8_OUT", self.q8_out && self.add_to_y),
+            ("Q8_OUT", q8_out),
         ];
-        quant_decode::assemble(&consts, scheme, SOURCE, &flags)
+        let kernel = match q8_out {
+            true => format!("{SOURCE}{SOURCE_Q8_OUT}"),
+            false => SOURCE.to_string(),
+        };
+        quant_decode::assemble(&consts, scheme, &kernel, &flags)
     }
 }
 

@@ -7,7 +7,7 @@ use super::{Variants, with_reductions};
 use crate::qmatmul::FusedInput;
 use crate::{Gpu, GpuBuffer};
 
-pub const SOURCES: Variants = with_reductions!("quantize_x.wgsl");
+pub const SOURCES: Variants = with_reductions!("int8_grid.wgsl", "quantize_x.wgsl");
 
 /// Bytes of one block of 32 values of x on its grids: 5 vec4s of words.
 pub const BLOCK_BYTES: u64 = 80;

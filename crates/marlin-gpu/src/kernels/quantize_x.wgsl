@@ -16,7 +16,8 @@
 // sums of the dequantized values of each half block (for the products' biases and INT4's
 // offset). In planes, the threads of a product that take consecutive blocks read consecutive
 // vec4s (a block's 80 bytes side by side would spread each of their loads over 20 cache lines).
-// Comes after reduce_subgroup.wgsl or reduce_shared.wgsl (group_sum, Lane, GROUP_SIZE).
+// Comes after reduce_subgroup.wgsl or reduce_shared.wgsl (group_sum, Lane, GROUP_SIZE) and
+// int8_grid.wgsl (on_grid, grid_word, max_abs4).
 
 struct Params {
     // Rows of x.
@@ -79,17 +80,12 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
             v[e] = value(src, b * 32u + 4u * i + e, inv);
         }
     }
-    // The block on its grid (scale amax / 127, to nearest even, as the CPU), then what that
-    // missed on a second one. A rounded value plus 1.5 * 2^23 has its two's complement byte as
-    // the low byte of its bits: no float-to-integer conversion. (Rounding by that addition
-    // itself, as the CPU's `round_small`, is undone by compilers that reassociate (x + M) - M:
-    // lavapipe's did.)
-    const MAGIC: f32 = 12582912.0;
-    let d1 = block_max(max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w))), t) / 127.0;
-    let c1 = round(v * select(0.0, 1.0 / d1, d1 != 0.0));
+    // The block on its grid (int8_grid.wgsl), then what that missed on a second one.
+    let d1 = block_max(max_abs4(v), t) / 127.0;
+    let c1 = on_grid(v, d1);
     let r = v - d1 * c1;
-    let d2 = block_max(max(max(abs(r.x), abs(r.y)), max(abs(r.z), abs(r.w))), t) / 127.0;
-    let c2 = round(r * select(0.0, 1.0 / d2, d2 != 0.0));
+    let d2 = block_max(max_abs4(r), t) / 127.0;
+    let c2 = on_grid(r, d2);
     // The sums of each half block's dequantized values: threads 0..4 of a block hold the first
     // half, 4..8 the second.
     part[t] = d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0));
@@ -98,10 +94,8 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
         return;
     }
     let plane = (row * 5u) * params.blocks + b;
-    let w1 = bytes4(bitcast<vec4<u32>>(c1 + vec4<f32>(MAGIC)));
-    let w2 = bytes4(bitcast<vec4<u32>>(c2 + vec4<f32>(MAGIC)));
-    xq[(plane + (i / 4u) * params.blocks) * 4u + i % 4u] = w1;
-    xq[(plane + (2u + i / 4u) * params.blocks) * 4u + i % 4u] = w2;
+    xq[(plane + (i / 4u) * params.blocks) * 4u + i % 4u] = grid_word(c1);
+    xq[(plane + (2u + i / 4u) * params.blocks) * 4u + i % 4u] = grid_word(c2);
     if (i == 0u) {
         let s_lo = part[t] + part[t + 1u] + part[t + 2u] + part[t + 3u];
         let s_hi = part[t + 4u] + part[t + 5u] + part[t + 6u] + part[t + 7u];
@@ -111,12 +105,6 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
         xq[ms + 2u] = bitcast<u32>(s_lo);
         xq[ms + 3u] = bitcast<u32>(s_hi);
     }
-}
-
-// The low bytes of four words, packed into one.
-fn bytes4(b: vec4<u32>) -> u32 {
-    let l = b & vec4<u32>(0xffu);
-    return l.x | (l.y << 8u) | (l.z << 16u) | (l.w << 24u);
 }
 
 // The largest `a` over the 8 threads of thread t's block, in each of them. Call from uniform

@@ -1,0 +1,108 @@
+// qmv.wgsl's epilogue for Q8_OUT (appended by qmv.rs after int8_grid.wgsl, under the same
+// flags): the rows of y a product adds to, put on the int8 grids of the next product's x.
+
+// The rows of y this workgroup stored (after the add), by row of x, for `quantize_out`.
+var<workgroup> h_out: array<f32, MT * R>;
+//#if SUBGROUPS
+//#else
+// Per thread of `quantize_out`: its part of a block's maximum, then its part of the block's
+// sums (dequantized values, squares of y).
+var<workgroup> q8_part: array<vec2<f32>, 8u * MT * (R / 32u)>;
+//#endif
+
+// The next product's x, made here instead of by a quantize_x.wgsl dispatch of its own: this
+// workgroup's R rows of y (R / 32 whole blocks of each row of x, n a multiple of R: qmv.rs
+// checks) times the next norm's weight, on the int8 grids and in the planes quantize_x.wgsl
+// makes (int8_grid.wgsl, eight threads a block, a vec4 each), for K = n; then, after every row's
+// planes, each block's sum of squares of y, from which the next product takes its norm's 1 /
+// rms (NORM_SUMS). Quantizing y * weight rather than the normed row gives the same grids up to
+// rounding (a block's scale and values scale alike). `slot` numbers the threads (eight
+// consecutive slots a block). Call from uniform control flow.
+fn quantize_out(slot: u32, tile: u32) {
+    const BW: u32 = R / 32u;
+    let live = slot < 8u * BW * params.m && tile * R < params.n;
+    // Threads past the blocks read a live thread's slot and write nothing.
+    let t = min(slot, 8u * BW * MT - 1u);
+    let i = t % 8u;
+    let bl = (t / 8u) % BW;
+    let mi = t / (8u * BW);
+    let blocks = params.n / 32u;
+    let b = min(tile * BW + bl, blocks - 1u);
+    let at = mi * R + bl * 32u + 4u * i;
+    let h = vec4<f32>(h_out[at], h_out[at + 1u], h_out[at + 2u], h_out[at + 3u]);
+    let col = b * 32u + 4u * i;
+    let v = h * vec4<f32>(norm_w[col], norm_w[col + 1u], norm_w[col + 2u], norm_w[col + 3u]);
+    let d1 = block_max_out(t, live, max_abs4(v)) / 127.0;
+    let c1 = on_grid(v, d1);
+    let r = v - d1 * c1;
+    let d2 = block_max_out(t, live, max_abs4(r)) / 127.0;
+    let c2 = on_grid(r, d2);
+    // The block's sums: of its two halves' dequantized values, and of its squares of y.
+    let sums = block_sums_out(t, live, d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), dot(h, h));
+    if (!live) {
+        return;
+    }
+    // quantize_x.wgsl's 5 planes a row.
+    let plane = (mi * 5u) * blocks + b;
+    q8_out[(plane + (i / 4u) * blocks) * 4u + i % 4u] = grid_word(c1);
+    q8_out[(plane + (2u + i / 4u) * blocks) * 4u + i % 4u] = grid_word(c2);
+    if (i == 0u) {
+        let ms = (plane + 4u * blocks) * 4u;
+        q8_out[ms] = bitcast<u32>(d1);
+        q8_out[ms + 1u] = bitcast<u32>(d2);
+        q8_out[ms + 2u] = bitcast<u32>(sums.x);
+        q8_out[ms + 3u] = bitcast<u32>(sums.y);
+        q8_out[params.m * 5u * blocks * 4u + mi * blocks + b] = bitcast<u32>(sums.z);
+    }
+}
+
+//#if SUBGROUPS
+// The largest `v` of the 8 lanes of thread t's block (lanes 8j..8j + 8 of one subgroup).
+fn block_max_out(t: u32, live: bool, v: f32) -> f32 {
+    var m = v;
+    m = max(m, subgroupShuffleXor(m, 1u));
+    m = max(m, subgroupShuffleXor(m, 2u));
+    return max(m, subgroupShuffleXor(m, 4u));
+}
+
+// For the first lane of a block: the sums of `half` over its lanes 0..4 and 4..8, and of `sq`
+// over all 8.
+fn block_sums_out(t: u32, live: bool, half: f32, sq: f32) -> vec3<f32> {
+    var a = vec2<f32>(half, sq);
+    a += subgroupShuffleXor(a, 1u);
+    a += subgroupShuffleXor(a, 2u);
+    let other = subgroupShuffleXor(a, 4u);
+    return vec3<f32>(a.x, other.x, a.y + other.y);
+}
+//#else
+// The largest `v` of the 8 threads of thread t's block.
+fn block_max_out(t: u32, live: bool, v: f32) -> f32 {
+    workgroupBarrier();
+    if (live) {
+        q8_part[t].x = v;
+    }
+    workgroupBarrier();
+    let g = t & ~7u;
+    var m = 0.0;
+    for (var j = 0u; j < 8u; j++) {
+        m = max(m, q8_part[g + j].x);
+    }
+    return m;
+}
+
+// For the first thread of a block: the sums of `half` over its threads 0..4 and 4..8, and of
+// `sq` over all 8.
+fn block_sums_out(t: u32, live: bool, half: f32, sq: f32) -> vec3<f32> {
+    workgroupBarrier();
+    if (live) {
+        q8_part[t] = vec2<f32>(half, sq);
+    }
+    workgroupBarrier();
+    let g = t & ~7u;
+    var s = vec3<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        s += vec3<f32>(q8_part[g + j].x, q8_part[g + 4u + j].x, q8_part[g + j].y + q8_part[g + 4u + j].y);
+    }
+    return s;
+}
+//#endif
