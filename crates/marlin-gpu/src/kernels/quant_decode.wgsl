@@ -32,14 +32,15 @@
 // - qmv with CODES_VEC4 (4- and 8-bit formats, whose rows are whole 16-byte chunks: a block is
 //   16 or 32 bytes): codes[row * (blocks * WPB / 4) + c] as vec4<u32>, row clamped as above,
 //   c < blocks * UPB / 4 = blocks * WPB / 4 (UPB = WPB for these formats).
-// - qmv's chain (2026-11-24, qmv_q8_out.wgsl and NORM_SUMS in qmv.wgsl). Q8_OUT: h_out[mi * R + ..] with mi <= MT - 1 (slots clamped),
-//   norm_w[b * 32 + 4i + 3] with b clamped to n / 32 - 1 (the host checks norm_w holds n
-//   values), q8_part[(t & ~7) + 7] with t clamped below 8 * MT * R / 32, and q8_out written
+// - qmv's chain (2026-11-24: qmv_q8_out.wgsl, NORM_SUMS in qmv.wgsl). Q8_OUT: h_out[mi * R
+//   + ..] with mi <= MT - 1 (slots clamped), norm_w[b * 32 + 4i + 3] with b clamped to
+//   n / 32 - 1 (the host checks norm_w holds n values), q8_part[(t & ~7) + 7] with t clamped below 8 * MT * R / 32, and q8_out written
 //   only by live slots (mi < m, a tile inside n) below m * blocks * 21 words, which the host
 //   checks (`Gpu::int8_x_bytes`; one part, n a multiple of R). NORM_SUMS: xq word
 //   m * 5 * blocks * 4 + mi * blocks + b with mi < m and b < blocks, inside the same size.
 // - Every loop has a bound fixed by params or constants (force_loop_bounding is off too).
-// Keep this true when editing any of these files (and qmv_q8_out.wgsl): the conformance suite runs unchecked.
+// Keep this true when editing any of these files (and qmv_q8_out.wgsl): the conformance suite
+// runs unchecked.
 
 // The launch parameters of both kernels; mirrors `QuantParams` in quant_decode.rs.
 struct Params {

@@ -1,9 +1,8 @@
 //! The GPU device: the ops of a forward pass are recorded (the WGSL kernels of `marlin-gpu`)
 //! and submitted every few layers, so the GPU runs while the host records; only the logits (or,
-//! greedy, the token ids) come back at [`Device::finish`]. Weights are uploaded once at load, each quantized matrix in its own format (the fused
-//! dequantize + matmul kernels read it as stored); activations are f32.
-
-use std::sync::{Arc, Mutex};
+//! greedy, the token ids) come back at [`Device::finish`]. Weights are uploaded once at load,
+//! each quantized matrix in its own format (the fused dequantize + matmul kernels read it as
+//! stored); activations are f32 (`act.rs`).
 
 use marlin_gpu::kernels::{DenseWeight, Heads, View, WeightDtype};
 use marlin_gpu::{
@@ -14,6 +13,10 @@ use marlin_gpu::{
 use super::{AttentionParts, Device, Input, Part, project_unfused};
 use crate::layers::{stack_biases, stack_weights};
 use crate::{DenseTensor, ModelConfig, ModelError, SeqId, Weight};
+
+mod act;
+pub use act::GpuAct;
+use act::Pool;
 
 /// A GPU adapter opened for a model.
 #[derive(Debug, Clone)]
@@ -62,74 +65,12 @@ impl GpuDevice {
     }
 }
 
-/// Activation buffers that outlived their use, for the next op that needs one of that size: a
-/// forward pass allocates the same sizes layer after layer and pass after pass, so after the
-/// first pass nothing is allocated. Reuse inside one encoder is safe: wgpu orders the
-/// dispatches that touch a buffer as they were recorded.
-#[derive(Debug, Clone, Default)]
-struct Pool(Arc<Mutex<Vec<GpuBuffer>>>);
-
-/// Buffers the pool keeps at most (a prefill chunk's sizes are not a decode step's).
-const POOL_MAX: usize = 64;
-
-impl Pool {
-    fn take(&self, gpu: &Gpu, bytes: u64) -> GpuBuffer {
-        let mut free = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match free.iter().rposition(|b| b.len() == bytes) {
-            Some(i) => free.swap_remove(i),
-            None => gpu.zeros("activations", bytes),
-        }
-    }
-
-    fn give(&self, buf: GpuBuffer) {
-        let mut free = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() >= POOL_MAX {
-            free.remove(0);
-        }
-        free.push(buf);
-    }
-}
-
 /// A product that runs as one fused dispatch ([`GpuDevice::fusion`]): the activation it reads,
 /// the quantized weight and what is fused.
 struct Fused<'a> {
     x: &'a GpuAct,
     q: &'a GpuQuantMatrix,
     fusion: Fusion<'a>,
-}
-
-/// Rows of f32 activations in a device buffer, which goes back to the pool when dropped.
-pub struct GpuAct {
-    buf: Option<GpuBuffer>,
-    pool: Pool,
-    tokens: usize,
-    width: usize,
-}
-
-impl GpuAct {
-    fn buf(&self) -> &GpuBuffer {
-        self.buf.as_ref().expect("present until dropped")
-    }
-
-    fn rows(&self) -> View<'_> {
-        View::rows(self.buf(), self.width)
-    }
-
-    fn part(&self, p: Part) -> View<'_> {
-        View::part(self.buf(), p.offset, self.width)
-    }
-
-    fn len(&self) -> usize {
-        self.tokens * self.width
-    }
-}
-
-impl Drop for GpuAct {
-    fn drop(&mut self) {
-        if let Some(b) = self.buf.take() {
-            self.pool.give(b);
-        }
-    }
 }
 
 /// A linear layer on the device: quantized as stored, or dense f32.
