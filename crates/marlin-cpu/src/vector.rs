@@ -74,11 +74,7 @@ unsafe fn dot_rows_avx512(a: &[f32], x: &[f32], out: &mut [f32]) {
     // (45 operations, against ~9 a row for a row's own shuffle-tree reduction, which for
     // attention's short rows cost more than the multiplies).
     let groups = out.len() / 16;
-    for (o, rows) in out
-        .chunks_exact_mut(16)
-        .zip(a.chunks_exact(16 * n))
-        .take(groups)
-    {
+    for (o, rows) in out.chunks_exact_mut(16).zip(a.chunks_exact(16 * n)) {
         // SAFETY: every load reads 16 floats below n of one of the 16 rows (`rows` holds 16
         // rows of n) or of x (n long); the store writes the 16 values of `o`.
         unsafe {
