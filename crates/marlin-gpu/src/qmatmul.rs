@@ -341,7 +341,7 @@ impl Gpu {
                 },
                 ..QmvVariant::new(&caps, w.scheme, (m, n, k))
             }),
-            Some(v) => Plan::QmmCoop(v.split_for(
+            Some(v) => Plan::QmmCoop(v.for_k(k).split_for(
                 m as u32,
                 n as u32,
                 (w.scheme.padded_cols(k) / marlin_quant::BLOCK) as u32,

@@ -55,6 +55,12 @@ pub(crate) struct QmmCoopVariant {
     /// Rows of W per tile.
     pub bn: u32,
     pub shape: CoopShape,
+    /// The subgroups' grid over the tile (rows, columns): 4 or 8 subgroups of 32.
+    pub grid: (u32, u32),
+    /// Tiles of vec4<f16>, one store per 4 values (16 x 16 f16 fragments; see qmm_coop.wgsl).
+    pub packed: bool,
+    /// x read 16 bytes at a time (K a multiple of 4).
+    pub x_vec4: bool,
     /// Parts K is split into (workgroups along z; their slabs of y are added by split_sum).
     /// Not part of the compiled form: one pipeline runs every split.
     pub splits: u32,
@@ -70,18 +76,26 @@ fn split_target() -> u32 {
         .max(1)
 }
 
+/// `MARLIN_QMM_PACKED=0` turns the packed tiles (and the eight subgroups that come with them)
+/// off, to compare; read once.
+fn packed_allowed() -> bool {
+    static TUNED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    super::tuned(&TUNED, "MARLIN_QMM_PACKED") != Some(0)
+}
+
 /// Fewest blocks of K a split takes: a shorter one spends more on the slabs than it saves.
 const MIN_SPLIT_BLOCKS: u32 = 8;
 
 impl QmmCoopVariant {
     /// The variant for `m` rows of x, where the device can run one: cooperative matrices, and
-    /// subgroups of exactly 32 (the kernel's 128 threads are 4 subgroups, one per quarter of
+    /// subgroups of exactly 32 (the kernel's threads are 4 or 8 subgroups, each owning a part of
     /// the tile). K is not split; see [`QmmCoopVariant::split_for`].
     pub fn new(caps: &Capabilities, m: usize) -> Option<Self> {
         let shape = caps.coop?;
         if !caps.subgroup || caps.subgroup_min_size != 32 || caps.subgroup_max_size != 32 {
             return None;
         }
+        let packed = shape.f16 && shape.size == 16 && packed_allowed();
         let bm = match m {
             ..=16 => 16,
             17..=32 => 32,
@@ -89,12 +103,31 @@ impl QmmCoopVariant {
         };
         // 8 x 8 fragments: half the columns, so a subgroup keeps at most 16 accumulators.
         let bn = if shape.size == 16 { 128 } else { 64 };
+        // Packed 64 x 128 tiles: eight subgroups of 32 x 32 (H100, N = K = 4096, M = 2048: 585
+        // against 622 µs with four of 32 x 64; 128-row tiles, 256-column tiles and two tiles
+        // staged in turn all measured slower).
+        let grid = match bm {
+            16 => (1, 4),
+            64 if packed => (2, 4),
+            _ => (2, 2),
+        };
         Some(QmmCoopVariant {
             bm,
             bn,
             shape,
+            grid,
+            packed,
+            x_vec4: false,
             splits: 1,
         })
+    }
+
+    /// This variant for K columns of x: 16-byte loads of x where K is a multiple of 4.
+    pub fn for_k(self, k: usize) -> Self {
+        QmmCoopVariant {
+            x_vec4: k % 4 == 0,
+            ..self
+        }
     }
 
     /// This variant with K split so that `m` x `n` with `blocks` blocks of K offers the
@@ -121,14 +154,9 @@ impl QmmCoopVariant {
         blocks.div_ceil(self.splits).max(1)
     }
 
-    /// The subgroup grid over the tile: 2 x 2, or 1 x 4 for 16-row tiles.
-    fn subgroup_grid(&self) -> (u32, u32) {
-        if self.bm == 16 { (1, 4) } else { (2, 2) }
-    }
-
     /// Accumulator fragments per subgroup along m and n.
     fn fragments(&self) -> (u32, u32) {
-        let (gy, gx) = self.subgroup_grid();
+        let (gy, gx) = self.grid;
         (
             self.bm / gy / self.shape.size,
             self.bn / gx / self.shape.size,
@@ -137,12 +165,16 @@ impl QmmCoopVariant {
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
-            "qmm_coop.{}.bm{}.bn{}.ts{}{}",
+            "qmm_coop.{}.bm{}.bn{}.ts{}{}.g{}x{}{}{}",
             scheme.key(),
             self.bm,
             self.bn,
             self.shape.size,
-            if self.shape.f16 { ".f16" } else { ".f32" }
+            if self.shape.f16 { ".f16" } else { ".f32" },
+            self.grid.0,
+            self.grid.1,
+            if self.packed { ".packed" } else { "" },
+            if self.x_vec4 { ".xv4" } else { "" },
         )
     }
 
@@ -154,13 +186,19 @@ impl QmmCoopVariant {
         if self.shape.f16 {
             head.push_str("enable f16;\n");
         }
-        let (gy, gx) = self.subgroup_grid();
+        let (gy, gx) = self.grid;
+        let (tile, kp) = if self.packed {
+            ("vec4<f16>", 4)
+        } else {
+            ("AB", 1)
+        };
         let _ = write!(
             head,
             "enable wgpu_cooperative_matrix;\nconst BM: u32 = {}u;\nconst BN: u32 = {}u;\n\
              const TS: u32 = {ts}u;\nconst GY: u32 = {gy}u;\nconst GX: u32 = {gx}u;\n\
-             alias AB = {ab};\nalias CA = coop_mat{ts}x{ts}<{ab}, A>;\n\
-             alias CB = coop_mat{ts}x{ts}<{ab}, B>;\nalias CC = coop_mat{ts}x{ts}<f32, C>;\n",
+             const KP: u32 = {kp}u;\nalias AB = {ab};\nalias TILE = {tile};\n\
+             alias CA = coop_mat{ts}x{ts}<{ab}, A>;\nalias CB = coop_mat{ts}x{ts}<{ab}, B>;\n\
+             alias CC = coop_mat{ts}x{ts}<f32, C>;\n",
             self.bm, self.bn
         );
         let (mut acc, mut mma, mut store) = (String::new(), String::new(), String::new());
@@ -172,14 +210,14 @@ impl QmmCoopVariant {
         for i in 0..fm {
             let _ = writeln!(
                 mma,
-                "            let a_{i} = coopLoadT<CA>(&xs[a0 + {}u * XS + kk], XS);",
+                "            let a_{i} = coopLoadT<CA>(&xs[a0 + {}u * XS + kk / KP], XS);",
                 i * ts
             );
         }
         for j in 0..fn_ {
             let _ = writeln!(
                 mma,
-                "            let b_{j} = coopLoad<CB>(&ws[b0 + {}u * WS + kk], WS);",
+                "            let b_{j} = coopLoad<CB>(&ws[b0 + {}u * WS + kk / KP], WS);",
                 j * ts
             );
         }
@@ -206,7 +244,12 @@ impl QmmCoopVariant {
             .replace("//{ACC}\n", &acc)
             .replace("//{MMA}\n", &mma)
             .replace("//{STORE}\n", &store);
-        quant_decode::assemble(&head, scheme, &kernel, &[])
+        quant_decode::assemble(
+            &head,
+            scheme,
+            &kernel,
+            &[("PACKED", self.packed), ("X_VEC4", self.x_vec4)],
+        )
     }
 
     /// Workgroups for `m` rows of x and `n` rows of W (z: the splits of K), or `None` past the
@@ -224,14 +267,24 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
     let shapes = [(8, false, 64), (8, true, 64), (16, true, 128)];
     let mut all = Vec::new();
     for (size, f16, bn) in shapes {
-        for bm in [16, 32, 64] {
-            let v = QmmCoopVariant {
-                bm,
-                bn,
-                shape: CoopShape { size, f16 },
-                splits: 1,
-            };
-            all.push((v.key(consts), v.source(consts)));
+        let packed = size == 16;
+        for (bm, grid) in [(16, (1, 4)), (32, (2, 2)), (64, (2, 2)), (64, (2, 4))] {
+            // Eight subgroups only with 128-column tiles (each thread then decodes a unit).
+            if grid.1 == 4 && bm > 16 && bn < 128 {
+                continue;
+            }
+            for x_vec4 in [false, true] {
+                let v = QmmCoopVariant {
+                    bm,
+                    bn,
+                    shape: CoopShape { size, f16 },
+                    grid,
+                    packed,
+                    x_vec4,
+                    splits: 1,
+                };
+                all.push((v.key(consts), v.source(consts)));
+            }
         }
     }
     all
@@ -252,12 +305,24 @@ mod tests {
     fn every_format_with_partial_tiles() {
         let Some(gpu) = crate::test_gpu() else { return };
         for scheme in schemes() {
-            for (m, n, k) in [(9, 67, 96), (33, 130, 67), (70, 200, 256)] {
+            for (m, n, k) in [(9, 67, 96), (33, 130, 67), (70, 200, 256), (130, 150, 100)] {
                 let Some(v) = QmmCoopVariant::new(&gpu.capabilities(), m) else {
                     return;
                 };
                 let tol = if v.shape.f16 { F16_TOL } else { 2.4e-5 };
-                check_within(&gpu, scheme, (m, n, k), Plan::QmmCoop(v), tol);
+                // The chosen form, with 16-byte x loads where K allows them, with the tiles
+                // one value at a time, and 64-row tiles on eight subgroups.
+                let mut forms = vec![v, v.for_k(k), QmmCoopVariant { packed: false, ..v }];
+                if v.bm == 64 && v.bn == 128 {
+                    forms.push(QmmCoopVariant {
+                        grid: (2, 4),
+                        packed: false,
+                        ..v
+                    });
+                }
+                for form in forms {
+                    check_within(&gpu, scheme, (m, n, k), Plan::QmmCoop(form), tol);
+                }
             }
         }
     }

@@ -18,42 +18,67 @@
 // z * split_blocks.. of K and writes its sums to slab z of y (rows z * m..); split_sum.wgsl then
 // adds the slabs. Without a split, z is 0 and split_blocks is every block.
 //
-// Prepended by qmm_coop.rs: the `enable` lines, BM, BN, TS, GY, GX, the aliases AB, CA, CB, CC
-// of the fragment types, and quant_decode.wgsl with its format constants. The lines
-// `//{ACC}`, `//{MMA}` and `//{STORE}` are replaced by qmm_coop.rs with the declarations,
-// multiply-adds and stores of the FM x FN accumulators (a fragment cannot live in an array).
+// Prepended by qmm_coop.rs: the `enable` lines, BM, BN, TS, GY, GX, KP, the aliases AB, CA, CB,
+// CC of the fragment types and TILE of the staged tiles' elements, and quant_decode.wgsl with
+// its format constants. The lines `//{ACC}`, `//{MMA}` and `//{STORE}` are replaced by
+// qmm_coop.rs with the declarations, multiply-adds and stores of the FM x FN accumulators (a
+// fragment cannot live in an array).
+//
+// PACKED (f16 fragments): the tiles' elements are vec4<f16> (TILE, KP = 4 values an element),
+// written with one 8-byte store per 4 values; a cooperative load reads them as f16 rows, its
+// stride counted in elements. Otherwise TILE = AB and KP = 1: one store per value.
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(1) @binding(0) var<storage, read> codes: array<u32>;
 @group(1) @binding(1) var<storage, read> scales: array<u32>;
 @group(1) @binding(2) var<storage, read> biases: array<u32>;
+//#if X_VEC4
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+//#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+//#endif
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-// Threads: 4 subgroups of 32 (the variant is chosen only where subgroups are 32 wide).
-const T: u32 = 128u;
+// Threads: GY x GX subgroups of 32 (the variant is chosen only where subgroups are 32 wide).
+const T: u32 = 32u * GY * GX;
 // K per step: one block, so a unit never straddles two steps.
 const BK: u32 = 32u;
-// Row strides of the staged tiles, in elements: BK plus 8 (16 bytes, which the fragment loads
-// want), so consecutive rows start in different banks.
-const XS: u32 = BK + 8u;
-const WS: u32 = BK + 8u;
-// x elements each thread stages per block; units of W (one code word each) per thread.
-const XPT: u32 = BM * BK / T;
+// Row strides of the staged tiles, in elements: BK plus 8 values (16 bytes, which the fragment
+// loads want), so consecutive rows start in different banks.
+const XS: u32 = (BK + 8u) / KP;
+const WS: u32 = (BK + 8u) / KP;
+// Runs of 4 x values each thread stages per block; units of W (one code word each) per thread.
+const XPT: u32 = BM * BK / 4u / T;
 const UPT: u32 = BN * UPB / T;
 
 // x tile [m][k], row-major: fragment A (m x k) loads it with coopLoadT.
-var<workgroup> xs: array<AB, BM * XS>;
+var<workgroup> xs: array<TILE, BM * XS>;
 // W tile [n][k]: fragment B (k x n) loads it column-major with coopLoad.
-var<workgroup> ws: array<AB, BN * WS>;
+var<workgroup> ws: array<TILE, BN * WS>;
 // One TS x TS fragment per subgroup on its way to y (row-major).
-var<workgroup> cs: array<f32, 4u * TS * TS>;
+var<workgroup> cs: array<f32, GY * GX * TS * TS>;
 
-// A thread's share of one block: its x elements and its units' code words (and, for INT3, the
-// block's word of high bits).
+// A thread's share of one block: its runs of 4 x values and its units' code words (and, for
+// INT3, the block's word of high bits).
 struct Staged {
-    xv: array<f32, XPT>,
+    xv: array<vec4<f32>, XPT>,
     words: array<vec2<u32>, UPT>,
+}
+
+// x[mm][kk..kk + 4], zero past m and K (kk is a multiple of 4).
+fn x_run(mm: u32, kk: u32) -> vec4<f32> {
+    let row = min(mm, params.m - 1u) * params.k;
+//#if X_VEC4
+    // K is a multiple of 4, so the run is inside K when it starts there.
+    return select(vec4<f32>(0.0), x[(row + min(kk, params.k - 4u)) / 4u], mm < params.m && kk < params.k);
+//#else
+    var v: vec4<f32>;
+    for (var j = 0u; j < 4u; j++) {
+        let kj = kk + j;
+        v[j] = select(0.0, x[row + min(kj, params.k - 1u)], mm < params.m && kj < params.k);
+    }
+    return v;
+//#endif
 }
 
 // Loads block b's share of thread li (x zero past m and K; rows of W past n repeat the last).
@@ -61,16 +86,15 @@ fn fetch(li: u32, m0: u32, n0: u32, b: u32) -> Staged {
     var s: Staged;
     for (var i = 0u; i < XPT; i++) {
         let e = li + i * T;
-        let mm = m0 + e / BK;
-        let kk = b * BK + e % BK;
-        let live = mm < params.m && kk < params.k;
-        s.xv[i] = select(0.0, x[min(mm, params.m - 1u) * params.k + min(kk, params.k - 1u)], live);
+        s.xv[i] = x_run(m0 + e / (BK / 4u), b * BK + 4u * (e % (BK / 4u)));
     }
     let row_words = params.blocks * WPB;
     for (var i = 0u; i < UPT; i++) {
         let v = li + i * T;
         let row = min(n0 + v / UPB, params.n - 1u);
-        let base = row * row_words + b * WPB;
+        // A split past the last block (only where a split is forced) reads the last block and
+        // multiplies nothing.
+        let base = row * row_words + min(b, params.blocks - 1u) * WPB;
         var high = 0u;
         if (BITS == 3u) {
             high = codes[base + 2u];
@@ -80,6 +104,31 @@ fn fetch(li: u32, m0: u32, n0: u32, b: u32) -> Staged {
     return s;
 }
 
+// Write 4 consecutive values of a row of the x or W tile at element `at` (a multiple of 4 / KP).
+//#if PACKED
+fn put_x(at: u32, v: vec4<f32>) {
+    xs[at] = TILE(v);
+}
+
+fn put_w(at: u32, v: vec4<f32>) {
+    ws[at] = TILE(v);
+}
+//#else
+fn put_x(at: u32, v: vec4<f32>) {
+    xs[at] = AB(v.x);
+    xs[at + 1u] = AB(v.y);
+    xs[at + 2u] = AB(v.z);
+    xs[at + 3u] = AB(v.w);
+}
+
+fn put_w(at: u32, v: vec4<f32>) {
+    ws[at] = AB(v.x);
+    ws[at + 1u] = AB(v.y);
+    ws[at + 2u] = AB(v.z);
+    ws[at + 3u] = AB(v.w);
+}
+//#endif
+
 // Writes a fetched share of block b into the tiles: x as AB, W decoded with its scales. At a
 // small batch this decoding is most of the kernel's work (the tile's multiplies are few), so
 // each unit's scales and biases are decoded once (twice at group 16), and the integer formats
@@ -88,14 +137,15 @@ fn fetch(li: u32, m0: u32, n0: u32, b: u32) -> Staged {
 fn stage(li: u32, n0: u32, b: u32, s: Staged) {
     for (var i = 0u; i < XPT; i++) {
         let e = li + i * T;
-        xs[(e / BK) * XS + e % BK] = AB(s.xv[i]);
+        put_x((e / (BK / 4u)) * XS + (e % (BK / 4u)) * (4u / KP), s.xv[i]);
     }
     for (var i = 0u; i < UPT; i++) {
         let v = li + i * T;
         let nl = v / UPB;
         let q = v % UPB;
         let row = min(n0 + nl, params.n - 1u);
-        let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
+        let bc = min(b, params.blocks - 1u);
+        let g = row * params.groups + select(bc >> params.group_shift, 2u * bc, SPLIT16);
         // Scale and bias of the block's first 16 weights and, at group 16, of its last 16.
         var sc = vec2<f32>(scale_at(g));
         var bi = vec2<f32>(bias_at(g));
@@ -123,11 +173,7 @@ fn stage(li: u32, n0: u32, b: u32, s: Staged) {
             // At group 16 the second half of the block has the next group's scale and bias.
             let hi = SPLIT16 && off >= 16u;
             let w = vals[j] * select(sc.x, sc.y, hi) + select(bi.x, bi.y, hi);
-            let at = nl * WS + off;
-            ws[at] = AB(w.x);
-            ws[at + 1u] = AB(w.y);
-            ws[at + 2u] = AB(w.z);
-            ws[at + 3u] = AB(w.w);
+            put_w(nl * WS + off / KP, w);
         }
     }
 }
