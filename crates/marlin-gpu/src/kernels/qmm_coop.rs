@@ -125,7 +125,7 @@ impl QmmCoopVariant {
     /// This variant for K columns of x: 16-byte loads of x where K is a multiple of 4.
     pub fn for_k(self, k: usize) -> Self {
         QmmCoopVariant {
-            x_vec4: k % 4 == 0,
+            x_vec4: k.is_multiple_of(4),
             ..self
         }
     }
