@@ -1,9 +1,9 @@
 // Quantized tiled GEMM on cooperative matrices (tensor cores through VK_KHR_cooperative_matrix
 // on NVIDIA, simdgroup matrices on Apple): y (m, n) = x (m, k) · W (n, k)^T, for prefill.
 //
-// A workgroup of 4 subgroups owns a BM x BN tile of y; subgroup (wy, wx) of a GY x GX grid (2 x 2,
-// or 1 x 4 for a 16-row tile) owns its (BM / GY) x (BN / GX) part as FM x FN accumulator
-// fragments of TS x TS (f32). Per
+// A workgroup of GY x GX subgroups owns a BM x BN tile of y (2 x 2; 1 x 4 for a 16-row tile;
+// 2 x 4 for a packed 64-row one); subgroup (wy, wx) owns its (BM / GY) x (BN / GX) part as
+// FM x FN accumulator fragments of TS x TS (f32). Per
 // 32-weight block of K the workgroup stages the x tile (BM x 32) and the W tile (BN x 32,
 // decoded once from the stored bytes with its scales) in workgroup memory as AB (f16 where the
 // device takes it), then each subgroup multiplies its fragments over the block's 32 / TS steps.
