@@ -70,7 +70,8 @@ fn x_run(mm: u32, kk: u32) -> vec4<f32> {
     let row = min(mm, params.m - 1u) * params.k;
 //#if X_VEC4
     // K is a multiple of 4, so the run is inside K when it starts there.
-    return select(vec4<f32>(0.0), x[(row + min(kk, params.k - 4u)) / 4u], mm < params.m && kk < params.k);
+    let v = x[(row + min(kk, params.k - 4u)) / 4u];
+    return select(vec4<f32>(0.0), v, mm < params.m && kk < params.k);
 //#else
     var v: vec4<f32>;
     for (var j = 0u; j < 4u; j++) {
@@ -92,8 +93,8 @@ fn fetch(li: u32, m0: u32, n0: u32, b: u32) -> Staged {
     for (var i = 0u; i < UPT; i++) {
         let v = li + i * T;
         let row = min(n0 + v / UPB, params.n - 1u);
-        // A split past the last block (only where a split is forced) reads the last block and
-        // multiplies nothing.
+        // A split that starts past the last block (only where a test forces the splits) fetches
+        // the last block before its empty loop, which never stages it.
         let base = row * row_words + min(b, params.blocks - 1u) * WPB;
         var high = 0u;
         if (BITS == 3u) {
@@ -144,8 +145,7 @@ fn stage(li: u32, n0: u32, b: u32, s: Staged) {
         let nl = v / UPB;
         let q = v % UPB;
         let row = min(n0 + nl, params.n - 1u);
-        let bc = min(b, params.blocks - 1u);
-        let g = row * params.groups + select(bc >> params.group_shift, 2u * bc, SPLIT16);
+        let g = row * params.groups + select(b >> params.group_shift, 2u * b, SPLIT16);
         // Scale and bias of the block's first 16 weights and, at group 16, of its last 16.
         var sc = vec2<f32>(scale_at(g));
         var bi = vec2<f32>(bias_at(g));

@@ -16,7 +16,8 @@
 // a part has >= 1 row, codes/scales/biases are exactly the part's stored bytes (padded to
 // words), x holds >= m * K and y >= m * y_stride f32.
 // - codes[row * blocks * WPB + b * WPB + q] (and + 2 for INT3): row is clamped to n - 1
-//   (`min(.., params.n - 1u)`), b < blocks (qmv: u < blocks * UPB; qmm: the block loop),
+//   (`min(.., params.n - 1u)`), b < blocks (qmv: u < blocks * UPB; qmm: the block loop;
+//   qmm_coop's fetch before its loop clamps b to blocks - 1, a split may start past the end),
 //   q < UPB <= WPB; the part holds n * blocks * WPB words.
 // - scales/biases at g (+1 at group 16): g = row * groups + (b >> group_shift) or 2b + 1 <
 //   n * groups, since groups counts padded K (2 * blocks at group 16; per channel the shift is
@@ -28,15 +29,17 @@
 //   row < n and mi < m, at most (m - 1) * y_stride + row0 + n - 1 < m * y_stride.
 // - Workgroup and private arrays: indices are loop counters below the constant array sizes
 //   (qmv `partial[li * MT + mi]`, li < T; qmm xt_index < BK * BM since the xor stays in an
-//   aligned block of 32, wt < BK * BN / 4).
+//   aligned block of 32, wt < BK * BN / 4; qmm_coop's tiles: a row below BM or BN times the
+//   row stride XS or WS, plus an offset below 32 / KP).
 // - qmv with CODES_VEC4 (4- and 8-bit formats, whose rows are whole 16-byte chunks: a block is
 //   16 or 32 bytes): codes[row * (blocks * WPB / 4) + c] as vec4<u32>, row clamped as above,
 //   c < blocks * UPB / 4 = blocks * WPB / 4 (UPB = WPB for these formats).
 // - qmv's chain (2026-11-24: qmv_q8_out.wgsl, NORM_SUMS in qmv.wgsl). Q8_OUT: h_out[mi * R
 //   + ..] with mi <= MT - 1 (slots clamped), norm_w[b * 32 + 4i + 3] with b clamped to
-//   n / 32 - 1 (the host checks norm_w holds n values), q8_part[(t & ~7) + 7] with t clamped below 8 * MT * R / 32, and q8_out written
-//   only by live slots (mi < m, a tile inside n) below m * blocks * 21 words, which the host
-//   checks (`Gpu::int8_x_bytes`; one part, n a multiple of R). NORM_SUMS: xq word
+//   n / 32 - 1 (the host checks norm_w holds n values), q8_part[(t & ~7) + 7] with t clamped
+//   below 8 * MT * R / 32, and q8_out written only by live slots (mi < m, a tile inside n)
+//   below m * blocks * 21 words, which the host checks (`Gpu::int8_x_bytes`; one part, n a
+//   multiple of R). NORM_SUMS: xq word
 //   m * 5 * blocks * 4 + mi * blocks + b with mi < m and b < blocks, inside the same size.
 // - Every loop has a bound fixed by params or constants (force_loop_bounding is off too).
 // Keep this true when editing any of these files (and qmv_q8_out.wgsl): the conformance suite
