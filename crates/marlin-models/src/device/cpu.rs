@@ -10,6 +10,10 @@ use crate::layers::{Embedding, LinearGroup};
 use crate::rope::rotate;
 use crate::{ModelConfig, ModelError, SeqId, Weight};
 
+/// Values of an element-wise op worth splitting over threads (a decode step's 16 rows of 1536
+/// are not: waking the other thread costs more).
+const PARALLEL_VALUES: usize = 64 * 1024;
+
 /// The CPU at one instruction set and activation precision.
 #[derive(Debug, Clone)]
 pub struct CpuDevice {
@@ -213,16 +217,20 @@ impl Device for CpuDevice {
         gate_up: &CpuAct,
         ff: usize,
     ) -> Result<CpuAct, ModelError> {
-        let data = gate_up
-            .data
-            .chunks_exact(gate_up.width)
-            .flat_map(|row| {
-                let (gate, up) = row.split_at(ff);
-                gate.iter()
-                    .zip(up)
-                    .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
-            })
-            .collect();
+        let rows = gate_up.data.len() / gate_up.width;
+        let mut data = vec![0f32; rows * ff];
+        let each = |(row, out): (&[f32], &mut [f32])| {
+            let (gate, up) = row.split_at(ff);
+            self.cpu.silu_mul(gate, &up[..ff], out);
+        };
+        // A prefill chunk's rows in parallel; a decode step's few rows are cheaper on one thread.
+        if rows * ff >= PARALLEL_VALUES {
+            let pairs = gate_up.data.par_chunks_exact(gate_up.width);
+            pairs.zip(data.par_chunks_exact_mut(ff)).for_each(each);
+        } else {
+            let pairs = gate_up.data.chunks_exact(gate_up.width);
+            pairs.zip(data.chunks_exact_mut(ff)).for_each(each);
+        }
         Ok(CpuAct { data, width: ff })
     }
 
@@ -298,13 +306,7 @@ fn attention(
             cpu.dot_rows(keys, qh, &mut scores[at..at + n]);
             at += n;
         }
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut total = 0f32;
-        for s in scores.iter_mut() {
-            *s = ((*s - max) * scale).exp();
-            total += *s;
-        }
-        scores.iter_mut().for_each(|s| *s /= total);
+        cpu.softmax(&mut scores, scale);
         let mut at = 0;
         for (_, values) in spans() {
             let n = values.len() / hd;
