@@ -5,6 +5,10 @@
 use marlin_quant::BLOCK;
 use rayon::prelude::*;
 
+/// log2 of how much finer the residual row's grid is than its grid row's (see
+/// [`Q8Rows::quantize_split`]).
+pub(crate) const RESIDUAL_SHIFT: u32 = 8;
+
 /// `m` rows of activations on the int8 grid, laid out for the kernels.
 pub(crate) struct Q8Rows {
     pub m: usize,
@@ -29,9 +33,11 @@ impl Q8Rows {
     }
 
     /// Each row of x as two int8 rows (see [`crate::Activations::Int8x2`]): the row on the
-    /// int8 grid of its blocks, then what that rounding lost, on a grid of its own (~254x
-    /// finer). Their sum is x to about 14 bits; a product with both, summed in pairs of rows,
-    /// is the product with x.
+    /// int8 grid of its blocks, then what that rounding lost, on a grid 2^[`RESIDUAL_SHIFT`]
+    /// times finer (the rounding left at most half a step, so it fits in int8; the rare
+    /// +128 saturates to 127). Their sum is x to about 15 bits; a product with both, summed
+    /// in pairs of rows, is the product with x. The fixed ratio lets a kernel add a pair's two
+    /// integer dot products (`(grid << 8) + residual`) before any float work.
     // x (m, k) -> Q8Rows (2m, k_pad), rows [grid_0, residual_0, grid_1, ...]
     pub fn quantize_split(x: &[f32], m: usize, k: usize, k_pad: usize, group_len: usize) -> Self {
         Self::quantize_rows(x, m, k, k_pad, group_len, true)
@@ -250,8 +256,8 @@ struct RowShape {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
 unsafe fn quantize_row_avx512(xr: &[f32], shape: RowShape, out: RowOut<'_>) {
     // SAFETY: this function runs only where its features are present.
-    quantize_row(xr, shape, out, |block, q| unsafe {
-        quantize_block_avx512(block, q)
+    quantize_row(xr, shape, out, |block, q, step| unsafe {
+        quantize_block_avx512(block, q, step)
     })
 }
 
@@ -261,8 +267,8 @@ unsafe fn quantize_row_avx512(xr: &[f32], shape: RowShape, out: RowOut<'_>) {
 #[target_feature(enable = "avx2")]
 unsafe fn quantize_row_avx2(xr: &[f32], shape: RowShape, out: RowOut<'_>) {
     // SAFETY: this function runs only where its features are present.
-    quantize_row(xr, shape, out, |block, q| unsafe {
-        quantize_block_avx2(block, q)
+    quantize_row(xr, shape, out, |block, q, step| unsafe {
+        quantize_block_avx2(block, q, step)
     })
 }
 
@@ -272,7 +278,7 @@ unsafe fn quantize_row_avx2(xr: &[f32], shape: RowShape, out: RowOut<'_>) {
 /// The CPU must have AVX2; `q.len() >= 32`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn quantize_block_avx2(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
+unsafe fn quantize_block_avx2(block: &[f32; BLOCK], q: &mut [i8], step: Option<f32>) -> f32 {
     use std::arch::x86_64::*;
     assert!(q.len() >= BLOCK);
     // SAFETY: 32 floats read from the block, 32 bytes written to q (checked above).
@@ -287,7 +293,7 @@ unsafe fn quantize_block_avx2(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
         let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
-        let d = amax / 127.0;
+        let d = step.unwrap_or(amax / 127.0);
         let inv = _mm256_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
         for (i, v) in v.iter().enumerate() {
             let w = _mm256_cvtps_epi32(_mm256_mul_ps(*v, inv));
@@ -305,15 +311,20 @@ unsafe fn quantize_block_avx2(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
 /// The CPU must have AVX-512 F/BW/VL; `q.len() >= 32`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-pub(crate) unsafe fn quantize_block_avx512(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
+pub(crate) unsafe fn quantize_block_avx512(
+    block: &[f32; BLOCK],
+    q: &mut [i8],
+    step: Option<f32>,
+) -> f32 {
     use std::arch::x86_64::*;
     assert!(q.len() >= BLOCK);
     // SAFETY: 32 floats read from the block, 32 bytes written to q (checked above).
     unsafe {
         let a = _mm512_loadu_ps(block.as_ptr());
         let b = _mm512_loadu_ps(block.as_ptr().add(16));
-        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
-        let d = amax / 127.0;
+        let d = step.unwrap_or_else(|| {
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b))) / 127.0
+        });
         let inv = _mm512_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
         let qa = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(a, inv)));
         let qb = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(b, inv)));
@@ -329,7 +340,7 @@ fn quantize_row(
     xr: &[f32],
     shape: RowShape,
     out: RowOut<'_>,
-    quantize_block: impl Fn(&[f32; BLOCK], &mut [i8]) -> f32,
+    quantize_block: impl Fn(&[f32; BLOCK], &mut [i8], Option<f32>) -> f32,
 ) {
     let RowShape {
         k,
@@ -348,14 +359,16 @@ fn quantize_row(
             let end = (start + BLOCK).min(k);
             block[..end - start].copy_from_slice(&xr[start..end]);
         }
+        let mut step = None;
         for part in 0..per_row {
             let q = &mut q[part * k_pad + start..][..BLOCK];
-            let d = quantize_block(&block, q);
+            let d = quantize_block(&block, q, step);
             if split {
-                // What the grid missed becomes the next row's block.
+                // What the grid missed becomes the next row's block, on the finer grid.
                 for (v, &c) in block.iter_mut().zip(q.iter()) {
                     *v -= d * c as f32;
                 }
+                step = Some(residual_step(d));
             }
             // Groups are multiples of 16, so each half of the block lies in one group.
             for half in [0, BLOCK / 2] {
@@ -371,21 +384,28 @@ fn quantize_row(
 /// scale. Written so that the compiler vectorizes it: lane-wise maxima (a NaN compares false and
 /// is skipped), rounding by addition, no branches.
 #[inline(always)]
-pub(crate) fn quantize_block(block: &[f32; BLOCK], q: &mut [i8]) -> f32 {
-    let mut lanes = [0f32; 16];
-    for half in block.chunks_exact(16) {
-        for (m, v) in lanes.iter_mut().zip(half) {
-            let a = v.abs();
-            *m = if a > *m { a } else { *m };
+pub(crate) fn quantize_block(block: &[f32; BLOCK], q: &mut [i8], step: Option<f32>) -> f32 {
+    let d = step.unwrap_or_else(|| {
+        let mut lanes = [0f32; 16];
+        for half in block.chunks_exact(16) {
+            for (m, v) in lanes.iter_mut().zip(half) {
+                let a = v.abs();
+                *m = if a > *m { a } else { *m };
+            }
         }
-    }
-    let amax = lanes.iter().fold(0f32, |a, &v| if v > a { v } else { a });
-    let d = amax / 127.0;
+        lanes.iter().fold(0f32, |a, &v| if v > a { v } else { a }) / 127.0
+    });
     let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
     for (q, v) in q.iter_mut().zip(block) {
         *q = round_small(v * inv) as i8;
     }
     d
+}
+
+/// The residual row's step for a block whose grid step is `d` (exact: a power of two).
+#[inline]
+pub(crate) fn residual_step(d: f32) -> f32 {
+    d / (1u32 << RESIDUAL_SHIFT) as f32
 }
 
 /// Rounds `x` (|x| < 2^22) to the nearest integer, ties to even, without a libm call: adding
@@ -423,23 +443,44 @@ mod tests {
 
     #[test]
     fn simd_block_quantizers_equal_the_scalar_one() {
+        // Each block at its own step, and at a fixed step that puts some values past 127 (a
+        // residual's grid: they saturate) and some exactly on ties.
         #[cfg(target_arch = "x86_64")]
         for block in blocks() {
-            let mut want = [0i8; BLOCK];
-            let d = quantize_block(&block, &mut want);
-            if std::arch::is_x86_feature_detected!("avx2") {
-                let mut got = [0i8; BLOCK];
-                // SAFETY: AVX2 is present.
-                let e = unsafe { super::quantize_block_avx2(&block, &mut got) };
-                assert_eq!((e, got), (d, want), "avx2 on {block:?}");
+            for step in [None, Some(1.0 / 32.0)] {
+                let mut want = [0i8; BLOCK];
+                let d = quantize_block(&block, &mut want, step);
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let mut got = [0i8; BLOCK];
+                    // SAFETY: AVX2 is present.
+                    let e = unsafe { super::quantize_block_avx2(&block, &mut got, step) };
+                    assert_eq!((e, got), (d, want), "avx2 at {step:?} on {block:?}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    let mut got = [0i8; BLOCK];
+                    // SAFETY: AVX-512 F/BW/VL are present.
+                    let e = unsafe { super::quantize_block_avx512(&block, &mut got, step) };
+                    assert_eq!((e, got), (d, want), "avx512 at {step:?} on {block:?}");
+                }
             }
-            if std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-            {
-                let mut got = [0i8; BLOCK];
-                // SAFETY: AVX-512 F/BW/VL are present.
-                let e = unsafe { super::quantize_block_avx512(&block, &mut got) };
-                assert_eq!((e, got), (d, want), "avx512 on {block:?}");
+        }
+    }
+
+    #[test]
+    fn the_residual_row_is_what_the_grid_missed_on_a_256x_finer_grid() {
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.173)
+            .collect();
+        let rows = super::Q8Rows::quantize_split(&x, 1, 64, 64, 32);
+        let ((g, gs), (r, rs)) = (rows.row(0), rows.row(1));
+        for b in 0..2 {
+            let (d, e) = (gs[8 * b], rs[8 * b]);
+            assert_eq!(e, d / 256.0, "block {b}");
+            for i in 32 * b..32 * (b + 1) {
+                let back = d * g[i] as f32 + e * r[i] as f32;
+                assert!((back - x[i]).abs() <= e / 2.0 * 1.0001 + 1e-7, "value {i}");
             }
         }
     }

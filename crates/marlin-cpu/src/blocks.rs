@@ -10,7 +10,7 @@
 use marlin_quant::BLOCK;
 use rayon::prelude::*;
 
-use crate::activations::quantize_block;
+use crate::activations::{quantize_block, residual_step};
 
 /// Values per rayon task: below this, splitting costs more than it saves (a decode step's
 /// batch of 16 rows of 576 values is two tasks).
@@ -20,6 +20,9 @@ const TASK_VALUES: usize = 4 * 1024;
 pub(crate) struct Q8Blocks {
     /// Kernel rows: the rows of x, or twice as many when split (`[grid_0, residual_0, ...]`).
     pub m: usize,
+    /// Split: rows come in pairs whose product is one row of the output (the residual row's
+    /// scale is the grid row's / 2^RESIDUAL_SHIFT).
+    pub pairs: bool,
     pub k_pad: usize,
     /// (blocks, m, 32) values, zero past K.
     pub q: Vec<i8>,
@@ -30,6 +33,8 @@ pub(crate) struct Q8Blocks {
     pub init: Vec<i32>,
     /// (blocks, m) `scale * sum`, for affine formats' bias terms.
     pub sum: Vec<f32>,
+    /// Pairs: (blocks, m / 2) the two rows' `sum`s added (their bias term is one); else empty.
+    pub pair_sum: Vec<f32>,
 }
 
 /// How [`Q8Blocks::quantize`] quantizes and what it records.
@@ -45,22 +50,24 @@ pub(crate) struct BlockScheme {
 
 impl Q8Blocks {
     /// `mq` rows of `k_pad` values, all zero.
-    fn zeroed(mq: usize, k_pad: usize) -> Self {
+    fn zeroed(mq: usize, k_pad: usize, pairs: bool) -> Self {
         let blocks = k_pad / BLOCK;
         Q8Blocks {
             m: mq,
+            pairs,
             k_pad,
             q: vec![0; mq * k_pad],
             scale: vec![0.0; mq * blocks],
             init: vec![0; mq * blocks],
             sum: vec![0.0; mq * blocks],
+            pair_sum: vec![0.0; if pairs { mq / 2 * blocks } else { 0 }],
         }
     }
 
     // x (m, k) -> Q8Blocks (m or 2m, k_pad)
     pub fn quantize(x: &[f32], m: usize, k: usize, k_pad: usize, scheme: BlockScheme) -> Self {
         let mq = if scheme.split { 2 * m } else { m };
-        let mut out = Q8Blocks::zeroed(mq, k_pad);
+        let mut out = Q8Blocks::zeroed(mq, k_pad, scheme.split);
         let per_task = (TASK_VALUES / (m * BLOCK).max(1)).max(1);
         out.q
             .par_chunks_mut(mq * BLOCK)
@@ -85,6 +92,9 @@ impl Q8Blocks {
                 }
                 quantize_column(x, k, b, scheme, out)
             });
+        for (pair, sum) in out.pair_sum.iter_mut().zip(out.sum.chunks_exact(2)) {
+            *pair = sum[0] + sum[1];
+        }
         out
     }
 }
@@ -99,9 +109,10 @@ struct BlockOut<'a> {
 }
 
 /// Block `b` of every row of x (and its residual when split), as `Q8Rows::quantize_split`
-/// makes it. `step(block, q, residual)` quantizes `block` into `q` and returns its scale and
-/// the sum of its values; with `residual` it also leaves `v - d * q` in `block` (a product,
-/// then a difference: no fused multiply-add, so every twin rounds the same).
+/// makes it. `step(block, q, fixed, residual)` quantizes `block` into `q` (at the step `fixed`
+/// where given) and returns its scale and the sum of its values; with `residual` it also leaves
+/// `v - d * q` in `block` (a product, then a difference: no fused multiply-add, so every twin
+/// rounds the same).
 #[inline(always)]
 fn column(
     x: &[f32],
@@ -109,7 +120,7 @@ fn column(
     b: usize,
     scheme: BlockScheme,
     out: BlockOut<'_>,
-    step: impl Fn(&mut [f32; BLOCK], &mut [i8], bool) -> (f32, i32),
+    step: impl Fn(&mut [f32; BLOCK], &mut [i8], Option<f32>, bool) -> (f32, i32),
 ) {
     let per_row = if scheme.split { 2 } else { 1 };
     let start = b * BLOCK;
@@ -125,10 +136,12 @@ fn column(
                 block[..k - start].copy_from_slice(&xr[start..k]);
             }
         }
+        let mut fixed = None;
         for part in 0..per_row {
             let row = r * per_row + part;
             let q = &mut out.q[row * BLOCK..(row + 1) * BLOCK];
-            let (d, s) = step(&mut block, q, part + 1 < per_row);
+            let (d, s) = step(&mut block, q, fixed, part + 1 < per_row);
+            fixed = Some(residual_step(d));
             let d = d * scheme.lane_mul;
             out.scale[row] = d;
             out.init[row] = scheme.zero.unwrap_or(0) * s;
@@ -138,8 +151,8 @@ fn column(
 }
 
 fn quantize_column(x: &[f32], k: usize, b: usize, scheme: BlockScheme, out: BlockOut<'_>) {
-    column(x, k, b, scheme, out, |block, q, residual| {
-        let d = quantize_block(block, q);
+    column(x, k, b, scheme, out, |block, q, fixed, residual| {
+        let d = quantize_block(block, q, fixed);
         if residual {
             for (v, &c) in block.iter_mut().zip(q.iter()) {
                 *v -= d * c as f32;
@@ -163,11 +176,11 @@ unsafe fn quantize_column_avx512(
     out: BlockOut<'_>,
 ) {
     use std::arch::x86_64::*;
-    column(x, k, b, scheme, out, |block, q, residual| {
+    column(x, k, b, scheme, out, |block, q, fixed, residual| {
         // SAFETY: this function runs only where its features are present; 32 floats of `block`
         // and 32 bytes of `q` (a block).
         unsafe {
-            let d = crate::activations::quantize_block_avx512(block, q);
+            let d = crate::activations::quantize_block_avx512(block, q, fixed);
             if residual {
                 let dv = _mm512_set1_ps(d);
                 for h in 0..2 {
@@ -222,7 +235,7 @@ mod tests {
             Q8Rows::quantize(x, m, k, k_pad, 32)
         };
         let (mq, blocks) = (rows.m, k_pad / BLOCK);
-        let mut out = Q8Blocks::zeroed(mq, k_pad);
+        let mut out = Q8Blocks::zeroed(mq, k_pad, scheme.split);
         for r in 0..mq {
             let (q, lane_scale) = rows.row(r);
             for b in 0..blocks {
@@ -233,6 +246,9 @@ mod tests {
                 (out.scale[at], out.sum[at]) = (d, d * s as f32);
                 out.init[at] = scheme.zero.unwrap_or(0) * s;
             }
+        }
+        for (pair, sum) in out.pair_sum.iter_mut().zip(out.sum.chunks_exact(2)) {
+            *pair = sum[0] + sum[1];
         }
         out
     }
@@ -263,6 +279,7 @@ mod tests {
                 assert_eq!(got.scale, want.scale, "{what}: scales");
                 assert_eq!(got.init, want.init, "{what}: init");
                 assert_eq!(got.sum, want.sum, "{what}: sums");
+                assert_eq!(got.pair_sum, want.pair_sum, "{what}: pair sums");
                 // The scalar twin, whatever this CPU has.
                 let blocks = k_pad / BLOCK;
                 let mq = want.m;

@@ -37,8 +37,9 @@ pub enum Activations {
     /// Full f32.
     F32,
     /// Each block of 32 split into an int8 block and an int8 block of what it missed (the
-    /// residual): about 14 bits, near f32, through the int8 kernels at the cost of a product
-    /// with twice the rows (an M = 2 product at decode, far cheaper than two M = 1).
+    /// residual, on a grid 256x finer): about 15 bits, near f32, through the int8 kernels at
+    /// the cost of a product with twice the rows (an M = 2 product at decode, far cheaper than
+    /// two M = 1).
     Int8x2,
 }
 

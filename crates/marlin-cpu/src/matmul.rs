@@ -118,32 +118,27 @@ pub(crate) fn quant_matmul(
 /// whose products are summed in pairs): one task per run of panels.
 // xq (m or 2m, k), w (n, k) -> y (m, n)
 fn panel_matmul(isa: Isa, w: &Panels, xq: &Q8Blocks, m: usize, y: &mut [f32]) {
-    let mq = xq.m;
     let n = w.rows();
     // Tasks of several panels: a small layer's panel is well under a microsecond of work,
     // less than scheduling it costs.
     let panel_bytes = w.padded_cols() * PANEL * w.format().bits() as usize / 8;
     let per_task =
         (TASK_BYTES / panel_bytes).clamp(1, w.panels().div_ceil(rayon::current_num_threads()));
-    let per = mq / m;
     let tasks = w.panels().div_ceil(per_task);
     let y_at = ColumnsOf(y.as_mut_ptr());
     // Each task writes its panels' columns of y straight from a panel-sized buffer: a buffer of
     // the whole product (16 MiB for the 49152-row vocabulary at batch 16 with int8x2) cost a
     // fresh allocation, a fill and a second pass every call.
     (0..tasks).into_par_iter().for_each(|t| {
-        let mut o = vec![0f32; mq * PANEL];
+        let mut o = vec![0f32; m * PANEL];
         for p in t * per_task..((t + 1) * per_task).min(w.panels()) {
             kernels::panel_dot(isa, &w.view(p), xq, &mut o);
             let cols = PANEL.min(n - p * PANEL);
-            for (r, o) in o.chunks_exact(per * PANEL).enumerate() {
+            for (r, o) in o.chunks_exact(PANEL).enumerate() {
                 // SAFETY: row r's columns 16p.. of panel p lie inside y (r < m, 16p + cols <=
                 // n), and only the task that owns panel p writes them.
                 let dst = unsafe { y_at.slice(r * n + p * PANEL, cols) };
                 dst.copy_from_slice(&o[..cols]);
-                if per == 2 {
-                    dst.iter_mut().zip(&o[PANEL..]).for_each(|(a, b)| *a += b);
-                }
             }
         }
     });

@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 
 use super::{GridRow, NibbleF32Row};
-use crate::activations::Q8Rows;
+use crate::activations::{Q8Rows, RESIDUAL_SHIFT};
 use crate::blocks::Q8Blocks;
 use crate::panel::{PANEL, PanelView, panel_block};
 
@@ -149,6 +149,9 @@ pub(super) unsafe fn decode_fp8(codes: &[u8], gs: &[f32], group_len: usize, out:
 /// the rows' dot-product chains and spills to the stack.
 const PANEL_MR: usize = 8;
 
+/// Pairs of split activation rows handled together (16 kernel rows, 8 accumulators).
+const PANEL_PAIRS: usize = 8;
+
 /// Runs `$body` with `$i` bound to each of `0..$n` (a constant up to 8), unrolled: the
 /// accumulator array it indexes must stay in registers, which LLVM only does when every index
 /// is a constant (a rolled loop over 8 rows kept them on the stack and ran at ~15% of the
@@ -170,6 +173,23 @@ macro_rules! unroll {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32]) {
     let affine = !p.biases.is_empty();
+    if x.pairs {
+        for pairs in super::row_tiles(x.m / 2, PANEL_PAIRS) {
+            let (r0, out) = (
+                pairs.start,
+                &mut out[pairs.start * PANEL..pairs.end * PANEL],
+            );
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                if affine {
+                    by_rows!(panel_pairs_affine, pairs.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
+                } else {
+                    by_rows!(panel_pairs_zero, pairs.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
+                }
+            }
+        }
+        return;
+    }
     for rows in super::row_tiles(x.m, PANEL_MR) {
         let (r0, out) = (rows.start, &mut out[rows.start * PANEL..rows.end * PANEL]);
         // SAFETY: forwarded from the caller.
@@ -179,6 +199,167 @@ pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32])
             } else {
                 by_rows!(panel_rows_zero, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
             }
+        }
+    }
+}
+
+/// [`panel_pairs`] for affine formats (a bias per group).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn panel_pairs_affine<const P: usize>(
+    p: &PanelView<'_>,
+    x: &Q8Blocks,
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { panel_pairs::<P, true>(p, x, r0, out) }
+}
+
+/// [`panel_pairs`] for symmetric formats.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn panel_pairs_zero<const P: usize>(
+    p: &PanelView<'_>,
+    x: &Q8Blocks,
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { panel_pairs::<P, false>(p, x, r0, out) }
+}
+
+/// The 64 bytes of codes of one 32-weight block of a panel, unpacked for `vpdpbusd`: register
+/// r of `lo` holds weights 4r..4r+4 of each of the 16 rows, of `hi` weights 16+4r...
+///
+/// # Safety
+/// `c` points at a whole block of `bits`-bit panel codes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn unpack_block(
+    c: *const u8,
+    bits: u32,
+    identity: bool,
+    table: __m512i,
+) -> [[__m512i; 4]; 2] {
+    let mut lo = [_mm512_setzero_si512(); 4];
+    let mut hi = [_mm512_setzero_si512(); 4];
+    let mask = _mm512_set1_epi8(0x0F);
+    // SAFETY: 4 (or 8) loads of 64 bytes inside the block.
+    unsafe {
+        for r in 0..4 {
+            if bits == 8 {
+                // Offset binary: flipping the sign bit adds 128 to a two's-complement byte.
+                let flip = _mm512_set1_epi8(-128);
+                lo[r] = _mm512_xor_si512(_mm512_loadu_si512(c.add(64 * r).cast()), flip);
+                hi[r] = _mm512_xor_si512(_mm512_loadu_si512(c.add(64 * (4 + r)).cast()), flip);
+                continue;
+            }
+            let v = _mm512_loadu_si512(c.add(64 * r).cast());
+            lo[r] = _mm512_and_si512(v, mask);
+            hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+            if !identity {
+                lo[r] = _mm512_shuffle_epi8(table, lo[r]);
+                hi[r] = _mm512_shuffle_epi8(table, hi[r]);
+            }
+        }
+    }
+    [lo, hi]
+}
+
+/// A group's 16 scales and (affine formats) biases, as floats.
+///
+/// # Safety
+/// Group `g` lies inside the panel's scales (and biases).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+unsafe fn group_scales<const AFFINE: bool>(p: &PanelView<'_>, g: usize) -> (__m512, __m512) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let gs = if p.e8m0 {
+            // The exponent byte shifted into an f32's exponent field is 2^(e-127).
+            let e = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.scales.as_ptr().add(16 * g).cast()));
+            _mm512_castsi512_ps(_mm512_slli_epi32(e, 23))
+        } else {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p.scales.as_ptr().add(32 * g).cast()))
+        };
+        let gb = if AFFINE {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p.biases.as_ptr().add(32 * g).cast()))
+        } else {
+            _mm512_setzero_ps()
+        };
+        (gs, gb)
+    }
+}
+
+/// Split activation rows (int8x2) in pairs `r0..r0 + P` against one panel. A pair's two
+/// integer dot products meet before any float work: the residual row's grid is exactly
+/// 2^RESIDUAL_SHIFT times finer, so `(grid << 8) + residual` is the pair's dot product on the
+/// residual's grid, and one convert, scale and FMA (and one bias FMA, on the pair's summed
+/// sums) finish the pair, where two rows had cost two of each. Per pair and block the work is
+/// in the same order at every `P`, so a row's result does not depend on its tile.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_pairs<const P: usize, const AFFINE: bool>(
+    p: &PanelView<'_>,
+    x: &Q8Blocks,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let (m, pairs) = (x.m, x.m / 2);
+    let blocks = x.k_pad / 32;
+    let identity = p.lut.iter().enumerate().all(|(i, &c)| c as usize == i);
+    let block_bytes = panel_block(p.bits);
+    let mut acc = [_mm512_setzero_ps(); P];
+    // SAFETY: block `b` reads the panel's code bytes at block_bytes * b, 16 scales (and biases)
+    // of its group, and the tile's kernel rows at (b m + 2 (r0 + i)) and the next, for i < P
+    // (x 32 for values), and its pair sums at (b m / 2 + r0 + i): inside their slices, as
+    // blocks are whole, the panel holds k_pad / group_len groups and r0 + P <= m / 2.
+    unsafe {
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(p.lut.as_ptr().cast()));
+        for b in 0..blocks {
+            let c = p.codes.as_ptr().add(block_bytes * b);
+            for line in (0..block_bytes).step_by(128) {
+                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + line).cast());
+            }
+            let [lo, hi] = unpack_block(c, p.bits, identity, table);
+            let (gs, gb) = group_scales::<AFFINE>(p, 32 * b / p.group_len);
+            let at = b * m + 2 * r0;
+            let (q, scale, init) = (
+                x.q.as_ptr().add(32 * at),
+                x.scale.as_ptr().add(at),
+                x.init.as_ptr().add(at),
+            );
+            let pair_sum = x.pair_sum.as_ptr().add(b * pairs + r0);
+            unroll!(i < P => {
+                // The grid row's chain and the residual row's, independent until they meet.
+                let dot = |row: usize| {
+                    let q = q.add(32 * row);
+                    let quad =
+                        |j: usize| _mm512_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
+                    let mut d = if AFFINE {
+                        _mm512_setzero_si512()
+                    } else {
+                        _mm512_set1_epi32(*init.add(row))
+                    };
+                    for j in 0..4 {
+                        d = _mm512_dpbusd_epi32(d, lo[j], quad(j));
+                    }
+                    for j in 0..4 {
+                        d = _mm512_dpbusd_epi32(d, hi[j], quad(4 + j));
+                    }
+                    d
+                };
+                let (grid, residual) = (dot(2 * i), dot(2 * i + 1));
+                let dot = _mm512_add_epi32(_mm512_slli_epi32::<RESIDUAL_SHIFT>(grid), residual);
+                // The residual row's scale: the pair's dot product is on its grid.
+                let s = _mm512_mul_ps(gs, _mm512_set1_ps(*scale.add(2 * i + 1)));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[i]);
+                if AFFINE {
+                    acc[i] = _mm512_fmadd_ps(gb, _mm512_set1_ps(*pair_sum.add(i)), acc[i]);
+                }
+            });
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(PANEL * i), *a);
         }
     }
 }
@@ -229,45 +410,14 @@ unsafe fn panel_rows<const R: usize, const AFFINE: bool>(
     // all inside their slices: blocks are whole, the panel holds k_pad / group_len groups and
     // r0 + R <= m.
     unsafe {
-        let mask = _mm512_set1_epi8(0x0F);
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(p.lut.as_ptr().cast()));
         for b in 0..blocks {
             let c = p.codes.as_ptr().add(block_bytes * b);
             for line in (0..block_bytes).step_by(128) {
                 _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + line).cast());
             }
-            // Register r of `lo` holds weights 4r..4r+4 of each row, of `hi` weights 16+4r...
-            let mut lo = [_mm512_setzero_si512(); 4];
-            let mut hi = [_mm512_setzero_si512(); 4];
-            for r in 0..4 {
-                if p.bits == 8 {
-                    // Offset binary: flipping the sign bit adds 128 to a two's-complement byte.
-                    let flip = _mm512_set1_epi8(-128);
-                    lo[r] = _mm512_xor_si512(_mm512_loadu_si512(c.add(64 * r).cast()), flip);
-                    hi[r] = _mm512_xor_si512(_mm512_loadu_si512(c.add(64 * (4 + r)).cast()), flip);
-                    continue;
-                }
-                let v = _mm512_loadu_si512(c.add(64 * r).cast());
-                lo[r] = _mm512_and_si512(v, mask);
-                hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-                if !identity {
-                    lo[r] = _mm512_shuffle_epi8(table, lo[r]);
-                    hi[r] = _mm512_shuffle_epi8(table, hi[r]);
-                }
-            }
-            let g = 32 * b / p.group_len;
-            let gs = if p.e8m0 {
-                // The exponent byte shifted into an f32's exponent field is 2^(e-127).
-                let e = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.scales.as_ptr().add(16 * g).cast()));
-                _mm512_castsi512_ps(_mm512_slli_epi32(e, 23))
-            } else {
-                _mm512_cvtph_ps(_mm256_loadu_si256(p.scales.as_ptr().add(32 * g).cast()))
-            };
-            let gb = if AFFINE {
-                _mm512_cvtph_ps(_mm256_loadu_si256(p.biases.as_ptr().add(32 * g).cast()))
-            } else {
-                _mm512_setzero_ps()
-            };
+            let [lo, hi] = unpack_block(c, p.bits, identity, table);
+            let (gs, gb) = group_scales::<AFFINE>(p, 32 * b / p.group_len);
             let at = b * m + r0;
             let (q, scale) = (x.q.as_ptr().add(32 * at), x.scale.as_ptr().add(at));
             let (init, sum) = (x.init.as_ptr().add(at), x.sum.as_ptr().add(at));

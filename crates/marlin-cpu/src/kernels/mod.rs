@@ -133,13 +133,16 @@ fn row_tiles(m: usize, max: usize) -> impl Iterator<Item = Range<usize>> {
 }
 
 /// For one panel of 16 weight rows and every activation row `r`: `out[16 r + l]` = the dot
-/// product of row `l` of the panel with activation row `r`.
+/// product of row `l` of the panel with activation row `r` (with split activations, row `r` of
+/// x is the pair of kernel rows 2r, 2r + 1).
 // panel (16, k_pad), x (m, k_pad) -> out (m, 16)
 pub(crate) fn panel_dot(isa: Isa, p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32]) {
     let blocks = x.k_pad / BLOCK;
     let groups = x.k_pad / p.group_len;
+    let rows = if x.pairs { x.m / 2 } else { x.m };
     assert!(p.bits == 4 || p.bits == 8);
-    assert!(p.codes.len() == blocks * panel_block(p.bits) && out.len() == x.m * PANEL);
+    assert!(!x.pairs || x.m.is_multiple_of(2));
+    assert!(p.codes.len() == blocks * panel_block(p.bits) && out.len() == rows * PANEL);
     assert!(p.scales.len() == groups * PANEL * if p.e8m0 { 1 } else { 2 });
     assert!(p.biases.is_empty() || p.biases.len() == groups * PANEL * 2);
     assert!(x.scale.len() == x.m * blocks && x.init.len() == x.scale.len());

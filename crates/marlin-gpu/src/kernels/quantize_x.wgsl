@@ -1,7 +1,7 @@
 // Rows of x put on the int8 grids that qmv.wgsl's integer products read (X_Q8): the CPU's
 // default activations (`Activations::Int8x2`). Each block of 32 values goes on an int8 grid of
 // its own (scale amax / 127, to nearest even, as the CPU), then what that grid missed on a
-// second one. Once per product, so that the product's workgroups (hundreds of them, each
+// second one, 256 times finer. Once per product, so that the product's workgroups (hundreds of them, each
 // reading all of x) multiply integers without quantizing x themselves: quantizing x in every
 // workgroup cost more than the integer products saved (docs/gpu.md).
 //
@@ -84,8 +84,8 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     let d1 = block_max(max_abs4(v), t) / 127.0;
     let c1 = on_grid(v, d1);
     let r = v - d1 * c1;
-    let d2 = block_max(max_abs4(r), t) / 127.0;
-    let c2 = on_grid(r, d2);
+    let d2 = d1 / 256.0;
+    let c2 = residual_grid(r, d1);
     // The sums of each half block's dequantized values: threads 0..4 of a block hold the first
     // half, 4..8 the second.
     part[t] = d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0));
