@@ -96,7 +96,7 @@ pub(crate) fn exp(x: f32) -> f32 {
         8.333_452e-3,
         4.166_579_6e-2,
         1.666_666_5e-1,
-        5.000_000_1e-1,
+        0.5,
     ];
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E).round_ties_even();
