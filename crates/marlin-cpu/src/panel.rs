@@ -12,7 +12,9 @@
 //! - 4-bit codes: 256 bytes as 4 groups of 64; in group `r`, byte `4l + t` holds weight `4r + t`
 //!   of row `l` in its low nibble and weight `16 + 4r + t` in its high nibble;
 //! - 8-bit codes: 512 bytes as 8 groups of 64; in group `j`, byte `4l + t` is weight `4j + t` of
-//!   row `l`, as stored (two's complement).
+//!   row `l` in offset binary (the stored two's complement byte with its sign bit flipped, i.e.
+//!   plus 128: `vpdpbusd` takes the weights unsigned, the activations' zero point takes the 128
+//!   back), so that the kernel loads them as they are.
 //!
 //! Scales (and biases) per panel and group: the 16 rows' stored values side by side (f16, or
 //! E8M0 bytes).
@@ -89,7 +91,10 @@ impl Panels {
                 let out = &mut codes[(p * blocks + b) * block_bytes..][..block_bytes];
                 if bits == 8 {
                     for j in 0..8 {
-                        out[64 * j + 4 * l..][..4].copy_from_slice(&stored[4 * j..4 * j + 4]);
+                        let to = &mut out[64 * j + 4 * l..][..4];
+                        for (o, &c) in to.iter_mut().zip(&stored[4 * j..4 * j + 4]) {
+                            *o = c ^ 0x80;
+                        }
                     }
                     continue;
                 }

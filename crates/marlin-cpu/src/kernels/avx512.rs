@@ -247,10 +247,9 @@ unsafe fn unpack_block(
     unsafe {
         for r in 0..4 {
             if bits == 8 {
-                // Offset binary: flipping the sign bit adds 128 to a two's-complement byte.
-                let flip = _mm512_set1_epi8(-128);
-                lo[r] = _mm512_xor_si512(_mm512_loadu_si512(c.add(64 * r).cast()), flip);
-                hi[r] = _mm512_xor_si512(_mm512_loadu_si512(c.add(64 * (4 + r)).cast()), flip);
+                // Stored in offset binary (crate::panel): loaded as they are.
+                lo[r] = _mm512_loadu_si512(c.add(64 * r).cast());
+                hi[r] = _mm512_loadu_si512(c.add(64 * (4 + r)).cast());
                 continue;
             }
             let v = _mm512_loadu_si512(c.add(64 * r).cast());
