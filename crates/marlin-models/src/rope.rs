@@ -43,10 +43,11 @@ impl Rope {
 // x (heads * head_dim) -> same
 pub fn rotate(x: &mut [f32], pos: usize, inv_freq: &[f32]) {
     let half = inv_freq.len();
-    for head in x.chunks_exact_mut(2 * half) {
-        for (i, f) in inv_freq.iter().enumerate() {
-            // f32 like transformers: angle = pos * inv_freq in float32.
-            let (sin, cos) = (pos as f32 * f).sin_cos();
+    // Each angle once for all heads (a token's q and k heads share them).
+    for (i, f) in inv_freq.iter().enumerate() {
+        // f32 like transformers: angle = pos * inv_freq in float32.
+        let (sin, cos) = (pos as f32 * f).sin_cos();
+        for head in x.chunks_exact_mut(2 * half) {
             let (a, b) = (head[i], head[i + half]);
             head[i] = a * cos - b * sin;
             head[i + half] = b * cos + a * sin;
