@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::activations::{Q8Planes, Q8Rows};
 use crate::blocks::{BlockScheme, Q8Blocks};
 use crate::decode::{self, GroupScales};
-use crate::kernels::{self, GridRow, NibbleRow};
+use crate::kernels::{self, GridRow, NibbleRow, PanelOut};
 use crate::panel::{PANEL, Panels};
 use crate::{Activations, Isa, Prepared};
 
@@ -115,10 +115,14 @@ pub(crate) fn quant_matmul(
 }
 
 /// `y (m, n) = x · W^T` with W in panels, from x quantized to `xq` (m rows, or 2m split rows
-/// whose products are summed in pairs): one task per run of panels.
+/// whose products are summed in pairs): one task per run of panels, each writing its panels'
+/// columns of y.
 // xq (m or 2m, k), w (n, k) -> y (m, n)
 fn panel_matmul(isa: Isa, w: &Panels, xq: &Q8Blocks, m: usize, y: &mut [f32]) {
     let n = w.rows();
+    // The kernels write every output row of xq into y: they must be y's m rows.
+    assert_eq!(if xq.pairs { xq.m / 2 } else { xq.m }, m);
+    assert_eq!(y.len(), m * n);
     // Tasks of several panels: a small layer's panel is well under a microsecond of work,
     // less than scheduling it costs.
     let panel_bytes = w.padded_cols() * PANEL * w.format().bits() as usize / 8;
@@ -126,20 +130,16 @@ fn panel_matmul(isa: Isa, w: &Panels, xq: &Q8Blocks, m: usize, y: &mut [f32]) {
         (TASK_BYTES / panel_bytes).clamp(1, w.panels().div_ceil(rayon::current_num_threads()));
     let tasks = w.panels().div_ceil(per_task);
     let y_at = ColumnsOf(y.as_mut_ptr());
-    // Each task writes its panels' columns of y straight from a panel-sized buffer: a buffer of
-    // the whole product (16 MiB for the 49152-row vocabulary at batch 16 with int8x2) cost a
-    // fresh allocation, a fill and a second pass every call.
     (0..tasks).into_par_iter().for_each(|t| {
-        let mut o = vec![0f32; m * PANEL];
         for p in t * per_task..((t + 1) * per_task).min(w.panels()) {
-            kernels::panel_dot(isa, &w.view(p), xq, &mut o);
-            let cols = PANEL.min(n - p * PANEL);
-            for (r, o) in o.chunks_exact(PANEL).enumerate() {
-                // SAFETY: row r's columns 16p.. of panel p lie inside y (r < m, 16p + cols <=
-                // n), and only the task that owns panel p writes them.
-                let dst = unsafe { y_at.slice(r * n + p * PANEL, cols) };
-                dst.copy_from_slice(&o[..cols]);
-            }
+            let out = PanelOut {
+                ptr: y_at.at(p * PANEL),
+                stride: n,
+                cols: PANEL.min(n - p * PANEL),
+            };
+            // SAFETY: output row r's columns 16p..16p + cols lie inside y (r < m, 16p + cols
+            // <= n), and only the task that owns panel p writes them.
+            unsafe { kernels::panel_dot(isa, &w.view(p), xq, out) };
         }
     });
 }
@@ -147,16 +147,13 @@ fn panel_matmul(isa: Isa, w: &Panels, xq: &Q8Blocks, m: usize, y: &mut [f32]) {
 /// The output of [`panel_matmul`], shared by tasks that write disjoint columns of it.
 struct ColumnsOf(*mut f32);
 
-// SAFETY: tasks write disjoint elements (see `ColumnsOf::slice`'s callers).
+// SAFETY: tasks write disjoint elements (see `panel_matmul`).
 unsafe impl Sync for ColumnsOf {}
 
 impl ColumnsOf {
-    /// # Safety
-    /// `at..at + len` must lie inside the output, and no one else may touch it meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
-        // SAFETY: as the caller guarantees.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    /// Where element `i` of the output is (not checked: the kernel's caller checks).
+    fn at(&self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
     }
 }
 

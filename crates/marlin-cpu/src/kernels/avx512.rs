@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{GridRow, NibbleF32Row};
+use super::{GridRow, NibbleF32Row, PanelOut};
 use crate::activations::{Q8Rows, RESIDUAL_SHIFT};
 use crate::blocks::Q8Blocks;
 use crate::panel::{PANEL, PanelView, panel_block};
@@ -171,14 +171,11 @@ macro_rules! unroll {
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL and VNNI; lengths as `panel_dot` checks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32]) {
+pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: PanelOut) {
     let affine = !p.biases.is_empty();
     if x.pairs {
         for pairs in super::row_tiles(x.m / 2, PANEL_PAIRS) {
-            let (r0, out) = (
-                pairs.start,
-                &mut out[pairs.start * PANEL..pairs.end * PANEL],
-            );
+            let (r0, out) = (pairs.start, out.from_row(pairs.start));
             // SAFETY: forwarded from the caller.
             unsafe {
                 if affine {
@@ -191,7 +188,7 @@ pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32])
         return;
     }
     for rows in super::row_tiles(x.m, PANEL_MR) {
-        let (r0, out) = (rows.start, &mut out[rows.start * PANEL..rows.end * PANEL]);
+        let (r0, out) = (rows.start, out.from_row(rows.start));
         // SAFETY: forwarded from the caller.
         unsafe {
             if affine {
@@ -203,13 +200,31 @@ pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: &mut [f32])
     }
 }
 
+/// Output row `r` of a panel's results: 16 values, or the first `out.cols` of them.
+///
+/// # Safety
+/// As `panel_dot` asks of `out`, for row `r`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_row(out: PanelOut, r: usize, v: __m512) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let at = out.ptr.add(r * out.stride);
+        if out.cols == PANEL {
+            _mm512_storeu_ps(at, v);
+        } else {
+            _mm512_mask_storeu_ps(at, ((1u32 << out.cols) - 1) as u16, v);
+        }
+    }
+}
+
 /// [`panel_pairs`] for affine formats (a bias per group).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn panel_pairs_affine<const P: usize>(
     p: &PanelView<'_>,
     x: &Q8Blocks,
     r0: usize,
-    out: &mut [f32],
+    out: PanelOut,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe { panel_pairs::<P, true>(p, x, r0, out) }
@@ -221,7 +236,7 @@ unsafe fn panel_pairs_zero<const P: usize>(
     p: &PanelView<'_>,
     x: &Q8Blocks,
     r0: usize,
-    out: &mut [f32],
+    out: PanelOut,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe { panel_pairs::<P, false>(p, x, r0, out) }
@@ -301,7 +316,7 @@ unsafe fn panel_pairs<const P: usize, const AFFINE: bool>(
     p: &PanelView<'_>,
     x: &Q8Blocks,
     r0: usize,
-    out: &mut [f32],
+    out: PanelOut,
 ) {
     let (m, pairs) = (x.m, x.m / 2);
     let blocks = x.k_pad / 32;
@@ -360,7 +375,7 @@ unsafe fn panel_pairs<const P: usize, const AFFINE: bool>(
             });
         }
         for (i, a) in acc.iter().enumerate() {
-            _mm512_storeu_ps(out.as_mut_ptr().add(PANEL * i), *a);
+            store_row(out, i, *a);
         }
     }
 }
@@ -371,7 +386,7 @@ unsafe fn panel_rows_affine<const R: usize>(
     p: &PanelView<'_>,
     x: &Q8Blocks,
     r0: usize,
-    out: &mut [f32],
+    out: PanelOut,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe { panel_rows::<R, true>(p, x, r0, out) }
@@ -383,7 +398,7 @@ unsafe fn panel_rows_zero<const R: usize>(
     p: &PanelView<'_>,
     x: &Q8Blocks,
     r0: usize,
-    out: &mut [f32],
+    out: PanelOut,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe { panel_rows::<R, false>(p, x, r0, out) }
@@ -399,7 +414,7 @@ unsafe fn panel_rows<const R: usize, const AFFINE: bool>(
     p: &PanelView<'_>,
     x: &Q8Blocks,
     r0: usize,
-    out: &mut [f32],
+    out: PanelOut,
 ) {
     let m = x.m;
     let blocks = x.k_pad / 32;
@@ -446,7 +461,7 @@ unsafe fn panel_rows<const R: usize, const AFFINE: bool>(
             });
         }
         for (i, a) in acc.iter().enumerate() {
-            _mm512_storeu_ps(out.as_mut_ptr().add(PANEL * i), *a);
+            store_row(out, i, *a);
         }
     }
 }
