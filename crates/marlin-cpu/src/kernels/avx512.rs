@@ -175,7 +175,7 @@ pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: PanelOut) {
     let affine = !p.biases.is_empty();
     if x.pairs {
         for pairs in super::row_tiles(x.m / 2, PANEL_PAIRS) {
-            let (r0, out) = (pairs.start, out.from_row(pairs.start));
+            let (r0, out) = (pairs.start, out.rows_from(pairs.start));
             // SAFETY: forwarded from the caller.
             unsafe {
                 if affine {
@@ -188,7 +188,7 @@ pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: PanelOut) {
         return;
     }
     for rows in super::row_tiles(x.m, PANEL_MR) {
-        let (r0, out) = (rows.start, out.from_row(rows.start));
+        let (r0, out) = (rows.start, out.rows_from(rows.start));
         // SAFETY: forwarded from the caller.
         unsafe {
             if affine {

@@ -147,7 +147,7 @@ pub(crate) struct PanelOut {
 impl PanelOut {
     /// The same columns from output row `r0` on.
     #[cfg(target_arch = "x86_64")]
-    fn from_row(self, r0: usize) -> Self {
+    fn rows_from(self, r0: usize) -> Self {
         PanelOut {
             ptr: self.ptr.wrapping_add(r0 * self.stride),
             ..self
