@@ -162,7 +162,11 @@ fn quantize_column(x: &[f32], k: usize, b: usize, scheme: BlockScheme, out: Bloc
     })
 }
 
-/// [`quantize_column`] in AVX-512, with the same results.
+/// [`quantize_column`] in AVX-512, with the same results, a row's block held in two registers
+/// throughout: loaded from x (masked past K), put on its grid, its residual made and put on the
+/// finer grid, the codes' sums taken from the integer lanes. The general form (a copy of the
+/// block, the block quantizer, a sum of the stored bytes) cost ~13 µs a product at batch 16,
+/// ~9% of a decode step.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL.
@@ -176,32 +180,56 @@ unsafe fn quantize_column_avx512(
     out: BlockOut<'_>,
 ) {
     use std::arch::x86_64::*;
-    column(x, k, b, scheme, out, |block, q, fixed, residual| {
-        // SAFETY: this function runs only where its features are present; 32 floats of `block`
-        // and 32 bytes of `q` (a block).
+    let per_row = if scheme.split { 2 } else { 1 };
+    let start = b * BLOCK;
+    // The block's values inside K, in each half.
+    let inside = k.saturating_sub(start).min(BLOCK);
+    let mask = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+    let (m0, m1) = (mask(inside), mask(inside.saturating_sub(16)));
+    for (r, xr) in x.chunks_exact(k).enumerate() {
+        // SAFETY: the masked loads read only lanes below K of row r (start + lane < k); the
+        // stores write 16 bytes at 32 row and 32 row + 16 of `out.q`, which holds (m, 32).
         unsafe {
-            let d = crate::activations::quantize_block_avx512(block, q, fixed);
-            if residual {
-                let dv = _mm512_set1_ps(d);
-                for h in 0..2 {
-                    let c = _mm512_cvtepi8_epi32(_mm_loadu_si128(q.as_ptr().add(16 * h).cast()));
-                    let v = block.as_mut_ptr().add(16 * h);
-                    let dc = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(c));
-                    _mm512_storeu_ps(v, _mm512_sub_ps(_mm512_loadu_ps(v), dc));
+            let p = xr.as_ptr().wrapping_add(start);
+            let mut v = [
+                _mm512_maskz_loadu_ps(m0, p),
+                _mm512_maskz_loadu_ps(m1, p.wrapping_add(16)),
+            ];
+            let mut fixed = None;
+            for part in 0..per_row {
+                let row = r * per_row + part;
+                let d = fixed.unwrap_or_else(|| {
+                    let abs = _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1]));
+                    _mm512_reduce_max_ps(abs) / 127.0
+                });
+                let inv = _mm512_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
+                // Rounded to nearest even, then saturated to [-128, 127] as the byte store does.
+                let c = v.map(|h| {
+                    let i = _mm512_cvtps_epi32(_mm512_mul_ps(h, inv));
+                    _mm512_max_epi32(
+                        _mm512_min_epi32(i, _mm512_set1_epi32(127)),
+                        _mm512_set1_epi32(-128),
+                    )
+                });
+                let q = out.q.as_mut_ptr().add(row * BLOCK);
+                _mm_storeu_si128(q.cast(), _mm512_cvtepi32_epi8(c[0]));
+                _mm_storeu_si128(q.add(16).cast(), _mm512_cvtepi32_epi8(c[1]));
+                let s = _mm512_reduce_add_epi32(_mm512_add_epi32(c[0], c[1]));
+                if part + 1 < per_row {
+                    // What the grid missed (a product, then a difference, as the scalar twin).
+                    let dv = _mm512_set1_ps(d);
+                    for (h, c) in v.iter_mut().zip(&c) {
+                        *h = _mm512_sub_ps(*h, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(*c)));
+                    }
+                    fixed = Some(residual_step(d));
                 }
+                let d = d * scheme.lane_mul;
+                out.scale[row] = d;
+                out.init[row] = scheme.zero.unwrap_or(0) * s;
+                out.sum[row] = d * s as f32;
             }
-            // The sum of 32 signed bytes as sums of absolute differences: flipping the sign
-            // bit adds 128 to each (LLVM turned a widening reduction into 32 byte extracts).
-            let q = _mm256_loadu_si256(q.as_ptr().cast());
-            let s = _mm256_sad_epu8(
-                _mm256_xor_si256(q, _mm256_set1_epi8(-128)),
-                _mm256_setzero_si256(),
-            );
-            let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-            let s = _mm_cvtsi128_si64(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s)));
-            (d, s as i32 - 128 * BLOCK as i32)
         }
-    })
+    }
 }
 
 #[cfg(test)]
