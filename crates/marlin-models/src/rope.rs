@@ -42,12 +42,24 @@ impl Rope {
 /// place.
 // x (heads * head_dim) -> same
 pub fn rotate(x: &mut [f32], pos: usize, inv_freq: &[f32]) {
-    let half = inv_freq.len();
-    // Each angle once for all heads (a token's q and k heads share them).
-    for (i, f) in inv_freq.iter().enumerate() {
-        // f32 like transformers: angle = pos * inv_freq in float32.
-        let (sin, cos) = (pos as f32 * f).sin_cos();
-        for head in x.chunks_exact_mut(2 * half) {
+    let angles: Vec<_> = angles(pos, inv_freq).collect();
+    rotate_by(x, &angles);
+}
+
+/// The (sin, cos) of each rotated pair's angle at position `pos`: what [`rotate_by`] takes, the
+/// same for every layer of a pass.
+pub fn angles(pos: usize, inv_freq: &[f32]) -> impl Iterator<Item = (f32, f32)> + '_ {
+    // f32 like transformers: angle = pos * inv_freq in float32.
+    inv_freq.iter().map(move |f| (pos as f32 * f).sin_cos())
+}
+
+/// Rotates every head of `x` (heads of `2 * angles.len()` values) by `angles` (from
+/// [`angles`]), in place.
+// x (heads * head_dim) -> same
+pub fn rotate_by(x: &mut [f32], angles: &[(f32, f32)]) {
+    let half = angles.len();
+    for head in x.chunks_exact_mut(2 * half) {
+        for (i, &(sin, cos)) in angles.iter().enumerate() {
             let (a, b) = (head[i], head[i + half]);
             head[i] = a * cos - b * sin;
             head[i + half] = b * cos + a * sin;

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::{AttentionParts, Device, Part};
 use crate::kv_cache::CpuKvCache;
 use crate::layers::{Embedding, LinearGroup};
-use crate::rope::rotate;
+use crate::rope::{angles, rotate_by};
 use crate::{ModelConfig, ModelError, SeqId, Weight};
 
 /// Values of an element-wise op worth splitting over threads (a decode step's 16 rows of 1536
@@ -55,6 +55,9 @@ pub struct CpuAct {
 pub struct CpuPass {
     places: Vec<(SeqId, usize)>,
     counts: Vec<(SeqId, usize)>,
+    /// RoPE's (sin, cos) for each token's position, head_dim / 2 a token: made by the first
+    /// layer's attention, used by every layer (a batch-16 step had spent ~0.5 ms on sin_cos).
+    angles: Vec<(f32, f32)>,
 }
 
 impl Device for CpuDevice {
@@ -117,6 +120,7 @@ impl Device for CpuDevice {
         Ok(CpuPass {
             places,
             counts: counts.to_vec(),
+            angles: Vec::new(),
         })
     }
 
@@ -195,8 +199,14 @@ impl Device for CpuDevice {
             heads: q.heads + k.heads,
             head_dim: q.head_dim,
         };
-        for (row, &(_, pos)) in qkv.data.chunks_exact_mut(qkv.width).zip(&pass.places) {
-            rotate(&mut row[qk.offset..qk.offset + qk.width()], pos, inv_freq);
+        if pass.angles.is_empty() {
+            pass.angles = (pass.places.iter())
+                .flat_map(|&(_, pos)| angles(pos, inv_freq))
+                .collect();
+        }
+        let rows = qkv.data.chunks_exact_mut(qkv.width);
+        for (row, angles) in rows.zip(pass.angles.chunks_exact(inv_freq.len())) {
+            rotate_by(&mut row[qk.offset..qk.offset + qk.width()], angles);
         }
         for (row, &(seq, pos)) in qkv.data.chunks_exact(qkv.width).zip(&pass.places) {
             let (keys, values) = (
