@@ -279,6 +279,36 @@ unsafe fn unpack_block(
     [lo, hi]
 }
 
+/// The group of each block, for blocks visited in order from 0.
+struct GroupOf {
+    blocks_per_group: usize,
+    group: usize,
+    left: usize,
+}
+
+impl GroupOf {
+    fn new(group_len: usize) -> Self {
+        let blocks_per_group = group_len / 32;
+        GroupOf {
+            blocks_per_group,
+            group: 0,
+            left: blocks_per_group,
+        }
+    }
+
+    /// The group of block `b`, the block after the previous call's.
+    #[inline(always)]
+    fn next(&mut self, b: usize) -> usize {
+        if self.left == 0 {
+            self.group += 1;
+            self.left = self.blocks_per_group;
+        }
+        self.left -= 1;
+        debug_assert_eq!(self.group, b / self.blocks_per_group);
+        self.group
+    }
+}
+
 /// A group's 16 scales and (affine formats) biases, as floats.
 ///
 /// # Safety
@@ -329,13 +359,16 @@ unsafe fn panel_pairs<const P: usize, const AFFINE: bool>(
     // blocks are whole, the panel holds k_pad / group_len groups and r0 + P <= m / 2.
     unsafe {
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(p.lut.as_ptr().cast()));
+        let mut group = GroupOf::new(p.group_len);
         for b in 0..blocks {
             let c = p.codes.as_ptr().add(block_bytes * b);
             for line in (0..block_bytes).step_by(128) {
                 _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + line).cast());
             }
             let [lo, hi] = unpack_block(c, p.bits, identity, table);
-            let (gs, gb) = group_scales::<AFFINE>(p, 32 * b / p.group_len);
+            // The block's group, counted rather than divided (a division a block showed).
+            let g = group.next(b);
+            let (gs, gb) = group_scales::<AFFINE>(p, g);
             let at = b * m + 2 * r0;
             let (q, scale, init) = (
                 x.q.as_ptr().add(32 * at),
@@ -427,13 +460,16 @@ unsafe fn panel_rows<const R: usize, const AFFINE: bool>(
     // r0 + R <= m.
     unsafe {
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(p.lut.as_ptr().cast()));
+        let mut group = GroupOf::new(p.group_len);
         for b in 0..blocks {
             let c = p.codes.as_ptr().add(block_bytes * b);
             for line in (0..block_bytes).step_by(128) {
                 _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + line).cast());
             }
             let [lo, hi] = unpack_block(c, p.bits, identity, table);
-            let (gs, gb) = group_scales::<AFFINE>(p, 32 * b / p.group_len);
+            // The block's group, counted rather than divided (a division a block showed).
+            let g = group.next(b);
+            let (gs, gb) = group_scales::<AFFINE>(p, g);
             let at = b * m + r0;
             let (q, scale) = (x.q.as_ptr().add(32 * at), x.scale.as_ptr().add(at));
             let (init, sum) = (x.init.as_ptr().add(at), x.sum.as_ptr().add(at));
