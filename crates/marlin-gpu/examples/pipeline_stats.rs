@@ -30,7 +30,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let devices = unsafe { instance.enumerate_physical_devices()? };
     let has = |pd, ext: &CStr| {
         // SAFETY: a physical device of this instance.
-        let exts = unsafe { instance.enumerate_device_extension_properties(pd) }.unwrap_or_default();
+        let exts =
+            unsafe { instance.enumerate_device_extension_properties(pd) }.unwrap_or_default();
         exts.iter()
             .any(|e| e.extension_name_as_c_str().is_ok_and(|n| n == ext))
     };
@@ -49,7 +50,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     // SAFETY: a physical device of this instance.
     let props = unsafe { instance.get_physical_device_properties(pd) };
-    let name = props.device_name_as_c_str().unwrap_or(c"?").to_string_lossy();
+    let name = props
+        .device_name_as_c_str()
+        .unwrap_or(c"?")
+        .to_string_lossy();
     println!("# {name}");
     // The features the kernels' SPIR-V can ask for, where the device has them.
     let mut has11 = vk::PhysicalDeviceVulkan11Features::default();
@@ -74,9 +78,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut v13 = vk::PhysicalDeviceVulkan13Features::default()
         .subgroup_size_control(f13.subgroup_size_control != 0)
         .shader_integer_dot_product(f13.shader_integer_dot_product != 0);
-    let mut coop = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default().cooperative_matrix(true);
-    let mut stats =
-        vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default().pipeline_executable_info(true);
+    let mut coop =
+        vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default().cooperative_matrix(true);
+    let mut stats = vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default()
+        .pipeline_executable_info(true);
     let priorities = [1.0];
     let queues = [vk::DeviceQueueCreateInfo::default()
         .queue_family_index(0)
@@ -147,7 +152,9 @@ fn pipeline_stats(
     // One descriptor set layout per group, a buffer per binding as the module declares it.
     let mut sets: Vec<Vec<vk::DescriptorSetLayoutBinding>> = Vec::new();
     for (_, var) in module.global_variables.iter() {
-        let Some(binding) = &var.binding else { continue };
+        let Some(binding) = &var.binding else {
+            continue;
+        };
         let kind = match var.space {
             naga::AddressSpace::Uniform => vk::DescriptorType::UNIFORM_BUFFER,
             naga::AddressSpace::Storage { .. } => vk::DescriptorType::STORAGE_BUFFER,
@@ -180,7 +187,8 @@ fn pipeline_stats(
             &vk::PipelineLayoutCreateInfo::default().set_layouts(&layouts),
             None,
         )?;
-        let shader = device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&spv), None)?;
+        let shader =
+            device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&spv), None)?;
         let stage = vk::PipelineShaderStageCreateInfo::default()
             .stage(vk::ShaderStageFlags::COMPUTE)
             .module(shader)
@@ -193,8 +201,9 @@ fn pipeline_stats(
             .create_compute_pipelines(vk::PipelineCache::null(), &[info], None)
             .map_err(|(_, e)| e)?[0];
         let mut lines = Vec::new();
-        let executables = exec
-            .get_pipeline_executable_properties(&vk::PipelineInfoKHR::default().pipeline(pipeline))?;
+        let executables = exec.get_pipeline_executable_properties(
+            &vk::PipelineInfoKHR::default().pipeline(pipeline),
+        )?;
         for i in 0..executables.len() as u32 {
             let at = vk::PipelineExecutableInfoKHR::default()
                 .pipeline(pipeline)
