@@ -83,6 +83,19 @@ fn packed_allowed() -> bool {
     super::tuned(&TUNED, "MARLIN_QMM_PACKED") != Some(0)
 }
 
+/// Whether a step fetches the next block into registers before its multiplies. That holds
+/// the next block's x and codes across the step: for INT4 103 registers a thread against 76
+/// without (H100, `examples/pipeline_stats.rs`), so 2 workgroups an SM instead of 3. The
+/// integer formats measured 1-4% faster without (session 12), FP4 (decoded through a table)
+/// 6% slower; `MARLIN_QMM_PREFETCH=0|1` sets it for every format, to compare.
+fn prefetch(scheme: SchemeConsts) -> bool {
+    static TUNED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    match super::tuned(&TUNED, "MARLIN_QMM_PREFETCH") {
+        Some(v) => v != 0,
+        None => !scheme.magic_codes(),
+    }
+}
+
 /// Fewest blocks of K a split takes: a shorter one spends more on the slabs than it saves.
 const MIN_SPLIT_BLOCKS: u32 = 8;
 
@@ -175,7 +188,7 @@ impl QmmCoopVariant {
             self.grid.1,
             if self.packed { ".packed" } else { "" },
             if self.x_vec4 { ".xv4" } else { "" },
-        )
+        ) + if prefetch(scheme) { "" } else { ".nopf" }
     }
 
     pub fn source(&self, scheme: SchemeConsts) -> String {
@@ -248,7 +261,11 @@ impl QmmCoopVariant {
             &head,
             scheme,
             &kernel,
-            &[("PACKED", self.packed), ("X_VEC4", self.x_vec4)],
+            &[
+                ("PACKED", self.packed),
+                ("X_VEC4", self.x_vec4),
+                ("PREFETCH", prefetch(scheme)),
+            ],
         )
     }
 

@@ -198,13 +198,21 @@ fn main(
     let b_end = min(b_first + params.split_blocks, params.blocks);
     let slab = wg.z * params.m;
 //{ACC}
+//#if PREFETCH
     var next = fetch(li, m0, n0, b_first);
+//#endif
     for (var b = b_first; b < b_end; b++) {
+//#if PREFETCH
         stage(li, n0, b, next);
+//#else
+        stage(li, n0, b, fetch(li, m0, n0, b));
+//#endif
         workgroupBarrier();
+//#if PREFETCH
         if (b + 1u < b_end) {
             next = fetch(li, m0, n0, b + 1u);
         }
+//#endif
         for (var kk = 0u; kk < BK; kk += TS) {
 //{MMA}
         }

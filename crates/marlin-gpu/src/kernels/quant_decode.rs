@@ -85,6 +85,12 @@ impl SchemeConsts {
         self.format <= 2
     }
 
+    /// INT4, INT4 affine or INT8: codes decoded without a table (`MAGIC_CODES` in
+    /// quant_decode.wgsl).
+    pub fn magic_codes(&self) -> bool {
+        matches!(self.format, 3..=5)
+    }
+
     /// Names the scheme in a pipeline key: `f3.s0` is INT4 with f16 scales, `.g16` group 16.
     pub fn key(&self) -> String {
         let split = if self.split16 { ".g16" } else { "" };
