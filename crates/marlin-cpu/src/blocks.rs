@@ -108,6 +108,18 @@ struct BlockOut<'a> {
     sum: &'a mut [f32],
 }
 
+impl BlockOut<'_> {
+    /// Kernel row `row`'s block, quantized at step `d` with codes summing to `s`: its scale,
+    /// its zero-point start and its bias sum, as the scheme has them.
+    #[inline(always)]
+    fn record(&mut self, row: usize, d: f32, s: i32, scheme: BlockScheme) {
+        let d = d * scheme.lane_mul;
+        self.scale[row] = d;
+        self.init[row] = scheme.zero.unwrap_or(0) * s;
+        self.sum[row] = d * s as f32;
+    }
+}
+
 /// Block `b` of every row of x (and its residual when split), as `Q8Rows::quantize_split`
 /// makes it. `step(block, q, fixed, residual)` quantizes `block` into `q` (at the step `fixed`
 /// where given) and returns its scale and the sum of its values; with `residual` it also leaves
@@ -119,7 +131,7 @@ fn column(
     k: usize,
     b: usize,
     scheme: BlockScheme,
-    out: BlockOut<'_>,
+    mut out: BlockOut<'_>,
     step: impl Fn(&mut [f32; BLOCK], &mut [i8], Option<f32>, bool) -> (f32, i32),
 ) {
     let per_row = if scheme.split { 2 } else { 1 };
@@ -142,10 +154,7 @@ fn column(
             let q = &mut out.q[row * BLOCK..(row + 1) * BLOCK];
             let (d, s) = step(&mut block, q, fixed, part + 1 < per_row);
             fixed = Some(residual_step(d));
-            let d = d * scheme.lane_mul;
-            out.scale[row] = d;
-            out.init[row] = scheme.zero.unwrap_or(0) * s;
-            out.sum[row] = d * s as f32;
+            out.record(row, d, s, scheme);
         }
     }
 }
@@ -177,7 +186,7 @@ unsafe fn quantize_column_avx512(
     k: usize,
     b: usize,
     scheme: BlockScheme,
-    out: BlockOut<'_>,
+    mut out: BlockOut<'_>,
 ) {
     use std::arch::x86_64::*;
     let per_row = if scheme.split { 2 } else { 1 };
@@ -223,10 +232,7 @@ unsafe fn quantize_column_avx512(
                     }
                     fixed = Some(residual_step(d));
                 }
-                let d = d * scheme.lane_mul;
-                out.scale[row] = d;
-                out.init[row] = scheme.zero.unwrap_or(0) * s;
-                out.sum[row] = d * s as f32;
+                out.record(row, d, s, scheme);
             }
         }
     }

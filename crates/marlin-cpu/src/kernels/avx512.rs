@@ -179,9 +179,9 @@ pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: PanelOut) {
             // SAFETY: forwarded from the caller.
             unsafe {
                 if affine {
-                    by_rows!(panel_pairs_affine, pairs.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
+                    by_rows!(panel_pairs[true], pairs.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
                 } else {
-                    by_rows!(panel_pairs_zero, pairs.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
+                    by_rows!(panel_pairs[false], pairs.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
                 }
             }
         }
@@ -192,9 +192,9 @@ pub(super) unsafe fn panel_dot(p: &PanelView<'_>, x: &Q8Blocks, out: PanelOut) {
         // SAFETY: forwarded from the caller.
         unsafe {
             if affine {
-                by_rows!(panel_rows_affine, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
+                by_rows!(panel_rows[true], rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
             } else {
-                by_rows!(panel_rows_zero, rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
+                by_rows!(panel_rows[false], rows.len(), (p, x, r0, out), 1 2 3 4 5 6 7 8)
             }
         }
     }
@@ -216,30 +216,6 @@ unsafe fn store_row(out: PanelOut, r: usize, v: __m512) {
             _mm512_mask_storeu_ps(at, ((1u32 << out.cols) - 1) as u16, v);
         }
     }
-}
-
-/// [`panel_pairs`] for affine formats (a bias per group).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn panel_pairs_affine<const P: usize>(
-    p: &PanelView<'_>,
-    x: &Q8Blocks,
-    r0: usize,
-    out: PanelOut,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { panel_pairs::<P, true>(p, x, r0, out) }
-}
-
-/// [`panel_pairs`] for symmetric formats.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn panel_pairs_zero<const P: usize>(
-    p: &PanelView<'_>,
-    x: &Q8Blocks,
-    r0: usize,
-    out: PanelOut,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { panel_pairs::<P, false>(p, x, r0, out) }
 }
 
 /// The 64 bytes of codes of one 32-weight block of a panel, unpacked for `vpdpbusd`: register
@@ -334,6 +310,54 @@ unsafe fn group_scales<const AFFINE: bool>(p: &PanelView<'_>, g: usize) -> (__m5
     }
 }
 
+/// A panel's blocks in order: each block's codes unpacked (the next blocks' prefetched) and its
+/// group's scales and biases; the part of a block's work that every row tile shares.
+struct BlockReader<'a> {
+    p: &'a PanelView<'a>,
+    /// The format's table is the identity (INT4): no lookup.
+    identity: bool,
+    table: __m512i,
+    block_bytes: usize,
+    group: GroupOf,
+}
+
+impl<'a> BlockReader<'a> {
+    #[target_feature(enable = "avx512f")]
+    fn new(p: &'a PanelView<'a>) -> Self {
+        BlockReader {
+            p,
+            identity: p.lut.iter().enumerate().all(|(i, &c)| c as usize == i),
+            // SAFETY: 16 bytes of the 16-entry table.
+            table: _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(p.lut.as_ptr().cast()) }),
+            block_bytes: panel_block(p.bits),
+            group: GroupOf::new(p.group_len),
+        }
+    }
+
+    /// Block `b` (the block after the previous call's): its codes as `[lo, hi]`
+    /// ([`unpack_block`]), scales and biases ([`group_scales`]).
+    ///
+    /// # Safety
+    /// Block `b` lies inside the panel.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn next<const AFFINE: bool>(&mut self, b: usize) -> ([[__m512i; 4]; 2], __m512, __m512) {
+        let p = self.p;
+        // SAFETY: block b's codes and its group's scales lie inside the panel (the caller's
+        // promise); a prefetch past the end is a hint and never faults.
+        unsafe {
+            let c = p.codes.as_ptr().add(self.block_bytes * b);
+            for line in (0..self.block_bytes).step_by(128) {
+                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + line).cast());
+            }
+            let codes = unpack_block(c, p.bits, self.identity, self.table);
+            // The block's group, counted rather than divided (a division a block showed).
+            let (gs, gb) = group_scales::<AFFINE>(p, self.group.next(b));
+            (codes, gs, gb)
+        }
+    }
+}
+
 /// Split activation rows (int8x2) in pairs `r0..r0 + P` against one panel. A pair's two
 /// integer dot products meet before any float work: the residual row's grid is exactly
 /// 2^RESIDUAL_SHIFT times finer, so `(grid << 8) + residual` is the pair's dot product on the
@@ -341,7 +365,6 @@ unsafe fn group_scales<const AFFINE: bool>(p: &PanelView<'_>, g: usize) -> (__m5
 /// sums) finish the pair, where two rows had cost two of each. Per pair and block the work is
 /// in the same order at every `P`, so a row's result does not depend on its tile.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[inline]
 unsafe fn panel_pairs<const P: usize, const AFFINE: bool>(
     p: &PanelView<'_>,
     x: &Q8Blocks,
@@ -350,25 +373,15 @@ unsafe fn panel_pairs<const P: usize, const AFFINE: bool>(
 ) {
     let (m, pairs) = (x.m, x.m / 2);
     let blocks = x.k_pad / 32;
-    let identity = p.lut.iter().enumerate().all(|(i, &c)| c as usize == i);
-    let block_bytes = panel_block(p.bits);
     let mut acc = [_mm512_setzero_ps(); P];
     // SAFETY: block `b` reads the panel's code bytes at block_bytes * b, 16 scales (and biases)
     // of its group, and the tile's kernel rows at (b m + 2 (r0 + i)) and the next, for i < P
     // (x 32 for values), and its pair sums at (b m / 2 + r0 + i): inside their slices, as
     // blocks are whole, the panel holds k_pad / group_len groups and r0 + P <= m / 2.
     unsafe {
-        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(p.lut.as_ptr().cast()));
-        let mut group = GroupOf::new(p.group_len);
+        let mut reader = BlockReader::new(p);
         for b in 0..blocks {
-            let c = p.codes.as_ptr().add(block_bytes * b);
-            for line in (0..block_bytes).step_by(128) {
-                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + line).cast());
-            }
-            let [lo, hi] = unpack_block(c, p.bits, identity, table);
-            // The block's group, counted rather than divided (a division a block showed).
-            let g = group.next(b);
-            let (gs, gb) = group_scales::<AFFINE>(p, g);
+            let ([lo, hi], gs, gb) = reader.next::<AFFINE>(b);
             let at = b * m + 2 * r0;
             let (q, scale, init) = (
                 x.q.as_ptr().add(32 * at),
@@ -413,36 +426,11 @@ unsafe fn panel_pairs<const P: usize, const AFFINE: bool>(
     }
 }
 
-/// [`panel_rows`] for affine formats (a bias per group).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn panel_rows_affine<const R: usize>(
-    p: &PanelView<'_>,
-    x: &Q8Blocks,
-    r0: usize,
-    out: PanelOut,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { panel_rows::<R, true>(p, x, r0, out) }
-}
-
-/// [`panel_rows`] for symmetric formats (a zero point in the activations' `init`).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn panel_rows_zero<const R: usize>(
-    p: &PanelView<'_>,
-    x: &Q8Blocks,
-    r0: usize,
-    out: PanelOut,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { panel_rows::<R, false>(p, x, r0, out) }
-}
-
 /// Activation rows `r0..r0 + R` against one panel. Per row and block the float work is in the
 /// same order at every `R` (scale product, convert, FMA, then the bias FMA), so a row's result
 /// does not depend on how many rows share its tile: a batched decode step gives each sequence
 /// exactly what it would get alone.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[inline]
 unsafe fn panel_rows<const R: usize, const AFFINE: bool>(
     p: &PanelView<'_>,
     x: &Q8Blocks,
@@ -451,25 +439,15 @@ unsafe fn panel_rows<const R: usize, const AFFINE: bool>(
 ) {
     let m = x.m;
     let blocks = x.k_pad / 32;
-    let identity = p.lut.iter().enumerate().all(|(i, &c)| c as usize == i);
-    let block_bytes = panel_block(p.bits);
     let mut acc = [_mm512_setzero_ps(); R];
     // SAFETY: block `b` reads the panel's code bytes at block_bytes * b, 16 scales (and biases) of
     // its group, and the tile's activation data at (b m + r0 + i) for i < R (x 32 for values),
     // all inside their slices: blocks are whole, the panel holds k_pad / group_len groups and
     // r0 + R <= m.
     unsafe {
-        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(p.lut.as_ptr().cast()));
-        let mut group = GroupOf::new(p.group_len);
+        let mut reader = BlockReader::new(p);
         for b in 0..blocks {
-            let c = p.codes.as_ptr().add(block_bytes * b);
-            for line in (0..block_bytes).step_by(128) {
-                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + line).cast());
-            }
-            let [lo, hi] = unpack_block(c, p.bits, identity, table);
-            // The block's group, counted rather than divided (a division a block showed).
-            let g = group.next(b);
-            let (gs, gb) = group_scales::<AFFINE>(p, g);
+            let ([lo, hi], gs, gb) = reader.next::<AFFINE>(b);
             let at = b * m + r0;
             let (q, scale) = (x.q.as_ptr().add(32 * at), x.scale.as_ptr().add(at));
             let (init, sum) = (x.init.as_ptr().add(at), x.sum.as_ptr().add(at));

@@ -23,6 +23,13 @@ macro_rules! by_rows {
             len => unreachable!("no tile of {len} rows"),
         }
     };
+    // `$f::<N, $g>`: a second const parameter after the rows.
+    ($f:ident[$g:expr], $len:expr, $args:tt, $($n:literal)+) => {
+        match $len {
+            $($n => $f::<$n, $g> $args,)+
+            len => unreachable!("no tile of {len} rows"),
+        }
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
