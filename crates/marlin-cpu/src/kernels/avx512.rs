@@ -7,9 +7,16 @@ use crate::activations::{Q8Rows, RESIDUAL_SHIFT};
 use crate::blocks::Q8Blocks;
 use crate::panel::{PANEL, PanelView, panel_block};
 
-/// How far ahead of the chunk in use the weight stream is prefetched (measured best of 512,
-/// 1024, 2048 and 4096 bytes with `bench kernels`: 2048, about 10% over none at M = 1).
-const PREFETCH: usize = 2048;
+/// How far ahead of the block in use a panel's weight stream is prefetched, in bytes: 2048 for
+/// 4-bit panels (8 blocks; measured best of 512 to 4096 with `bench kernels`, about 10% over
+/// none at M = 1), 8192 for 8-bit ones (16 blocks). At a batch of 16 an 8-bit block of 512 bytes
+/// lasts its 128 multiply-adds, ~64 cycles, so 2048 bytes ahead was less than the memory's
+/// latency: the 49152 x 576 INT8 head at M = 16 took 1537-1899 µs against 1951-2295 (spin
+/// probe, five pairs), and a batch-16 decode step of SmolLM2 14.37 ms against 15.07 on average
+/// over eight alternating pairs (batch 1 unchanged, 3.19 against 3.20).
+const fn prefetch_bytes(bits: u32) -> usize {
+    if bits == 8 { 8192 } else { 2048 }
+}
 
 /// Activation rows handled together, so each weight load serves several of them.
 const MR: usize = 8;
@@ -318,6 +325,8 @@ struct BlockReader<'a> {
     identity: bool,
     table: __m512i,
     block_bytes: usize,
+    /// Bytes the prefetch runs ahead.
+    ahead: usize,
     group: GroupOf,
 }
 
@@ -330,6 +339,7 @@ impl<'a> BlockReader<'a> {
             // SAFETY: 16 bytes of the 16-entry table.
             table: _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(p.lut.as_ptr().cast()) }),
             block_bytes: panel_block(p.bits),
+            ahead: prefetch_bytes(p.bits),
             group: GroupOf::new(p.group_len),
         }
     }
@@ -348,7 +358,7 @@ impl<'a> BlockReader<'a> {
         unsafe {
             let c = p.codes.as_ptr().add(self.block_bytes * b);
             for line in (0..self.block_bytes).step_by(128) {
-                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(PREFETCH + line).cast());
+                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(self.ahead + line).cast());
             }
             let codes = unpack_block(c, p.bits, self.identity, self.table);
             // The block's group, counted rather than divided (a division a block showed).
