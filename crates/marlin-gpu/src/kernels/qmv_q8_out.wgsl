@@ -35,8 +35,8 @@ fn quantize_out(slot: u32, tile: u32) {
     let d1 = block_max_out(t, live, max_abs4(v)) / 127.0;
     let c1 = on_grid(v, d1);
     let r = v - d1 * c1;
-    let d2 = d1 / 256.0;
-    let c2 = residual_grid(r, d1);
+    let d2 = residual_step(d1);
+    let c2 = residual_grid(r, d2);
     // The block's sums: of its two halves' dequantized values, and of its squares of y.
     let sums = block_sums_out(t, live, d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), dot(h, h));
     if (!live) {

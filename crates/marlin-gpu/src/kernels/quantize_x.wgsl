@@ -84,8 +84,8 @@ fn main(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>) {
     let d1 = block_max(max_abs4(v), t) / 127.0;
     let c1 = on_grid(v, d1);
     let r = v - d1 * c1;
-    let d2 = d1 / 256.0;
-    let c2 = residual_grid(r, d1);
+    let d2 = residual_step(d1);
+    let c2 = residual_grid(r, d2);
     // The sums of each half block's dequantized values: threads 0..4 of a block hold the first
     // half, 4..8 the second.
     part[t] = d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0));
