@@ -92,10 +92,15 @@ impl Q8Blocks {
                 }
                 quantize_column(x, k, b, scheme, out)
             });
-        for (pair, sum) in out.pair_sum.iter_mut().zip(out.sum.chunks_exact(2)) {
+        out.sum_pairs();
+        out
+    }
+
+    /// Fills `pair_sum` from `sum` (split rows only; nothing to do otherwise).
+    fn sum_pairs(&mut self) {
+        for (pair, sum) in self.pair_sum.iter_mut().zip(self.sum.chunks_exact(2)) {
             *pair = sum[0] + sum[1];
         }
-        out
     }
 }
 
@@ -121,19 +126,10 @@ impl BlockOut<'_> {
 }
 
 /// Block `b` of every row of x (and its residual when split), as `Q8Rows::quantize_split`
-/// makes it. `step(block, q, fixed, residual)` quantizes `block` into `q` (at the step `fixed`
-/// where given) and returns its scale and the sum of its values; with `residual` it also leaves
-/// `v - d * q` in `block` (a product, then a difference: no fused multiply-add, so every twin
-/// rounds the same).
-#[inline(always)]
-fn column(
-    x: &[f32],
-    k: usize,
-    b: usize,
-    scheme: BlockScheme,
-    mut out: BlockOut<'_>,
-    step: impl Fn(&mut [f32; BLOCK], &mut [i8], Option<f32>, bool) -> (f32, i32),
-) {
+/// makes it: each row's block quantized (the residual row at the fixed finer step), and with a
+/// residual to follow, `v - d * q` left in the block (a product, then a difference: no fused
+/// multiply-add, so the AVX-512 twin rounds the same).
+fn quantize_column(x: &[f32], k: usize, b: usize, scheme: BlockScheme, mut out: BlockOut<'_>) {
     let per_row = if scheme.split { 2 } else { 1 };
     let start = b * BLOCK;
     let mut block = [0f32; BLOCK];
@@ -152,23 +148,17 @@ fn column(
         for part in 0..per_row {
             let row = r * per_row + part;
             let q = &mut out.q[row * BLOCK..(row + 1) * BLOCK];
-            let (d, s) = step(&mut block, q, fixed, part + 1 < per_row);
-            fixed = Some(residual_step(d));
+            let d = quantize_block(&block, q, fixed);
+            if part + 1 < per_row {
+                for (v, &c) in block.iter_mut().zip(q.iter()) {
+                    *v -= d * c as f32;
+                }
+                fixed = Some(residual_step(d));
+            }
+            let s = q.iter().map(|&v| v as i32).sum();
             out.record(row, d, s, scheme);
         }
     }
-}
-
-fn quantize_column(x: &[f32], k: usize, b: usize, scheme: BlockScheme, out: BlockOut<'_>) {
-    column(x, k, b, scheme, out, |block, q, fixed, residual| {
-        let d = quantize_block(block, q, fixed);
-        if residual {
-            for (v, &c) in block.iter_mut().zip(q.iter()) {
-                *v -= d * c as f32;
-            }
-        }
-        (d, q.iter().map(|&v| v as i32).sum())
-    })
 }
 
 /// [`quantize_column`] in AVX-512, with the same results, a row's block held in two registers
@@ -281,9 +271,7 @@ mod tests {
                 out.init[at] = scheme.zero.unwrap_or(0) * s;
             }
         }
-        for (pair, sum) in out.pair_sum.iter_mut().zip(out.sum.chunks_exact(2)) {
-            *pair = sum[0] + sum[1];
-        }
+        out.sum_pairs();
         out
     }
 
