@@ -58,6 +58,32 @@ impl Gpu {
         }
     }
 
+    /// [`Gpu::upload`] into `reuse` where it is large enough (its old contents past `bytes`
+    /// stay), written by the queue in order with the submissions: whatever was submitted
+    /// before reads the old contents, whatever is submitted after the new. A new buffer
+    /// otherwise, with room to grow (a power of two of at least 256 bytes). For inputs that
+    /// change every forward pass: the same buffer pass after pass keeps the kernels' bind
+    /// groups the same.
+    pub fn upload_into(&self, reuse: Option<GpuBuffer>, label: &str, bytes: &[u8]) -> GpuBuffer {
+        let padded = (bytes.len().div_ceil(4).max(1) * 4) as u64;
+        let buffer = match reuse {
+            Some(b) if b.buffer.size() >= padded => b.buffer,
+            _ => self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: padded.next_power_of_two().max(256),
+                usage: USAGE,
+                mapped_at_creation: false,
+            }),
+        };
+        let mut words = bytes.to_vec();
+        words.resize(padded as usize, 0);
+        self.queue().write_buffer(&buffer, 0, &words);
+        GpuBuffer {
+            buffer,
+            len: bytes.len() as u64,
+        }
+    }
+
     pub fn upload_f32(&self, label: &str, values: &[f32]) -> GpuBuffer {
         self.upload(label, bytemuck::cast_slice(values))
     }

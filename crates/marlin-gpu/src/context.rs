@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub info: wgpu::AdapterInfo,
     pub caps: Capabilities,
     pub pipelines: crate::kernels::PipelineCache,
+    /// Group 0 of the dispatches, by what they bind ([`crate::bind_groups`]).
+    pub bind_groups: crate::bind_groups::BindGroupCache,
     pub quant_layouts: std::sync::OnceLock<crate::kernels::QuantLayouts>,
     /// The buffer split-K products write their partial sums to ([`Gpu::scratch`]).
     pub scratch: std::sync::Mutex<Option<wgpu::Buffer>>,
@@ -181,6 +183,7 @@ impl Gpu {
                 info,
                 caps,
                 pipelines: Default::default(),
+                bind_groups: Default::default(),
                 scratch: Default::default(),
                 quant_layouts: Default::default(),
                 uniform_blocks: Default::default(),

@@ -106,6 +106,8 @@ pub struct GpuKvCache {
     seqs: Vec<Option<Sequence>>,
     /// Tells this cache's batches from another's.
     pub(crate) id: u64,
+    /// The buffers of the last batch dropped, for the next.
+    spare: Arc<Mutex<Spare>>,
 }
 
 #[derive(Debug, Default)]
@@ -200,6 +202,7 @@ impl GpuKvCache {
             free: (0..blocks as u32).rev().collect(),
             seqs: Vec::new(),
             id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
+            spare: Default::default(),
         })
     }
 
@@ -353,21 +356,25 @@ impl GpuKvCache {
             info.extend([pos as u32, offset]);
         }
         let tiles = prefill_tiles(places);
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let gpu = &self.gpu;
+        let refill = |old: Option<Arc<GpuBuffer>>, label, words: &[u32]| {
+            // A spare still shared (a batch's clone outlived it) is not written.
+            let old = old.and_then(|b| Arc::try_unwrap(b).ok());
+            Arc::new(gpu.upload_into(old, label, bytemuck::cast_slice(words)))
+        };
+        let info = refill(spare.info.take(), "kv batch tokens", &info);
+        let tables = refill(spare.tables.take(), "kv batch tables", &tables);
+        let tiles_buf = refill(spare.tiles.take(), "kv batch tiles", &tiles);
         Ok(KvBatch {
             cache: self.id,
             tokens: places.len(),
             max_pos: places.iter().map(|p| p.1).max().unwrap_or(0),
-            info: self
-                .gpu
-                .upload("kv batch tokens", bytemuck::cast_slice(&info)),
-            tables: self
-                .gpu
-                .upload("kv batch tables", bytemuck::cast_slice(&tables)),
+            info,
+            tables,
             n_tiles: tiles.len() / 2,
-            tiles: self
-                .gpu
-                .upload("kv batch tiles", bytemuck::cast_slice(&tiles)),
-            scratch: Mutex::new(None),
+            tiles: tiles_buf,
+            spare: self.spare.clone(),
         })
     }
 
@@ -418,14 +425,35 @@ pub struct KvBatch {
     /// The largest position: the longest key range is `max_pos + 1` (less with a window).
     pub(crate) max_pos: usize,
     /// Per token `[position, offset of its sequence's block table in tables]`, u32.
-    pub(crate) info: GpuBuffer,
+    pub(crate) info: Arc<GpuBuffer>,
     /// The block tables of the batch's sequences, one after another, u32.
-    pub(crate) tables: GpuBuffer,
+    pub(crate) tables: Arc<GpuBuffer>,
     /// Prefill tiles, `[first token, count]` u32 pairs.
-    pub(crate) tiles: GpuBuffer,
+    pub(crate) tiles: Arc<GpuBuffer>,
     pub(crate) n_tiles: usize,
-    /// Split-K partial results of decode attention, kept for the next layer.
-    pub(crate) scratch: Mutex<Option<Arc<GpuBuffer>>>,
+    /// Where `info`, `tables` and `tiles` go back when the batch is dropped.
+    spare: Arc<Mutex<Spare>>,
+}
+
+/// The buffers of the last batch dropped, for the next one ([`GpuKvCache::batch`]): a decode
+/// step's are the same size step after step, and the kernels' bind groups, which name their
+/// buffers, are then the same too (`bind_groups.rs`). Writing into a buffer an earlier batch's
+/// commands read is safe once those are submitted: wgpu runs a queue's writes in order with
+/// its submissions. A batch is dropped after its pass is submitted.
+#[derive(Debug, Default)]
+struct Spare {
+    info: Option<Arc<GpuBuffer>>,
+    tables: Option<Arc<GpuBuffer>>,
+    tiles: Option<Arc<GpuBuffer>>,
+}
+
+impl Drop for KvBatch {
+    fn drop(&mut self) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        spare.info = Some(self.info.clone());
+        spare.tables = Some(self.tables.clone());
+        spare.tiles = Some(self.tiles.clone());
+    }
 }
 
 impl KvBatch {
@@ -436,22 +464,6 @@ impl KvBatch {
 
     pub fn is_empty(&self) -> bool {
         self.tokens == 0
-    }
-
-    /// A scratch buffer of at least `bytes`, reused between layers.
-    pub(crate) fn scratch(&self, gpu: &Gpu, bytes: u64) -> Arc<GpuBuffer> {
-        let mut slot = self
-            .scratch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match slot.as_ref() {
-            Some(b) if b.len() >= bytes => b.clone(),
-            _ => {
-                let b = Arc::new(gpu.zeros("attention partials", bytes));
-                *slot = Some(b.clone());
-                b
-            }
-        }
     }
 }
 
@@ -521,6 +533,34 @@ mod tests {
             cache.batch(&[(b, 8)]).is_err(),
             "position 8 is not reserved"
         );
+    }
+
+    /// The next batch writes its own positions and tables into the buffers of the last one
+    /// dropped (so that the kernels' bind groups stay the same), and one still alive keeps
+    /// its own.
+    #[test]
+    fn a_batch_reuses_the_buffers_of_the_last_one() {
+        let Some(gpu) = crate::test_gpu() else { return };
+        let mut cache = tiny(&gpu);
+        let (a, b) = (cache.add_sequence(), cache.add_sequence());
+        cache.reserve(a, 4).unwrap();
+        cache.reserve(b, 4).unwrap();
+        let words = |buf: &GpuBuffer| -> Vec<u32> {
+            bytemuck::cast_slice(&gpu.read(buf).unwrap()[..buf.len() as usize]).to_vec()
+        };
+        let first = cache.batch(&[(a, 0), (a, 1), (a, 2)]).unwrap();
+        let (info, tables) = (first.info.buffer.clone(), first.tables.buffer.clone());
+        drop(first);
+        let next = cache.batch(&[(b, 3)]).unwrap();
+        assert_eq!(next.info.buffer, info);
+        assert_eq!(next.tables.buffer, tables);
+        assert_eq!(words(&next.info), [3, 0]);
+        assert_eq!(words(&next.tables), cache.seq(b).unwrap().blocks);
+        // `next` is alive: another batch gets buffers of its own.
+        let other = cache.batch(&[(a, 2)]).unwrap();
+        assert_ne!(other.info.buffer, info);
+        assert_eq!(words(&other.info), [2, 0]);
+        assert_eq!(words(&next.info), [3, 0]);
     }
 
     #[test]

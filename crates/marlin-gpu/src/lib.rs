@@ -3,6 +3,7 @@
 //! kernels on the CPU, which is how CI tests them.
 
 mod backend;
+mod bind_groups;
 mod buffer;
 mod context;
 mod error;

@@ -61,7 +61,7 @@ impl Gpu {
         // Chunks by rows must fit one grid (65535 a side); past that, a workgroup per row.
         if chunks <= 1 || chunks > 65535 || rows > 65535 {
             // A binding cannot be empty; stage 0 never touches `part`.
-            let part = self.zeros("argmax partials", 8);
+            let part = self.scratch(8);
             let buffers = [x, out, &part];
             self.dispatch(
                 encoder,
@@ -72,7 +72,9 @@ impl Gpu {
             );
             return Ok(());
         }
-        let part = self.zeros("argmax partials", (rows * chunks * 8) as u64);
+        // Written by stage 1 and read by stage 2 right after: the device's scratch buffer, the
+        // same one call after call.
+        let part = self.scratch((rows * chunks * 8) as u64);
         let buffers = [x, out, &part];
         let groups = [chunks as u32, rows as u32, 1];
         self.dispatch(encoder, &pipe, &params(1, chunks), &buffers, groups);

@@ -47,6 +47,7 @@ use std::sync::{Arc, Mutex};
 
 use bytemuck::Pod;
 
+use crate::bind_groups::BindKey;
 use crate::{Gpu, GpuBuffer, Recorder};
 
 /// A tuning override from the environment variable `name` (a number), read once per process
@@ -391,22 +392,35 @@ impl Gpu {
         groups: [u32; 3],
     ) {
         let (block, offset, size) = encoder.params(self, bytemuck::bytes_of(params));
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: encoder.block(block),
-                offset,
-                size: Some(size),
-            }),
-        }];
-        entries.extend(buffers.iter().zip(1..).map(|(b, i)| wgpu::BindGroupEntry {
-            binding: i,
-            resource: b.buffer.as_entire_binding(),
-        }));
-        let bind = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipe.layout,
-            entries: &entries,
+        let key = BindKey {
+            layout: pipe.layout.clone(),
+            params: (encoder.block(block).clone(), offset, size.get()),
+            buffers: buffers.iter().map(|b| b.buffer.clone()).collect(),
+        };
+        let bind = self.inner.bind_groups.get(key, |key| {
+            let (block, offset, size) = &key.params;
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: block,
+                    offset: *offset,
+                    size: wgpu::BufferSize::new(*size),
+                }),
+            }];
+            entries.extend(
+                key.buffers
+                    .iter()
+                    .zip(1..)
+                    .map(|(b, i)| wgpu::BindGroupEntry {
+                        binding: i,
+                        resource: b.as_entire_binding(),
+                    }),
+            );
+            self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &key.layout,
+                entries: &entries,
+            })
         });
         let pass = encoder.pass_for(&pipe.key);
         pass.set_pipeline(&pipe.pipeline);

@@ -96,6 +96,8 @@ pub struct GpuEmbedding {
 pub struct GpuCache {
     cache: GpuKvCache,
     ids: Vec<Option<marlin_gpu::SeqId>>,
+    /// The token ids' buffer of the last pass, for the next (`Gpu::upload_into`).
+    token_ids: Option<GpuBuffer>,
 }
 
 impl GpuCache {
@@ -145,9 +147,14 @@ pub struct GpuPass {
     /// Residual adds recorded, and submissions made, so far.
     adds: usize,
     submits: usize,
+    /// Residual adds after which the pass is submitted next, and the gap after that.
+    next_submit: usize,
+    gap: usize,
     /// h times a norm's weight on int8 grids, left by the last product that added to h
     /// (`project_add_before_norm`) for the next, which takes it if it multiplies that norm of h.
     int8_h: Option<Int8H>,
+    /// The pass's token ids once embedded; before, the last pass's buffer to write them into.
+    token_ids: Option<GpuBuffer>,
 }
 
 /// What `GpuPass::int8_h` holds: the grids, and which h and norm they are of.
@@ -157,13 +164,18 @@ struct Int8H {
     grids: GpuAct,
 }
 
-/// Residual adds (two per layer) before the first submission of a pass and between the next
-/// ones: the GPU starts on the first layer at once and runs while the host records the next
-/// layers. On the H100 a Llama-3.1-8B decode step records in ~2.5 ms and runs in ~5;
-/// submitting after the first layer and then every 8 measured 206-207 tokens/s against 196
-/// every 4 layers from the start (and 179 every layer: a submission has its own cost).
+/// When a pass is submitted, in residual adds (two per layer): after the first layer, then
+/// after gaps growing by half each time, from one layer to at most eight. The GPU starts on
+/// the first layer at once and runs while the host records the next; each submission holds
+/// enough layers for the GPU to be busy while the host records the one after it (the host
+/// records a layer in less time than the GPU runs it), and a submission has its own cost.
+/// On the H100 a Llama-3.1-8B INT4 decode step records in ~2 ms and runs in ~3.2 (recorded
+/// whole, then submitted once); a fixed 8 layers a submission after the first measured
+/// 241-263 tokens/s, this schedule 272-277 (session 14, docs/benchmarks.md; session 6:
+/// every 4 layers 196, every layer 179, 1 then 8 206-207).
 const FIRST_SUBMIT: usize = 2;
-const ADDS_PER_SUBMIT: usize = 16;
+const FIRST_GAP: usize = 2;
+const MAX_GAP: usize = 16;
 
 /// `MARLIN_GPU_PROFILE=1` prints, for every forward pass, the host's time recording and
 /// submitting its commands, and the time from then to having the logits back.
@@ -288,6 +300,7 @@ impl Device for GpuDevice {
         Ok(GpuCache {
             cache: GpuKvCache::with_dtype(&self.gpu, shape, self.kv, max_tokens)?,
             ids: Vec::new(),
+            token_ids: None,
         })
     }
 
@@ -322,7 +335,10 @@ impl Device for GpuDevice {
             started: std::time::Instant::now(),
             adds: 0,
             submits: 0,
+            next_submit: FIRST_SUBMIT,
+            gap: FIRST_GAP,
             int8_h: None,
+            token_ids: cache.token_ids.take(),
         })
     }
 
@@ -332,7 +348,11 @@ impl Device for GpuDevice {
         table: &GpuEmbedding,
         tokens: &[u32],
     ) -> Result<GpuAct, ModelError> {
-        let ids = self.gpu.upload("token ids", bytemuck::cast_slice(tokens));
+        let ids = self.gpu.upload_into(
+            pass.token_ids.take(),
+            "token ids",
+            bytemuck::cast_slice(tokens),
+        );
         let out = self.act(tokens.len(), table.hidden);
         let parts: Vec<&GpuBuffer> = table.parts.iter().collect();
         self.gpu.embedding(
@@ -343,6 +363,7 @@ impl Device for GpuDevice {
             table.hidden,
             out.buf(),
         )?;
+        pass.token_ids = Some(ids);
         Ok(out)
     }
 
@@ -594,10 +615,10 @@ impl Device for GpuDevice {
         vocab: usize,
     ) -> Result<Vec<u32>, ModelError> {
         let rows = logits.tokens;
-        let ids = self.gpu.zeros("token ids", (rows * 4) as u64);
+        let ids = self.words(rows as u64);
         self.gpu
-            .argmax(&mut pass.encoder, logits.buf(), &ids, rows, vocab)?;
-        self.read_ids(pass, cache, &ids)
+            .argmax(&mut pass.encoder, logits.buf(), ids.buf(), rows, vocab)?;
+        self.read_ids(pass, cache, ids.buf())
     }
 
     fn finish_sample(
@@ -609,14 +630,14 @@ impl Device for GpuDevice {
         choices: &[super::SampleChoice],
         penalties: &[Option<super::Penalty<'_>>],
     ) -> Result<Vec<u32>, ModelError> {
-        let ids = self.gpu.zeros("token ids", (choices.len() * 4) as u64);
+        let ids = self.words(choices.len() as u64);
         if penalties.iter().any(Option::is_some) {
             self.gpu
                 .penalize(&mut pass.encoder, logits.buf(), vocab, penalties)?;
         }
         self.gpu
-            .sample(&mut pass.encoder, logits.buf(), &ids, vocab, choices)?;
-        self.read_ids(pass, cache, &ids)
+            .sample(&mut pass.encoder, logits.buf(), ids.buf(), vocab, choices)?;
+        self.read_ids(pass, cache, ids.buf())
     }
 }
 
@@ -684,14 +705,12 @@ impl GpuDevice {
         Ok(())
     }
 
-    /// Counts a residual add, submitting what is recorded after [`FIRST_SUBMIT`] and then every
-    /// [`ADDS_PER_SUBMIT`].
+    /// Counts a residual add, submitting what is recorded when [`FIRST_SUBMIT`]'s schedule says.
     fn added(&self, pass: &mut GpuPass) {
         pass.adds += 1;
-        let due = pass.adds == FIRST_SUBMIT
-            || (pass.adds > FIRST_SUBMIT
-                && (pass.adds - FIRST_SUBMIT).is_multiple_of(ADDS_PER_SUBMIT));
-        if due {
+        if pass.adds == pass.next_submit {
+            pass.next_submit += pass.gap;
+            pass.gap = (pass.gap + pass.gap.div_ceil(2)).min(MAX_GAP);
             // wgpu runs submissions in order: what comes next sees all of this.
             let done = std::mem::replace(&mut pass.encoder, self.gpu.encoder());
             self.gpu.submit(done);
@@ -720,6 +739,7 @@ impl GpuDevice {
                 ms(pass.started.elapsed() - submitted)
             );
         }
+        cache.token_ids = pass.token_ids;
         for (g, n) in pass.counts {
             cache.cache.advance(g, n)?;
         }

@@ -213,7 +213,9 @@ impl GpuKvCache {
                 what: format!("{splits} splits of {chunk} keys: use longer chunks"),
             });
         }
-        let part = batch.scratch(gpu, splits as u64 * per_split);
+        // Written here and read by the combine right after: the device's scratch buffer, the
+        // same one step after step.
+        let part = gpu.scratch(splits as u64 * per_split);
 
         let sg = self.subgroup_kernel();
         let pipe = if sg {
@@ -246,7 +248,7 @@ impl GpuKvCache {
             };
             let (keys, values) = self.shard(layer, shard);
             let groups = [splits as u32, shard_q_heads as u32, batch.tokens as u32];
-            let mut buffers = vec![q.buffer, keys, values, &batch.info, &batch.tables, &*part];
+            let mut buffers = vec![q.buffer, keys, values, &*batch.info, &*batch.tables, &part];
             if sg {
                 buffers.push(out);
             }
@@ -265,7 +267,7 @@ impl GpuKvCache {
             _pad: 0,
         };
         let groups = [heads as u32, batch.tokens as u32, 1];
-        gpu.dispatch(encoder, &pipe, &params, &[&*part, out], groups);
+        gpu.dispatch(encoder, &pipe, &params, &[&part, out], groups);
         Ok(())
     }
 }

@@ -87,7 +87,14 @@ impl GpuKvCache {
                 _pad: 0,
             };
             let (keys, values) = self.shard(layer, shard);
-            let buffers = [keys, values, k.buffer, v.buffer, &batch.info, &batch.tables];
+            let buffers = [
+                keys,
+                values,
+                k.buffer,
+                v.buffer,
+                &*batch.info,
+                &*batch.tables,
+            ];
             let groups = grid(per_shard as u64, WG);
             gpu.dispatch(encoder, &pipe, &params, &buffers, groups);
         }

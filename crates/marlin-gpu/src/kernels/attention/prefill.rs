@@ -104,9 +104,9 @@ impl GpuKvCache {
                 q.buffer,
                 keys,
                 values,
-                &batch.info,
-                &batch.tables,
-                &batch.tiles,
+                &*batch.info,
+                &*batch.tables,
+                &*batch.tiles,
                 out,
             ];
             // Tiles never outnumber tokens, which check_attention bounds.

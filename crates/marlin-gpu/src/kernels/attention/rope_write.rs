@@ -85,7 +85,7 @@ impl GpuKvCache {
                 _pad: [0; 2],
             };
             let (keys, values) = self.shard(layer, shard);
-            let buffers = [keys, values, qkv, &batch.info, &batch.tables, inv_freq];
+            let buffers = [keys, values, qkv, &*batch.info, &*batch.tables, inv_freq];
             gpu.dispatch(encoder, &pipe, &params, &buffers, grid(pairs as u64, WG));
         }
         Ok(())
