@@ -213,6 +213,7 @@ impl Fixture {
                         (q, &out),
                         (heads, (window, 0, stride)),
                         chunk,
+                        None,
                     )
                     .unwrap();
             }
