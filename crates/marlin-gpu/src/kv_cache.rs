@@ -374,7 +374,6 @@ impl GpuKvCache {
             tables,
             n_tiles: tiles.len() / 2,
             tiles: tiles_buf,
-            one_per_sequence: offsets.len() == places.len(),
             spare: self.spare.clone(),
         })
     }
@@ -432,8 +431,6 @@ pub struct KvBatch {
     /// Prefill tiles, `[first token, count]` u32 pairs.
     pub(crate) tiles: Arc<GpuBuffer>,
     pub(crate) n_tiles: usize,
-    /// No two tokens of one sequence (decode steps): no token reads a slot another writes.
-    pub(crate) one_per_sequence: bool,
     /// Where `info`, `tables` and `tiles` go back when the batch is dropped.
     spare: Arc<Mutex<Spare>>,
 }

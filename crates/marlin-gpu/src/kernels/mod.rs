@@ -155,12 +155,10 @@ pub fn generated_sources() -> Vec<(String, String)> {
     ];
     for min in [8, 32, 64] {
         for acc in [1, 4, 8, 16] {
-            for rope in [false, true] {
-                cache.push((
-                    decode::subgroup_key(min, acc, rope),
-                    decode::subgroup_source(min, acc, rope),
-                ));
-            }
+            cache.push((
+                decode::subgroup_key(min, acc),
+                decode::subgroup_source(min, acc),
+            ));
         }
     }
     for dtype in crate::KvDtype::ALL {

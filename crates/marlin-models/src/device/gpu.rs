@@ -460,20 +460,10 @@ impl Device for GpuDevice {
             heads: q.heads,
             window,
         };
+        cache.record_rope_write(enc, layer, batch, qkv.buf(), at, inv_freq)?;
         if pass.decode {
-            // Rope and the cache write inside the attention kernel where it can (one dispatch).
-            cache.record_rope_decode_attention(
-                enc,
-                layer,
-                batch,
-                qkv.buf(),
-                at,
-                inv_freq,
-                out.buf(),
-                cfg,
-            )?;
+            cache.record_decode_attention(enc, layer, batch, qkv.part(q), out.buf(), cfg)?;
         } else {
-            cache.record_rope_write(enc, layer, batch, qkv.buf(), at, inv_freq)?;
             cache.record_prefill_attention(enc, layer, batch, qkv.part(q), out.buf(), cfg)?;
         }
         Ok(out)

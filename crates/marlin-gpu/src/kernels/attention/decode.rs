@@ -4,7 +4,6 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{AttentionConfig, combine};
-use crate::QkvLayout;
 use crate::kernels::View;
 use crate::{GpuBuffer, GpuError, GpuKvCache, KvBatch};
 
@@ -26,8 +25,6 @@ pub const SOURCE_SUBGROUP_SPLIT: &str = concat!(
     include_str!("decode_keys.wgsl"),
     include_str!("decode_subgroup.wgsl")
 );
-/// What decode_subgroup.wgsl with ROPE also needs: sin_cos.
-const SOURCE_ROPE_ANGLE: &str = include_str!("../rope_angle.wgsl");
 
 /// Keys per workgroup step (`WG` in decode.wgsl).
 const TILE: usize = 128;
@@ -41,25 +38,22 @@ const MIN_CHUNK: usize = 32;
 /// `MARLIN_DECODE_CHUNK` (a multiple of 64) overrides it, for tuning.
 const SUBGROUP_CHUNK: usize = 64;
 
-/// decode_subgroup.wgsl's pipeline key for a smallest subgroup size `min`, `acc` vec4s per
-/// lane and, with `rope`, rope and the cache write of the tokens' own keys and values done too.
-pub(crate) fn subgroup_key(min: u32, acc: usize, rope: bool) -> String {
+/// decode_subgroup.wgsl's pipeline key for a smallest subgroup size `min` and `acc` vec4s per
+/// lane.
+pub(crate) fn subgroup_key(min: u32, acc: usize) -> String {
     let (batch, hoist) = subgroup_tuning();
     format!(
-        "attention decode sg{min} acc{acc} b{batch} h{}{}",
-        hoist as u8,
-        if rope { " rope" } else { "" }
+        "attention decode sg{min} acc{acc} b{batch} h{}",
+        hoist as u8
     )
 }
 
 /// decode_subgroup.wgsl's source for those constants (built only when the pipeline is).
-pub(crate) fn subgroup_source(min: u32, acc: usize, rope: bool) -> String {
+pub(crate) fn subgroup_source(min: u32, acc: usize) -> String {
     let (batch, hoist) = subgroup_tuning();
-    let kernel = super::super::quant_decode::preprocess(SOURCE_SUBGROUP_SPLIT, &[("ROPE", rope)]);
     format!(
         "const SG: u32 = {min}u;\nconst ACC: u32 = {acc}u;\nconst BATCH: u32 = {batch}u;\n\
-         const HOIST: bool = {hoist};\nconst ROPE: bool = {rope};\n{}{kernel}",
-        if rope { SOURCE_ROPE_ANGLE } else { "" }
+         const HOIST: bool = {hoist};\n{SOURCE_SUBGROUP_SPLIT}"
     )
 }
 
@@ -120,17 +114,6 @@ struct Params {
     shard_heads: u32,
     q_offset: u32,
     q_stride: u32,
-    k_offset: u32,
-    v_offset: u32,
-    _pad: [u32; 2],
-}
-
-/// What decode_subgroup.wgsl's ROPE reads besides q: where each token's k and v heads start
-/// (as `Params`), and the inverse frequencies.
-pub(crate) struct Rope<'a> {
-    k_offset: u32,
-    v_offset: u32,
-    inv_freq: &'a GpuBuffer,
 }
 
 /// Keys per split for a longest key range of `keys`.
@@ -191,65 +174,10 @@ impl GpuKvCache {
             (q, out),
             (heads, checked),
             chunk_for(keys, grain),
-            None,
         )
     }
 
-    /// [`GpuKvCache::record_rope_write`] then [`GpuKvCache::record_decode_attention`] of q's
-    /// part of `qkv`, for a batch of one token per sequence (decode steps): in one dispatch
-    /// per buffer of the layer where decode_subgroup.wgsl runs and head_dim is a multiple of 8
-    /// (the kernel turns q and k itself and writes k and v to the cache; the row's q is then
-    /// left as it was), in the two otherwise. On the H100 a decode step's dispatch costs ~3.5
-    /// µs before its work, more on a host-bound small model.
-    // qkv (tokens, stride) -> out (tokens, heads, head_dim); the cache's slots of the tokens
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_rope_decode_attention(
-        &self,
-        encoder: &mut crate::Recorder,
-        layer: usize,
-        batch: &KvBatch,
-        qkv: &GpuBuffer,
-        at: QkvLayout,
-        inv_freq: &GpuBuffer,
-        out: &GpuBuffer,
-        cfg: AttentionConfig,
-    ) -> Result<(), GpuError> {
-        let q = View::part(qkv, at.q_offset, at.stride);
-        let fused = self.subgroup_kernel()
-            && self.shape.head_dim.is_multiple_of(8)
-            && batch.one_per_sequence
-            && at.heads == cfg.heads;
-        if !fused {
-            self.record_rope_write(encoder, layer, batch, qkv, at, inv_freq)?;
-            return self.record_decode_attention(encoder, layer, batch, q, out, cfg);
-        }
-        const OP: &str = "rope + decode attention";
-        self.check_rope_layout(OP, batch, qkv, at, inv_freq)?;
-        let checked = self.check_attention(OP, layer, batch, cfg, q, out)?;
-        let keys = (batch.max_pos + 1).min(cfg.window.unwrap_or(usize::MAX));
-        // Token t's k and v heads from these offsets plus t * stride, where q's are at the
-        // checked offset.
-        let row0 = checked.1 as usize - at.q_offset;
-        let rope = Rope {
-            k_offset: (row0 + at.k_offset) as u32,
-            v_offset: (row0 + at.v_offset) as u32,
-            inv_freq,
-        };
-        self.decode_with_chunk(
-            encoder,
-            layer,
-            batch,
-            (q, out),
-            (cfg.heads, checked),
-            chunk_for(keys, subgroup_chunk()),
-            Some(rope),
-        )
-    }
-
-    /// [`GpuKvCache::decode_attention`] with `chunk` keys per split (tests force small ones),
-    /// and with `rope` rope and the cache write too (decode_subgroup.wgsl's ROPE: only where
-    /// it runs).
-    #[allow(clippy::too_many_arguments)]
+    /// [`GpuKvCache::decode_attention`] with `chunk` keys per split (tests force small ones).
     pub(crate) fn decode_with_chunk(
         &self,
         encoder: &mut crate::Recorder,
@@ -258,7 +186,6 @@ impl GpuKvCache {
         (q, out): (View<'_>, &GpuBuffer),
         (heads, (window, q_offset, q_stride)): (usize, (u32, u32, u32)),
         chunk: usize,
-        rope: Option<Rope<'_>>,
     ) -> Result<(), GpuError> {
         if batch.tokens == 0 {
             return Ok(());
@@ -291,15 +218,11 @@ impl GpuKvCache {
         let part = gpu.scratch(splits as u64 * per_split);
 
         let sg = self.subgroup_kernel();
-        debug_assert!(sg || rope.is_none(), "ROPE is decode_subgroup.wgsl's");
         let pipe = if sg {
             let caps = gpu.capabilities();
             let min = caps.subgroup_min_size.max(1);
             let acc = subgroup_acc(gpu, hd);
-            let r = rope.is_some();
-            self.pipeline(&subgroup_key(min, acc, r), false, || {
-                subgroup_source(min, acc, r)
-            })
+            self.pipeline(&subgroup_key(min, acc), false, || subgroup_source(min, acc))
         } else if gpu.capabilities().subgroup {
             self.pipeline("attention decode (subgroup)", false, || {
                 SOURCE_SUBGROUP.into()
@@ -322,18 +245,12 @@ impl GpuKvCache {
                 shard_heads: self.shard_heads as u32,
                 q_offset,
                 q_stride,
-                k_offset: rope.as_ref().map_or(0, |r| r.k_offset),
-                v_offset: rope.as_ref().map_or(0, |r| r.v_offset),
-                _pad: [0; 2],
             };
             let (keys, values) = self.shard(layer, shard);
             let groups = [splits as u32, shard_q_heads as u32, batch.tokens as u32];
             let mut buffers = vec![q.buffer, keys, values, &*batch.info, &*batch.tables, &part];
             if sg {
                 buffers.push(out);
-            }
-            if let Some(r) = &rope {
-                buffers.push(r.inv_freq);
             }
             gpu.dispatch(encoder, &pipe, &params, &buffers, groups);
         }

@@ -21,12 +21,6 @@ struct Params {
     // stacked q|k|v output.
     q_offset: u32,
     q_stride: u32,
-    // decode_subgroup.wgsl with ROPE: where token t's k and v heads start, at these offsets
-    // plus t * q_stride in the same buffer as q (q is then a part of a q|k|v row, not turned).
-    k_offset: u32,
-    v_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

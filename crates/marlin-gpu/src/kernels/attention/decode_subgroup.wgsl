@@ -12,21 +12,12 @@
 // (max, sum, output) are merged in workgroup memory as combine.wgsl merges splits. A split of
 // a single chunk (the whole context) writes the final output itself, and no combine runs.
 //
-// With ROPE the kernel also does what rope_write.wgsl did before it, so that a decode step's
-// layer needs one dispatch less: q is read unturned from its q|k|v row and turned here (as
-// rope_write.wgsl turns it), and each token's own key and value, the last key of its range, are
-// taken from the row (the key turned, both rounded to the cache's type as the cache would hold
-// them) instead of from the cache, which the first query head of each kv head writes them to,
-// in the workgroup whose split holds the token's position. No workgroup reads that slot of the
-// cache in this dispatch.
-//
 // Comes after the cache's prelude (kv_cache.rs: KvDtype, the element type KV; keys and values
 // are converted to f32 on load) and decode_keys.wgsl (Params, the shared bindings,
 // split_keys). Prepended by decode.rs: SG (the device's smallest subgroup size: the workgroup is 4 of them),
-// BATCH (keys a subgroup takes at once), HOIST (their values loaded with their keys), ACC
+// BATCH (keys a subgroup takes at once), HOIST (their values loaded with their keys) and ACC
 // (vec4s of the output each lane keeps: enough for the device's smallest subgroup to cover the
-// head, decode.rs says how it is counted), ROPE, the cache's bindings (read-only, or
-// read-write with ROPE) and with ROPE rope_angle.wgsl and the inverse frequencies' binding.
+// head, decode.rs says how it is counted).
 
 const WG: u32 = 4u * SG;
 // Largest head dimension, in vec4s.
@@ -34,65 +25,15 @@ const HD4_MAX: u32 = 64u;
 // Stands for -infinity: exp(NEG - m) is 0 for any real m, and NEG - NEG is 0, not NaN.
 const NEG: f32 = -3.0e38;
 
+
+// One layer's cache: [blocks][shard_heads][block_size][head_dim], head_dim a multiple of 4.
+@group(0) @binding(2) var<storage, read> k_cache: array<vec4<KV>>;
+@group(0) @binding(3) var<storage, read> v_cache: array<vec4<KV>>;
 // (tokens, heads, head_dim): written here instead when there is one split.
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
 
-//#if ROPE
-// One layer's cache: [blocks][shard_heads][block_size][head_dim], head_dim a multiple of 4.
-@group(0) @binding(2) var<storage, read_write> k_cache: array<vec4<KV>>;
-@group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<KV>>;
-// head_dim / 2 inverse frequencies (any scaling applied by the host).
-@group(0) @binding(8) var<storage, read> inv_freq: array<f32>;
-// The token's own key (turned) and value, as the cache holds them.
-var<workgroup> k_new: array<vec4<f32>, HD4_MAX>;
-var<workgroup> v_new: array<vec4<f32>, HD4_MAX>;
-//#else
-@group(0) @binding(2) var<storage, read> k_cache: array<vec4<KV>>;
-@group(0) @binding(3) var<storage, read> v_cache: array<vec4<KV>>;
-//#endif
-
 // The query, pre-scaled.
 var<workgroup> qs: array<vec4<f32>, HD4_MAX>;
-
-//#if ROPE
-// Four values of q at `at` and the four head_dim / 2 further, turned by the angles of `pos`
-// and inverse frequencies i4..i4 + 4 (rope_write.wgsl's arithmetic).
-fn turned(at: u32, half: u32, pos: u32, i4: u32) -> array<vec4<f32>, 2> {
-    var lo: vec4<f32>;
-    var hi: vec4<f32>;
-    for (var e = 0u; e < 4u; e++) {
-        let sc = sin_cos(f32(pos) * inv_freq[i4 + e]);
-        let a = q[at + e];
-        let b = q[at + half + e];
-        lo[e] = a * sc.y - b * sc.x;
-        hi[e] = b * sc.y + a * sc.x;
-    }
-    return array(lo, hi);
-}
-//#endif
-
-// Vec4 i of a key (at `at` in the cache, or the token's own where `own`), and of a value.
-fn key4(own: bool, at: u32, i: u32) -> vec4<f32> {
-//#if ROPE
-    if (own) {
-        return k_new[i];
-    }
-//#endif
-    return vec4<f32>(k_cache[at]);
-}
-
-fn value4(own: bool, at: u32, i: u32) -> vec4<f32> {
-//#if ROPE
-    if (own) {
-        return v_new[i];
-    }
-//#endif
-    return vec4<f32>(v_cache[at]);
-}
-
-fn q4(at: u32) -> vec4<f32> {
-    return vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]);
-}
 // Each subgroup's running max, sum and output, for the merge.
 var<workgroup> sub_m: array<f32, 4>;
 var<workgroup> sub_l: array<f32, 4>;
@@ -119,50 +60,10 @@ fn main(
     let kvh = keys.kvh;
     let table = keys.table;
     let q_row = keys.q_row;
-    let half = hd / 2u;
-    let half4 = hd4 / 2u;
-    // ROPE: whether this workgroup's keys end with the token's own (true for exactly one split
-    // of each token and head).
-    let own = ROPE && start < end && end == keys.pos + 1u;
-//#if ROPE
-    {
-        for (var i = li; i < half4; i += WG) {
-            let r = turned(q_row + 4u * i, half, keys.pos, 4u * i);
-            qs[i] = r[0] * params.scale;
-            qs[i + half4] = r[1] * params.scale;
-        }
-        if (own) {
-            let group = params.heads / params.kv_heads;
-            let kv_row = t * params.q_stride + (head / group) * hd;
-            // The first query head of the kv head stores them.
-            let writer = head % group == 0u;
-            let slot = ((tables[table + keys.pos / params.block_size] * params.shard_heads + kvh)
-                * params.block_size + keys.pos % params.block_size) * hd4;
-            for (var i = li; i < half4; i += WG) {
-                let r = turned(params.k_offset + kv_row + 4u * i, half, keys.pos, 4u * i);
-                let lo = vec4<KV>(r[0]);
-                let hi = vec4<KV>(r[1]);
-                k_new[i] = vec4<f32>(lo);
-                k_new[i + half4] = vec4<f32>(hi);
-                if (writer) {
-                    k_cache[slot + i] = lo;
-                    k_cache[slot + i + half4] = hi;
-                }
-            }
-            for (var i = li; i < hd4; i += WG) {
-                let v = vec4<KV>(q4(params.v_offset + kv_row + 4u * i));
-                v_new[i] = vec4<f32>(v);
-                if (writer) {
-                    v_cache[slot + i] = v;
-                }
-            }
-        }
-    }
-//#else
     for (var i = li; i < hd4; i += WG) {
-        qs[i] = q4(q_row + 4u * i) * params.scale;
+        let at = q_row + 4u * i;
+        qs[i] = vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]) * params.scale;
     }
-//#endif
     workgroupBarrier();
 
     var m = NEG;
@@ -172,15 +73,12 @@ fn main(
     // Subgroup sid takes keys start + sid * BATCH.., then every nsg * BATCH further.
     for (var k0 = start + sid * BATCH; k0 < end; k0 += nsg * BATCH) {
         var rows: array<u32, BATCH>;
-        // ROPE: the key is the token's own, from k_new and v_new (not yet in the cache).
-        var mine: array<bool, BATCH>;
         for (var b = 0u; b < BATCH; b++) {
             // Keys past the end read the last key again and weigh nothing.
             let key = min(k0 + b, end - 1u);
             let block = tables[table + key / params.block_size];
             rows[b] = ((block * params.shard_heads + kvh) * params.block_size
                 + key % params.block_size) * hd4;
-            mine[b] = own && key == keys.pos;
         }
         var dots: array<f32, BATCH>;
         // HOIST: the first vec4 of every value requested with the keys, before the reductions.
@@ -190,11 +88,11 @@ fn main(
             if (i < hd4) {
                 let qv = qs[i];
                 for (var b = 0u; b < BATCH; b++) {
-                    dots[b] += dot(qv, key4(mine[b], rows[b] + i, i));
+                    dots[b] += dot(qv, vec4<f32>(k_cache[rows[b] + i]));
                 }
                 if (HOIST && j == 0u) {
                     for (var b = 0u; b < BATCH; b++) {
-                        vals[b] = value4(mine[b], rows[b] + i, i);
+                        vals[b] = vec4<f32>(v_cache[rows[b] + i]);
                     }
                 }
             }
@@ -222,7 +120,7 @@ fn main(
                     if (HOIST && j == 0u) {
                         a += p[b] * vals[b];
                     } else {
-                        a += p[b] * value4(mine[b], rows[b] + i, i);
+                        a += p[b] * vec4<f32>(v_cache[rows[b] + i]);
                     }
                 }
                 acc[j] = a;

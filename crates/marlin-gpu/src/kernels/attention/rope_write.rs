@@ -93,7 +93,7 @@ impl GpuKvCache {
 
     /// The checks on a q|k|v row that rope with the cache write needs: an even head_dim, the
     /// parts inside the row and apart, the buffers large enough and bindable.
-    pub(crate) fn check_rope_layout(
+    fn check_rope_layout(
         &self,
         op: &'static str,
         batch: &KvBatch,
@@ -142,7 +142,6 @@ impl GpuKvCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AttentionConfig;
     use crate::kernels::testing::values;
     use crate::kernels::{Heads, View};
     use crate::{Gpu, KvDtype, KvShape};
@@ -256,140 +255,6 @@ mod tests {
             for dtype in KvDtype::ALL {
                 if dtype == KvDtype::F32 || gpu.capabilities().shader_f16 {
                     equals_rope_then_write(&gpu, dtype, dims, buffers);
-                }
-            }
-        }
-    }
-
-    /// A decode step of three sequences through `record_rope_decode_attention` (one dispatch
-    /// where the subgroup kernel runs) and through rope + write then decode attention: the same
-    /// outputs and, bit for bit, the same caches after (layer 1 against layer 0, their earlier
-    /// keys the same).
-    fn rope_in_attention_equals_apart(
-        gpu: &Gpu,
-        dtype: KvDtype,
-        (heads, kv_heads, hd): (usize, usize, usize),
-        buffers: usize,
-        window: Option<usize>,
-    ) {
-        let shape = KvShape {
-            layers: 2,
-            kv_heads,
-            head_dim: hd,
-            block_size: 16,
-        };
-        let capacity = 256;
-        let limit = (kv_heads / buffers * capacity * hd * dtype.bytes()) as u64;
-        let mut cache = GpuKvCache::with_binding_limit(gpu, shape, dtype, capacity, limit).unwrap();
-        let seqs = [
-            cache.add_sequence(),
-            cache.add_sequence(),
-            cache.add_sequence(),
-        ];
-        // Past 64 keys (the subgroup kernel's chunk) the last one runs two splits and the
-        // combine; the first one is a single key.
-        let lens = [0, 37, 130];
-        for (&s, &n) in seqs.iter().zip(&lens) {
-            cache.reserve(s, n + 1).unwrap();
-        }
-        let kv_w = kv_heads * hd;
-        // The earlier keys and values, the same in both layers.
-        let earlier: Vec<_> = seqs
-            .iter()
-            .zip(&lens)
-            .flat_map(|(&s, &n)| (0..n).map(move |p| (s, p)))
-            .collect();
-        let kv = values(7, earlier.len() * 2 * kv_w, 1.0);
-        let kv = gpu.upload_f32("earlier", &kv);
-        let fill = cache.batch(&earlier).unwrap();
-        let mut enc = gpu.encoder();
-        for layer in 0..2 {
-            let (k, v) = (
-                View::part(&kv, 0, 2 * kv_w),
-                View::part(&kv, kv_w, 2 * kv_w),
-            );
-            cache.record_write(&mut enc, layer, &fill, k, v).unwrap();
-        }
-        gpu.submit(enc);
-        drop(fill);
-        for (&s, &n) in seqs.iter().zip(&lens) {
-            cache.advance(s, n).unwrap();
-        }
-
-        let places: Vec<_> = seqs.iter().zip(&lens).map(|(&s, &n)| (s, n)).collect();
-        let batch = cache.batch(&places).unwrap();
-        let q_w = heads * hd;
-        let at = QkvLayout {
-            stride: 1 + q_w + 2 * kv_w,
-            heads,
-            q_offset: 1,
-            k_offset: 1 + q_w,
-            v_offset: 1 + q_w + kv_w,
-        };
-        let rows = values(hd as u64, places.len() * at.stride, 2.0);
-        let inv_freq: Vec<f32> = (0..hd / 2)
-            .map(|i| 1.0 / 1e4f32.powf(2.0 * i as f32 / hd as f32))
-            .collect();
-        let freq = gpu.upload_f32("inv_freq", &inv_freq);
-        let cfg = AttentionConfig { heads, window };
-        let out_bytes = (places.len() * q_w * 4) as u64;
-        let (fused_out, apart_out) = (gpu.zeros("out", out_bytes), gpu.zeros("out", out_bytes));
-        let (fused, apart) = (gpu.upload_f32("qkv", &rows), gpu.upload_f32("qkv", &rows));
-        let mut enc = gpu.encoder();
-        cache
-            .record_rope_decode_attention(&mut enc, 1, &batch, &fused, at, &freq, &fused_out, cfg)
-            .unwrap();
-        cache
-            .record_rope_write(&mut enc, 0, &batch, &apart, at, &freq)
-            .unwrap();
-        let q = View::part(&apart, at.q_offset, at.stride);
-        cache
-            .record_decode_attention(&mut enc, 0, &batch, q, &apart_out, cfg)
-            .unwrap();
-        gpu.submit(enc);
-
-        let what = format!(
-            "heads {heads}, kv heads {kv_heads}, head_dim {hd}, {buffers} buffers of {dtype:?}, \
-             window {window:?}"
-        );
-        let (got, want) = (
-            gpu.read_f32(&fused_out).unwrap(),
-            gpu.read_f32(&apart_out).unwrap(),
-        );
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (g - w).abs() <= 1e-5 * w.abs().max(1e-3),
-                "output {i}: {g} against {w}, {what}"
-            );
-        }
-        assert!(want.iter().any(|&w| w != 0.0), "no output, {what}");
-        for shard in 0..buffers {
-            let (k0, v0) = cache.shard(0, shard);
-            let (k1, v1) = cache.shard(1, shard);
-            assert!(
-                gpu.read(k1).unwrap() == gpu.read(k0).unwrap(),
-                "keys, {what}"
-            );
-            assert!(
-                gpu.read(v1).unwrap() == gpu.read(v0).unwrap(),
-                "values, {what}"
-            );
-        }
-    }
-
-    #[test]
-    fn rope_inside_decode_attention_equals_rope_write_then_attention() {
-        let Some(gpu) = crate::test_gpu() else { return };
-        for (dims, buffers, window) in [
-            ((2, 2, 16), 1, None),
-            ((6, 2, 64), 1, None),
-            ((6, 2, 64), 1, Some(20)),
-            ((4, 4, 128), 2, None),
-            ((3, 1, 12), 1, None),
-        ] {
-            for dtype in KvDtype::ALL {
-                if dtype == KvDtype::F32 || gpu.capabilities().shader_f16 {
-                    rope_in_attention_equals_apart(&gpu, dtype, dims, buffers, window);
                 }
             }
         }

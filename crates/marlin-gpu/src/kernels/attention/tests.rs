@@ -213,7 +213,6 @@ impl Fixture {
                         (q, &out),
                         (heads, (window, 0, stride)),
                         chunk,
-                        None,
                     )
                     .unwrap();
             }
