@@ -11,7 +11,9 @@
 //! A cached bind group keeps its buffers alive. So the cache is two generations: lookups move
 //! entries into the current one, and when it is full it becomes the previous one, whose
 //! entries nobody asked for again are dropped at the next turn. Buffers a program stopped using
-//! are held for at most two turns ([`GENERATION`] new bind groups each).
+//! are held for at most two turns ([`GENERATION`] new bind groups each), and where large ones
+//! are let go (a KV cache dropped, the scratch buffer grown, an activation leaving the model's
+//! pool) [`crate::Gpu::forget_bind_groups`] drops every cached bind group at once.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -57,6 +59,15 @@ impl BindGroupCache {
         }
         g.current.insert(key, bind.clone());
         bind
+    }
+}
+
+impl BindGroupCache {
+    /// Drops every cached bind group.
+    pub(crate) fn clear(&self) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.current.clear();
+        g.previous.clear();
     }
 }
 

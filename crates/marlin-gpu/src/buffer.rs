@@ -84,6 +84,13 @@ impl Gpu {
         }
     }
 
+    /// Drops the bind groups the kernels keep for their next calls (`bind_groups.rs`), and
+    /// with them their hold on buffers: for an owner letting go of large buffers that the
+    /// kernels bound (a model's activations, a KV cache).
+    pub fn forget_bind_groups(&self) {
+        self.inner.bind_groups.clear();
+    }
+
     pub fn upload_f32(&self, label: &str, values: &[f32]) -> GpuBuffer {
         self.upload(label, bytemuck::cast_slice(values))
     }
@@ -112,7 +119,10 @@ impl Gpu {
                     usage: USAGE,
                     mapped_at_creation: false,
                 });
-                *held = Some(b.clone());
+                // Bind groups of the old one would keep it.
+                if held.replace(b.clone()).is_some() {
+                    self.forget_bind_groups();
+                }
                 b
             }
         };

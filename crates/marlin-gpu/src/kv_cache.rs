@@ -327,7 +327,8 @@ impl GpuKvCache {
     /// The device-side description of a forward pass's tokens, each at `(sequence, position)`:
     /// the block tables of the sequences involved and where each token reads and writes. Made
     /// once per forward pass and used by every layer; it describes the cache as it is now, so
-    /// make a new one after sequences are removed or truncated.
+    /// make a new one after sequences are removed or truncated. Drop a batch only once the
+    /// commands recorded with it are submitted: the next batch is written into its buffers.
     pub fn batch(&self, places: &[(SeqId, usize)]) -> Result<KvBatch, GpuError> {
         let mut tables: Vec<u32> = Vec::new();
         let mut offsets: Vec<(SeqId, u32)> = Vec::new();
@@ -445,6 +446,13 @@ struct Spare {
     info: Option<Arc<GpuBuffer>>,
     tables: Option<Arc<GpuBuffer>>,
     tiles: Option<Arc<GpuBuffer>>,
+}
+
+impl Drop for GpuKvCache {
+    fn drop(&mut self) {
+        // The kernels' bind groups would keep the layers' buffers.
+        self.gpu.forget_bind_groups();
+    }
 }
 
 impl Drop for KvBatch {

@@ -37,8 +37,8 @@ const CHAIN_ENV: &str = "MARLIN_GPU_CHAIN";
 impl GpuDevice {
     pub fn new(gpu: Gpu, precision: MatmulPrecision, kv: KvDtype) -> Self {
         GpuDevice {
+            pool: Pool::new(gpu.clone()),
             gpu,
-            pool: Pool::default(),
             precision,
             kv,
             chain: std::env::var(CHAIN_ENV).map_or(true, |v| v != "0"),
@@ -57,7 +57,7 @@ impl GpuDevice {
     /// A pooled buffer of `tokens` rows of `width` f32 values.
     fn act(&self, tokens: usize, width: usize) -> GpuAct {
         GpuAct {
-            buf: Some(self.pool.take(&self.gpu, (tokens * width * 4) as u64)),
+            buf: Some(self.pool.take((tokens * width * 4) as u64)),
             pool: self.pool.clone(),
             tokens,
             width,

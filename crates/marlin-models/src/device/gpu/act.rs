@@ -12,25 +12,37 @@ use crate::device::Part;
 /// forward pass allocates the same sizes layer after layer and pass after pass, so after the
 /// first pass nothing is allocated. Reuse inside one encoder is safe: wgpu orders the
 /// dispatches that touch a buffer as they were recorded.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Pool(Arc<Mutex<Vec<GpuBuffer>>>);
+#[derive(Debug, Clone)]
+pub(super) struct Pool {
+    free: Arc<Mutex<Vec<GpuBuffer>>>,
+    /// Told to drop its bind groups when a buffer leaves the pool, so that they do not keep it.
+    gpu: Gpu,
+}
 
 /// Buffers the pool keeps at most (a prefill chunk's sizes are not a decode step's).
 const POOL_MAX: usize = 64;
 
 impl Pool {
-    pub(super) fn take(&self, gpu: &Gpu, bytes: u64) -> GpuBuffer {
-        let mut free = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    pub(super) fn new(gpu: Gpu) -> Self {
+        Pool {
+            free: Default::default(),
+            gpu,
+        }
+    }
+
+    pub(super) fn take(&self, bytes: u64) -> GpuBuffer {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         match free.iter().rposition(|b| b.len() == bytes) {
             Some(i) => free.swap_remove(i),
-            None => gpu.zeros("activations", bytes),
+            None => self.gpu.zeros("activations", bytes),
         }
     }
 
     fn give(&self, buf: GpuBuffer) {
-        let mut free = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if free.len() >= POOL_MAX {
             free.remove(0);
+            self.gpu.forget_bind_groups();
         }
         free.push(buf);
     }
