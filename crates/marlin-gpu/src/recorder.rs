@@ -119,8 +119,10 @@ impl Recorder {
         let size = (params.len() as u64).div_ceil(16).max(1) * 16;
         let fits = |used: usize| (used as u64).next_multiple_of(align) + size <= BLOCK_BYTES;
         if !self.blocks.last().is_some_and(|(_, used)| fits(used.len())) {
-            self.blocks
-                .push((gpu.uniform_block(BLOCK_BYTES), Vec::new()));
+            self.blocks.push((
+                gpu.uniform_block(BLOCK_BYTES),
+                Vec::with_capacity(BLOCK_BYTES as usize),
+            ));
         }
         let index = self.blocks.len() - 1;
         let bytes = &mut self.blocks[index].1;
