@@ -105,6 +105,11 @@ pub struct Fusion<'a> {
     /// ([`FusedInput::NormedInt8`]), so that product needs no quantize_x dispatch. Only where
     /// [`Gpu::emits_int8_x`] holds.
     pub then_quantize: Option<QuantizeNext<'a>>,
+    /// W a stacked gate|up (n = 2 ff): silu(gate) * up of y's rows also goes on int8 grids in
+    /// this buffer ([`Gpu::int8_x_bytes`] of ff columns), for the next product to take as
+    /// [`FusedInput::Int8`] with no quantize_x dispatch. Only where
+    /// [`Gpu::emits_swiglu_int8_x`] holds; not with `add_to_y` or `then_quantize`.
+    pub then_swiglu: Option<&'a GpuBuffer>,
 }
 
 /// Where a product leaves y on int8 grids for the next product ([`Fusion::then_quantize`]).
@@ -130,12 +135,17 @@ pub enum FusedInput<'a> {
     /// the product that made x ([`Fusion::then_quantize`]); x itself is not read. Only where
     /// [`Gpu::takes_int8_x`] holds.
     NormedInt8 { xq: &'a GpuBuffer, eps: f32 },
+    /// x already on int8 grids in `xq`, made by the product before ([`Fusion::then_swiglu`]);
+    /// x itself is not read. Only where [`Gpu::takes_int8_x`] holds.
+    Int8 { xq: &'a GpuBuffer },
 }
 
 impl FusedInput<'_> {
     fn kind(&self) -> QmvInput {
         match self {
-            FusedInput::Plain | FusedInput::NormedInt8 { .. } => QmvInput::Plain,
+            FusedInput::Plain | FusedInput::NormedInt8 { .. } | FusedInput::Int8 { .. } => {
+                QmvInput::Plain
+            }
             FusedInput::RmsNorm { .. } => QmvInput::RmsNorm,
             FusedInput::SwiGlu => QmvInput::SwiGlu,
         }
@@ -292,6 +302,19 @@ impl Gpu {
             && matches!(self.resolve(Plan::Auto(precision), m, w), Plan::Qmv(v) if v.emits_q8(w.rows))
     }
 
+    /// Whether a product of `m` rows by a stacked gate|up `w` can put silu(gate) * up on int8
+    /// grids for the next product ([`Fusion::then_swiglu`]): W in one part.
+    pub fn emits_swiglu_int8_x(
+        &self,
+        m: usize,
+        w: &GpuQuantMatrix,
+        precision: MatmulPrecision,
+    ) -> bool {
+        m > 0
+            && w.parts.len() == 1
+            && matches!(self.resolve(Plan::Auto(precision), m, w), Plan::Qmv(v) if v.emits_swiglu_q8(w.rows))
+    }
+
     /// Bytes of `m` rows of `k` values on int8 grids ([`QuantizeNext::target`]): quantize_x's
     /// planes and, after them, a sum of squares per block.
     pub fn int8_x_bytes(m: usize, k: usize) -> u64 {
@@ -412,7 +435,12 @@ impl Gpu {
             {
                 return shape_err(format!("{v:?} cannot take m = {m}, k = {k}"));
             }
-            Plan::Qmv(v) if matches!(fusion.input, FusedInput::NormedInt8 { .. }) && !v.x_q8 => {
+            Plan::Qmv(v)
+                if matches!(
+                    fusion.input,
+                    FusedInput::NormedInt8 { .. } | FusedInput::Int8 { .. }
+                ) && !v.x_q8 =>
+            {
                 return shape_err(format!(
                     "{v:?} does not take x on int8 grids; check Gpu::takes_int8_x first"
                 ));
@@ -426,6 +454,17 @@ impl Gpu {
                     fusion.add_to_y
                 ));
             }
+            Plan::Qmv(v)
+                if fusion.then_swiglu.is_some()
+                    && (fusion.add_to_y
+                        || fusion.then_quantize.is_some()
+                        || !v.emits_swiglu_q8(n)
+                        || w.parts.len() != 1) =>
+            {
+                return shape_err(format!(
+                    "{v:?} cannot put SwiGLU on int8 grids; check Gpu::emits_swiglu_int8_x first"
+                ));
+            }
             Plan::Qmv(v) => Plan::Qmv(QmvVariant {
                 // Int8 x comes from quantize_x.wgsl, which does the input's norm or SwiGLU, or
                 // from the product before, whose norm is applied at the end.
@@ -436,11 +475,16 @@ impl Gpu {
                 norm_sums: matches!(fusion.input, FusedInput::NormedInt8 { .. }),
                 add_to_y: fusion.add_to_y,
                 q8_out: fusion.then_quantize.is_some(),
+                swiglu_out: fusion.then_swiglu.is_some(),
                 ..v
             }),
             _ if fusion.input.kind() != QmvInput::Plain
                 || fusion.add_to_y
-                || matches!(fusion.input, FusedInput::NormedInt8 { .. }) =>
+                || fusion.then_swiglu.is_some()
+                || matches!(
+                    fusion.input,
+                    FusedInput::NormedInt8 { .. } | FusedInput::Int8 { .. }
+                ) =>
             {
                 return shape_err(format!(
                     "{m} rows of x run on the tiled kernel, which fuses no norm, SwiGLU or \
@@ -465,15 +509,38 @@ impl Gpu {
             _ => None,
         };
         let ready_q8 = match fusion.input {
-            FusedInput::NormedInt8 { xq, eps } => {
+            FusedInput::NormedInt8 { xq, .. } | FusedInput::Int8 { xq } => {
                 need(OP, "x on int8 grids", xq, Self::int8_x_bytes(m, k) / 4)?;
                 apart(OP, ("y", y), &[("x on int8 grids", xq)])?;
-                check_eps(eps)?;
                 self.bindable(OP, &[("x on int8 grids", xq)])?;
+                let eps = match fusion.input {
+                    FusedInput::NormedInt8 { eps, .. } => {
+                        check_eps(eps)?;
+                        Some(eps)
+                    }
+                    _ => None,
+                };
                 Some((xq, eps))
             }
             _ => None,
         };
+        if let Some(grids) = fusion.then_swiglu {
+            need(
+                OP,
+                "SwiGLU's int8 grids",
+                grids,
+                Self::int8_x_bytes(m, n / 2) / 4,
+            )?;
+            apart(OP, ("SwiGLU's int8 grids", grids), &[("x", x), ("y", y)])?;
+            if let Some((xq, _)) = ready_q8 {
+                apart(
+                    OP,
+                    ("SwiGLU's int8 grids", grids),
+                    &[("x on int8 grids", xq)],
+                )?;
+            }
+            self.bindable(OP, &[("SwiGLU's int8 grids", grids)])?;
+        }
         if let Some(next) = fusion.then_quantize {
             if norm.is_some() {
                 return shape_err("a product cannot both norm x and quantize y".into());
@@ -540,14 +607,15 @@ impl Gpu {
         };
         let (x, norm) = match (&q8, ready_q8) {
             (Some(xq), _) => (xq, None),
-            (None, Some((xq, eps))) => (xq, Some((xq, eps))),
+            (None, Some((xq, eps))) => (xq, eps.map(|eps| (xq, eps))),
             (None, None) => (x, norm),
         };
         // Binding 3: the norm's weight, the next norm's weight, or x again where the kernel
         // reads none; binding 4: y's int8 grids, or y's buffer again.
-        let (weight_binding, grids_binding) = match fusion.then_quantize {
-            Some(next) => (next.norm, next.target),
-            None => (norm.map_or(x, |(w, _)| w), target),
+        let (weight_binding, grids_binding) = match (fusion.then_quantize, fusion.then_swiglu) {
+            (Some(next), _) => (next.norm, next.target),
+            (None, Some(grids)) => (norm.map_or(x, |(w, _)| w), grids),
+            (None, None) => (norm.map_or(x, |(w, _)| w), target),
         };
         let consts = quant_decode::SchemeConsts::of(w.scheme);
         for part in &w.parts {

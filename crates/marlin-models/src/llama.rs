@@ -414,8 +414,9 @@ impl<D: Device> LayerRun<'_, D> {
         dev.project_add_before_norm(pass, Input::Plain(&attn), o, h, post_norm, &layer.gate_up)?;
 
         let x = Input::RmsNorm(h, post_norm, eps);
-        let gate_up = dev.project(pass, x, &layer.gate_up)?;
-        let (x, down) = (Input::SwiGlu(&gate_up, ff), &layer.down_proj);
+        let (gate_up, down) = (&layer.gate_up, &layer.down_proj);
+        let gate_up = dev.project_before_swiglu(pass, x, gate_up, down)?;
+        let x = Input::SwiGlu(&gate_up, ff);
         match next {
             Some((norm, next)) => dev.project_add_before_norm(pass, x, down, h, norm, next),
             None => dev.project_add(pass, x, down, h),

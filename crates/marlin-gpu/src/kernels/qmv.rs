@@ -143,6 +143,12 @@ pub(crate) struct QmvVariant {
     /// int8 grids for the next product (`quantize_out` in qmv.wgsl): that product then needs
     /// no quantize_x dispatch. Needs [`QmvVariant::emits_q8`].
     pub q8_out: bool,
+    /// W is a stacked gate|up (n = 2 ff): each workgroup takes R / 2 rows of gate and the R /
+    /// 2 rows of up of the same columns, and besides storing y puts silu(gate) * up of its
+    /// columns on the int8 grids of the next product's x (K = ff), which then needs no
+    /// quantize_x dispatch (qmv_q8_out.wgsl, `quantize_swiglu_out`). Needs
+    /// [`QmvVariant::emits_swiglu_q8`].
+    pub swiglu_out: bool,
 }
 
 impl QmvVariant {
@@ -194,7 +200,20 @@ impl QmvVariant {
             x_q8: false,
             norm_sums: false,
             q8_out: false,
+            swiglu_out: false,
         }
+    }
+
+    /// Whether this variant can put silu(gate) * up of a stacked gate|up of `n` rows on int8
+    /// grids ([`QmvVariant::swiglu_out`]): its workgroups' halves are whole blocks of 32
+    /// columns, ff = n / 2 a multiple of them, and subgroups (where on) whole groups of 8 lanes.
+    pub fn emits_swiglu_q8(&self, n: usize) -> bool {
+        let half = self.rows_per_workgroup() as usize / 2;
+        let lanes = self.threads / self.teams.max(1);
+        half.is_multiple_of(32)
+            && n.is_multiple_of(2)
+            && (n / 2).is_multiple_of(half)
+            && (!self.subgroups || lanes.is_multiple_of(8))
     }
 
     /// Whether this variant can put the rows of y it adds to on int8 grids for the next
@@ -273,7 +292,7 @@ impl QmvVariant {
 
     pub fn key(&self, scheme: SchemeConsts) -> String {
         format!(
-            "qmv.{}.mt{}.r{}.t{}.th{}.s{}{}{}{}{}{}{}{}{}{}",
+            "qmv.{}.mt{}.r{}.t{}.th{}.s{}{}{}{}{}{}{}{}{}{}{}",
             scheme.key(),
             self.mt,
             self.rps,
@@ -293,6 +312,7 @@ impl QmvVariant {
             if self.x_q8 { ".q8" } else { "" },
             if self.norm_sums { ".nsum" } else { "" },
             if self.q8_out { ".q8out" } else { "" },
+            if self.swiglu_out { ".swq8" } else { "" },
         )
     }
 
@@ -310,7 +330,7 @@ impl QmvVariant {
             self.threads,
             self.span(scheme),
         );
-        let q8_out = self.q8_out && self.add_to_y;
+        let q8_out = (self.q8_out && self.add_to_y) || self.swiglu_out;
         let flags = [
             ("SUBGROUPS", self.subgroups),
             ("X_VEC4", self.x_vec4),
@@ -329,6 +349,7 @@ impl QmvVariant {
                 self.input == QmvInput::RmsNorm || (self.norm_sums && self.x_q8 && !self.subgroups),
             ),
             ("Q8_OUT", q8_out),
+            ("SWIGLU_OUT", self.swiglu_out),
         ];
         let kernel = match q8_out {
             true => format!("{SOURCE}{SOURCE_Q8_OUT}"),
@@ -361,6 +382,7 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
                     x_q8: false,
                     norm_sums: false,
                     q8_out: false,
+                    swiglu_out: false,
                 };
                 all.push((v.key(consts), v.source(consts)));
                 if QmvVariant::takes_q8(scheme) {
@@ -376,6 +398,16 @@ pub(crate) fn variants(scheme: Scheme) -> Vec<(String, String)> {
                         ..q8
                     };
                     all.push((chained.key(consts), chained.source(consts)));
+                    // gate|up with silu(gate) * up put on the grids for down.
+                    let swiglu = QmvVariant {
+                        norm_sums: true,
+                        swiglu_out: true,
+                        threads: 512,
+                        teams: 16,
+                        rps: 4,
+                        ..q8
+                    };
+                    all.push((swiglu.key(consts), swiglu.source(consts)));
                 }
                 for (input, add_to_y) in [(QmvInput::RmsNorm, false), (QmvInput::SwiGlu, true)] {
                     let fused = QmvVariant {

@@ -580,6 +580,28 @@ fn scales_of(first: u32, b: u32) -> BlockScales {
     return s;
 }
 
+// The first row of W of the team whose rows start at `local` in this workgroup's R: R
+// consecutive rows, or with SWIGLU_OUT (W a stacked gate|up, n = 2 ff) R / 2 rows of gate and
+// the R / 2 rows of up of the same columns, so that the workgroup holds both halves of
+// silu(gate) * up for R / 2 columns of the next product's x.
+fn first_row(tile: u32, local: u32) -> u32 {
+//#if SWIGLU_OUT
+    const H: u32 = R / 2u;
+    return select(tile * H + local, params.n / 2u + tile * H + local - H, local >= H);
+//#else
+    return tile * R + local;
+//#endif
+}
+
+//#if SWIGLU_OUT
+// Where row `row` of W lies in its workgroup's R (`first_row`'s inverse).
+fn local_row(row: u32) -> u32 {
+    const H: u32 = R / 2u;
+    let ff = params.n / 2u;
+    return select(row % H, H + (row - ff) % H, row >= ff);
+}
+//#endif
+
 fn store(row: u32, mi: u32, v: f32) {
     if (row < params.n && mi < params.m) {
         let at = mi * params.y_stride + params.row0 + row;
@@ -595,6 +617,9 @@ fn store(row: u32, mi: u32, v: f32) {
 //#endif
 //#else
         y[at] = v;
+//#if SWIGLU_OUT
+        h_out[mi * R + local_row(row)] = v;
+//#endif
 //#endif
     }
 }
@@ -631,7 +656,7 @@ fn main(
     for (var p = 0u; p < passes; p++) {
         let team = sid + p * nsg;
         let live = team < TEAMS;
-        let first = tile * R + team * RPS;
+        let first = first_row(tile, team * RPS);
         let acc = accumulate(li, first, lane, width, live);
 //#if ROW_NORMS
         if (p == 0u) {
@@ -660,12 +685,16 @@ fn main(
     workgroupBarrier();
     // Eight consecutive lanes of one subgroup a block (subgroups hold multiples of 8 lanes:
     // qmv.rs checks).
+//#if SWIGLU_OUT
+    quantize_swiglu_out(sid * width + lane, tile);
+//#else
     quantize_out(sid * width + lane, tile);
+//#endif
 //#endif
 //#else
     let team = li / TK;
     let lane = li % TK;
-    let first = tile * R + team * RPS;
+    let first = first_row(tile, team * RPS);
     let acc = accumulate(li, first, lane, TK, true);
 //#if ROW_NORMS
     row_norms(li);
@@ -685,7 +714,11 @@ fn main(
         workgroupBarrier();
     }
 //#if Q8_OUT
+//#if SWIGLU_OUT
+    quantize_swiglu_out(li, tile);
+//#else
     quantize_out(li, tile);
+//#endif
 //#endif
 //#endif
 }

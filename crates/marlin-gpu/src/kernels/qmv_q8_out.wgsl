@@ -56,6 +56,49 @@ fn quantize_out(slot: u32, tile: u32) {
     }
 }
 
+//#if SWIGLU_OUT
+// With SWIGLU_OUT, instead of `quantize_out`: this workgroup's R / 2 columns of silu(gate) *
+// up (gate in h_out's first R / 2 rows, up in the next: `first_row`), in the CPU's order u * (g
+// / (1 + exp(-g))) as quantize_x.wgsl, on the int8 grids of the next product's x (K = n / 2,
+// R / 2 a multiple of 32 and n / 2 of R / 2: qmv.rs checks), in quantize_x.wgsl's 5 planes a
+// row (no sums of squares: that product takes x as it is). Call from uniform control flow.
+fn quantize_swiglu_out(slot: u32, tile: u32) {
+    const H: u32 = R / 2u;
+    const BW: u32 = H / 32u;
+    let live = slot < 8u * BW * params.m && tile * H < params.n / 2u;
+    // Threads past the blocks read a live thread's slot and write nothing.
+    let t = min(slot, 8u * BW * MT - 1u);
+    let i = t % 8u;
+    let bl = (t / 8u) % BW;
+    let mi = t / (8u * BW);
+    let blocks = params.n / 64u;
+    let b = min(tile * BW + bl, blocks - 1u);
+    let at = mi * R + bl * 32u + 4u * i;
+    let g = vec4<f32>(h_out[at], h_out[at + 1u], h_out[at + 2u], h_out[at + 3u]);
+    let u = vec4<f32>(h_out[at + H], h_out[at + H + 1u], h_out[at + H + 2u], h_out[at + H + 3u]);
+    let v = u * (g / (vec4<f32>(1.0) + exp(-g)));
+    let d1 = block_max_out(t, live, max_abs4(v)) / 127.0;
+    let c1 = on_grid(v, d1);
+    let r = v - d1 * c1;
+    let d2 = residual_step(d1);
+    let c2 = residual_grid(r, d2);
+    let sums = block_sums_out(t, live, d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), 0.0);
+    if (!live) {
+        return;
+    }
+    let plane = (mi * 5u) * blocks + b;
+    q8_out[(plane + (i / 4u) * blocks) * 4u + i % 4u] = grid_word(c1);
+    q8_out[(plane + (2u + i / 4u) * blocks) * 4u + i % 4u] = grid_word(c2);
+    if (i == 0u) {
+        let ms = (plane + 4u * blocks) * 4u;
+        q8_out[ms] = bitcast<u32>(d1);
+        q8_out[ms + 1u] = bitcast<u32>(d2);
+        q8_out[ms + 2u] = bitcast<u32>(sums.x);
+        q8_out[ms + 3u] = bitcast<u32>(sums.y);
+    }
+}
+//#endif
+
 //#if SUBGROUPS
 // The largest `v` of the 8 lanes of thread t's block (lanes 8j..8j + 8 of one subgroup).
 fn block_max_out(t: u32, live: bool, v: f32) -> f32 {

@@ -46,7 +46,9 @@ impl Gpu {
     ) {
         let (mode, eps, weight) = match input {
             // Already on its grids: never asked for (qmatmul.rs), and x as given otherwise.
-            FusedInput::Plain | FusedInput::NormedInt8 { .. } => (0, 0.0, x),
+            FusedInput::Plain | FusedInput::NormedInt8 { .. } | FusedInput::Int8 { .. } => {
+                (0, 0.0, x)
+            }
             FusedInput::RmsNorm { weight, eps } => (1, eps, weight),
             FusedInput::SwiGlu => (2, 0.0, x),
         };

@@ -155,6 +155,15 @@ pub struct GpuPass {
     int8_h: Option<Int8H>,
     /// The pass's token ids once embedded; before, the last pass's buffer to write them into.
     token_ids: Option<GpuBuffer>,
+    /// silu(gate) * up on int8 grids, left by the gate|up product (`project_before_swiglu`)
+    /// for the down product, which takes it if it multiplies the SwiGLU of that gate|up.
+    int8_swiglu: Option<Int8SwiGlu>,
+}
+
+/// What `GpuPass::int8_swiglu` holds: the grids, and which gate|up they are of.
+struct Int8SwiGlu {
+    gate_up: marlin_gpu::wgpu::Buffer,
+    grids: GpuAct,
 }
 
 /// What `GpuPass::int8_h` holds: the grids, and which h and norm they are of.
@@ -339,6 +348,7 @@ impl Device for GpuDevice {
             gap: FIRST_GAP,
             int8_h: None,
             token_ids: cache.token_ids.take(),
+            int8_swiglu: None,
         })
     }
 
@@ -496,26 +506,17 @@ impl Device for GpuDevice {
         x: Input<'_, Self>,
         w: &GpuLinear,
     ) -> Result<GpuAct, ModelError> {
-        let ready = pass.int8_h.take();
-        match self.fusion(x, w, false) {
-            Some(mut fused) => {
-                // h's norm already on int8 grids, from the product that added to h.
-                if let (Some(r), Input::RmsNorm(a, norm, eps)) = (&ready, x)
-                    && r.h == *a.buf().raw()
-                    && r.norm == *norm.raw()
-                    && self.gpu.takes_int8_x(a.tokens, fused.q, self.precision)
-                {
-                    fused.fusion.input = FusedInput::NormedInt8 {
-                        xq: r.grids.buf(),
-                        eps,
-                    };
-                }
-                let y = self.act(x.source().tokens, w.out_features);
-                self.record_fused(pass, fused, w, &y)?;
-                Ok(y)
-            }
-            None => project_unfused(self, pass, x, w),
-        }
+        self.project_with(pass, x, w, None)
+    }
+
+    fn project_before_swiglu(
+        &self,
+        pass: &mut GpuPass,
+        x: Input<'_, Self>,
+        w: &GpuLinear,
+        next: &GpuLinear,
+    ) -> Result<GpuAct, ModelError> {
+        self.project_with(pass, x, w, Some(next))
     }
 
     fn project_add(
@@ -526,8 +527,12 @@ impl Device for GpuDevice {
         h: &mut GpuAct,
     ) -> Result<(), ModelError> {
         pass.int8_h = None;
+        let swiglu = pass.int8_swiglu.take();
         match self.fusion(x, w, true) {
-            Some(fused) => {
+            Some(mut fused) => {
+                if let Some(input) = self.swiglu_ready(x, &swiglu, &fused) {
+                    fused.fusion.input = input;
+                }
                 self.record_fused(pass, fused, w, h)?;
                 self.added(pass);
                 Ok(())
@@ -561,6 +566,10 @@ impl Device for GpuDevice {
         let Some(mut fused) = fused else {
             return self.project_add(pass, x, w, h);
         };
+        let swiglu = pass.int8_swiglu.take();
+        if let Some(input) = self.swiglu_ready(x, &swiglu, &fused) {
+            fused.fusion.input = input;
+        }
         let grids = self.words(Gpu::int8_x_bytes(m, h.width) / 4);
         fused.fusion.then_quantize = Some(QuantizeNext {
             norm,
@@ -656,6 +665,77 @@ impl GpuDevice {
             .collect())
     }
 
+    /// [`Device::project`], and with `swiglu_next` (w a stacked gate|up whose output feeds
+    /// only that product's SwiGLU input) silu(gate) * up on the int8 grids it takes, where
+    /// both products can.
+    fn project_with(
+        &self,
+        pass: &mut GpuPass,
+        x: Input<'_, Self>,
+        w: &GpuLinear,
+        swiglu_next: Option<&GpuLinear>,
+    ) -> Result<GpuAct, ModelError> {
+        let ready = pass.int8_h.take();
+        pass.int8_swiglu = None;
+        match self.fusion(x, w, false) {
+            Some(mut fused) => {
+                let (m, precision) = (x.source().tokens, self.precision);
+                // h's norm already on int8 grids, from the product that added to h.
+                if let (Some(r), Input::RmsNorm(a, norm, eps)) = (&ready, x)
+                    && r.h == *a.buf().raw()
+                    && r.norm == *norm.raw()
+                    && self.gpu.takes_int8_x(m, fused.q, precision)
+                {
+                    fused.fusion.input = FusedInput::NormedInt8 {
+                        xq: r.grids.buf(),
+                        eps,
+                    };
+                }
+                // silu(gate) * up on the grids the down product takes.
+                let grids = match swiglu_next.map(|n| &n.weight) {
+                    Some(GpuWeight::Quant(nq))
+                        if self.chain
+                            && w.bias.is_none()
+                            && nq.cols() * 2 == w.out_features
+                            && self.gpu.emits_swiglu_int8_x(m, fused.q, precision)
+                            && self.gpu.takes_int8_x(m, nq, precision) =>
+                    {
+                        Some(self.words(Gpu::int8_x_bytes(m, nq.cols()) / 4))
+                    }
+                    _ => None,
+                };
+                fused.fusion.then_swiglu = grids.as_ref().map(GpuAct::buf);
+                let y = self.act(m, w.out_features);
+                self.record_fused(pass, fused, w, &y)?;
+                if let Some(grids) = grids {
+                    let gate_up = y.buf().raw().clone();
+                    pass.int8_swiglu = Some(Int8SwiGlu { gate_up, grids });
+                }
+                Ok(y)
+            }
+            None => project_unfused(self, pass, x, w),
+        }
+    }
+
+    /// x of the product `fused` already on int8 grids, where x is the SwiGLU of the gate|up
+    /// whose product left them (`project_before_swiglu`) and this product takes them.
+    fn swiglu_ready<'a>(
+        &self,
+        x: Input<'_, Self>,
+        swiglu: &'a Option<Int8SwiGlu>,
+        fused: &Fused<'_>,
+    ) -> Option<FusedInput<'a>> {
+        match (x, swiglu) {
+            (Input::SwiGlu(a, _), Some(s))
+                if s.gate_up == *a.buf().raw()
+                    && self.gpu.takes_int8_x(a.tokens, fused.q, self.precision) =>
+            {
+                Some(FusedInput::Int8 { xq: s.grids.buf() })
+            }
+            _ => None,
+        }
+    }
+
     /// How `f(x) W^T` (added to y where `add_to_y`) runs as one dispatch, where it can: the
     /// weight quantized and x few enough rows for the small-batch kernel, which fuses the
     /// input's norm or SwiGLU and the add (on the H100 each dispatch saved is ~5 µs of a decode
@@ -683,6 +763,7 @@ impl GpuDevice {
                 input,
                 add_to_y,
                 then_quantize: None,
+                then_swiglu: None,
             },
         })
     }

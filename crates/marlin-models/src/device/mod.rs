@@ -234,6 +234,22 @@ pub trait Device: Send + Sync + Sized {
         self.add(pass, h, &y)
     }
 
+    /// [`Device::project`] of a stacked gate|up whose output only feeds
+    /// `Input::SwiGlu(.., _)` of `next` (the down product): a device may make that product's
+    /// input in this one (the GPU puts silu(gate) * up on the int8 grids `next` takes, in the
+    /// same dispatch). By default `project`.
+    // x (t, in) -> gate|up (t, 2 * ff)
+    fn project_before_swiglu(
+        &self,
+        pass: &mut Self::Pass,
+        x: Input<'_, Self>,
+        w: &Self::Linear,
+        next: &Self::Linear,
+    ) -> Result<Self::Act, ModelError> {
+        let _ = next;
+        self.project(pass, x, w)
+    }
+
     /// [`Device::project_add`] where the next op is `project(Input::RmsNorm(h, norm, _), next)`:
     /// a device may make that product's input in this one (the GPU puts h times `norm` on the
     /// int8 grids `next` takes, in the same dispatch). By default `project_add`.
