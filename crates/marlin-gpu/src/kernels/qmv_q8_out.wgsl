@@ -32,28 +32,38 @@ fn quantize_out(slot: u32, tile: u32) {
     let h = vec4<f32>(h_out[at], h_out[at + 1u], h_out[at + 2u], h_out[at + 3u]);
     let col = b * 32u + 4u * i;
     let v = h * vec4<f32>(norm_w[col], norm_w[col + 1u], norm_w[col + 2u], norm_w[col + 3u]);
+    // The block's sum of squares of y, after every row's planes.
+    let sq = write_grids(t, live, v, dot(h, h), mi, b, blocks);
+    if (live && i == 0u) {
+        q8_out[params.m * 5u * blocks * 4u + mi * blocks + b] = bitcast<u32>(sq);
+    }
+}
+
+// Thread t's 4 values `v` of block b of row mi of the next product's x (`blocks` a row) on the
+// int8 grids (int8_grid.wgsl), written in quantize_x.wgsl's 5 planes a row where `live`; returns
+// the sum of `sq` over the block's 8 threads (in its first). Call from uniform control flow.
+fn write_grids(t: u32, live: bool, v: vec4<f32>, sq: f32, mi: u32, b: u32, blocks: u32) -> f32 {
+    let i = t % 8u;
     let d1 = block_max_out(t, live, max_abs4(v)) / 127.0;
     let c1 = on_grid(v, d1);
     let r = v - d1 * c1;
     let d2 = residual_step(d1);
     let c2 = residual_grid(r, d2);
-    // The block's sums: of its two halves' dequantized values, and of its squares of y.
-    let sums = block_sums_out(t, live, d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), dot(h, h));
-    if (!live) {
-        return;
+    // The block's sums: of its two halves' dequantized values, and of sq.
+    let sums = block_sums_out(t, live, d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), sq);
+    if (live) {
+        let plane = (mi * 5u) * blocks + b;
+        q8_out[(plane + (i / 4u) * blocks) * 4u + i % 4u] = grid_word(c1);
+        q8_out[(plane + (2u + i / 4u) * blocks) * 4u + i % 4u] = grid_word(c2);
+        if (i == 0u) {
+            let ms = (plane + 4u * blocks) * 4u;
+            q8_out[ms] = bitcast<u32>(d1);
+            q8_out[ms + 1u] = bitcast<u32>(d2);
+            q8_out[ms + 2u] = bitcast<u32>(sums.x);
+            q8_out[ms + 3u] = bitcast<u32>(sums.y);
+        }
     }
-    // quantize_x.wgsl's 5 planes a row.
-    let plane = (mi * 5u) * blocks + b;
-    q8_out[(plane + (i / 4u) * blocks) * 4u + i % 4u] = grid_word(c1);
-    q8_out[(plane + (2u + i / 4u) * blocks) * 4u + i % 4u] = grid_word(c2);
-    if (i == 0u) {
-        let ms = (plane + 4u * blocks) * 4u;
-        q8_out[ms] = bitcast<u32>(d1);
-        q8_out[ms + 1u] = bitcast<u32>(d2);
-        q8_out[ms + 2u] = bitcast<u32>(sums.x);
-        q8_out[ms + 3u] = bitcast<u32>(sums.y);
-        q8_out[params.m * 5u * blocks * 4u + mi * blocks + b] = bitcast<u32>(sums.z);
-    }
+    return sums.z;
 }
 
 //#if SWIGLU_OUT
@@ -77,25 +87,7 @@ fn quantize_swiglu_out(slot: u32, tile: u32) {
     let g = vec4<f32>(h_out[at], h_out[at + 1u], h_out[at + 2u], h_out[at + 3u]);
     let u = vec4<f32>(h_out[at + H], h_out[at + H + 1u], h_out[at + H + 2u], h_out[at + H + 3u]);
     let v = u * (g / (vec4<f32>(1.0) + exp(-g)));
-    let d1 = block_max_out(t, live, max_abs4(v)) / 127.0;
-    let c1 = on_grid(v, d1);
-    let r = v - d1 * c1;
-    let d2 = residual_step(d1);
-    let c2 = residual_grid(r, d2);
-    let sums = block_sums_out(t, live, d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), 0.0);
-    if (!live) {
-        return;
-    }
-    let plane = (mi * 5u) * blocks + b;
-    q8_out[(plane + (i / 4u) * blocks) * 4u + i % 4u] = grid_word(c1);
-    q8_out[(plane + (2u + i / 4u) * blocks) * 4u + i % 4u] = grid_word(c2);
-    if (i == 0u) {
-        let ms = (plane + 4u * blocks) * 4u;
-        q8_out[ms] = bitcast<u32>(d1);
-        q8_out[ms + 1u] = bitcast<u32>(d2);
-        q8_out[ms + 2u] = bitcast<u32>(sums.x);
-        q8_out[ms + 3u] = bitcast<u32>(sums.y);
-    }
+    _ = write_grids(t, live, v, 0.0, mi, b, blocks);
 }
 //#endif
 

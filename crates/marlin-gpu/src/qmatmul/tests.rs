@@ -92,6 +92,31 @@ fn many_products_record_into_one_encoder() {
 /// (`FusedInput::NormedInt8`), give the h and the result of the same two products with the
 /// next one's x made by quantize_x: h exactly, the result to the rounding of the grids'
 /// scales.
+/// A `rows` x `cols` matrix of Gaussian weights (seed `seed`) in `scheme`, on the device.
+fn gaussian_matrix(
+    gpu: &Gpu,
+    scheme: Scheme,
+    seed: u64,
+    (rows, cols): (usize, usize),
+) -> GpuQuantMatrix {
+    let w = quantize(
+        &qtest::gaussian(seed, rows * cols, 0.05),
+        rows,
+        cols,
+        scheme,
+    );
+    gpu.upload_quant(&w.unwrap()).unwrap()
+}
+
+/// `y` within 1e-5 of `y_ref`'s largest magnitude (not all zero) everywhere.
+fn assert_near(y: &[f32], y_ref: &[f32], what: &str) {
+    let scale = y_ref.iter().fold(0f32, |a, v| a.max(v.abs()));
+    assert!(scale > 0.0, "{what}: all zero");
+    for (i, (a, b)) in y.iter().zip(y_ref).enumerate() {
+        assert!((a - b).abs() <= 1e-5 * scale, "{what} [{i}]: {a} vs {b}");
+    }
+}
+
 #[test]
 fn a_product_quantizes_the_next_products_x() {
     let Some(gpu) = crate::test_gpu() else { return };
@@ -99,15 +124,7 @@ fn a_product_quantizes_the_next_products_x() {
     for format in [Format::Int4, Format::Int4Affine] {
         let scheme = Scheme::of(format);
         let (n, k1, n2) = (256, 96, 40);
-        let up = |seed, rows, cols| {
-            let w = quantize(
-                &qtest::gaussian(seed, rows * cols, 0.05),
-                rows,
-                cols,
-                scheme,
-            );
-            gpu.upload_quant(&w.unwrap()).unwrap()
-        };
+        let up = |seed, rows, cols| gaussian_matrix(&gpu, scheme, seed, (rows, cols));
         let (w1, w2) = (up(11, n, k1), up(12, n2, n));
         let norm = gpu.upload_f32("norm", &qtest::gaussian(13, n, 1.0));
         let eps = 1e-5;
@@ -157,13 +174,7 @@ fn a_product_quantizes_the_next_products_x() {
             let (h_ref, y_ref) = run(false);
             let (h, y) = run(true);
             assert_eq!(h, h_ref, "{format:?} m = {m}");
-            let scale = y_ref.iter().fold(0f32, |a, v| a.max(v.abs()));
-            for (i, (a, b)) in y.iter().zip(&y_ref).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-5 * scale,
-                    "{format:?} m = {m} [{i}]: {a} vs {b}"
-                );
-            }
+            assert_near(&y, &y_ref, &format!("{format:?} m = {m}"));
         }
     }
 }
@@ -181,15 +192,7 @@ fn a_gate_up_product_quantizes_the_down_products_x() {
         // ff a multiple of every workgroup's half (up to 128 rows of gate: 64 teams of 4 rows
         // at subgroups of 8).
         let (ff, k1, n2) = (256, 96, 40);
-        let up = |seed, rows, cols| {
-            let w = quantize(
-                &qtest::gaussian(seed, rows * cols, 0.05),
-                rows,
-                cols,
-                scheme,
-            );
-            gpu.upload_quant(&w.unwrap()).unwrap()
-        };
+        let up = |seed, rows, cols| gaussian_matrix(&gpu, scheme, seed, (rows, cols));
         let (gate_up, down) = (up(21, 2 * ff, k1), up(22, n2, ff));
         for m in [1, 3] {
             assert!(gpu.takes_int8_x(m, &down, precision));
@@ -231,14 +234,7 @@ fn a_gate_up_product_quantizes_the_down_products_x() {
             let (gu_ref, y_ref) = run(false);
             let (gu, y) = run(true);
             assert_eq!(gu, gu_ref, "{format:?} m = {m}");
-            let scale = y_ref.iter().fold(0f32, |a, v| a.max(v.abs()));
-            assert!(scale > 0.0);
-            for (i, (a, b)) in y.iter().zip(&y_ref).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-5 * scale,
-                    "{format:?} m = {m} [{i}]: {a} vs {b}"
-                );
-            }
+            assert_near(&y, &y_ref, &format!("{format:?} m = {m}"));
         }
     }
 }
