@@ -190,51 +190,56 @@ fn a_gate_up_product_quantizes_the_down_products_x() {
     for format in [Format::Int4, Format::Int4Affine] {
         let scheme = Scheme::of(format);
         // ff a multiple of every workgroup's half (up to 128 rows of gate: 64 teams of 4 rows
-        // at subgroups of 8).
-        let (ff, k1, n2) = (256, 96, 40);
-        let up = |seed, rows, cols| gaussian_matrix(&gpu, scheme, seed, (rows, cols));
-        let (gate_up, down) = (up(21, 2 * ff, k1), up(22, n2, ff));
-        for m in [1, 3] {
-            assert!(gpu.takes_int8_x(m, &down, precision));
-            if !gpu.emits_swiglu_int8_x(m, &gate_up, precision) {
-                // Workgroups of fewer than 64 rows of W: m > 1 without subgroups, or
-                // subgroups of 64 (8 teams of 2 rows).
-                let caps = gpu.capabilities();
-                assert!(
-                    (m > 1 && !caps.subgroup) || caps.subgroup_min_size > 32,
-                    "m = {m}"
-                );
-                continue;
+        // at subgroups of 8); 2 ff = 16384 rows (qmv's tall matrices) take 4 rows a team, which
+        // subgroups of 32 need for workgroups of 64 rows.
+        for (ff, k1, n2) in [(256, 96, 40), (8192, 32, 8)] {
+            let up = |seed, rows, cols| gaussian_matrix(&gpu, scheme, seed, (rows, cols));
+            let (gate_up, down) = (up(21, 2 * ff, k1), up(22, n2, ff));
+            for m in [1, 3] {
+                assert!(gpu.takes_int8_x(m, &down, precision));
+                if !gpu.emits_swiglu_int8_x(m, &gate_up, precision) {
+                    // Workgroups of fewer than 64 rows of W: m > 1 without subgroups, subgroups
+                    // of 64 (8 teams of 2 or 4 rows), or of 32 but at m = 1 from 16384 rows
+                    // (16 teams of 2 rows, 4 there).
+                    let caps = gpu.capabilities();
+                    assert!(
+                        (m > 1 && !caps.subgroup)
+                            || caps.subgroup_min_size > 32
+                            || (caps.subgroup_min_size == 32 && (2 * ff < 16384 || m > 1)),
+                        "ff = {ff}, m = {m}"
+                    );
+                    continue;
+                }
+                let x = gpu.upload_f32("x", &qtest::gaussian(23, m * k1, 1.0));
+                let run = |chained: bool| {
+                    let gu = gpu.zeros("gate|up", (m * 2 * ff * 4) as u64);
+                    let y = gpu.zeros("y", (m * n2 * 4) as u64);
+                    let grids = gpu.zeros("grids", Gpu::int8_x_bytes(m, ff));
+                    let mut enc = gpu.encoder();
+                    let first = Fusion {
+                        then_swiglu: chained.then_some(&grids),
+                        ..Fusion::default()
+                    };
+                    gpu.record_quant_matmul_fused(&mut enc, &x, m, &gate_up, &gu, precision, first)
+                        .unwrap();
+                    let input = match chained {
+                        true => FusedInput::Int8 { xq: &grids },
+                        false => FusedInput::SwiGlu,
+                    };
+                    let second = Fusion {
+                        input,
+                        ..Fusion::default()
+                    };
+                    gpu.record_quant_matmul_fused(&mut enc, &gu, m, &down, &y, precision, second)
+                        .unwrap();
+                    gpu.submit(enc);
+                    (gpu.read_f32(&gu).unwrap(), gpu.read_f32(&y).unwrap())
+                };
+                let (gu_ref, y_ref) = run(false);
+                let (gu, y) = run(true);
+                assert_eq!(gu, gu_ref, "{format:?} ff = {ff}, m = {m}");
+                assert_near(&y, &y_ref, &format!("{format:?} ff = {ff}, m = {m}"));
             }
-            let x = gpu.upload_f32("x", &qtest::gaussian(23, m * k1, 1.0));
-            let run = |chained: bool| {
-                let gu = gpu.zeros("gate|up", (m * 2 * ff * 4) as u64);
-                let y = gpu.zeros("y", (m * n2 * 4) as u64);
-                let grids = gpu.zeros("grids", Gpu::int8_x_bytes(m, ff));
-                let mut enc = gpu.encoder();
-                let first = Fusion {
-                    then_swiglu: chained.then_some(&grids),
-                    ..Fusion::default()
-                };
-                gpu.record_quant_matmul_fused(&mut enc, &x, m, &gate_up, &gu, precision, first)
-                    .unwrap();
-                let input = match chained {
-                    true => FusedInput::Int8 { xq: &grids },
-                    false => FusedInput::SwiGlu,
-                };
-                let second = Fusion {
-                    input,
-                    ..Fusion::default()
-                };
-                gpu.record_quant_matmul_fused(&mut enc, &gu, m, &down, &y, precision, second)
-                    .unwrap();
-                gpu.submit(enc);
-                (gpu.read_f32(&gu).unwrap(), gpu.read_f32(&y).unwrap())
-            };
-            let (gu_ref, y_ref) = run(false);
-            let (gu, y) = run(true);
-            assert_eq!(gu, gu_ref, "{format:?} m = {m}");
-            assert_near(&y, &y_ref, &format!("{format:?} m = {m}"));
         }
     }
 }
