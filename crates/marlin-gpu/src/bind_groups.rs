@@ -12,8 +12,9 @@
 //! entries into the current one, and when it is full it becomes the previous one, whose
 //! entries nobody asked for again are dropped at the next turn. Buffers a program stopped using
 //! are held for at most two turns ([`GENERATION`] new bind groups each), and where large ones
-//! are let go (a KV cache dropped, the scratch buffer grown, an activation leaving the model's
-//! pool) [`crate::Gpu::forget_bind_groups`] drops every cached bind group at once.
+//! are let go the owner says so: [`crate::Gpu::forget_bind_groups`] drops every cached bind
+//! group (a KV cache dropped, the scratch buffer grown), [`crate::Gpu::forget_bind_groups_of`]
+//! those of one buffer (an activation leaving the model's pool).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -68,6 +69,17 @@ impl BindGroupCache {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         g.current.clear();
         g.previous.clear();
+    }
+
+    /// Drops the cached bind groups that bind `buffer` (a walk over the cache: for a buffer
+    /// let go now and then, not every dispatch).
+    pub(crate) fn forget(&self, buffer: &wgpu::Buffer) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let keep = |k: &BindKey, _: &mut wgpu::BindGroup| {
+            k.params.0 != *buffer && !k.buffers.contains(buffer)
+        };
+        g.current.retain(keep);
+        g.previous.retain(keep);
     }
 }
 

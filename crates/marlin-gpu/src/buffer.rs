@@ -91,6 +91,11 @@ impl Gpu {
         self.inner.bind_groups.clear();
     }
 
+    /// [`Gpu::forget_bind_groups`] for the bind groups of `buffer` alone.
+    pub fn forget_bind_groups_of(&self, buffer: &GpuBuffer) {
+        self.inner.bind_groups.forget(&buffer.buffer);
+    }
+
     pub fn upload_f32(&self, label: &str, values: &[f32]) -> GpuBuffer {
         self.upload(label, bytemuck::cast_slice(values))
     }

@@ -15,7 +15,7 @@ use crate::device::Part;
 #[derive(Debug, Clone)]
 pub(super) struct Pool {
     free: Arc<Mutex<Vec<GpuBuffer>>>,
-    /// Told to drop its bind groups when a buffer leaves the pool, so that they do not keep it.
+    /// Told to drop the bind groups of a buffer that leaves the pool, so that they do not keep it.
     gpu: Gpu,
 }
 
@@ -41,8 +41,8 @@ impl Pool {
     fn give(&self, buf: GpuBuffer) {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if free.len() >= POOL_MAX {
-            free.remove(0);
-            self.gpu.forget_bind_groups();
+            let gone = free.remove(0);
+            self.gpu.forget_bind_groups_of(&gone);
         }
         free.push(buf);
     }
