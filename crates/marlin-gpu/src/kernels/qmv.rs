@@ -205,15 +205,10 @@ impl QmvVariant {
     }
 
     /// Whether this variant can put silu(gate) * up of a stacked gate|up of `n` rows on int8
-    /// grids ([`QmvVariant::swiglu_out`]): its workgroups' halves are whole blocks of 32
-    /// columns, ff = n / 2 a multiple of them, and subgroups (where on) whole groups of 8 lanes.
+    /// grids ([`QmvVariant::swiglu_out`]): what [`QmvVariant::emits_q8`] asks, with the
+    /// workgroups' halves whole blocks of 32 columns (so ff = n / 2 a multiple of them).
     pub fn emits_swiglu_q8(&self, n: usize) -> bool {
-        let half = self.rows_per_workgroup() as usize / 2;
-        let lanes = self.threads / self.teams.max(1);
-        half.is_multiple_of(32)
-            && n.is_multiple_of(2)
-            && (n / 2).is_multiple_of(half)
-            && (!self.subgroups || lanes.is_multiple_of(8))
+        self.rows_per_workgroup().is_multiple_of(64) && self.emits_q8(n)
     }
 
     /// Whether this variant can put the rows of y it adds to on int8 grids for the next

@@ -19,40 +19,66 @@ var<workgroup> q8_part: array<vec2<f32>, 8u * MT * (R / 32u)>;
 // rounding (a block's scale and values scale alike). `slot` numbers the threads (eight
 // consecutive slots a block). Call from uniform control flow.
 fn quantize_out(slot: u32, tile: u32) {
-    const BW: u32 = R / 32u;
-    let live = slot < 8u * BW * params.m && tile * R < params.n;
-    // Threads past the blocks read a live thread's slot and write nothing.
-    let t = min(slot, 8u * BW * MT - 1u);
-    let i = t % 8u;
-    let bl = (t / 8u) % BW;
-    let mi = t / (8u * BW);
-    let blocks = params.n / 32u;
-    let b = min(tile * BW + bl, blocks - 1u);
-    let at = mi * R + bl * 32u + 4u * i;
-    let h = vec4<f32>(h_out[at], h_out[at + 1u], h_out[at + 2u], h_out[at + 3u]);
-    let col = b * 32u + 4u * i;
+    let s = out_slot(slot, tile, R, params.n);
+    let h = h_out4(s.at);
+    let col = s.b * 32u + 4u * s.i;
     let v = h * vec4<f32>(norm_w[col], norm_w[col + 1u], norm_w[col + 2u], norm_w[col + 3u]);
     // The block's sum of squares of y, after every row's planes.
-    let sq = write_grids(t, live, v, dot(h, h), mi, b, blocks);
-    if (live && i == 0u) {
-        q8_out[params.m * 5u * blocks * 4u + mi * blocks + b] = bitcast<u32>(sq);
+    let sq = write_grids(s, v, dot(h, h));
+    if (s.live && s.i == 0u) {
+        q8_out[params.m * 5u * s.blocks * 4u + s.mi * s.blocks + s.b] = bitcast<u32>(sq);
     }
 }
 
-// Thread t's 4 values `v` of block b of row mi of the next product's x (`blocks` a row) on the
-// int8 grids (int8_grid.wgsl), written in quantize_x.wgsl's 5 planes a row where `live`; returns
-// the sum of `sq` over the block's 8 threads (in its first). Call from uniform control flow.
-fn write_grids(t: u32, live: bool, v: vec4<f32>, sq: f32, mi: u32, b: u32, blocks: u32) -> f32 {
-    let i = t % 8u;
-    let d1 = block_max_out(t, live, max_abs4(v)) / 127.0;
+// Where an epilogue's thread works: slot `slot` of workgroup `tile`, whose `cols` columns of
+// the next x (of `total` a row) are cols / 32 blocks of each row of x, eight threads a block.
+struct OutSlot {
+    // A thread past the blocks reads a live thread's slot and writes nothing.
+    live: bool,
+    t: u32,
+    // The thread's word of its block (values 4i..4i + 4), the row of x, the block in the row.
+    i: u32,
+    mi: u32,
+    b: u32,
+    // Blocks a row, and where the thread's 4 values start in h_out.
+    blocks: u32,
+    at: u32,
+}
+
+fn out_slot(slot: u32, tile: u32, cols: u32, total: u32) -> OutSlot {
+    let bw = cols / 32u;
+    var s: OutSlot;
+    s.live = slot < 8u * bw * params.m && tile * cols < total;
+    s.t = min(slot, 8u * bw * MT - 1u);
+    s.i = s.t % 8u;
+    let bl = (s.t / 8u) % bw;
+    s.mi = s.t / (8u * bw);
+    s.blocks = total / 32u;
+    s.b = min(tile * bw + bl, s.blocks - 1u);
+    s.at = s.mi * R + bl * 32u + 4u * s.i;
+    return s;
+}
+
+// Four values of h_out from `at`.
+fn h_out4(at: u32) -> vec4<f32> {
+    return vec4<f32>(h_out[at], h_out[at + 1u], h_out[at + 2u], h_out[at + 3u]);
+}
+
+// The 4 values `v` of slot s (block s.b of row s.mi of the next product's x) on the int8 grids
+// (int8_grid.wgsl), written in quantize_x.wgsl's 5 planes a row where s.live; returns the sum
+// of `sq` over the block's 8 threads (in its first). Call from uniform control flow.
+fn write_grids(s: OutSlot, v: vec4<f32>, sq: f32) -> f32 {
+    let i = s.i;
+    let blocks = s.blocks;
+    let d1 = block_max_out(s.t, s.live, max_abs4(v)) / 127.0;
     let c1 = on_grid(v, d1);
     let r = v - d1 * c1;
     let d2 = residual_step(d1);
     let c2 = residual_grid(r, d2);
     // The block's sums: of its two halves' dequantized values, and of sq.
-    let sums = block_sums_out(t, live, d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), sq);
-    if (live) {
-        let plane = (mi * 5u) * blocks + b;
+    let sums = block_sums_out(s.t, s.live, d1 * dot(c1, vec4<f32>(1.0)) + d2 * dot(c2, vec4<f32>(1.0)), sq);
+    if (s.live) {
+        let plane = (s.mi * 5u) * blocks + s.b;
         q8_out[(plane + (i / 4u) * blocks) * 4u + i % 4u] = grid_word(c1);
         q8_out[(plane + (2u + i / 4u) * blocks) * 4u + i % 4u] = grid_word(c2);
         if (i == 0u) {
@@ -74,20 +100,11 @@ fn write_grids(t: u32, live: bool, v: vec4<f32>, sq: f32, mi: u32, b: u32, block
 // row (no sums of squares: that product takes x as it is). Call from uniform control flow.
 fn quantize_swiglu_out(slot: u32, tile: u32) {
     const H: u32 = R / 2u;
-    const BW: u32 = H / 32u;
-    let live = slot < 8u * BW * params.m && tile * H < params.n / 2u;
-    // Threads past the blocks read a live thread's slot and write nothing.
-    let t = min(slot, 8u * BW * MT - 1u);
-    let i = t % 8u;
-    let bl = (t / 8u) % BW;
-    let mi = t / (8u * BW);
-    let blocks = params.n / 64u;
-    let b = min(tile * BW + bl, blocks - 1u);
-    let at = mi * R + bl * 32u + 4u * i;
-    let g = vec4<f32>(h_out[at], h_out[at + 1u], h_out[at + 2u], h_out[at + 3u]);
-    let u = vec4<f32>(h_out[at + H], h_out[at + H + 1u], h_out[at + H + 2u], h_out[at + H + 3u]);
+    let s = out_slot(slot, tile, H, params.n / 2u);
+    let g = h_out4(s.at);
+    let u = h_out4(s.at + H);
     let v = u * (g / (vec4<f32>(1.0) + exp(-g)));
-    _ = write_grids(t, live, v, 0.0, mi, b, blocks);
+    _ = write_grids(s, v, 0.0);
 }
 //#endif
 
