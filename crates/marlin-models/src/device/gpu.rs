@@ -2,12 +2,13 @@
 //! and submitted every few layers, so the GPU runs while the host records; only the logits (or,
 //! greedy, the token ids) come back at [`Device::finish`]. Weights are uploaded once at load,
 //! each quantized matrix in its own format (the fused dequantize + matmul kernels read it as
-//! stored); activations are f32 (`act.rs`).
+//! stored); activations are f32 (`act.rs`). A pass and when it is submitted: `pass.rs`;
+//! products run as one fused dispatch: `fused.rs`.
 
 use marlin_gpu::kernels::{DenseWeight, Heads, View, WeightDtype};
 use marlin_gpu::{
-    AttentionConfig, FusedInput, Fusion, Gpu, GpuBuffer, GpuError, GpuKvCache, GpuQuantMatrix,
-    KvBatch, KvDtype, KvShape, MatmulPrecision, QkvLayout, QuantizeNext, Recorder,
+    AttentionConfig, Gpu, GpuBuffer, GpuError, GpuKvCache, GpuQuantMatrix, KvDtype, KvShape,
+    MatmulPrecision, QkvLayout, QuantizeNext,
 };
 
 use super::{AttentionParts, Device, Input, Part, project_unfused};
@@ -15,8 +16,13 @@ use crate::layers::{stack_biases, stack_weights};
 use crate::{DenseTensor, ModelConfig, ModelError, SeqId, Weight};
 
 mod act;
+mod fused;
+mod pass;
 pub use act::GpuAct;
 use act::Pool;
+use fused::Fused;
+pub use pass::GpuPass;
+use pass::Int8H;
 
 /// A GPU adapter opened for a model.
 #[derive(Debug, Clone)]
@@ -63,14 +69,6 @@ impl GpuDevice {
             width,
         }
     }
-}
-
-/// A product that runs as one fused dispatch ([`GpuDevice::fusion`]): the activation it reads,
-/// the quantized weight and what is fused.
-struct Fused<'a> {
-    x: &'a GpuAct,
-    q: &'a GpuQuantMatrix,
-    fusion: Fusion<'a>,
 }
 
 /// A linear layer on the device: quantized as stored, or dense f32.
@@ -134,65 +132,6 @@ impl GpuCache {
         let g = self.id(id)?;
         Ok(self.cache.truncate(g, len)?)
     }
-}
-
-/// One forward pass being recorded.
-pub struct GpuPass {
-    encoder: Recorder,
-    batch: KvBatch,
-    /// Every sequence adds one token: split-K decode attention; else the tiled prefill kernel.
-    decode: bool,
-    counts: Vec<(marlin_gpu::SeqId, usize)>,
-    started: std::time::Instant,
-    /// Residual adds recorded, and submissions made, so far.
-    adds: usize,
-    submits: usize,
-    /// Residual adds after which the pass is submitted next, and the gap after that.
-    next_submit: usize,
-    gap: usize,
-    /// h times a norm's weight on int8 grids, left by the last product that added to h
-    /// (`project_add_before_norm`) for the next, which takes it if it multiplies that norm of h.
-    int8_h: Option<Int8H>,
-    /// The pass's token ids once embedded; before, the last pass's buffer to write them into.
-    token_ids: Option<GpuBuffer>,
-    /// silu(gate) * up on int8 grids, left by the gate|up product (`project_before_swiglu`)
-    /// for the down product, which takes it if it multiplies the SwiGLU of that gate|up.
-    int8_swiglu: Option<Int8SwiGlu>,
-}
-
-/// What `GpuPass::int8_swiglu` holds: the grids, and which gate|up they are of.
-struct Int8SwiGlu {
-    gate_up: marlin_gpu::wgpu::Buffer,
-    grids: GpuAct,
-}
-
-/// What `GpuPass::int8_h` holds: the grids, and which h and norm they are of.
-struct Int8H {
-    h: marlin_gpu::wgpu::Buffer,
-    norm: marlin_gpu::wgpu::Buffer,
-    grids: GpuAct,
-}
-
-/// When a pass is submitted, in residual adds (two per layer): after the first layer, then
-/// after gaps growing by half each time, from one layer to at most eight. The GPU starts on
-/// the first layer at once and runs while the host records the next; each submission holds
-/// enough layers for the GPU to be busy while the host records the one after it (the host
-/// records a layer in less time than the GPU runs it), and a submission has its own cost.
-/// On the H100 a Llama-3.1-8B INT4 decode step records in ~2 ms and runs in ~3.2 (recorded
-/// whole, then submitted once); a fixed 8 layers a submission after the first measured
-/// 241-263 tokens/s, this schedule 272-277 (session 14, docs/benchmarks.md; session 6:
-/// every 4 layers 196, every layer 179, 1 then 8 206-207).
-const FIRST_SUBMIT: usize = 2;
-const FIRST_GAP: usize = 2;
-const MAX_GAP: usize = 16;
-
-/// `MARLIN_GPU_PROFILE=1` prints, for every forward pass, the host's time recording and
-/// submitting its commands, and the time from then to having the logits back.
-const PROFILE_ENV: &str = "MARLIN_GPU_PROFILE";
-
-fn profiling() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var(PROFILE_ENV).is_ok_and(|v| v == "1"))
 }
 
 /// The GPU cache's shape for `config`'s model.
@@ -336,20 +275,16 @@ impl Device for GpuDevice {
             places.extend((start..start + n).map(|p| (g, p)));
             gpu_counts.push((g, n));
         }
-        Ok(GpuPass {
-            encoder: self.gpu.encoder(),
-            batch: cache.cache.batch(&places)?,
-            decode: counts.iter().all(|&(_, n)| n == 1),
-            counts: gpu_counts,
-            started: std::time::Instant::now(),
-            adds: 0,
-            submits: 0,
-            next_submit: FIRST_SUBMIT,
-            gap: FIRST_GAP,
-            int8_h: None,
-            token_ids: cache.token_ids.take(),
-            int8_swiglu: None,
-        })
+        let batch = cache.cache.batch(&places)?;
+        let decode = counts.iter().all(|&(_, n)| n == 1);
+        let token_ids = cache.token_ids.take();
+        Ok(GpuPass::new(
+            self.gpu.encoder(),
+            batch,
+            decode,
+            gpu_counts,
+            token_ids,
+        ))
     }
 
     fn embed(
@@ -647,184 +582,6 @@ impl Device for GpuDevice {
         self.gpu
             .sample(&mut pass.encoder, logits.buf(), ids.buf(), vocab, choices)?;
         self.read_ids(pass, cache, ids.buf())
-    }
-}
-
-impl GpuDevice {
-    /// Runs the pass and reads back the token ids it wrote to `ids`.
-    fn read_ids(
-        &self,
-        pass: GpuPass,
-        cache: &mut GpuCache,
-        ids: &GpuBuffer,
-    ) -> Result<Vec<u32>, ModelError> {
-        let bytes = self.run(pass, cache, ids)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
-    }
-
-    /// [`Device::project`], and with `swiglu_next` (w a stacked gate|up whose output feeds
-    /// only that product's SwiGLU input) silu(gate) * up on the int8 grids it takes, where
-    /// both products can.
-    fn project_with(
-        &self,
-        pass: &mut GpuPass,
-        x: Input<'_, Self>,
-        w: &GpuLinear,
-        swiglu_next: Option<&GpuLinear>,
-    ) -> Result<GpuAct, ModelError> {
-        let ready = pass.int8_h.take();
-        pass.int8_swiglu = None;
-        match self.fusion(x, w, false) {
-            Some(mut fused) => {
-                let (m, precision) = (x.source().tokens, self.precision);
-                // h's norm already on int8 grids, from the product that added to h.
-                if let (Some(r), Input::RmsNorm(a, norm, eps)) = (&ready, x)
-                    && r.h == *a.buf().raw()
-                    && r.norm == *norm.raw()
-                    && self.gpu.takes_int8_x(m, fused.q, precision)
-                {
-                    fused.fusion.input = FusedInput::NormedInt8 {
-                        xq: r.grids.buf(),
-                        eps,
-                    };
-                }
-                // silu(gate) * up on the grids the down product takes.
-                let grids = match swiglu_next.map(|n| &n.weight) {
-                    Some(GpuWeight::Quant(nq))
-                        if self.chain
-                            && w.bias.is_none()
-                            && nq.cols() * 2 == w.out_features
-                            && self.gpu.emits_swiglu_int8_x(m, fused.q, precision)
-                            && self.gpu.takes_int8_x(m, nq, precision) =>
-                    {
-                        Some(self.words(Gpu::int8_x_bytes(m, nq.cols()) / 4))
-                    }
-                    _ => None,
-                };
-                fused.fusion.then_swiglu = grids.as_ref().map(GpuAct::buf);
-                let y = self.act(m, w.out_features);
-                self.record_fused(pass, fused, w, &y)?;
-                if let Some(grids) = grids {
-                    let gate_up = y.buf().raw().clone();
-                    pass.int8_swiglu = Some(Int8SwiGlu { gate_up, grids });
-                }
-                Ok(y)
-            }
-            None => project_unfused(self, pass, x, w),
-        }
-    }
-
-    /// x of the product `fused` already on int8 grids, where x is the SwiGLU of the gate|up
-    /// whose product left them (`project_before_swiglu`) and this product takes them.
-    fn swiglu_ready<'a>(
-        &self,
-        x: Input<'_, Self>,
-        swiglu: &'a Option<Int8SwiGlu>,
-        fused: &Fused<'_>,
-    ) -> Option<FusedInput<'a>> {
-        match (x, swiglu) {
-            (Input::SwiGlu(a, _), Some(s))
-                if s.gate_up == *a.buf().raw()
-                    && self.gpu.takes_int8_x(a.tokens, fused.q, self.precision) =>
-            {
-                Some(FusedInput::Int8 { xq: s.grids.buf() })
-            }
-            _ => None,
-        }
-    }
-
-    /// How `f(x) W^T` (added to y where `add_to_y`) runs as one dispatch, where it can: the
-    /// weight quantized and x few enough rows for the small-batch kernel, which fuses the
-    /// input's norm or SwiGLU and the add (on the H100 each dispatch saved is ~5 µs of a decode
-    /// step). None where it cannot.
-    fn fusion<'a>(
-        &self,
-        x: Input<'a, Self>,
-        w: &'a GpuLinear,
-        add_to_y: bool,
-    ) -> Option<Fused<'a>> {
-        let GpuWeight::Quant(q) = &w.weight else {
-            return None;
-        };
-        let (x, input) = match x {
-            Input::Plain(a) => (a, FusedInput::Plain),
-            Input::RmsNorm(a, weight, eps) => (a, FusedInput::RmsNorm { weight, eps }),
-            Input::SwiGlu(a, _) => (a, FusedInput::SwiGlu),
-        };
-        // A bias after an add would round differently from the CPU's h + (x W^T + b).
-        let fits = self.gpu.fuses_quant_matmul(x.tokens, q, self.precision);
-        (fits && !(add_to_y && w.bias.is_some())).then_some(Fused {
-            x,
-            q,
-            fusion: Fusion {
-                input,
-                add_to_y,
-                then_quantize: None,
-                then_swiglu: None,
-            },
-        })
-    }
-
-    /// Records a product [`GpuDevice::fusion`] chose into y, then its bias.
-    fn record_fused(
-        &self,
-        pass: &mut GpuPass,
-        Fused { x, q, fusion }: Fused<'_>,
-        w: &GpuLinear,
-        y: &GpuAct,
-    ) -> Result<(), ModelError> {
-        let enc = &mut pass.encoder;
-        let (m, precision) = (x.tokens, self.precision);
-        self.gpu
-            .record_quant_matmul_fused(enc, x.buf(), m, q, y.buf(), precision, fusion)?;
-        if let Some(b) = &w.bias {
-            self.gpu.add_bias(enc, y.buf(), m, w.out_features, b)?;
-        }
-        Ok(())
-    }
-
-    /// Counts a residual add, submitting what is recorded when [`FIRST_SUBMIT`]'s schedule says.
-    fn added(&self, pass: &mut GpuPass) {
-        pass.adds += 1;
-        if pass.adds == pass.next_submit {
-            pass.next_submit += pass.gap;
-            pass.gap = (pass.gap + pass.gap.div_ceil(2)).min(MAX_GAP);
-            // wgpu runs submissions in order: what comes next sees all of this.
-            let done = std::mem::replace(&mut pass.encoder, self.gpu.encoder());
-            self.gpu.submit(done);
-            pass.submits += 1;
-        }
-    }
-
-    /// Ends a pass after recording, under `MARLIN_GPU_PROFILE=1`, how long its parts took.
-    fn run(
-        &self,
-        pass: GpuPass,
-        cache: &mut GpuCache,
-        out: &GpuBuffer,
-    ) -> Result<Vec<u8>, ModelError> {
-        self.gpu.submit(pass.encoder);
-        let submitted = pass.started.elapsed();
-        let bytes = self.gpu.read(out)?;
-        if profiling() {
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-            eprintln!(
-                "{PROFILE_ENV}: {} tokens: recorded and submitted in {:.3} ms ({} submissions), \
-                 then waited and read back in {:.3} ms",
-                pass.batch.len(),
-                ms(submitted),
-                pass.submits + 1,
-                ms(pass.started.elapsed() - submitted)
-            );
-        }
-        cache.token_ids = pass.token_ids;
-        for (g, n) in pass.counts {
-            cache.cache.advance(g, n)?;
-        }
-        Ok(bytes)
     }
 }
 
